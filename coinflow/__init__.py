@@ -1,0 +1,1 @@
+"""Shared pieces of the three pipelines: settings, domain records, local services, the feature store."""

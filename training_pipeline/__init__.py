@@ -1,0 +1,1 @@
+"""The training pipeline (see the project issues)."""
