@@ -7,14 +7,11 @@ the same input leaves the same rows in the feature store.
 
 from __future__ import annotations
 
-import logging
-import time
 import uuid
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from prometheus_client import start_http_server
 from quixstreams.sources import Source
 from rich.console import Console
 from rich.table import Table
@@ -22,13 +19,10 @@ from rich.table import Table
 from coinflow import services
 from coinflow.logs import configure_logging
 from coinflow.settings import INTERVALS_SECONDS, Settings
-from coinflow.store import apply_feature_repo, feature_store
-from coinflow.streaming import new_application, pipeline_topics
-from feature_pipeline.dataflow import Completion, build_dataflow
-from feature_pipeline.sinks.feast_sink import FeastSink
+from coinflow.store import apply_feature_repo
+from feature_pipeline.runner import run_pipeline
 from feature_pipeline.sources.file_sources import CandlesFileSource, TradesFileSource
 
-logger = logging.getLogger("feature_pipeline")
 console = Console()
 app = typer.Typer(
     help="The streaming feature pipeline: trades -> Kafka -> candles + indicators -> Feast (Redis online, Parquet offline).",
@@ -47,38 +41,19 @@ def _settings(**overrides) -> Settings:
     return settings
 
 
-def _prepare(settings: Settings) -> services.Broker:
-    """Start or check the services and make sure the feature repository is registered."""
+def _run(settings: Settings, source: Source, into_candles: bool, finite_pairs: set[str] | None, run_id: str | None) -> None:
     try:
-        broker = services.ensure_broker(settings)
-        services.ensure_redis(settings)
+        summary = run_pipeline(settings, source, into_candles, finite_pairs, run_id)
     except services.ServiceError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
-    if not settings.registry_path.exists():
-        logger.info("Registering the feature repository %s", settings.feature_repo_path)
-        apply_feature_repo(settings)
-    return broker
-
-
-def _run(settings: Settings, source: Source, into_candles: bool, finite_pairs: set[str] | None, run_id: str | None) -> None:
-    """Run the dataflow with `source`; a finite run stops once every pair's end marker is written."""
-    broker = _prepare(settings)
-    quix = new_application(settings, broker)
-    topics = pipeline_topics(quix, settings)
-    completion = Completion(run_id, finite_pairs, quix.stop) if finite_pairs else None
-    sink = FeastSink(lambda: feature_store(settings), settings.sink_retries, on_end=completion.on_end if completion else None)
-    rejects = build_dataflow(quix, topics, settings, sink)
-    quix.add_source(source, topic=topics.candles if into_candles else topics.trades)
-    started = time.monotonic()
-    quix.run()
-    table = Table(title=f"feature pipeline finished in {time.monotonic() - started:.1f} s")
-    table.add_column("view")
+    table = Table(title=f"feature pipeline finished in {summary.seconds:.1f} s")
+    table.add_column("feature view")
     table.add_column("rows written (offline)", justify="right")
-    for view, count in sorted(sink.rows_written.items()):
+    for view, count in sorted(summary.rows_written.items()):
         table.add_row(view, str(count))
     console.print(table)
-    console.print(rejects.summary())
+    console.print(summary.rejects.summary())
 
 
 def _check_file(path: Path) -> Path:

@@ -1,0 +1,64 @@
+"""Run the feature pipeline: services, the Quix application, the dataflow, a source, the sink."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from quixstreams.sources import Source
+
+from coinflow import services
+from coinflow.quality import Rejects
+from coinflow.settings import Settings
+from coinflow.store import apply_feature_repo, feature_store
+from coinflow.streaming import new_application, pipeline_topics
+from feature_pipeline.dataflow import Completion, build_dataflow
+from feature_pipeline.sinks.feast_sink import FeastSink
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    seconds: float
+    rows_written: dict[str, int]
+    rejects: Rejects
+
+
+def prepare(settings: Settings) -> services.Broker:
+    """Start or check the services and register the feature repository if it is not yet."""
+    broker = services.ensure_broker(settings)
+    services.ensure_redis(settings)
+    if not settings.registry_path.exists():
+        logger.info("Registering the feature repository %s", settings.feature_repo_path)
+        apply_feature_repo(settings)
+    return broker
+
+
+def run_pipeline(
+    settings: Settings,
+    source: Source | None,
+    into_candles: bool = False,
+    finite_pairs: set[str] | None = None,
+    run_id: str | None = None,
+) -> RunSummary:
+    """Run the dataflow with `source` feeding the trades (or candles) topic.
+
+    A finite run (`finite_pairs` and `run_id` given) stops once the end marker
+    of that run has been written for every pair; otherwise it runs until
+    stopped (SIGINT/SIGTERM), flushing what is in flight.
+    """
+    broker = prepare(settings)
+    app = new_application(settings, broker)
+    topics = pipeline_topics(app, settings)
+    completion = Completion(run_id, finite_pairs, app.stop) if finite_pairs else None
+    sink = FeastSink(
+        lambda: feature_store(settings), settings.sink_retries, on_end=completion.on_end if completion else None
+    )
+    rejects = build_dataflow(app, topics, settings, sink)
+    if source is not None:
+        app.add_source(source, topic=topics.candles if into_candles else topics.trades)
+    started = time.monotonic()
+    app.run()
+    return RunSummary(time.monotonic() - started, dict(sink.rows_written), rejects)
