@@ -1,9 +1,9 @@
 """The one settings class of the project.
 
 Every CLI builds `Settings()` once at start-up and passes it down; nothing else
-reads the environment. Variables use the prefix ``COINFLOW_``; the three that
-the wider ecosystem already names (``KAFKA_BROKER_ADDRESS``, ``REDIS_URL``,
-``MLFLOW_TRACKING_URI``) are also read under those names.
+reads the environment. Variables use the prefix ``COINFLOW_``; the ones the
+wider ecosystem already names (``KAFKA_BROKER_ADDRESS``, ``REDIS_URL``) are
+also read under those names.
 """
 
 from __future__ import annotations

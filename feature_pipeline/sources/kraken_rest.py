@@ -167,7 +167,8 @@ def backfill_trades(
     at-least-once, with trade ids never repeated within one resumed run.
     Bad rows go to ``rejects``.
     """
-    rejects = rejects or Rejects("kraken_rest")
+    if rejects is None:
+        rejects = Rejects("kraken_rest")
     since = start_ms * _NS_PER_MS - 1
     last_id = -1
     saved = load_checkpoint(checkpoint_path).get(pair) if checkpoint_path else None
@@ -177,6 +178,7 @@ def backfill_trades(
     end_ns = end_ms * _NS_PER_MS - 1
     if since >= end_ns:
         return
+
     def seconds_done() -> float:
         return max(0, min(end_ms, since // _NS_PER_MS) - start_ms) / 1000
 

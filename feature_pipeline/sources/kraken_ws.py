@@ -11,15 +11,14 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from quixstreams.sources import Source
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
-from quixstreams.sources import Source
 
 from coinflow.quality import Rejects
 from coinflow.schemas import Control, Trade, pair_key
 from feature_pipeline.sources.kraken_protocol import (
     Heartbeat,
-    Pong,
     Rejected,
     Status,
     SubscribeAck,
@@ -179,8 +178,7 @@ class KrakenTradeStream:
             log("Kraken system status: %s (version %s)", message.system, message.version)
         elif isinstance(message, Rejected):
             self._rejects.reject(message.reason, frame)
-        elif not isinstance(message, Pong):
-            raise TypeError(f"unhandled Kraken message {message!r}")
+        # A Pong needs nothing: the connection's liveness is judged by any frame.
 
     def _on_ack(self, ack: SubscribeAck, frame: str | bytes) -> None:
         if ack.success and ack.symbol:

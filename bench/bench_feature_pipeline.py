@@ -1,0 +1,714 @@
+"""Benchmark of the streaming feature pipeline: throughput end to end and freshness at 1,000 trades/s.
+
+    .venv/bin/python -m bench.bench_feature_pipeline [--quick]
+
+Everything runs in isolation from a user's data: the bench starts its own
+embedded broker (port 19192 by default) with its own run directory, uses its
+own topics, consumer groups, Feast project ("bench"), Redis db 2 and a temporary
+copy of the feature repository (so its Parquet files land in the copy), and
+removes all of that at the end.
+
+Phases (all through the project's own code: `new_application`,
+`pipeline_topics`, `build_dataflow`, `FeastSink`, `Completion`):
+
+1. Input: the real Kraken trades of data/kraken/btcusd_trades_2019-07-01T00.csv,
+   tiled into N trades over 4 pairs (time shifted by one hour per repetition,
+   row-numbered ids), written as one trades CSV per pair and replayed with the
+   project's CSV reader into the trades topic (JSON in the shape of
+   `coinflow.schemas.Trade`, keyed by pair, timestamp = trade time), followed by
+   an end marker per pair exactly as `FiniteFileSource` sends them.
+2. Reference: a bare Quix pass-through (trades topic -> another topic, bytes).
+3. End to end: the full dataflow over the same pre-loaded topic, stopped by
+   `Completion` once every pair's end marker is written to Feast.
+4. Freshness: trades paced at a fixed rate over several pairs, stamped with the
+   wall clock, while the pipeline runs live; per candle, the time from its
+   window end to (a) the sink's write returning and (b) the row being visible
+   through `FeatureStore.get_online_features`, polled from another process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import heapq
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from coinflow import offline, services
+from coinflow.logs import configure_logging
+from coinflow.quality import Rejects
+from coinflow.schemas import CONTROL_END, Control
+from coinflow.settings import Settings
+from coinflow.store import apply_feature_repo, feature_store
+from coinflow.streaming import new_application, pipeline_topics, topic_config
+from feature_pipeline.dataflow import Completion, build_dataflow
+from feature_pipeline.sinks.feast_sink import FeastSink
+from feature_pipeline.sources.files import iter_trades_csv
+from feature_repo.names import indicators_view, ohlcv_view
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE_CSV = ROOT / "data" / "kraken" / "btcusd_trades_2019-07-01T00.csv"
+FEATURE_REPO = ROOT / "feature_repo"
+HOUR_MS = 3_600_000
+
+THROUGHPUT_PAIRS = {"BTC/USD": 1.0, "ETH/USD": 0.0285, "SOL/USD": 0.0031, "XRP/USD": 0.0000365}
+LIVE_PAIRS = ["BTC/USD", "ETH/USD", "SOL/USD", "XRP/USD", "ADA/USD",
+              "DOGE/USD", "DOT/USD", "LTC/USD", "LINK/USD", "AVAX/USD",
+              "ATOM/USD", "XLM/USD", "UNI/USD", "BCH/USD", "ETC/USD", "FIL/USD"]
+
+TARGET_TRADES_PER_S = 20_000
+TARGET_P99_S = 1.0
+
+console = Console()
+if not console.is_terminal:
+    console = Console(width=150)
+logger = logging.getLogger("bench")
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def machine_info() -> dict:
+    model = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    ram_gib = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_gib = int(line.split()[1]) / 1024 / 1024
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from importlib.metadata import version
+
+    return {
+        "cpu_model": model,
+        "cores": os.cpu_count(),
+        "cores_usable": usable,
+        "ram_gib": round(ram_gib, 1) if ram_gib else None,
+        "python": platform.python_version(),
+        "quixstreams": version("quixstreams"),
+        "feast": version("feast"),
+        "confluent_kafka": version("confluent-kafka"),
+    }
+
+
+# --------------------------------------------------------------------------- isolation
+
+
+@dataclass
+class Env:
+    tmp: Path
+    settings: Settings
+    broker: services.Broker
+    tag: str
+
+
+def copy_feature_repo(dst: Path) -> Path:
+    """A copy of the feature repository (definitions + config), so the offline Parquet files land in it."""
+    dst.mkdir(parents=True)
+    for item in FEATURE_REPO.iterdir():
+        if item.suffix == ".py" or item.name in ("feature_store.yaml", ".feastignore"):
+            shutil.copy2(item, dst / item.name)
+    return dst
+
+
+def bench_settings(tmp: Path, tag: str, port: int, log_level: str) -> Settings:
+    return Settings(
+        kafka_broker_address=None,
+        embedded_broker_port=port,
+        redis_url="redis://127.0.0.1:6379/2",
+        run_dir=tmp / "run",
+        feature_repo_path=copy_feature_repo(tmp / "feature_repo"),
+        feast_project="bench",
+        feast_registry_path=None,
+        trades_topic=f"bench-{tag}-trades",
+        candles_topic=f"bench-{tag}-candles",
+        features_topic=f"bench-{tag}-features",
+        dead_letter_topic=f"bench-{tag}-dead-letters",
+        consumer_group=f"bench-{tag}-pipeline",
+        metrics_port=0,
+        log_level=log_level,
+    )
+
+
+def phase_settings(settings: Settings, phase: str) -> Settings:
+    tag = settings.consumer_group.removesuffix("-pipeline")
+    return settings.model_copy(update={
+        "trades_topic": f"{tag}-{phase}-trades",
+        "candles_topic": f"{tag}-{phase}-candles",
+        "features_topic": f"{tag}-{phase}-features",
+        "dead_letter_topic": f"{tag}-{phase}-dead-letters",
+        "consumer_group": f"{tag}-{phase}-pipeline",
+    })
+
+
+def clear_online_rows(settings: Settings) -> None:
+    """Remove the bench project's rows from Redis (Feast teardown of the online store)."""
+    with contextlib.suppress(Exception):
+        store = feature_store(settings)
+        provider = store._get_provider()
+        provider.teardown_infra(settings.feast_project, store.list_feature_views(), store.list_entities())
+
+
+# --------------------------------------------------------------------------- input
+
+
+def base_trades() -> list[dict]:
+    rejects = Rejects("bench-input")
+    trades = list(iter_trades_csv(SOURCE_CSV, "BTC/USD", rejects))
+    first, last = trades[0]["timestamp_ms"], trades[-1]["timestamp_ms"]
+    if last - (first - first % HOUR_MS) >= HOUR_MS:
+        raise SystemExit(f"{SOURCE_CSV} spans more than one hour; the tiling assumes one")
+    return trades
+
+
+def write_tiled_csv(path: Path, base: list[dict], count: int, scale: float) -> None:
+    """`count` trades from `base`, repeated with time shifted by one hour per repetition."""
+    lines = ["time_ms,timestamp,price,qty,side\n"]
+    n = len(base)
+    for i in range(count):
+        rep, j = divmod(i, n)
+        trade = base[j]
+        ts = trade["timestamp_ms"] + rep * HOUR_MS
+        iso = datetime.fromtimestamp(ts / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts % 1000:03d}Z"
+        lines.append(f"{ts},{iso},{trade['price'] * scale:.10g},{trade['qty']!r},{trade['side']}\n")
+    path.write_text("".join(lines))
+
+
+def _produce(producer, topic: str, key, value, timestamp: int) -> None:
+    while True:
+        try:
+            producer.produce(topic, key=key, value=value, timestamp=timestamp)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
+def preload_trades(settings: Settings, broker: services.Broker, files: dict[str, Path], run_id: str) -> dict:
+    """Replay the per-pair CSVs (interleaved by time) into the trades topic, then one end marker per pair."""
+    from confluent_kafka import Producer
+
+    app = new_application(settings, broker, consumer_group=f"{settings.consumer_group}-setup")
+    topic = pipeline_topics(app, settings).trades  # creates the pipeline's topics with the project's config
+    producer = Producer({
+        "bootstrap.servers": broker.address, "linger.ms": 20, "batch.num.messages": 10_000,
+        "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1_048_576,
+    })
+    rejects = Rejects("bench-preload")
+    merged = heapq.merge(*(iter_trades_csv(path, pair, rejects) for pair, path in files.items()),
+                         key=lambda r: r["timestamp_ms"])
+    close_after = settings.candle_seconds * 1000 + settings.window_grace_ms
+    last_ts: dict[str, int] = {}
+    count = 0
+    started = time.perf_counter()
+    for record in merged:
+        ts = record["timestamp_ms"]
+        message = topic.serialize(key=record["pair"], value=record, timestamp_ms=ts)
+        _produce(producer, topic.name, message.key, message.value, message.timestamp)
+        last_ts[record["pair"]] = ts
+        count += 1
+        if count % 10_000 == 0:
+            producer.poll(0)
+    for pair in files:
+        end_ts = last_ts[pair] + close_after
+        marker = Control(control=CONTROL_END, pair=pair, timestamp_ms=end_ts, run_id=run_id)
+        message = topic.serialize(key=pair, value=marker, timestamp_ms=end_ts)
+        _produce(producer, topic.name, message.key, message.value, message.timestamp)
+    left = producer.flush(60)
+    seconds = time.perf_counter() - started
+    if left:
+        raise RuntimeError(f"{left} messages were not delivered to {topic.name}")
+    return {"trades": count, "messages": count + len(files), "seconds": seconds, "rejects": dict(rejects.counts)}
+
+
+# --------------------------------------------------------------------------- runs
+
+
+class Clock:
+    """First/last processed-message times of an Application (its `on_message_processed` callback)."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.first: float | None = None
+        self.first_wall: float | None = None
+        self.last: float | None = None
+        self.count = 0
+        self.stop_after = stop_after
+        self.app = None
+
+    def __call__(self, topic: str, partition: int, offset: int) -> None:
+        if self.first is None:
+            self.first, self.first_wall = time.perf_counter(), time.time()
+        self.count += 1
+        if self.stop_after is not None and self.count == self.stop_after:
+            self.last = time.perf_counter()
+            self.app.stop()
+
+
+@contextlib.contextmanager
+def watchdog(seconds: float, stop, what: str):
+    fired = threading.Event()
+
+    def fire():
+        fired.set()
+        console.print(f"[red]{what} did not finish within {seconds:.0f} s; stopping it[/red]")
+        stop()
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield fired
+    finally:
+        timer.cancel()
+
+
+def run_reference(settings: Settings, broker: services.Broker, messages: int, timeout_s: float) -> dict:
+    """A bare Quix pass-through over the pre-loaded trades topic."""
+    clock = Clock(stop_after=messages)
+    started = time.perf_counter()
+    app = new_application(settings, broker, consumer_group=f"{settings.consumer_group}-reference",
+                          on_message_processed=clock)
+    clock.app = app
+    config = topic_config(settings)
+    source = app.topic(settings.trades_topic, value_deserializer="bytes", key_deserializer="bytes", config=config)
+    target = app.topic(f"{settings.trades_topic}-passthrough", value_serializer="bytes", key_serializer="bytes",
+                       config=config)
+    app.dataframe(source).to_topic(target)
+    with watchdog(timeout_s, app.stop, "The reference pass-through") as fired:
+        app.run()
+    wall = time.perf_counter() - started
+    seconds = (clock.last or time.perf_counter()) - (clock.first or started)
+    return {"messages": clock.count, "seconds": seconds, "rate": clock.count / seconds if seconds > 0 else 0.0,
+            "wall_s": wall, "timed_out": fired.is_set()}
+
+
+class TimedFeastSink(FeastSink):
+    """The project's sink, noting when each row reached it and when its write to both stores returned."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.arrived: dict[tuple[str, int], float] = {}
+        self.written: dict[tuple[str, int], float] = {}
+        self.write_seconds: list[float] = []
+
+    def add(self, value, *args, **kwargs):
+        if isinstance(value, dict) and "control" not in value:
+            self.arrived.setdefault((value["pair"], value["window_end_ms"]), time.time())
+        return super().add(value, *args, **kwargs)
+
+    def write_rows(self, rows: list[dict]) -> None:
+        started = time.perf_counter()
+        super().write_rows(rows)
+        self.write_seconds.append(time.perf_counter() - started)
+        now = time.time()
+        for row in rows:
+            self.written.setdefault((row["pair"], row["window_end_ms"]), now)
+
+
+def pipeline_app(settings: Settings, broker: services.Broker, run_id: str, pairs: set[str]):
+    """The feature pipeline wired exactly as `feature_pipeline.__main__._run` does, plus timing hooks."""
+    clock = Clock()
+    app = new_application(settings, broker, on_message_processed=clock)
+    topics = pipeline_topics(app, settings)
+    done: dict[str, float] = {}
+
+    def stop() -> None:
+        done["t"], done["wall"] = time.perf_counter(), time.time()
+        app.stop()
+
+    completion = Completion(run_id, pairs, stop)
+    sink = TimedFeastSink(lambda: feature_store(settings), settings.sink_retries, on_end=completion.on_end)
+    rejects = build_dataflow(app, topics, settings, sink)
+    return app, clock, sink, rejects, done
+
+
+def run_end_to_end(settings: Settings, broker: services.Broker, run_id: str, pairs: set[str], trades: int,
+                   timeout_s: float) -> dict:
+    started = time.perf_counter()
+    app, clock, sink, rejects, done = pipeline_app(settings, broker, run_id, pairs)
+    with watchdog(timeout_s, app.stop, "The end-to-end run") as fired:
+        app.run()
+    wall = time.perf_counter() - started
+    end = done.get("t", time.perf_counter())
+    seconds = end - (clock.first or started)
+    # What the stores hold afterwards.
+    offline_rows = {}
+    store = feature_store(settings)
+    for view_name in (ohlcv_view(settings.candle_interval), indicators_view(settings.candle_interval)):
+        root = offline.dataset_root(store.get_feature_view(view_name).batch_source.path)
+        offline_rows[view_name] = len(offline.read_rows(root))
+    online = store.get_online_features(
+        features=[f"{ohlcv_view(settings.candle_interval)}:close"],
+        entity_rows=[{"pair": p} for p in sorted(pairs)],
+    ).to_dict(include_event_timestamps=True)
+    online_ts = {p: ts for p, ts in zip(sorted(pairs), online["close__ts"])}
+    last_window = {}
+    for pair, end_ms in sink.written:
+        last_window[pair] = max(last_window.get(pair, 0), end_ms)
+    online_ok = sum(1 for p in pairs if online_ts.get(p) and online_ts[p] * 1000 == last_window.get(p))
+    return {
+        "trades": trades, "seconds": seconds, "rate": trades / seconds if seconds > 0 else 0.0, "wall_s": wall,
+        "startup_s": (clock.first or started) - started, "completed": "t" in done and not fired.is_set(),
+        "messages_processed": clock.count, "rows_written": dict(sink.rows_written), "offline_rows": offline_rows,
+        "online_latest_ok": online_ok, "pairs": len(pairs), "rejects": dict(rejects.counts),
+        "sink_writes": len(sink.write_seconds), "sink_write_s_total": sum(sink.write_seconds),
+        "sink_write_s_p50": _pct(sink.write_seconds, 50),
+    }
+
+
+# --------------------------------------------------------------------------- freshness
+
+
+def live_producer(address: str, topic: str, pairs: list[str], rate: float, duration_s: float, run_id: str,
+                  close_after_ms: int, go, out) -> None:
+    """Child process: trades paced at `rate`/s round-robin over `pairs`, stamped with the wall clock."""
+    import orjson
+    from confluent_kafka import Producer
+
+    base = base_trades()
+    scale = {p: 1.0 / (1 + i) for i, p in enumerate(pairs)}
+    producer = Producer({"bootstrap.servers": address, "linger.ms": 5})
+    next_id = {p: 1 for p in pairs}
+    last_ts = {p: 0 for p in pairs}
+    go.wait(120)
+    sent = 0
+    start = time.monotonic()
+    stop_at = start + duration_s
+    max_behind = 0
+    while True:
+        now = time.monotonic()
+        if now >= stop_at:
+            break
+        due = int((now - start) * rate)
+        max_behind = max(max_behind, due - sent)
+        while sent < due:
+            pair = pairs[sent % len(pairs)]
+            src = base[sent % len(base)]
+            ts = max(int(time.time() * 1000), last_ts[pair])
+            trade = {"exchange": "kraken", "pair": pair, "trade_id": next_id[pair],
+                     "price": round(src["price"] * scale[pair], 8), "qty": src["qty"], "side": src["side"],
+                     "timestamp_ms": ts}
+            _produce(producer, topic, pair.encode(), orjson.dumps(trade), ts)
+            next_id[pair] += 1
+            last_ts[pair] = ts
+            sent += 1
+        producer.poll(0)
+        time.sleep(0.002)
+    elapsed = time.monotonic() - start
+    producer.flush(30)
+    for pair in pairs:
+        end_ts = last_ts[pair] + close_after_ms
+        marker = {"control": CONTROL_END, "pair": pair, "timestamp_ms": end_ts, "run_id": run_id}
+        _produce(producer, topic, pair.encode(), orjson.dumps(marker), end_ts)
+    producer.flush(30)
+    out.put({"sent": sent, "seconds": elapsed, "last_ts": last_ts, "max_behind": max_behind})
+
+
+def live_poller(settings: Settings, pairs: list[str], period_s: float, ready, stop, out) -> None:
+    """Child process: polls Feast's online store for every pair every `period_s`; notes when a new row shows."""
+    logging.disable(logging.WARNING)
+    store = feature_store(settings)
+    ohlcv, indicators = ohlcv_view(settings.candle_interval), indicators_view(settings.candle_interval)
+    features = [f"{ohlcv}:close", f"{indicators}:rsi_14"]
+    rows = [{"pair": p} for p in pairs]
+    last = dict.fromkeys(pairs, 0)
+    seen: list[tuple[str, int, float]] = []
+    durations: list[float] = []
+    store.get_online_features(features=features, entity_rows=rows, full_feature_names=True)  # warm up
+    ready.set()
+    started = time.monotonic()
+    due = started
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        response = store.get_online_features(features=features, entity_rows=rows, full_feature_names=True)
+        data = response.to_dict(include_event_timestamps=True)
+        now = time.time()
+        durations.append(time.perf_counter() - t0)
+        for pair, a, b in zip(pairs, data[f"{ohlcv}__close__ts"], data[f"{indicators}__rsi_14__ts"]):
+            ts = min(a or 0, b or 0)  # both views of the row are visible
+            if ts > last[pair]:
+                last[pair] = ts
+                seen.append((pair, ts * 1000, now))
+        due += period_s
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            due = time.monotonic()
+    elapsed = time.monotonic() - started
+    out.put({"seen": seen, "polls": len(durations), "seconds": elapsed,
+             "poll_ms_p50": _pct(durations, 50) * 1000, "poll_ms_p99": _pct(durations, 99) * 1000})
+
+
+def run_freshness(settings: Settings, broker: services.Broker, pairs: list[str], rate: float, duration_s: float,
+                  poll_s: float, warmup_s: float) -> dict:
+    ctx = multiprocessing.get_context("spawn")
+    run_id = uuid.uuid4().hex
+    close_after = settings.candle_seconds * 1000 + settings.window_grace_ms
+    app, clock, sink, rejects, done = pipeline_app(settings, broker, run_id, set(pairs))  # creates the topics
+    ready, stop, go = ctx.Event(), ctx.Event(), ctx.Event()
+    poll_out, prod_out = ctx.Queue(), ctx.Queue()
+    poller = ctx.Process(target=live_poller, args=(settings, pairs, poll_s, ready, stop, poll_out), daemon=True)
+    producer = ctx.Process(target=live_producer, daemon=True, args=(
+        broker.address, settings.trades_topic, pairs, rate, duration_s, run_id, close_after, go, prod_out))
+    poller.start()
+    producer.start()
+    if not ready.wait(120):
+        raise RuntimeError("The Feast poller did not start")
+    go.set()
+    produce_started = time.time()
+    try:
+        with watchdog(duration_s + 240, app.stop, "The live run") as fired:
+            app.run()
+    finally:
+        stop.set()
+    produced = prod_out.get(timeout=60)
+    polled = poll_out.get(timeout=60)
+    producer.join(10)
+    poller.join(10)
+
+    ready_wall = max(clock.first_wall or produce_started, produce_started)
+    grace = settings.window_grace_ms
+    seen = {(p, end): t for p, end, t in polled["seen"]}
+    wrote, via_poll, to_sink, in_sink = [], [], [], []
+    excluded_warmup = excluded_end = 0
+    for (pair, end_ms), written in sorted(sink.written.items()):
+        if end_ms + grace > produced["last_ts"][pair]:
+            excluded_end += 1  # closed by the end marker, not by trades
+            continue
+        if end_ms / 1000 < ready_wall + warmup_s:
+            excluded_warmup += 1  # closed while the app was still starting
+            continue
+        end_s = end_ms / 1000
+        wrote.append(written - end_s)
+        arrived = sink.arrived.get((pair, end_ms))
+        if arrived is not None:
+            to_sink.append(arrived - end_s)
+            in_sink.append(written - arrived)
+        if (pair, end_ms) in seen:
+            via_poll.append(seen[(pair, end_ms)] - end_s)
+    return {
+        "pairs": len(pairs), "rate_target": rate, "duration_s": duration_s,
+        "sent": produced["sent"], "rate_achieved": produced["sent"] / produced["seconds"],
+        "producer_max_behind": produced["max_behind"], "completed": "t" in done and not fired.is_set(),
+        "startup_s": (clock.first_wall or produce_started) - produce_started,
+        "candles_written": len(sink.written), "excluded_warmup": excluded_warmup, "excluded_end": excluded_end,
+        "sink": _summary(wrote), "poll": _summary(via_poll), "to_sink": _summary(to_sink),
+        "in_sink": _summary(in_sink), "poll_missed": len(wrote) - len(via_poll),
+        "polls": polled["polls"], "poll_period_ms": polled["seconds"] / max(polled["polls"], 1) * 1000,
+        "poll_call_ms_p50": polled["poll_ms_p50"], "poll_call_ms_p99": polled["poll_ms_p99"],
+        "rejects": dict(rejects.counts), "grace_ms": grace, "commit_interval_s": settings.commit_interval_s,
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _pct(values, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def _summary(values: list[float]) -> dict:
+    return {"n": len(values), "p50": _pct(values, 50), "p99": _pct(values, 99),
+            "max": max(values) if values else float("nan")}
+
+
+def _ok(passed: bool) -> str:
+    return "[green]PASS[/green]" if passed else "[red]FAIL[/red]"
+
+
+def report(results: dict) -> Table:
+    m = results["machine"]
+    table = Table(title=f"coinflow feature pipeline benchmark ({'quick' if results['quick'] else 'full'})",
+                  show_lines=False)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    table.add_column("", justify="center")
+
+    table.add_row("machine", f"{m['cores']} cores ({m['cores_usable']} usable), {m['ram_gib']} GiB RAM")
+    table.add_row("CPU", m["cpu_model"])
+    table.add_row("software", f"Python {m['python']}, quixstreams {m['quixstreams']}, feast {m['feast']}, "
+                              f"confluent-kafka {m['confluent_kafka']}")
+    s = results["settings"]
+    table.add_row("pipeline settings", f"commit {s['commit_interval_s']} s, grace {s['window_grace_ms']} ms, "
+                                       f"{s['processing_guarantee']}, {s['candle_interval']} candles, "
+                                       f"broker {s['broker']}")
+
+    if "input" in results:
+        i = results["input"]
+        table.add_section()
+        table.add_row("input", f"{i['trades']:,} real trades ({i['base_trades']:,} x {i['repetitions']} tiles) "
+                               f"over {i['pairs']} pairs")
+        table.add_row("file replay -> broker (pre-load)", f"{i['trades'] / i['seconds']:,.0f} trades/s "
+                                                         f"({i['seconds']:.1f} s)")
+    if "reference" in results:
+        r = results["reference"]
+        table.add_row("reference: bare Quix pass-through", f"{r['rate']:,.0f} msgs/s ({r['seconds']:.1f} s)")
+    if "end_to_end" in results:
+        e = results["end_to_end"]
+        table.add_row("end to end: trades -> candles -> indicators -> Feast (processing)",
+                      f"{e['rate']:,.0f} trades/s ({e['seconds']:.1f} s)", f">= {TARGET_TRADES_PER_S:,}",
+                      _ok(e["rate"] >= TARGET_TRADES_PER_S and e["completed"]))
+        table.add_row("end to end incl. start-up (wall)",
+                      f"{e['trades'] / e['wall_s']:,.0f} trades/s ({e['wall_s']:.1f} s, start-up {e['startup_s']:.1f} s)")
+        if "input" in results:
+            total = results["input"]["seconds"] + e["wall_s"]
+            table.add_row("file -> Feast incl. pre-load and start-up", f"{e['trades'] / total:,.0f} trades/s "
+                                                                      f"({total:.1f} s)")
+        if "reference" in results and results["reference"]["rate"]:
+            table.add_row("ratio end to end / reference", f"{e['rate'] / results['reference']['rate']:.3f}")
+        rows = ", ".join(f"{v}={n:,}" for v, n in sorted(e["rows_written"].items()))
+        table.add_row("rows written (sink)", rows)
+        offline_ok = all(e["offline_rows"].get(v) == n for v, n in e["rows_written"].items())
+        table.add_row("offline rows / online latest per pair",
+                      f"{', '.join(f'{n:,}' for n in e['offline_rows'].values())} / {e['online_latest_ok']}/{e['pairs']}",
+                      "", _ok(offline_ok and e["online_latest_ok"] == e["pairs"]))
+        table.add_row("sink writes (checkpoints) / time in sink",
+                      f"{e['sink_writes']} / {e['sink_write_s_total']:.1f} s (p50 {e['sink_write_s_p50'] * 1000:.0f} ms)")
+        table.add_row("rejects", ", ".join(f"{k}={v}" for k, v in e["rejects"].items()) or "none")
+    if "freshness" in results:
+        f = results["freshness"]
+        table.add_section()
+        table.add_row("live load", f"{f['sent']:,} trades, {f['rate_achieved']:,.0f}/s over {f['pairs']} pairs, "
+                                   f"{f['duration_s']:.0f} s")
+        table.add_row("candles measured", f"{f['sink']['n']} (of {f['candles_written']}; excluded: "
+                                          f"{f['excluded_warmup']} warm-up, {f['excluded_end']} closed by end marker)",
+                      ">= 30", _ok(f["sink"]["n"] >= 30))
+        s_ = f["sink"]
+        table.add_row("freshness: window end -> sink write done (p50 / p99 / max)",
+                      f"{s_['p50']:.3f} / {s_['p99']:.3f} / {s_['max']:.3f} s", f"p99 < {TARGET_P99_S:g} s",
+                      _ok(s_["p99"] < TARGET_P99_S))
+        p = f["poll"]
+        table.add_row("freshness: window end -> visible via Feast get_online_features",
+                      f"{p['p50']:.3f} / {p['p99']:.3f} / {p['max']:.3f} s (n={p['n']})", f"p99 < {TARGET_P99_S:g} s",
+                      _ok(p["p99"] < TARGET_P99_S))
+        table.add_row("  poller", f"every {f['poll_period_ms']:.0f} ms (all pairs in one call, "
+                                  f"{f['poll_call_ms_p50']:.1f} ms p50), {f['poll_missed']} rows overwritten before seen")
+        t, b = f["to_sink"], f["in_sink"]
+        table.add_row("  of which window end -> row reaches sink",
+                      f"{t['p50']:.3f} / {t['p99']:.3f} / {t['max']:.3f} s (grace {f['grace_ms']} ms included)")
+        table.add_row("  of which in sink until written (checkpoint + write)",
+                      f"{b['p50']:.3f} / {b['p99']:.3f} / {b['max']:.3f} s (commit every {f['commit_interval_s']} s)")
+        table.add_row("rejects", ", ".join(f"{k}={v}" for k, v in f["rejects"].items()) or "none")
+    return table
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller run: 50,000 trades, 2 minutes live")
+    parser.add_argument("--trades", type=int, help="trades in the throughput run (default 200,000; quick 50,000)")
+    parser.add_argument("--pairs", type=int, default=len(THROUGHPUT_PAIRS), help="pairs in the throughput run (<=4)")
+    parser.add_argument("--live-seconds", type=float, help="length of the live run (default 240; quick 120)")
+    parser.add_argument("--live-pairs", type=int, default=10, help=f"pairs of the live run (<= {len(LIVE_PAIRS)})")
+    parser.add_argument("--live-rate", type=float, default=1000.0, help="trades per second of the live run, in all")
+    parser.add_argument("--poll-ms", type=float, default=20.0, help="Feast polling period of the live run")
+    parser.add_argument("--warmup-s", type=float, default=2.0,
+                        help="ignore candles whose window ended before the app consumed + this")
+    parser.add_argument("--phases", default="reference,end-to-end,freshness",
+                        help="comma-separated subset of reference,end-to-end,freshness")
+    parser.add_argument("--broker-port", type=int, default=19192, help="port of the bench's own embedded broker")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (printed)")
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+
+    phases = {p.strip() for p in args.phases.split(",") if p.strip()}
+    unknown = phases - {"reference", "end-to-end", "freshness"}
+    if unknown:
+        parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
+    n_trades = args.trades or (50_000 if args.quick else 200_000)
+    live_s = args.live_seconds or (120.0 if args.quick else 240.0)
+    pairs = dict(list(THROUGHPUT_PAIRS.items())[: max(1, min(args.pairs, len(THROUGHPUT_PAIRS)))])
+    live_pairs = LIVE_PAIRS[: max(1, min(args.live_pairs, len(LIVE_PAIRS)))]
+
+    tag = f"{datetime.now(UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
+    tmp = Path(tempfile.mkdtemp(prefix="coinflow-bench-"))
+    results: dict = {"quick": args.quick, "machine": machine_info(), "tag": tag}
+    settings = bench_settings(tmp, tag, args.broker_port, args.log_level)
+    configure_logging(settings.log_level)
+    results["settings"] = {
+        "commit_interval_s": settings.commit_interval_s, "window_grace_ms": settings.window_grace_ms,
+        "processing_guarantee": settings.processing_guarantee, "candle_interval": settings.candle_interval,
+        "broker": f"embedded Tansu 127.0.0.1:{settings.embedded_broker_port}",
+    }
+    console.print(f"[bold]coinflow bench[/bold] {tag}: temp dir {tmp}")
+    broker_started = False
+    try:
+        broker = services.ensure_broker(settings)
+        broker_started = True
+        services.ensure_redis(settings)
+        with contextlib.redirect_stdout(sys.stderr if args.log_level.upper() == "DEBUG" else open(os.devnull, "w")):
+            apply_feature_repo(settings)  # Feast prints what it deploys
+        clear_online_rows(settings)
+
+        if phases & {"reference", "end-to-end"}:
+            tp = phase_settings(settings, "tp")
+            base = base_trades()
+            per_pair = n_trades // len(pairs)
+            files = {}
+            console.print(f"Writing {per_pair * len(pairs):,} trades to {len(pairs)} CSV files ...")
+            for pair, scale in pairs.items():
+                files[pair] = tmp / f"trades_{pair.replace('/', '')}.csv"
+                write_tiled_csv(files[pair], base, per_pair, scale)
+            run_id = uuid.uuid4().hex
+            console.print("Pre-loading them into the trades topic ...")
+            loaded = preload_trades(tp, broker, files, run_id)
+            results["input"] = {**loaded, "pairs": len(pairs), "base_trades": len(base),
+                                "repetitions": -(-per_pair // len(base))}
+            console.print(f"  {loaded['trades']:,} trades in {loaded['seconds']:.1f} s")
+            timeout = 120 + loaded["trades"] / 200
+            if "reference" in phases:
+                console.print("Reference: bare pass-through ...")
+                results["reference"] = run_reference(tp, broker, loaded["messages"], timeout)
+                console.print(f"  {results['reference']['rate']:,.0f} msgs/s")
+            if "end-to-end" in phases:
+                console.print("End to end: candles, indicators, Feast online + offline ...")
+                results["end_to_end"] = run_end_to_end(tp, broker, run_id, set(pairs), loaded["trades"], timeout)
+                console.print(f"  {results['end_to_end']['rate']:,.0f} trades/s")
+
+        if "freshness" in phases:
+            fr = phase_settings(settings, "live")
+            console.print(f"Freshness: {args.live_rate:,.0f} trades/s over {len(live_pairs)} pairs for {live_s:.0f} s ...")
+            results["freshness"] = run_freshness(fr, broker, live_pairs, args.live_rate, live_s,
+                                                 args.poll_ms / 1000, args.warmup_s)
+    finally:
+        clear_online_rows(settings)
+        if broker_started:
+            services.stop_services(settings)
+        if args.keep:
+            console.print(f"Kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    console.print(report(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

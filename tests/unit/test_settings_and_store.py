@@ -1,0 +1,65 @@
+"""Settings come from the environment once; the feature store config is rendered from them."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from coinflow import offline
+from coinflow.settings import Settings
+from coinflow.store import feast_redis_connection, repo_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_environment_variables_and_aliases(monkeypatch):
+    monkeypatch.setenv("COINFLOW_PAIRS", "BTC/USD, ETH/USD,SOL/USD")
+    monkeypatch.setenv("KAFKA_BROKER_ADDRESS", "kafka-1:9092,kafka-2:9092")
+    monkeypatch.setenv("REDIS_URL", "redis://cache:6380/2")
+    settings = Settings(_env_file=None)
+    assert settings.pairs == ["BTC/USD", "ETH/USD", "SOL/USD"]
+    assert settings.kafka_broker_address == "kafka-1:9092,kafka-2:9092"
+    assert settings.redis_url == "redis://cache:6380/2"
+    assert settings.candle_seconds == 60
+
+
+def test_env_example_lists_every_setting():
+    text = (ROOT / ".env.example").read_text()
+    for name in Settings.model_fields:
+        assert f"COINFLOW_{name.upper()}=" in text or f"{name.upper()}=" in text, name
+
+
+def test_feast_connection_strings():
+    assert feast_redis_connection("redis://127.0.0.1:6379/0") == "127.0.0.1:6379,db=0"
+    assert feast_redis_connection("rediss://:secret@cache:6380/3") == "cache:6380,db=3,password=secret,ssl=true"
+
+
+def test_repo_config_is_rendered_from_settings(tmp_path):
+    settings = Settings(_env_file=None, feast_project="proj_x", redis_url="redis://10.0.0.5:6390/4", feast_registry_path=tmp_path / "r.db")
+    config = repo_config(settings)
+    assert config.project == "proj_x"
+    assert config.online_store.connection_string == "10.0.0.5:6390,db=4"
+    assert Path(config.registry.path) == (tmp_path / "r.db").resolve()
+
+
+def _rows(closes, created):
+    return pd.DataFrame({
+        "pair": ["BTC/USD"] * len(closes),
+        "event_timestamp": pd.to_datetime([60_000 * (i + 1) for i in range(len(closes))], unit="ms", utc=True),
+        "created": pd.Timestamp(created, tz="UTC"),
+        "close": closes,
+    })
+
+
+def test_offline_writes_are_idempotent_and_newest_created_wins(tmp_path):
+    import pyarrow as pa
+
+    schema = pa.schema([("pair", pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC")),
+                        ("created", pa.timestamp("us", tz="UTC")), ("close", pa.float64())])
+    offline.write_rows(tmp_path, _rows([1.0, 2.0, 3.0], "2024-01-01"), schema)
+    offline.write_rows(tmp_path, _rows([1.0, 2.0, 3.0], "2024-01-01"), schema)
+    assert len(offline.read_rows(tmp_path)) == 3
+    offline.write_rows(tmp_path, _rows([1.0, 20.0], "2024-01-02"), schema)
+    rows = offline.read_rows(tmp_path).sort_values("event_timestamp")
+    assert rows["close"].tolist() == [1.0, 20.0, 3.0]
+    assert [p.name for p in tmp_path.glob("*/*.parquet")] == ["1970-01-01.parquet"]
+    assert offline.dataset_root(str(tmp_path / "*" / "*.parquet")) == tmp_path
