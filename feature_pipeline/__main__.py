@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from prometheus_client import start_http_server
 from quixstreams.sources import Source
 from rich.console import Console
 from rich.table import Table
@@ -19,9 +20,13 @@ from rich.table import Table
 from coinflow import services
 from coinflow.logs import configure_logging
 from coinflow.settings import INTERVALS_SECONDS, Settings
-from coinflow.store import apply_feature_repo
+from coinflow.store import apply_feature_repo, feature_store
 from feature_pipeline.runner import run_pipeline
 from feature_pipeline.sources.file_sources import CandlesFileSource, TradesFileSource
+from feature_pipeline.sources.kraken_rest import KrakenRestSource
+from feature_pipeline.sources.kraken_ws import KrakenTradeSource
+from feature_pipeline.sources.replay_server import serve
+from feature_repo.names import ENTITY, INDICATOR_FEATURES, OHLCV_FEATURES, indicators_view, ohlcv_view
 
 console = Console()
 app = typer.Typer(
@@ -33,6 +38,10 @@ PairsOption = Annotated[
     str | None,
     typer.Option("--pairs", help="Comma-separated pairs in BASE/QUOTE form, e.g. BTC/USD,ETH/USD (default: COINFLOW_PAIRS)."),
 ]
+
+
+def _split(pairs: str | None) -> list[str] | None:
+    return [p.strip() for p in pairs.split(",") if p.strip()] if pairs else None
 
 
 def _settings(**overrides) -> Settings:
@@ -100,6 +109,82 @@ def backfill_ohlcv(
     run_id = uuid.uuid4().hex
     source = CandlesFileSource(_check_file(file), pair, run_id, settings.dead_letter_topic, interval, INTERVALS_SECONDS[interval])
     _run(settings, source, into_candles=True, finite_pairs={pair}, run_id=run_id)
+
+
+@app.command()
+def live(pairs: PairsOption = None) -> None:
+    """Stream Kraken WebSocket v2 trades of the pairs (one connection) until Ctrl-C, which flushes what is in flight."""
+    settings = _settings(pairs=_split(pairs))
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr="127.0.0.1")
+        console.print(f"Prometheus metrics on http://127.0.0.1:{settings.metrics_port}/metrics")
+    source = KrakenTradeSource(
+        settings.kraken_ws_url,
+        settings.pairs,
+        settings.dead_letter_topic,
+        tick_interval_s=settings.tick_interval_s,
+        reconnect_initial_s=settings.reconnect_initial_s,
+        reconnect_max_s=settings.reconnect_max_s,
+    )
+    _run(settings, source, into_candles=False, finite_pairs=None, run_id=None)
+
+
+@app.command("backfill-rest")
+def backfill_rest(
+    pairs: PairsOption = None,
+    days: Annotated[float, typer.Option(help="How many days back from now to fetch.", min=0.001)] = 1.0,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar per pair.")] = True,
+) -> None:
+    """Backfill Kraken REST trades of the last N days; resumes where an interrupted run stopped."""
+    settings = _settings(pairs=_split(pairs))
+    run_id = uuid.uuid4().hex
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    source = KrakenRestSource(
+        settings.pairs,
+        days,
+        settings.run_dir / "rest_backfill_checkpoint.json",
+        settings.dead_letter_topic,
+        close_after_ms=settings.candle_seconds * 1000 + settings.window_grace_ms,
+        run_id=run_id,
+        base_url=settings.kraken_rest_url,
+        min_interval_s=settings.rest_min_interval_s,
+        progress=progress,
+    )
+    _run(settings, source, into_candles=False, finite_pairs=set(settings.pairs), run_id=run_id)
+
+
+@app.command("replay-server")
+def replay_server(
+    file: Annotated[Path, typer.Argument(help="Trades CSV with columns time_ms,timestamp,price,qty,side.")],
+    pair: Annotated[str, typer.Option(help="The symbol the server publishes these trades under, e.g. BTC/USD.")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port, logged at start).")] = 8765,
+    speed: Annotated[float, typer.Option(help="Publish at real time x SPEED; 0 publishes as fast as possible.")] = 1.0,
+) -> None:
+    """Serve a trades file over a local WebSocket speaking the Kraken v2 protocol (for `live` without internet)."""
+    _settings()
+    console.print(f"Serving {file} as {pair} on ws://{host}:{port}/v2 (Ctrl-C stops)")
+    serve(_check_file(file), pair, host=host, port=port, speed=speed)
+
+
+@app.command("online-features")
+def online_features(
+    pairs: PairsOption = None,
+    interval: Annotated[str, typer.Option(help="Candle interval of the feature views to read.")] = "1m",
+) -> None:
+    """Print the freshest features of each pair from the online store (Redis)."""
+    settings = _settings(pairs=_split(pairs))
+    store = feature_store(settings)
+    refs = [f"{ohlcv_view(interval)}:{name}" for name in OHLCV_FEATURES]
+    refs += [f"{indicators_view(interval)}:{name}" for name in INDICATOR_FEATURES]
+    rows = store.get_online_features(features=refs, entity_rows=[{ENTITY: p} for p in settings.pairs]).to_dict()
+    table = Table(title=f"online features ({interval}) from {settings.redis_url}")
+    table.add_column("feature")
+    for pair in settings.pairs:
+        table.add_column(pair, justify="right")
+    for name in OHLCV_FEATURES + INDICATOR_FEATURES:
+        table.add_row(name, *("-" if v is None else f"{v:.6g}" for v in rows[name]))
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -217,7 +217,8 @@ class KrakenRestSource(Source):
 
     Trades are keyed by pair and stamped with the trade time; after each pair an
     ``end`` control record stamped ``last trade time + close_after_ms`` (the end
-    of the range, now, when the pair had no new trades) closes its last windows.
+    of the range, now, when the pair had no new trades) closes its last windows
+    and, carrying ``run_id``, tells the pipeline that the pair is complete.
     Progress is checkpointed per pair in ``checkpoint_path``; the producer is
     flushed before the cursor moves past a page. Rejected rows go to
     ``dead_letter_topic``.
@@ -231,6 +232,7 @@ class KrakenRestSource(Source):
         dead_letter_topic: str,
         *,
         close_after_ms: int,
+        run_id: str,
         base_url: str = "https://api.kraken.com",
         min_interval_s: float = 1.0,
         progress: bool = True,
@@ -244,6 +246,7 @@ class KrakenRestSource(Source):
         self.checkpoint_path = Path(checkpoint_path)
         self.dead_letter_topic = dead_letter_topic
         self.close_after_ms = close_after_ms
+        self.run_id = run_id
         self.base_url = base_url
         self.min_interval_s = min_interval_s
         self.progress = progress
@@ -274,7 +277,7 @@ class KrakenRestSource(Source):
                 if not self.running:
                     logger.info("Kraken backfill stopped during %s", pair)
                     return
-                end = Control(control="end", pair=pair, timestamp_ms=end_marker_ms)
+                end = Control(control="end", pair=pair, timestamp_ms=end_marker_ms, run_id=self.run_id)
                 self._produce_record(pair, end, end["timestamp_ms"])
                 logger.info("Kraken backfill of %s done", pair)
         logger.info("Kraken backfill finished; %s", rejects.summary())

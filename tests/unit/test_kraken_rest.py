@@ -269,6 +269,7 @@ def _rest_source(fake: FakeKraken, checkpoint: Path) -> tuple[KrakenRestSource, 
         checkpoint_path=checkpoint,
         dead_letter_topic="dead-letters",
         close_after_ms=60_000,
+        run_id="run-1",
         min_interval_s=0.0,
         progress=False,
         transport=fake.transport(),
@@ -287,7 +288,7 @@ def test_rest_source_produces_trades_then_an_end_marker(trades: list[Trade], tmp
     *trade_messages, end = producer.messages
     assert [m["value"] for m in trade_messages] == trades[:250]
     assert [m["timestamp"] for m in trade_messages] == [t["timestamp_ms"] for t in trades[:250]]
-    assert end["value"] == {"control": "end", "pair": PAIR, "timestamp_ms": trades[249]["timestamp_ms"] + 60_000}
+    assert end["value"] == {"control": "end", "pair": PAIR, "timestamp_ms": trades[249]["timestamp_ms"] + 60_000, "run_id": "run-1"}
     assert end["timestamp"] == end["value"]["timestamp_ms"]
     assert producer.flushes >= 3  # once per page, before the checkpoint moves on
 
