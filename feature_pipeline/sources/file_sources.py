@@ -12,10 +12,9 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from quixstreams.sources import Source
-
 from coinflow.quality import Rejects
 from coinflow.schemas import CONTROL_END, Control
+from feature_pipeline.sources.base import RecordSource
 from feature_pipeline.sources.files import iter_ohlcvt_csv, iter_trades_csv
 
 logger = logging.getLogger(__name__)
@@ -37,15 +36,14 @@ def paced(records: Iterable[dict], speed: float, time_field: str = "timestamp_ms
         yield record
 
 
-class FiniteFileSource(Source):
+class FiniteFileSource(RecordSource):
     """Produces the records of a file keyed by pair, then an end marker per pair."""
 
     def __init__(self, name: str, path: Path, pair: str, run_id: str, dead_letter_topic: str, close_after_ms: int) -> None:
-        super().__init__(name=name)
+        super().__init__(name, dead_letter_topic)
         self.path = Path(path)
         self.pair = pair
         self.run_id = run_id
-        self.dead_letter_topic = dead_letter_topic
         self.close_after_ms = close_after_ms
 
     def records(self, rejects: Rejects) -> Iterable[dict]:
@@ -54,11 +52,8 @@ class FiniteFileSource(Source):
     def event_time(self, record: dict) -> int:
         raise NotImplementedError
 
-    def _forward_dead_letter(self, record: dict) -> None:
-        self.producer.produce(topic=self.dead_letter_topic, key=self.pair, value=self.producer_topic.serialize(value=record).value)
-
     def run(self) -> None:
-        rejects = Rejects(self.name, forward=self._forward_dead_letter)
+        rejects = Rejects(self.name, forward=self.produce_dead_letter)
         last_ts = None
         count = 0
         for record in self.records(rejects):
@@ -66,14 +61,12 @@ class FiniteFileSource(Source):
                 logger.info("%s stopped after %d records", self.name, count)
                 return
             ts = self.event_time(record)
-            message = self.serialize(key=self.pair, value=record, timestamp_ms=ts)
-            self.produce(key=message.key, value=message.value, timestamp=message.timestamp)
+            self.produce_record(self.pair, record, ts)
             last_ts = ts if last_ts is None else max(last_ts, ts)
             count += 1
         end_ts = (last_ts or 0) + self.close_after_ms
         marker = Control(control=CONTROL_END, pair=self.pair, timestamp_ms=end_ts, run_id=self.run_id)
-        message = self.serialize(key=self.pair, value=marker, timestamp_ms=end_ts)
-        self.produce(key=message.key, value=message.value, timestamp=message.timestamp)
+        self.produce_record(self.pair, marker, end_ts)
         self.flush()
         logger.info("%s produced %d records from %s; %s", self.name, count, self.path, rejects.summary())
 

@@ -8,14 +8,13 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import httpx
-from quixstreams.sources import Source
+from feature_pipeline.sources.base import RecordSource
 from tqdm import tqdm
 
 from coinflow.quality import Rejects
-from coinflow.schemas import Control, Trade, pair_key
+from coinflow.schemas import Control, Trade
 from feature_pipeline.sources.kraken_protocol import (
     RATE_LIMIT_ERROR,
     RestTradesPage,
@@ -212,7 +211,7 @@ def backfill_trades(
                 return
 
 
-class KrakenRestSource(Source):
+class KrakenRestSource(RecordSource):
     """Backfills the last ``days`` of trades of several pairs from Kraken REST onto the trades topic.
 
     Trades are keyed by pair and stamped with the trade time; after each pair an
@@ -240,11 +239,10 @@ class KrakenRestSource(Source):
         name: str = "kraken-rest-trades",
         shutdown_timeout: float = 10.0,
     ) -> None:
-        super().__init__(name=name, shutdown_timeout=shutdown_timeout)
+        super().__init__(name, dead_letter_topic, shutdown_timeout)
         self.pairs = list(pairs)
         self.days = days
         self.checkpoint_path = Path(checkpoint_path)
-        self.dead_letter_topic = dead_letter_topic
         self.close_after_ms = close_after_ms
         self.run_id = run_id
         self.base_url = base_url
@@ -253,7 +251,7 @@ class KrakenRestSource(Source):
         self.transport = transport
 
     def run(self) -> None:
-        rejects = Rejects("kraken_rest", forward=self._produce_dead_letter)
+        rejects = Rejects("kraken_rest", forward=self.produce_dead_letter)
         end_ms = int(time.time() * 1000)
         start_ms = end_ms - int(self.days * _DAY_MS)
         client = KrakenRestClient(
@@ -269,7 +267,7 @@ class KrakenRestSource(Source):
                     client, pair, start_ms, end_ms, self.checkpoint_path, rejects=rejects, progress=self.progress
                 ):
                     for trade in batch:
-                        self._produce_record(pair, trade, trade["timestamp_ms"])
+                        self.produce_record(pair, trade, trade["timestamp_ms"])
                     self.flush()
                     end_marker_ms = batch[-1]["timestamp_ms"] + self.close_after_ms
                     if not self.running:
@@ -278,7 +276,7 @@ class KrakenRestSource(Source):
                     logger.info("Kraken backfill stopped during %s", pair)
                     return
                 end = Control(control="end", pair=pair, timestamp_ms=end_marker_ms, run_id=self.run_id)
-                self._produce_record(pair, end, end["timestamp_ms"])
+                self.produce_record(pair, end, end["timestamp_ms"])
                 logger.info("Kraken backfill of %s done", pair)
         logger.info("Kraken backfill finished; %s", rejects.summary())
 
@@ -287,11 +285,3 @@ class KrakenRestSource(Source):
         while self.running and (left := deadline - time.monotonic()) > 0:
             time.sleep(min(left, 0.1))
 
-    def _produce_record(self, pair: str, record: Trade | Control, timestamp_ms: int) -> None:
-        message = self.serialize(key=pair_key(pair), value=record, timestamp_ms=timestamp_ms)
-        self.produce(key=message.key, value=message.value, timestamp=message.timestamp)
-
-    def _produce_dead_letter(self, record: dict[str, Any]) -> None:
-        self.producer.produce(
-            topic=self.dead_letter_topic, key=record["stage"], value=json.dumps(record).encode()
-        )

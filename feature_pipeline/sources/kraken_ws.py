@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -11,12 +10,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from quixstreams.sources import Source
+from feature_pipeline.sources.base import RecordSource
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from coinflow.quality import Rejects
-from coinflow.schemas import Control, Trade, pair_key
+from coinflow.schemas import Control, Trade
 from feature_pipeline.sources.kraken_protocol import (
     Heartbeat,
     Rejected,
@@ -196,7 +195,7 @@ class KrakenTradeStream:
         )
 
 
-class KrakenTradeSource(Source):
+class KrakenTradeSource(RecordSource):
     """Live Kraken trades onto the trades topic, keyed by pair, stamped with the trade time.
 
     Every ``tick_interval_s`` it also produces a ``tick`` control record (wall
@@ -219,10 +218,9 @@ class KrakenTradeSource(Source):
         name: str = "kraken-trades",
         shutdown_timeout: float = 10.0,
     ) -> None:
-        super().__init__(name=name, shutdown_timeout=shutdown_timeout)
+        super().__init__(name, dead_letter_topic, shutdown_timeout)
         self.url = url
         self.pairs = list(pairs)
-        self.dead_letter_topic = dead_letter_topic
         self.tick_interval_s = tick_interval_s
         self.reconnect_initial_s = reconnect_initial_s
         self.reconnect_max_s = reconnect_max_s
@@ -232,7 +230,7 @@ class KrakenTradeSource(Source):
         asyncio.run(self._run())
 
     async def _run(self) -> None:
-        rejects = Rejects("kraken_ws", forward=self._produce_dead_letter)
+        rejects = Rejects("kraken_ws", forward=self.produce_dead_letter)
         stream = KrakenTradeStream(
             self.url,
             self.pairs,
@@ -257,19 +255,11 @@ class KrakenTradeSource(Source):
 
     def _produce_trades(self, trades: list[Trade]) -> None:
         for trade in trades:
-            self._produce_record(trade["pair"], trade, trade["timestamp_ms"])
+            self.produce_record(trade["pair"], trade, trade["timestamp_ms"])
 
     def _produce_ticks(self, pairs: frozenset[str]) -> None:
         now_ms = int(time.time() * 1000)
         for pair in sorted(pairs):
             tick = Control(control="tick", pair=pair, timestamp_ms=now_ms)
-            self._produce_record(pair, tick, now_ms)
+            self.produce_record(pair, tick, now_ms)
 
-    def _produce_record(self, pair: str, record: Trade | Control, timestamp_ms: int) -> None:
-        message = self.serialize(key=pair_key(pair), value=record, timestamp_ms=timestamp_ms)
-        self.produce(key=message.key, value=message.value, timestamp=message.timestamp)
-
-    def _produce_dead_letter(self, record: dict) -> None:
-        self.producer.produce(
-            topic=self.dead_letter_topic, key=record["stage"], value=json.dumps(record).encode()
-        )
