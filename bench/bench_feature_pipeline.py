@@ -52,6 +52,7 @@ with warnings.catch_warnings(), contextlib.suppress(ImportError):
     import authlib.integrations.httpx_client  # noqa: F401
 
 import numpy as np
+import psutil
 from rich.console import Console
 from rich.table import Table
 
@@ -106,6 +107,7 @@ def machine_info() -> dict:
 
     return {
         "cpu_model": model,
+        "load_start": os.getloadavg()[0],
         "cores": os.cpu_count(),
         "cores_usable": usable,
         "ram_gib": round(ram_gib, 1) if ram_gib else None,
@@ -247,23 +249,64 @@ def preload_trades(settings: Settings, broker: services.Broker, files: dict[str,
 # --------------------------------------------------------------------------- runs
 
 
+class CpuMeter:
+    """CPU used by this process (the app), the bench's broker and the whole machine between start and stop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.procs = {"app": psutil.Process()}
+        with contextlib.suppress(OSError, ValueError, KeyError, psutil.Error):
+            record = json.loads((settings.run_dir / "broker.json").read_text())
+            self.procs["broker"] = psutil.Process(record["pid"])
+        self.begin: tuple | None = None
+        self.result: dict = {}
+
+    def _sample(self) -> tuple:
+        used = {}
+        for name, proc in self.procs.items():
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                used[name] = times.user + times.system
+        machine = psutil.cpu_times()
+        busy = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+        return time.perf_counter(), used, busy
+
+    def start(self) -> None:
+        self.begin = self._sample()
+
+    def stop(self) -> dict:
+        if self.begin is None:
+            return {}
+        (t0, used0, busy0), (t1, used1, busy1) = self.begin, self._sample()
+        seconds = max(t1 - t0, 1e-9)
+        cores = {name: (used1[name] - used0[name]) / seconds for name in used1 if name in used0}
+        cores["machine"] = (busy1 - busy0) / seconds
+        cores["others"] = max(cores["machine"] - sum(v for k, v in cores.items() if k != "machine"), 0.0)
+        self.result = {"cores_busy": cores, "app_cpu_s": used1.get("app", 0.0) - used0.get("app", 0.0)}
+        return self.result
+
+
 class Clock:
     """First/last processed-message times of an Application (its `on_message_processed` callback)."""
 
-    def __init__(self, stop_after: int | None = None) -> None:
+    def __init__(self, stop_after: int | None = None, meter: CpuMeter | None = None) -> None:
         self.first: float | None = None
         self.first_wall: float | None = None
         self.last: float | None = None
         self.count = 0
         self.stop_after = stop_after
+        self.meter = meter
         self.app = None
 
     def __call__(self, topic: str, partition: int, offset: int) -> None:
         if self.first is None:
             self.first, self.first_wall = time.perf_counter(), time.time()
+            if self.meter:
+                self.meter.start()
         self.count += 1
         if self.stop_after is not None and self.count == self.stop_after:
             self.last = time.perf_counter()
+            if self.meter:
+                self.meter.stop()
             self.app.stop()
 
 
@@ -297,7 +340,8 @@ def app_options(broker: services.Broker, consumer_extra: dict[str, str]) -> dict
 def run_reference(settings: Settings, broker: services.Broker, messages: int, timeout_s: float,
                   consumer_extra: dict[str, str]) -> dict:
     """A bare Quix pass-through over the pre-loaded trades topic."""
-    clock = Clock(stop_after=messages)
+    meter = CpuMeter(settings)
+    clock = Clock(stop_after=messages, meter=meter)
     started = time.perf_counter()
     app = new_application(settings, broker, consumer_group=f"{settings.consumer_group}-reference",
                           on_message_processed=clock, **app_options(broker, consumer_extra))
@@ -312,7 +356,7 @@ def run_reference(settings: Settings, broker: services.Broker, messages: int, ti
     wall = time.perf_counter() - started
     seconds = (clock.last or time.perf_counter()) - (clock.first or started)
     return {"messages": clock.count, "seconds": seconds, "rate": clock.count / seconds if seconds > 0 else 0.0,
-            "wall_s": wall, "timed_out": fired.is_set()}
+            "wall_s": wall, "timed_out": fired.is_set(), "cpu": meter.result}
 
 
 class TimedFeastSink(FeastSink):
@@ -341,25 +385,27 @@ class TimedFeastSink(FeastSink):
 def pipeline_app(settings: Settings, broker: services.Broker, run_id: str, pairs: set[str],
                  consumer_extra: dict[str, str]):
     """The feature pipeline wired exactly as `feature_pipeline.__main__._run` does, plus timing hooks."""
-    clock = Clock()
+    meter = CpuMeter(settings)
+    clock = Clock(meter=meter)
     app = new_application(settings, broker, on_message_processed=clock, **app_options(broker, consumer_extra))
     topics = pipeline_topics(app, settings)
     done: dict[str, float] = {}
 
     def stop() -> None:
         done["t"], done["wall"] = time.perf_counter(), time.time()
+        meter.stop()
         app.stop()
 
     completion = Completion(run_id, pairs, stop)
     sink = TimedFeastSink(lambda: feature_store(settings), settings.sink_retries, on_end=completion.on_end)
     rejects = build_dataflow(app, topics, settings, sink)
-    return app, clock, sink, rejects, done
+    return app, clock, sink, rejects, done, meter
 
 
 def run_end_to_end(settings: Settings, broker: services.Broker, run_id: str, pairs: set[str], trades: int,
                    timeout_s: float, consumer_extra: dict[str, str]) -> dict:
     started = time.perf_counter()
-    app, clock, sink, rejects, done = pipeline_app(settings, broker, run_id, pairs, consumer_extra)
+    app, clock, sink, rejects, done, meter = pipeline_app(settings, broker, run_id, pairs, consumer_extra)
     with watchdog(timeout_s, app.stop, "The end-to-end run") as fired:
         app.run()
     wall = time.perf_counter() - started
@@ -386,7 +432,7 @@ def run_end_to_end(settings: Settings, broker: services.Broker, run_id: str, pai
         "messages_processed": clock.count, "rows_written": dict(sink.rows_written), "offline_rows": offline_rows,
         "online_latest_ok": online_ok, "pairs": len(pairs), "rejects": dict(rejects.counts),
         "sink_writes": len(sink.write_seconds), "sink_write_s_total": sum(sink.write_seconds),
-        "sink_write_s_p50": _pct(sink.write_seconds, 50),
+        "sink_write_s_p50": _pct(sink.write_seconds, 50), "cpu": meter.result,
     }
 
 
@@ -479,7 +525,7 @@ def run_freshness(settings: Settings, broker: services.Broker, pairs: list[str],
     ctx = multiprocessing.get_context("spawn")
     run_id = uuid.uuid4().hex
     close_after = settings.candle_seconds * 1000 + settings.window_grace_ms
-    app, clock, sink, rejects, done = pipeline_app(settings, broker, run_id, set(pairs), consumer_extra)  # + topics
+    app, clock, sink, rejects, done, _ = pipeline_app(settings, broker, run_id, set(pairs), consumer_extra)
     ready, stop, go = ctx.Event(), ctx.Event(), ctx.Event()
     poll_out, prod_out = ctx.Queue(), ctx.Queue()
     poller = ctx.Process(target=live_poller, args=(settings, pairs, poll_s, ready, stop, poll_out), daemon=True)
@@ -549,6 +595,14 @@ def _summary(values: list[float]) -> dict:
             "max": max(values) if values else float("nan")}
 
 
+def _cpu(cpu: dict | None) -> str:
+    if not cpu:
+        return "n/a"
+    c = cpu["cores_busy"]
+    return (f"app {c.get('app', 0):.2f}, broker {c.get('broker', 0):.2f}, others {c.get('others', 0):.2f}; "
+            f"machine {c.get('machine', 0):.2f} of {os.cpu_count()}")
+
+
 def _ok(passed: bool) -> str:
     return "[green]PASS[/green]" if passed else "[red]FAIL[/red]"
 
@@ -564,6 +618,7 @@ def report(results: dict) -> Table:
 
     table.add_row("machine", f"{m['cores']} cores ({m['cores_usable']} usable), {m['ram_gib']} GiB RAM")
     table.add_row("CPU", m["cpu_model"])
+    table.add_row("load average (1 min) at start / end", f"{m['load_start']:.2f} / {results.get('load_end', float('nan')):.2f}")
     table.add_row("software", f"Python {m['python']}, quixstreams {m['quixstreams']}, feast {m['feast']}, "
                               f"confluent-kafka {m['confluent_kafka']}")
     s = results["settings"]
@@ -585,11 +640,15 @@ def report(results: dict) -> Table:
     if "reference" in results:
         r = results["reference"]
         table.add_row("reference: bare Quix pass-through", f"{r['rate']:,.0f} msgs/s ({r['seconds']:.1f} s)")
+        table.add_row("  CPU while it ran (cores busy)", _cpu(r.get("cpu")))
     if "end_to_end" in results:
         e = results["end_to_end"]
         table.add_row("end to end: trades -> candles -> indicators -> Feast (processing)",
                       f"{e['rate']:,.0f} trades/s ({e['seconds']:.1f} s)", f">= {TARGET_TRADES_PER_S:,}",
                       _ok(e["rate"] >= TARGET_TRADES_PER_S and e["completed"]))
+        table.add_row("  CPU while it ran (cores busy)", _cpu(e.get("cpu")))
+        if e.get("cpu", {}).get("app_cpu_s"):
+            table.add_row("  app CPU per trade", f"{e['cpu']['app_cpu_s'] / e['trades'] * 1e6:.0f} µs")
         table.add_row("end to end incl. start-up (wall)",
                       f"{e['trades'] / e['wall_s']:,.0f} trades/s ({e['wall_s']:.1f} s, start-up {e['startup_s']:.1f} s)")
         if "input" in results:
@@ -751,6 +810,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    results["load_end"] = os.getloadavg()[0]
     console.print(report(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
