@@ -167,6 +167,12 @@ def phase_settings(settings: Settings, phase: str) -> Settings:
     })
 
 
+def reset_stores(settings: Settings) -> None:
+    """Empty the bench's offline Parquet files and online rows, so every repetition writes the same."""
+    shutil.rmtree(settings.feature_repo_path / "data" / "offline", ignore_errors=True)
+    clear_online_rows(settings)
+
+
 def clear_online_rows(settings: Settings) -> None:
     """Remove the bench project's rows from Redis (Feast teardown of the online store)."""
     with contextlib.suppress(Exception):
@@ -590,6 +596,18 @@ def _pct(values, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median rate (the lower middle one for an even count)."""
+    return sorted(runs, key=lambda r: r["rate"])[(len(runs) - 1) // 2]
+
+
+def _runs(result: dict, unit: str) -> str:
+    runs = result.get("runs") or []
+    if len(runs) < 2:
+        return ""
+    return f"; median of {len(runs)} runs: {', '.join(f'{r:,.0f}' for r in runs)} {unit}"
+
+
 def _summary(values: list[float]) -> dict:
     return {"n": len(values), "p50": _pct(values, 50), "p99": _pct(values, 99),
             "max": max(values) if values else float("nan")}
@@ -639,12 +657,14 @@ def report(results: dict) -> Table:
                                                          f"({i['seconds']:.1f} s)")
     if "reference" in results:
         r = results["reference"]
-        table.add_row("reference: bare Quix pass-through", f"{r['rate']:,.0f} msgs/s ({r['seconds']:.1f} s)")
+        table.add_row("reference: bare Quix pass-through",
+                      f"{r['rate']:,.0f} msgs/s ({r['seconds']:.1f} s{_runs(r, 'msgs/s')})")
         table.add_row("  CPU while it ran (cores busy)", _cpu(r.get("cpu")))
     if "end_to_end" in results:
         e = results["end_to_end"]
         table.add_row("end to end: trades -> candles -> indicators -> Feast (processing)",
-                      f"{e['rate']:,.0f} trades/s ({e['seconds']:.1f} s)", f">= {TARGET_TRADES_PER_S:,}",
+                      f"{e['rate']:,.0f} trades/s ({e['seconds']:.1f} s{_runs(e, 'trades/s')})",
+                      f">= {TARGET_TRADES_PER_S:,}",
                       _ok(e["rate"] >= TARGET_TRADES_PER_S and e["completed"]))
         table.add_row("  CPU while it ran (cores busy)", _cpu(e.get("cpu")))
         if e.get("cpu", {}).get("app_cpu_s"):
@@ -656,7 +676,9 @@ def report(results: dict) -> Table:
             table.add_row("file -> Feast incl. pre-load and start-up", f"{e['trades'] / total:,.0f} trades/s "
                                                                       f"({total:.1f} s)")
         if "reference" in results and results["reference"]["rate"]:
-            table.add_row("ratio end to end / reference", f"{e['rate'] / results['reference']['rate']:.3f}")
+            ratios = results.get("ratios") or []
+            per_run = f" (per run: {', '.join(f'{x:.3f}' for x in ratios)})" if len(ratios) > 1 else ""
+            table.add_row("ratio end to end / reference", f"{e['rate'] / results['reference']['rate']:.3f}{per_run}")
         rows = ", ".join(f"{v}={n:,}" for v, n in sorted(e["rows_written"].items()))
         table.add_row("rows written (sink)", rows)
         offline_ok = all(e["offline_rows"].get(v) == n for v, n in e["rows_written"].items())
@@ -705,6 +727,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller run: 50,000 trades, 2 minutes live")
     parser.add_argument("--trades", type=int, help="trades in the throughput run (default 200,000; quick 50,000)")
     parser.add_argument("--pairs", type=int, default=len(THROUGHPUT_PAIRS), help="pairs in the throughput run (<=4)")
+    parser.add_argument("--repeat", type=int, help="reference + end-to-end repetitions, median reported "
+                                                   "(default 3; quick 1)")
     parser.add_argument("--live-seconds", type=float, help="length of the live run (default 240; quick 120)")
     parser.add_argument("--live-pairs", type=int, default=10, help=f"pairs of the live run (<= {len(LIVE_PAIRS)})")
     parser.add_argument("--live-rate", type=float, default=1000.0, help="trades per second of the live run, in all")
@@ -730,6 +754,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
     n_trades = args.trades or (50_000 if args.quick else 200_000)
     live_s = args.live_seconds or (120.0 if args.quick else 240.0)
+    repeat = max(1, args.repeat or (1 if args.quick else 3))
     pairs = dict(list(THROUGHPUT_PAIRS.items())[: max(1, min(args.pairs, len(THROUGHPUT_PAIRS)))])
     live_pairs = LIVE_PAIRS[: max(1, min(args.live_pairs, len(LIVE_PAIRS)))]
 
@@ -786,15 +811,30 @@ def main(argv: list[str] | None = None) -> int:
                                 "repetitions": -(-per_pair // len(base))}
             console.print(f"  {loaded['trades']:,} trades in {loaded['seconds']:.1f} s")
             timeout = 120 + loaded["trades"] / 200
-            if "reference" in phases:
-                console.print("Reference: bare pass-through ...")
-                results["reference"] = run_reference(tp, broker, loaded["messages"], timeout, consumer_extra)
-                console.print(f"  {results['reference']['rate']:,.0f} msgs/s")
-            if "end-to-end" in phases:
-                console.print("End to end: candles, indicators, Feast online + offline ...")
-                results["end_to_end"] = run_end_to_end(tp, broker, run_id, set(pairs), loaded["trades"], timeout,
-                                                       consumer_extra)
-                console.print(f"  {results['end_to_end']['rate']:,.0f} trades/s")
+            ref_runs, e2e_runs = [], []
+            for k in range(repeat):
+                # Each repetition: fresh consumer groups, downstream topics and stores; the same pre-loaded trades.
+                rep = tp.model_copy(update={
+                    "candles_topic": f"{tp.candles_topic}-{k}", "features_topic": f"{tp.features_topic}-{k}",
+                    "dead_letter_topic": f"{tp.dead_letter_topic}-{k}", "consumer_group": f"{tp.consumer_group}-{k}",
+                })
+                label = f" (run {k + 1}/{repeat})" if repeat > 1 else ""
+                if "reference" in phases:
+                    console.print(f"Reference: bare pass-through{label} ...")
+                    ref_runs.append(run_reference(rep, broker, loaded["messages"], timeout, consumer_extra))
+                    console.print(f"  {ref_runs[-1]['rate']:,.0f} msgs/s")
+                if "end-to-end" in phases:
+                    reset_stores(rep)
+                    console.print(f"End to end: candles, indicators, Feast online + offline{label} ...")
+                    e2e_runs.append(run_end_to_end(rep, broker, run_id, set(pairs), loaded["trades"], timeout,
+                                                   consumer_extra))
+                    console.print(f"  {e2e_runs[-1]['rate']:,.0f} trades/s")
+            if ref_runs:
+                results["reference"] = {**_median_run(ref_runs), "runs": [r["rate"] for r in ref_runs]}
+            if e2e_runs:
+                results["end_to_end"] = {**_median_run(e2e_runs), "runs": [r["rate"] for r in e2e_runs]}
+            if ref_runs and e2e_runs:
+                results["ratios"] = [e["rate"] / r["rate"] for r, e in zip(ref_runs, e2e_runs)]
 
         if "freshness" in phases:
             fr = phase_settings(settings, "live")
