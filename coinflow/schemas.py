@@ -67,7 +67,3 @@ def pair_key(pair: str) -> str:
 def pair_slug(pair: str) -> str:
     """A filesystem- and name-safe form of a pair: ``BTC/USD`` -> ``BTCUSD``."""
     return "".join(ch for ch in pair if ch.isalnum()).upper()
-
-
-def is_control(record: dict) -> bool:
-    return "control" in record

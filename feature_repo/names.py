@@ -4,7 +4,6 @@ Kept free of Feast imports so pure transforms can use them cheaply;
 definitions.py builds the Feast objects from them.
 """
 
-INTERVALS = ("1m", "5m")
 OHLCV_FEATURES = ("open", "high", "low", "close", "volume", "vwap", "trade_count")
 INDICATOR_FEATURES = (
     "sma_14", "ema_14", "rsi_14", "macd", "macd_signal", "macd_hist",

@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from coinflow.quality import Rejects
-from coinflow.schemas import Control, Trade
+from coinflow.schemas import CONTROL_TICK, Control, Trade
 from feature_pipeline.sources.kraken_protocol import (
     Heartbeat,
     Rejected,
@@ -260,6 +260,6 @@ class KrakenTradeSource(RecordSource):
     def _produce_ticks(self, pairs: frozenset[str]) -> None:
         now_ms = int(time.time() * 1000)
         for pair in sorted(pairs):
-            tick = Control(control="tick", pair=pair, timestamp_ms=now_ms)
+            tick = Control(control=CONTROL_TICK, pair=pair, timestamp_ms=now_ms)
             self.produce_record(pair, tick, now_ms)
 
