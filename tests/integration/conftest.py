@@ -7,6 +7,7 @@ user's data; each test gets its own topics and consumer group.
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -19,8 +20,9 @@ from coinflow.settings import Settings
 from coinflow.store import apply_feature_repo
 
 REPO = Path(__file__).resolve().parents[2] / "feature_repo"
-TEST_REDIS_URL = "redis://127.0.0.1:6379/13"
-TEST_BROKER_PORT = 19392
+# Overridable so that two test sessions on one machine do not share a broker or database.
+TEST_REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('COINFLOW_IT_REDIS_DB', '13')}"
+TEST_BROKER_PORT = int(os.environ.get("COINFLOW_IT_BROKER_PORT", "19392"))
 
 
 @pytest.fixture(scope="session")
