@@ -334,13 +334,9 @@ def watchdog(seconds: float, stop, what: str):
         timer.cancel()
 
 
-def app_options(broker: services.Broker, consumer_extra: dict[str, str]) -> dict:
-    """Extra Application options of a what-if run (--consumer-set); none by default."""
-    if not consumer_extra:
-        return {}
-    # new_application gives the embedded broker a short session timeout; keep it next to the what-if keys.
-    base = {"session.timeout.ms": 6000} if broker.embedded else {}
-    return {"consumer_extra_config": {**base, **consumer_extra}}
+def app_options(consumer_extra: dict[str, str]) -> dict:
+    """Extra Application options of a what-if run (--consumer-set), merged over the project's own."""
+    return {"consumer_extra_config": consumer_extra} if consumer_extra else {}
 
 
 def run_reference(settings: Settings, broker: services.Broker, messages: int, timeout_s: float,
@@ -350,7 +346,7 @@ def run_reference(settings: Settings, broker: services.Broker, messages: int, ti
     clock = Clock(stop_after=messages, meter=meter)
     started = time.perf_counter()
     app = new_application(settings, broker, consumer_group=f"{settings.consumer_group}-reference",
-                          on_message_processed=clock, **app_options(broker, consumer_extra))
+                          on_message_processed=clock, **app_options(consumer_extra))
     clock.app = app
     config = topic_config(settings)
     source = app.topic(settings.trades_topic, value_deserializer="bytes", key_deserializer="bytes", config=config)
@@ -393,7 +389,7 @@ def pipeline_app(settings: Settings, broker: services.Broker, run_id: str, pairs
     """The feature pipeline wired exactly as `feature_pipeline.__main__._run` does, plus timing hooks."""
     meter = CpuMeter(settings)
     clock = Clock(meter=meter)
-    app = new_application(settings, broker, on_message_processed=clock, **app_options(broker, consumer_extra))
+    app = new_application(settings, broker, on_message_processed=clock, **app_options(consumer_extra))
     topics = pipeline_topics(app, settings)
     done: dict[str, float] = {}
 

@@ -20,7 +20,10 @@ def new_application(settings: Settings, broker: Broker, consumer_group: str | No
     ListOffsets with wrong high watermarks, which breaks Quix's recovery from
     changelog topics. On a real Kafka or Redpanda, changelogs are used.
     Tansu also holds a JoinGroup for half the session timeout, so the embedded
-    broker gets a short one (6 s) to keep start-up quick.
+    broker gets a short one (6 s) to keep start-up quick, and it holds a fetch
+    for fetch.wait.max.ms even when another partition of the request has data
+    (Kafka answers at once), so a short wait keeps sparse topics such as
+    candles from lagging behind busy ones.
     """
     options = dict(
         broker_address=broker.address,
@@ -35,8 +38,10 @@ def new_application(settings: Settings, broker: Broker, consumer_group: str | No
         auto_create_topics=True,
         use_changelog_topics=not broker.embedded,
     )
-    if broker.embedded:
-        options["consumer_extra_config"] = {"session.timeout.ms": 6000}
+    consumer = {"session.timeout.ms": 6000, "fetch.wait.max.ms": 20} if broker.embedded else {}
+    consumer.update(overrides.pop("consumer_extra_config", None) or {})
+    if consumer:
+        options["consumer_extra_config"] = consumer
     options.update(overrides)
     return Application(**options)
 

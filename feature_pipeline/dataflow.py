@@ -4,9 +4,10 @@ One graph serves live trading, file replays and backfills; only the source
 differs. Two stages meet through the candles topic, so candle files can be
 backfilled straight into the second stage:
 
-1. trades topic: parse and screen each record (bad ones are counted and sent
-   to the dead-letter topic), then an event-time tumbling window per pair
-   reduces trades to a candle, emitted when the window closes.
+1. trades topic: one stateful step per message parses and screens it (bad
+   ones are counted and sent to the dead-letter topic) and folds it into the
+   pair's event-time tumbling window, releasing a candle when a window closes
+   (see `transforms.candles`).
 2. candles topic: indicators are updated in O(1) per candle from state kept
    in Quix state, and each row goes to Feast (and to the features topic).
 
@@ -26,17 +27,23 @@ from quixstreams import Application
 from quixstreams.sinks import BaseSink
 from quixstreams.state import State
 
-from coinflow.quality import Rejects, dead_letter
+from coinflow.quality import Rejects
 from coinflow.schemas import CONTROL_END
 from coinflow.settings import Settings
 from coinflow.streaming import Topics
-from feature_pipeline.transforms.candles import finalize_candle, invalid_candle_reason, new_candle, update_candle
+from feature_pipeline.transforms.candles import (
+    accept_trade,
+    advance_clock,
+    close_windows,
+    invalid_candle_reason,
+    new_pair_state,
+)
 from feature_pipeline.transforms.indicators import new_indicator_state, update_indicators
-from feature_pipeline.transforms.screening import invalid_reason, new_screen_state, screen
+from feature_pipeline.transforms.screening import invalid_reason
 
 logger = logging.getLogger(__name__)
 
-SCREEN_STATE = "screen"
+PAIR_STATE = "pair"
 
 
 @dataclass
@@ -57,33 +64,41 @@ class Completion:
             self.stop()
 
 
-def screen_trades(settings: Settings, rejects: Rejects) -> Callable:
-    """The stateful step that parses raw trade messages and accepts or rejects each.
+def trades_to_candles(settings: Settings, rejects: Rejects) -> Callable:
+    """The stateful step of stage 1: parse, screen and window each raw trade message.
 
-    Returns the record, or ``{"reject": reason, "raw": bytes}`` for the
-    dead-letter branch.
+    Returns the records the message releases, in order: a dead-letter record
+    for a rejected input, the candles of windows it closed, and an end marker
+    after the candles it closed.
     """
     duration_ms = settings.candle_seconds * 1000
     grace_ms = settings.window_grace_ms
     max_future_ms = settings.max_future_ms
+    interval = settings.candle_interval
 
-    def step(raw: bytes, key: str | None, timestamp: int, headers, state: State) -> dict:
+    def step(raw: bytes, key: str | None, timestamp: int, headers, state: State) -> list[dict]:
         try:
             record = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            reason = "malformed_json"
+            return [rejects.reject("malformed_json", raw)]
+        reason = invalid_reason(record, int(time.time() * 1000), max_future_ms)
+        if reason is None and record["pair"] != key:
+            reason = "key_mismatch"
+        if reason is not None:
+            return [rejects.reject(reason, raw)]
+        pair_state = state.get(PAIR_STATE) or new_pair_state()
+        control = record.get("control")
+        if control is None:
+            reason = accept_trade(pair_state, record, duration_ms, grace_ms)
+            if reason is not None:
+                return [rejects.reject(reason, raw)]
         else:
-            reason = invalid_reason(record, int(time.time() * 1000), max_future_ms)
-            if reason is None and record["pair"] != key:
-                reason = "key_mismatch"
-            if reason is None:
-                screen_state = state.get(SCREEN_STATE) or new_screen_state()
-                reason = screen(screen_state, record, duration_ms, grace_ms)
-                if reason is None:
-                    state.set(SCREEN_STATE, screen_state)
-                    return record
-        rejects.reject(reason, raw)
-        return {"reject": reason, "raw": raw}
+            advance_clock(pair_state, record["timestamp_ms"])
+        released: list[dict] = close_windows(pair_state, key, interval, duration_ms, grace_ms)
+        state.set(PAIR_STATE, pair_state)
+        if control == CONTROL_END:
+            released.append(record)
+        return released
 
     return step
 
@@ -115,34 +130,23 @@ def compute_features(settings: Settings, rejects: Rejects) -> Callable:
     return step
 
 
+def stage_one_topic(topics: Topics) -> Callable:
+    """Where a record of stage 1 goes: dead letters apart, candles and end markers to the candles topic."""
+
+    def route(value: dict, key, timestamp, headers):
+        return topics.dead_letters if "stage" in value else topics.candles
+
+    return route
+
+
 def build_dataflow(app: Application, topics: Topics, settings: Settings, sink: BaseSink) -> Rejects:
     """Wire both stages into `app`; returns the dataflow's reject counters."""
     rejects = Rejects("dataflow")
-    interval = settings.candle_interval
 
-    screened = app.dataframe(topics.trades).apply(screen_trades(settings, rejects), stateful=True, metadata=True)
-
-    # The window branch is declared first so that, for a given message, the
-    # candles it closes are produced before the marker that closed them.
-    accepted = screened.filter(lambda r: "reject" not in r)
-    accepted = accepted.set_timestamp(lambda value, key, timestamp, headers: value["timestamp_ms"])
-    windows = (
-        accepted.tumbling_window(duration_ms=settings.candle_seconds * 1000, grace_ms=settings.window_grace_ms)
-        .reduce(reducer=update_candle, initializer=new_candle)
-        .final()
+    stage_one = app.dataframe(topics.trades).apply(
+        trades_to_candles(settings, rejects), stateful=True, metadata=True, expand=True
     )
-    candles = windows.apply(lambda window, key, timestamp, headers: finalize_candle(window, key, interval), metadata=True)
-    candles.filter(lambda c: c is not None).to_topic(topics.candles)
-
-    def route(value, key, timestamp, headers):
-        return topics.candles if value.get("control") == CONTROL_END else topics.dead_letters
-
-    def outbound(value: dict) -> dict:
-        if "reject" in value:
-            return dead_letter("dataflow", value["reject"], value["raw"])
-        return value
-
-    screened.filter(lambda r: "reject" in r or r.get("control") == CONTROL_END).apply(outbound).to_topic(route)
+    stage_one.to_topic(stage_one_topic(topics))
 
     features = app.dataframe(topics.candles).apply(compute_features(settings, rejects), stateful=True)
     features = features.filter(lambda r: r is not None)

@@ -1,40 +1,47 @@
-"""Candles from trades: the window reducer against an independent pandas computation on real trades."""
+"""Candles from trades: the pure window state machine, against an independent pandas computation on real trades."""
+
+import random
 
 import pandas as pd
 import pytest
 
 from feature_pipeline.transforms.candles import (
-    finalize_candle,
+    accept_trade,
+    advance_clock,
+    close_windows,
     invalid_candle_reason,
-    new_candle,
-    update_candle,
+    new_pair_state,
     window_end,
 )
 
 MINUTE = 60_000
+GRACE = 500
 
 
-def fold(records):
-    acc = None
+def trade(ts, price=100.0, qty=1.0, trade_id=1, exchange="kraken"):
+    return {"exchange": exchange, "pair": "BTC/USD", "trade_id": trade_id, "price": price, "qty": qty, "side": "buy", "timestamp_ms": ts}
+
+
+def run(records, end_ms=None):
+    """Feed records through one pair's state; returns (candles, rejects by trade id)."""
+    state, candles, rejected = new_pair_state(), [], {}
     for record in records:
-        acc = new_candle(record) if acc is None else update_candle(acc, record)
-    return acc
-
-
-def trade(ts, price, qty=1.0, trade_id=1):
-    return {"exchange": "kraken", "pair": "BTC/USD", "trade_id": trade_id, "price": price, "qty": qty, "side": "buy", "timestamp_ms": ts}
+        reason = accept_trade(state, record, MINUTE, GRACE)
+        if reason is not None:
+            rejected[record["trade_id"]] = reason
+        candles += close_windows(state, "BTC/USD", "1m", MINUTE, GRACE)
+    if end_ms is not None:
+        advance_clock(state, end_ms)
+        candles += close_windows(state, "BTC/USD", "1m", MINUTE, GRACE)
+    return candles, rejected
 
 
 def test_candles_from_real_trades_equal_pandas(data_dir):
     trades = pd.read_csv(data_dir / "kraken" / "btcusd_trades_2019-07-01T00.csv")
-    records = [trade(int(r.time_ms), r.price, r.qty) for r in trades.itertuples()]
-    windows = {}
-    for record in records:
-        end = window_end(record["timestamp_ms"], MINUTE)
-        windows[end] = new_candle(record) if end not in windows else update_candle(windows[end], record)
-    ours = pd.DataFrame(
-        [finalize_candle({"start": end - MINUTE, "end": end, "value": acc}, "BTC/USD", "1m") for end, acc in sorted(windows.items())]
-    ).set_index("window_end_ms")
+    records = [trade(int(r.time_ms), r.price, r.qty, i + 1) for i, r in enumerate(trades.itertuples())]
+    candles, rejected = run(records, end_ms=records[-1]["timestamp_ms"] + MINUTE + GRACE)
+    assert rejected == {}
+    ours = pd.DataFrame(candles).set_index("window_end_ms")
 
     trades["end"] = (trades.time_ms // MINUTE + 1) * MINUTE
     trades["notional"] = trades.price * trades.qty
@@ -51,19 +58,63 @@ def test_candles_from_real_trades_equal_pandas(data_dir):
 
 
 def test_out_of_order_trades_keep_open_and_close_by_event_time():
-    acc = fold([trade(10_000, 100.0), trade(5_000, 90.0), trade(20_000, 110.0), trade(15_000, 105.0)])
-    candle = finalize_candle({"start": 0, "end": MINUTE, "value": acc}, "BTC/USD", "1m")
+    candles, _ = run([trade(10_000, 100.0, trade_id=1), trade(5_000, 90.0, trade_id=2),
+                      trade(20_000, 110.0, trade_id=3), trade(15_000, 105.0, trade_id=4)], end_ms=MINUTE + GRACE)
+    [candle] = candles
     assert (candle["open"], candle["close"], candle["high"], candle["low"]) == (90.0, 110.0, 110.0, 90.0)
 
 
-def test_control_records_do_not_change_a_candle_and_empty_windows_give_none():
-    tick = {"control": "tick", "pair": "BTC/USD", "timestamp_ms": 1_000}
-    assert finalize_candle({"start": 0, "end": MINUTE, "value": fold([tick, tick])}, "BTC/USD", "1m") is None
-    with_tick = fold([tick, trade(2_000, 50.0, 2.0), tick, trade(3_000, 70.0, 1.0)])
-    without = fold([trade(2_000, 50.0, 2.0), trade(3_000, 70.0, 1.0)])
-    assert with_tick == without
-    candle = finalize_candle({"start": 0, "end": MINUTE, "value": without}, "BTC/USD", "1m")
-    assert candle["vwap"] == pytest.approx((50 * 2 + 70) / 3)
+def test_duplicates_are_rejected_per_exchange_and_leave_the_candle_unchanged():
+    _, rejected = run([trade(1_000, trade_id=5), trade(2_000, trade_id=5)])
+    assert rejected == {5: "duplicate"}
+    candles, rejected = run([trade(1_000, trade_id=5), trade(2_000, trade_id=4), trade(3_000, trade_id=5, exchange="coinbase")],
+                            end_ms=MINUTE + GRACE)
+    assert rejected == {4: "duplicate"}
+    assert candles[0]["trade_count"] == 2
+
+
+def test_a_window_closes_only_after_its_grace_and_late_trades_are_rejected():
+    state = new_pair_state()
+    assert accept_trade(state, trade(MINUTE + 100, trade_id=1), MINUTE, GRACE) is None
+    # Out of order but its window [MINUTE, 2*MINUTE) is still open.
+    assert accept_trade(state, trade(MINUTE + 50, trade_id=2), MINUTE, GRACE) is None
+    # 400 ms into the next window: the previous one is within its grace, still open.
+    advance_clock(state, 2 * MINUTE + 400)
+    assert close_windows(state, "BTC/USD", "1m", MINUTE, GRACE) == []
+    assert accept_trade(state, trade(2 * MINUTE - 10, 105.0, trade_id=3), MINUTE, GRACE) is None
+    # At the end of the grace period the window closes; its trades are late from then on.
+    advance_clock(state, 2 * MINUTE + GRACE)
+    [candle] = close_windows(state, "BTC/USD", "1m", MINUTE, GRACE)
+    assert (candle["window_end_ms"], candle["trade_count"], candle["close"]) == (2 * MINUTE, 3, 105.0)
+    before = repr(state)
+    assert accept_trade(state, trade(2 * MINUTE - 10, trade_id=4), MINUTE, GRACE) == "late"
+    assert repr(state) == before
+    assert state["last_id"] == {"kraken": 3}
+
+
+def test_the_clock_never_moves_back_and_a_quiet_pair_is_closed_by_ticks():
+    state = new_pair_state()
+    accept_trade(state, trade(1_000, trade_id=1), MINUTE, GRACE)
+    advance_clock(state, 500)
+    assert state["max_ts"] == 1_000
+    advance_clock(state, MINUTE + GRACE)
+    assert [c["window_end_ms"] for c in close_windows(state, "BTC/USD", "1m", MINUTE, GRACE)] == [MINUTE]
+    assert state["open"] == []
+
+
+def test_shuffled_within_grace_gives_the_same_candles_as_in_order():
+    rng = random.Random(7)
+    ordered = [trade(t, 100.0 + rng.random(), 0.1 + rng.random(), i + 1) for i, t in enumerate(range(0, 5 * MINUTE, 350))]
+    jittered = sorted(ordered, key=lambda r: r["timestamp_ms"] + rng.uniform(0, GRACE - 1))
+    # Ids follow arrival order on an exchange, so renumber in arrival order.
+    arrived = [{**r, "trade_id": i + 1} for i, r in enumerate(jittered)]
+    end = 5 * MINUTE + GRACE
+    expected, _ = run(ordered, end_ms=end)
+    got, rejected = run(arrived, end_ms=end)
+    assert rejected == {}
+    assert [c["window_end_ms"] for c in got] == [c["window_end_ms"] for c in expected] == [MINUTE * k for k in range(1, 6)]
+    for a, b in zip(got, expected, strict=True):
+        assert a == pytest.approx(b)
 
 
 def test_window_end_is_aligned_and_exclusive():
