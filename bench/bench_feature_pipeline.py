@@ -66,6 +66,7 @@ from coinflow.streaming import new_application, pipeline_topics, topic_config
 from feature_pipeline.dataflow import Completion, build_dataflow
 from feature_pipeline.sinks.feast_sink import FeastSink
 from feature_pipeline.sources.files import iter_trades_csv
+from feature_pipeline.transforms.candles import new_candle, update_candle
 from feature_repo.names import indicators_view, ohlcv_view
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -340,20 +341,38 @@ def app_options(consumer_extra: dict[str, str]) -> dict:
 
 
 def run_reference(settings: Settings, broker: services.Broker, messages: int, timeout_s: float,
-                  consumer_extra: dict[str, str]) -> dict:
-    """A bare Quix pass-through over the pre-loaded trades topic."""
+                  consumer_extra: dict[str, str], kind: str = "reference") -> dict:
+    """A reference Quix app over the pre-loaded trades topic.
+
+    ``reference``: a bare pass-through (bytes in, bytes out). ``quix-window``:
+    Quix's own ``tumbling_window(...).reduce(...).final()`` building the same
+    candles with the project's candle reducer, the alternative to the
+    dataflow's window step.
+    """
     meter = CpuMeter(settings)
     clock = Clock(stop_after=messages, meter=meter)
     started = time.perf_counter()
-    app = new_application(settings, broker, consumer_group=f"{settings.consumer_group}-reference",
+    app = new_application(settings, broker, consumer_group=f"{settings.consumer_group}-{kind}",
                           on_message_processed=clock, **app_options(consumer_extra))
     clock.app = app
     config = topic_config(settings)
-    source = app.topic(settings.trades_topic, value_deserializer="bytes", key_deserializer="bytes", config=config)
-    target = app.topic(f"{settings.trades_topic}-passthrough", value_serializer="bytes", key_serializer="bytes",
-                       config=config)
-    app.dataframe(source).to_topic(target)
-    with watchdog(timeout_s, app.stop, "The reference pass-through") as fired:
+    if kind == "reference":
+        source = app.topic(settings.trades_topic, value_deserializer="bytes", key_deserializer="bytes", config=config)
+        target = app.topic(f"{settings.trades_topic}-passthrough", value_serializer="bytes", key_serializer="bytes",
+                           config=config)
+        app.dataframe(source).to_topic(target)
+    else:
+        source = app.topic(settings.trades_topic, value_deserializer="json", key_deserializer="str", config=config)
+        target = app.topic(f"{settings.trades_topic}-quix-candles", value_serializer="json", key_serializer="str",
+                           config=config)
+        (app.dataframe(source)
+         .filter(lambda r: "control" not in r)
+         .set_timestamp(lambda value, key, timestamp, headers: value["timestamp_ms"])
+         .tumbling_window(duration_ms=settings.candle_seconds * 1000, grace_ms=settings.window_grace_ms)
+         .reduce(reducer=update_candle, initializer=new_candle)
+         .final()
+         .to_topic(target))
+    with watchdog(timeout_s, app.stop, f"The {kind} app") as fired:
         app.run()
     wall = time.perf_counter() - started
     seconds = (clock.last or time.perf_counter()) - (clock.first or started)
@@ -656,6 +675,10 @@ def report(results: dict) -> Table:
         table.add_row("reference: bare Quix pass-through",
                       f"{r['rate']:,.0f} msgs/s ({r['seconds']:.1f} s{_runs(r, 'msgs/s')})")
         table.add_row("  CPU while it ran (cores busy)", _cpu(r.get("cpu")))
+    if "quix_window" in results:
+        q = results["quix_window"]
+        table.add_row("reference: Quix tumbling_window().reduce().final() candles only",
+                      f"{q['rate']:,.0f} trades/s ({q['seconds']:.1f} s{_runs(q, 'trades/s')})")
     if "end_to_end" in results:
         e = results["end_to_end"]
         table.add_row("end to end: trades -> candles -> indicators -> Feast (processing)",
@@ -731,8 +754,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-ms", type=float, default=20.0, help="Feast polling period of the live run")
     parser.add_argument("--warmup-s", type=float, default=2.0,
                         help="ignore candles whose window ended before the app consumed + this")
-    parser.add_argument("--phases", default="reference,end-to-end,freshness",
-                        help="comma-separated subset of reference,end-to-end,freshness")
+    parser.add_argument("--phases", default="reference,quix-window,end-to-end,freshness",
+                        help="comma-separated subset of reference,quix-window,end-to-end,freshness")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a Settings field for a what-if run, e.g. --set commit_interval_s=0.1 "
                              "(not the isolation fields: topics, groups, ports, paths, Redis, Feast project)")
@@ -745,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     phases = {p.strip() for p in args.phases.split(",") if p.strip()}
-    unknown = phases - {"reference", "end-to-end", "freshness"}
+    unknown = phases - {"reference", "quix-window", "end-to-end", "freshness"}
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
     n_trades = args.trades or (50_000 if args.quick else 200_000)
@@ -791,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
             apply_feature_repo(settings)  # Feast prints what it deploys
         clear_online_rows(settings)
 
-        if phases & {"reference", "end-to-end"}:
+        if phases & {"reference", "quix-window", "end-to-end"}:
             tp = phase_settings(settings, "tp")
             base = base_trades()
             per_pair = n_trades // len(pairs)
@@ -807,7 +830,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "repetitions": -(-per_pair // len(base))}
             console.print(f"  {loaded['trades']:,} trades in {loaded['seconds']:.1f} s")
             timeout = 120 + loaded["trades"] / 200
-            ref_runs, e2e_runs = [], []
+            ref_runs, window_runs, e2e_runs = [], [], []
             for k in range(repeat):
                 # Each repetition: fresh consumer groups, downstream topics and stores; the same pre-loaded trades.
                 rep = tp.model_copy(update={
@@ -819,6 +842,11 @@ def main(argv: list[str] | None = None) -> int:
                     console.print(f"Reference: bare pass-through{label} ...")
                     ref_runs.append(run_reference(rep, broker, loaded["messages"], timeout, consumer_extra))
                     console.print(f"  {ref_runs[-1]['rate']:,.0f} msgs/s")
+                if "quix-window" in phases:
+                    console.print(f"Reference: Quix tumbling window candles{label} ...")
+                    window_runs.append(run_reference(rep, broker, loaded["messages"], timeout, consumer_extra,
+                                                     kind="quix-window"))
+                    console.print(f"  {window_runs[-1]['rate']:,.0f} trades/s")
                 if "end-to-end" in phases:
                     reset_stores(rep)
                     console.print(f"End to end: candles, indicators, Feast online + offline{label} ...")
@@ -827,6 +855,8 @@ def main(argv: list[str] | None = None) -> int:
                     console.print(f"  {e2e_runs[-1]['rate']:,.0f} trades/s")
             if ref_runs:
                 results["reference"] = {**_median_run(ref_runs), "runs": [r["rate"] for r in ref_runs]}
+            if window_runs:
+                results["quix_window"] = {**_median_run(window_runs), "runs": [r["rate"] for r in window_runs]}
             if e2e_runs:
                 results["end_to_end"] = {**_median_run(e2e_runs), "runs": [r["rate"] for r in e2e_runs]}
             if ref_runs and e2e_runs:
