@@ -2,9 +2,10 @@
 
 Feast's own offline append rewrites one file and keeps duplicates; a replay
 must leave the same rows, not twice as many. Rows are kept one file per
-(view, pair, UTC day) under the FileSource's directory, and a write merges
-into that file, keeping for each (pair, event_timestamp) the row with the
-newest ``created`` time. Files are replaced atomically, so readers never see
+(view, entity value, UTC day) under the FileSource's directory, and a write
+merges into that file, keeping for each (entity, event_timestamp) the row with
+the newest ``created`` time. The entity column is ``pair`` unless a view says
+otherwise (order books: ``product``). Files are replaced atomically, so readers never see
 half a file and a crash mid-write loses nothing already written.
 """
 
@@ -34,11 +35,11 @@ def partition_path(root: Path, pair: str, day: str) -> Path:
     return root / pair_slug(pair) / f"{day}.parquet"
 
 
-def merge_rows(existing: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
-    """Union of two row sets with one row per (pair, event_timestamp): the newest created wins."""
+def merge_rows(existing: pd.DataFrame | None, new: pd.DataFrame, entity: str = ENTITY) -> pd.DataFrame:
+    """Union of two row sets with one row per (entity, event_timestamp): the newest created wins."""
     frame = new if existing is None or existing.empty else pd.concat([existing, new], ignore_index=True)
-    frame = frame.sort_values([ENTITY, EVENT_TIMESTAMP, CREATED_TIMESTAMP], kind="stable")
-    frame = frame.drop_duplicates([ENTITY, EVENT_TIMESTAMP], keep="last")
+    frame = frame.sort_values([entity, EVENT_TIMESTAMP, CREATED_TIMESTAMP], kind="stable")
+    frame = frame.drop_duplicates([entity, EVENT_TIMESTAMP], keep="last")
     return frame.reset_index(drop=True)
 
 
@@ -49,14 +50,14 @@ def _write_atomically(table: pa.Table, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_rows(root: Path, rows: pd.DataFrame, schema: pa.Schema) -> int:
+def write_rows(root: Path, rows: pd.DataFrame, schema: pa.Schema, entity: str = ENTITY) -> int:
     """Merge rows (columns of `schema`) into the dataset at `root`; returns the files written."""
     days = rows[EVENT_TIMESTAMP].dt.strftime("%Y-%m-%d")
     written = 0
-    for (pair, day), group in rows.groupby([rows[ENTITY], days], sort=False):
-        path = partition_path(root, pair, day)
+    for (key, day), group in rows.groupby([rows[entity], days], sort=False):
+        path = partition_path(root, key, day)
         existing = pq.read_table(path).to_pandas() if path.exists() else None
-        merged = merge_rows(existing, group)
+        merged = merge_rows(existing, group, entity)
         _write_atomically(pa.Table.from_pandas(merged, schema=schema, preserve_index=False), path)
         written += 1
     return written

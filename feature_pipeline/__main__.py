@@ -21,11 +21,15 @@ from coinflow import services
 from coinflow.logs import configure_logging
 from coinflow.settings import INTERVALS_SECONDS, Settings
 from coinflow.store import apply_feature_repo, feature_store
+from feature_pipeline.book_runner import run_book_pipeline
 from feature_pipeline.runner import run_pipeline
+from feature_pipeline.sources.book_source import BookSource
+from feature_pipeline.sources.coinbase_replay_server import CoinbaseReplayServer, read_session
+from feature_pipeline.sources.coinbase_ws import CoinbaseSource
 from feature_pipeline.sources.file_sources import CandlesFileSource, TradesFileSource
 from feature_pipeline.sources.kraken_rest import KrakenRestSource
-from feature_pipeline.sources.kraken_ws import KrakenTradeSource
-from feature_pipeline.sources.replay_server import serve
+from feature_pipeline.sources.kraken_ws import KrakenBookSource, KrakenTradeSource
+from feature_pipeline.sources.replay_server import serve, server_thread
 from feature_repo.names import ENTITY, INDICATOR_FEATURES, OHLCV_FEATURES, indicators_view, ohlcv_view
 
 console = Console()
@@ -165,6 +169,80 @@ def replay_server(
     _settings()
     console.print(f"Serving {file} as {pair} on ws://{host}:{port}/v2 (Ctrl-C stops)")
     serve(_check_file(file), pair, host=host, port=port, speed=speed)
+
+
+def _run_books(settings: Settings, source: BookSource, candles: bool, book_out: Path | None) -> None:
+    try:
+        summary = run_book_pipeline(settings, source, candles=candles, book_out=book_out)
+    except services.ServiceError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    table = Table(title=f"order-book pipeline finished in {summary.seconds:.1f} s")
+    table.add_column("feature view")
+    table.add_column("rows written (offline)", justify="right")
+    for view, count in sorted(summary.rows_written.items()):
+        table.add_row(view, str(count))
+    console.print(table)
+    if book_out is not None:
+        console.print(f"{summary.book_records_out} book-state records written to {book_out}")
+    for rejects in summary.rejects:
+        console.print(rejects.summary())
+
+
+def _secret(value) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+@app.command("replay-session")
+def replay_session(
+    file: Annotated[Path, typer.Argument(help="A recorded Coinbase Advanced Trade session (.jsonl or .jsonl.gz).")],
+    book_out: Annotated[Path | None, typer.Option("--book-out", help="Also write every book-state record to this Parquet file.")] = None,
+    speed: Annotated[float, typer.Option(help="Replay at the recorded pace x SPEED; 0 replays as fast as possible.")] = 0.0,
+    candles: Annotated[bool, typer.Option(help="Also build candles and indicators from the session's trades.")] = True,
+) -> None:
+    """Replay a recorded session through a local Coinbase server, the real Coinbase source and the book and
+    feature dataflow; exits once every book-state record and feature row is stored."""
+    settings = _settings()
+    try:
+        frames = read_session(_check_file(file))
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    server = CoinbaseReplayServer(frames, speed=speed)
+    if not server.products:
+        console.print(f"[red]{file} holds no product's frames[/red]")
+        raise typer.Exit(2)
+    with server_thread(server) as url:
+        source = CoinbaseSource(url, sorted(server.products), settings.dead_letter_topic, settings.trades_topic,
+                                run_id=uuid.uuid4().hex,
+                                trade_close_after_ms=settings.candle_seconds * 1000 + settings.window_grace_ms)
+        _run_books(settings, source, candles, book_out)
+
+
+@app.command("live-books")
+def live_books(
+    exchange: Annotated[str, typer.Option(help="coinbase (books and trades of COINFLOW_COINBASE_PRODUCTS) or kraken (books of COINFLOW_PAIRS).")] = "coinbase",
+    products: Annotated[str | None, typer.Option(help="Comma-separated products/symbols instead of the configured ones.")] = None,
+) -> None:
+    """Stream live L2 books (and Coinbase trades) into the book and feature dataflow until Ctrl-C."""
+    settings = _settings()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr="127.0.0.1")
+        console.print(f"Prometheus metrics on http://127.0.0.1:{settings.metrics_port}/metrics")
+    if exchange == "coinbase":
+        source: BookSource = CoinbaseSource(
+            settings.coinbase_ws_url, _split(products) or settings.coinbase_products, settings.dead_letter_topic,
+            settings.trades_topic, api_key=_secret(settings.coinbase_api_key),
+            api_secret=_secret(settings.coinbase_api_secret), reconnect_initial_s=settings.reconnect_initial_s,
+            reconnect_max_s=settings.reconnect_max_s)
+    elif exchange == "kraken":
+        source = KrakenBookSource(settings.kraken_ws_url, _split(products) or settings.pairs, settings.kraken_book_depth,
+                                  settings.dead_letter_topic, reconnect_initial_s=settings.reconnect_initial_s,
+                                  reconnect_max_s=settings.reconnect_max_s)
+    else:
+        console.print(f"[red]--exchange must be coinbase or kraken, not {exchange!r}[/red]")
+        raise typer.Exit(2)
+    _run_books(settings, source, candles=exchange == "coinbase", book_out=None)
 
 
 @app.command("online-features")

@@ -18,11 +18,15 @@ from feast.types import Float64, Int64
 from feast.value_type import ValueType
 
 from feature_repo.names import (
+    BOOK_ENTITY,
     CREATED_TIMESTAMP,
     ENTITY,
     EVENT_TIMESTAMP,
     INDICATOR_FEATURES,
     OHLCV_FEATURES,
+    ORDERBOOK_FEATURES,
+    ORDERBOOK_SERVICE,
+    ORDERBOOK_VIEW,
     indicators_view,
     ohlcv_view,
     regression_service,
@@ -88,4 +92,28 @@ price_regression_5m = FeatureService(
     name=regression_service("5m"),
     features=[ohlcv_5m, indicators_5m],
     description="Tabular price models on 5-minute candles.",
+)
+
+product = Entity(
+    name=BOOK_ENTITY,
+    join_keys=[BOOK_ENTITY],
+    value_type=ValueType.STRING,
+    description="One order book: exchange and the exchange's product id, e.g. coinbase:ETH-USD, kraken:BTC/USD.",
+)
+
+orderbook_4s = FeatureView(
+    name=ORDERBOOK_VIEW,
+    entities=[product],
+    ttl=timedelta(minutes=10),
+    schema=[Field(name=name, dtype=Float64) for name in ORDERBOOK_FEATURES],
+    source=_push_source(ORDERBOOK_VIEW),
+    online=True,
+    description="L2 order-book features every 4 s (depth shares in 0.1 % buckets within 2 % of the mid, "
+                "averaged over 3 samples; the mid every 30 s over 5 minutes; spread, microprice, imbalance), "
+                "stamped at the end of each 4 s window.",
+)
+orderbook_deep_4s = FeatureService(
+    name=ORDERBOOK_SERVICE,
+    features=[orderbook_4s],
+    description="Deep order-book models (CNN/LSTM over depth snapshots) on 4-second samples.",
 )

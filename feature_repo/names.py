@@ -24,3 +24,13 @@ def indicators_view(interval: str) -> str:
 
 def regression_service(interval: str) -> str:
     return f"price_regression_{interval}"
+
+# Order books: one entity per (exchange, product), spelled "<exchange>:<product>" (coinbase:ETH-USD).
+BOOK_ENTITY = "product"
+ORDERBOOK_VIEW = "orderbook_4s"
+ORDERBOOK_SERVICE = "orderbook_deep_4s"
+BID_SHARE_FEATURES = tuple(f"bid_share_{i:02d}" for i in range(20))
+ASK_SHARE_FEATURES = tuple(f"ask_share_{i:02d}" for i in range(20))
+MID_HISTORY_FEATURES = tuple(f"mid_30s_{i}" for i in range(10))
+BOOK_TOP_FEATURES = ("mid", "spread", "microprice", "imbalance")
+ORDERBOOK_FEATURES = BOOK_TOP_FEATURES + BID_SHARE_FEATURES + ASK_SHARE_FEATURES + MID_HISTORY_FEATURES

@@ -2,9 +2,11 @@
 
 Quix calls `write` with the rows of one checkpoint; offsets are committed only
 after it returns, so a crash replays the batch (at-least-once) and the writes
-are idempotent: the online store keeps the newest row per pair (Feast's Redis
+are idempotent: the online store keeps the newest row per entity (Feast's Redis
 store ignores older event times) and the offline store merges by
-(pair, event_timestamp). Transient failures are retried with backoff; when
+(entity, event_timestamp). A routing function says which feature views each
+row feeds: candles and indicators by interval (the default), or one view
+(order books). Transient failures are retried with backoff; when
 they persist the sink asks Quix to pause and re-deliver the batch later.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import pandas as pd
 import pyarrow as pa
@@ -44,14 +46,33 @@ def feature_frame(rows: list[dict]) -> pd.DataFrame:
     return frame
 
 
-def latest_per_pair(frame: pd.DataFrame) -> pd.DataFrame:
-    """The newest row of each pair: all the online store keeps."""
-    return frame.sort_values(EVENT_TIMESTAMP, kind="stable").drop_duplicates(ENTITY, keep="last")
+def latest_per_pair(frame: pd.DataFrame, entity: str = ENTITY) -> pd.DataFrame:
+    """The newest row of each entity (pair): all the online store keeps."""
+    return frame.sort_values(EVENT_TIMESTAMP, kind="stable").drop_duplicates(entity, keep="last")
+
+
+Routes = Callable[[pd.DataFrame], Iterable[tuple[tuple[str, ...], pd.DataFrame]]]
+
+
+def candle_routes(frame: pd.DataFrame) -> Iterable[tuple[tuple[str, ...], pd.DataFrame]]:
+    """Candle feature rows feed the OHLCV and indicator views of their interval."""
+    for interval, group in frame.groupby("interval", sort=False):
+        yield (ohlcv_view(interval), indicators_view(interval)), group
+
+
+def single_view(name: str) -> Routes:
+    """Every row feeds one view."""
+    return lambda frame: [((name,), frame)]
+
+
+def view_entity(view: FeatureView) -> str:
+    """The entity (join key) column of a single-entity view."""
+    return view.entity_columns[0].name
 
 
 def arrow_schema(view: FeatureView) -> pa.Schema:
     fields = [
-        pa.field(ENTITY, pa.string()),
+        pa.field(view_entity(view), pa.string()),
         pa.field(EVENT_TIMESTAMP, pa.timestamp("us", tz="UTC")),
         pa.field(CREATED_TIMESTAMP, pa.timestamp("us", tz="UTC")),
     ]
@@ -60,7 +81,7 @@ def arrow_schema(view: FeatureView) -> pa.Schema:
 
 
 class FeastSink(BatchingSink):
-    """Writes candle and indicator rows to their feature views; reports end markers once written."""
+    """Writes feature rows to the views `routes` names (candles by default); reports end markers once written."""
 
     def __init__(
         self,
@@ -68,8 +89,10 @@ class FeastSink(BatchingSink):
         retries: int = 5,
         on_end: Callable[[dict], None] | None = None,
         retry_after_s: float = 5.0,
+        routes: Routes = candle_routes,
     ) -> None:
         super().__init__()
+        self._routes = routes
         self._store_factory = store_factory
         self._retries = retries
         self._on_end = on_end
@@ -88,21 +111,26 @@ class FeastSink(BatchingSink):
         return self._views[name]
 
     def write_rows(self, rows: list[dict]) -> None:
-        """Write feature rows to both stores (idempotent; raises on failure)."""
+        """Write feature rows to both stores (idempotent; raises on failure).
+
+        Online first: serving sees a row as soon as possible, and the offline
+        merge (the slower write) does not delay it.
+        """
         frame = feature_frame(rows)
-        for interval, group in frame.groupby("interval", sort=False):
-            for view_name in (ohlcv_view(interval), indicators_view(interval)):
-                view, schema = self._view(view_name)
-                columns = schema.names
-                offline.write_rows(offline.dataset_root(view.batch_source.path), group[columns], schema)
-                ROWS_WRITTEN.labels(view_name, "offline").inc(len(group))
-                self.rows_written[view_name] += len(group)
-                latest = latest_per_pair(group[columns])
-                self._store.write_to_online_store(view_name, latest)
-                ROWS_WRITTEN.labels(view_name, "online").inc(len(latest))
+        for names, group in self._routes(frame):
+            views = [self._view(name) for name in names]
+            for view, schema in views:
+                latest = latest_per_pair(group[schema.names], view_entity(view))
+                self._store.write_to_online_store(view.name, latest)
+                ROWS_WRITTEN.labels(view.name, "online").inc(len(latest))
             now = pd.Timestamp.now(tz="UTC")
-            for ts in latest_per_pair(group)[EVENT_TIMESTAMP]:
+            for ts in latest_per_pair(group, view_entity(views[0][0]))[EVENT_TIMESTAMP]:
                 FRESHNESS_SECONDS.observe(max((now - ts).total_seconds(), 0.0))
+            for view, schema in views:
+                offline.write_rows(offline.dataset_root(view.batch_source.path), group[schema.names], schema,
+                                   view_entity(view))
+                ROWS_WRITTEN.labels(view.name, "offline").inc(len(group))
+                self.rows_written[view.name] += len(group)
 
     def write(self, batch: SinkBatch) -> None:
         rows, ends = [], []

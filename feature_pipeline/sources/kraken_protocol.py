@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Literal
 
 from coinflow.schemas import Side, Trade
+from feature_pipeline.transforms.book import Level, OrderBook, to_level
 
 EXCHANGE = "kraken"
 TRADE_CHANNEL = "trade"
+BOOK_CHANNEL = "book"
+CHECKSUM_LEVELS = 10
 SNAPSHOT_SIZE = 50
 RATE_LIMIT_ERROR = "EAPI:Rate limit exceeded"
 
@@ -40,6 +45,30 @@ class TradeBatch:
 
     snapshot: bool
     trades: list[Trade]
+    rejects: list[tuple[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BookMessage:
+    """A ``book`` snapshot or update of one symbol, with the exchange's checksum of the book after it.
+
+    ``reject`` names why the entry is unusable (a bad level: the book must be rebuilt).
+    """
+
+    snapshot: bool
+    symbol: str
+    bids: list[Level]
+    asks: list[Level]
+    checksum: int | None
+    timestamp_ms: int | None
+    reject: str | None = None
+
+
+@dataclass(frozen=True)
+class BookBatch:
+    """One ``book`` frame: an entry per symbol."""
+
+    books: list[BookMessage]
     rejects: list[tuple[str, Any]] = field(default_factory=list)
 
 
@@ -78,7 +107,7 @@ class Rejected:
     reason: str
 
 
-Message = TradeBatch | SubscribeAck | Heartbeat | Status | Pong | Rejected
+Message = TradeBatch | BookBatch | SubscribeAck | Heartbeat | Status | Pong | Rejected
 
 
 @dataclass(frozen=True)
@@ -135,10 +164,35 @@ def subscribe_request(symbols: Sequence[str], req_id: int, snapshot: bool = True
     )
 
 
+def book_request(symbols: Sequence[str], depth: int, req_id: int, *, unsubscribe: bool = False) -> str:
+    """The request (un)subscribing the ``book`` of several symbols at ``depth`` levels (snapshot included)."""
+    params: dict[str, Any] = {"channel": BOOK_CHANNEL, "symbol": list(symbols), "depth": depth}
+    if not unsubscribe:
+        params["snapshot"] = True
+    return json.dumps({"method": "unsubscribe" if unsubscribe else "subscribe", "params": params, "req_id": req_id})
+
+
+def checksum_text(book: OrderBook, levels: int = CHECKSUM_LEVELS) -> str:
+    """The string Kraken's book checksum is the CRC32 of: top asks (low to high), then top bids (high to low),
+    each price and quantity without its decimal point and leading zeros."""
+    parts = []
+    for side in (book.top_asks(levels), book.top_bids(levels)):
+        for price, qty in side:
+            parts.append(format(price, "f").replace(".", "").lstrip("0"))
+            parts.append(format(qty, "f").replace(".", "").lstrip("0"))
+    return "".join(parts)
+
+
+def book_checksum(book: OrderBook) -> int:
+    """Kraken's CRC32 checksum of the top 10 levels of a book (unsigned 32-bit)."""
+    return zlib.crc32(checksum_text(book).encode())
+
+
 def parse_message(text: str | bytes) -> Message:
-    """What one frame from a Kraken v2 server is."""
+    """What one frame from a Kraken v2 server is (book prices and quantities parsed as exact decimals)."""
     try:
-        message = json.loads(text)
+        is_book = (b'"book"' in text) if isinstance(text, bytes) else ('"book"' in text)
+        message = json.loads(text, parse_float=Decimal) if is_book else json.loads(text)
     except (ValueError, UnicodeDecodeError):
         return Rejected("malformed_json")
     if not isinstance(message, dict):
@@ -176,7 +230,45 @@ def _parse_channel_message(message: dict) -> Message:
             else:
                 trades.append(parsed)
         return TradeBatch(snapshot=kind == "snapshot", trades=trades, rejects=rejects)
+    if channel == BOOK_CHANNEL:
+        kind, data = message.get("type"), message.get("data")
+        if kind not in ("snapshot", "update") or not isinstance(data, list):
+            return Rejected("malformed_book_message")
+        batch = BookBatch(books=[])
+        for entry in data:
+            parsed = parse_book_entry(entry, kind == "snapshot")
+            if isinstance(parsed, str):
+                batch.rejects.append((parsed, entry))
+            else:
+                batch.books.append(parsed)
+        return batch
     return Rejected("unknown_channel")
+
+
+def parse_book_entry(entry: Any, snapshot: bool) -> BookMessage | str:
+    """One symbol's entry of a ``book`` message; a bad level makes it a message with ``reject`` set."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("symbol"), str):
+        return "malformed_book_entry"
+    checksum = entry.get("checksum")
+    if not isinstance(checksum, int) or isinstance(checksum, bool):
+        return "missing_checksum"
+    try:
+        timestamp_ms = rfc3339_to_ms(entry["timestamp"]) if "timestamp" in entry else None
+    except (ValueError, TypeError):
+        return "bad_timestamp"
+    sides: list[list[Level]] = []
+    reject = None
+    for name in ("bids", "asks"):
+        levels: list[Level] = []
+        raw = entry.get(name, [])
+        for level in raw if isinstance(raw, list) else [None]:
+            parsed = to_level(level.get("price"), level.get("qty")) if isinstance(level, dict) else "malformed_level"
+            if isinstance(parsed, str):
+                reject = reject or parsed
+            else:
+                levels.append(parsed)
+        sides.append(levels)
+    return BookMessage(snapshot, entry["symbol"], sides[0], sides[1], checksum, timestamp_ms, reject)
 
 
 def _parse_method_response(message: dict) -> Message:
@@ -287,6 +379,16 @@ def format_trades(trades: Iterable[Trade], kind: Literal["snapshot", "update"]) 
         for t in trades
     ]
     return json.dumps({"channel": TRADE_CHANNEL, "type": kind, "data": data})
+
+
+def format_book(symbol: str, bids: Iterable[Level], asks: Iterable[Level], checksum: int, now_ms: int,
+                kind: Literal["snapshot", "update"]) -> str:
+    """A ``book`` channel message for one symbol (exact decimals written as JSON numbers, as Kraken does)."""
+    def levels(side: Iterable[Level]) -> str:
+        return "[" + ",".join(f'{{"price":{format(p, "f")},"qty":{format(q, "f")}}}' for p, q in side) + "]"
+
+    return (f'{{"channel":"book","type":"{kind}","data":[{{"symbol":{json.dumps(symbol)},"bids":{levels(bids)},'
+            f'"asks":{levels(asks)},"checksum":{checksum},"timestamp":"{ms_to_rfc3339(now_ms)}"}}]}}')
 
 
 def format_subscribe_ack(

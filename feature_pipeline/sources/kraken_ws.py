@@ -7,57 +7,49 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from feature_pipeline.sources.base import RecordSource
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.asyncio.client import ClientConnection
 
 from coinflow.quality import Rejects
 from coinflow.schemas import CONTROL_TICK, Control, Trade
+from feature_pipeline.sources.base import RecordSource
+from feature_pipeline.sources.book_source import BookGate, BookSource
 from feature_pipeline.sources.kraken_protocol import (
+    EXCHANGE,
+    BookBatch,
     Heartbeat,
     Rejected,
     Status,
     SubscribeAck,
     TradeBatch,
+    book_checksum,
+    book_request,
     parse_message,
     subscribe_request,
 )
+from feature_pipeline.transforms.book import OrderBook, book_key
+from feature_pipeline.sources.ws_client import ConnectionStats, ReconnectingClient, backoff_delay
+
+__all__ = ["KrakenBookSource", "KrakenBookStream", "KrakenTradeSource", "KrakenTradeStream", "StreamStats", "backoff_delay"]
 
 logger = logging.getLogger(__name__)
 
-# What ends one connection and calls for the next; anything else is a bug and propagates.
-_CONNECTION_ERRORS = (OSError, TimeoutError, ConnectionClosed, InvalidHandshake)
-
-
-def backoff_delay(attempt: int, initial_s: float, max_s: float, draw: Callable[[], float]) -> float:
-    """Exponential backoff with full jitter: ``draw() * min(max_s, initial_s * 2**attempt)``."""
-    return draw() * min(max_s, initial_s * 2**attempt)
-
 
 @dataclass
-class StreamStats:
-    """What a `KrakenTradeStream` has been through, for logs, metrics and tests.
+class StreamStats(ConnectionStats):
+    """What a `KrakenTradeStream` has been through, for logs, metrics and tests (see `ConnectionStats`)."""
 
-    ``connects`` counts opened connections, ``reconnects`` those after the first;
-    ``delays`` holds every reconnect delay drawn.
-    """
-
-    connects: int = 0
-    reconnects: int = 0
     subscribe_requests: int = 0
     subscribe_acks: int = 0
     subscribe_failures: Counter[str] = field(default_factory=Counter)
     trades: int = 0
     heartbeats: int = 0
-    silences: int = 0
     system_status: str | None = None
-    delays: list[float] = field(default_factory=list)
 
 
-class KrakenTradeStream:
+class KrakenTradeStream(ReconnectingClient):
     """Trades of several pairs over one Kraken v2 connection, reconnecting until stopped.
 
     Every connection subscribes to all pairs (snapshot included, so a reconnect
@@ -69,6 +61,8 @@ class KrakenTradeStream:
     ``on_trades``; malformed or unknown frames and bad trade entries to
     ``rejects``. Use from one event loop: `run` until `stop`.
     """
+
+    name = "Kraken"
 
     def __init__(
         self,
@@ -85,77 +79,32 @@ class KrakenTradeStream:
     ) -> None:
         if not pairs:
             raise ValueError("KrakenTradeStream needs at least one pair")
-        self.url = url
+        super().__init__(
+            url,
+            StreamStats(),
+            reconnect_initial_s=reconnect_initial_s,
+            reconnect_max_s=reconnect_max_s,
+            silence_timeout_s=silence_timeout_s,
+            open_timeout_s=open_timeout_s,
+            draw=draw,
+        )
         self.pairs = list(pairs)
-        self.stats = StreamStats()
         self._on_trades = on_trades
         self._rejects = rejects
-        self._initial_s = reconnect_initial_s
-        self._max_s = reconnect_max_s
-        self._silence_s = silence_timeout_s
-        self._open_timeout_s = open_timeout_s
-        self._draw = draw
-        self._attempt = 0
         self._subscribed: set[str] = set()
-        self._stopped = asyncio.Event()
 
     @property
     def subscribed(self) -> frozenset[str]:
         """Pairs acknowledged on the current connection (empty while disconnected)."""
         return frozenset(self._subscribed)
 
-    def stop(self) -> None:
-        """Ask `run` to close the connection and return."""
-        self._stopped.set()
-
-    async def run(self) -> None:
-        """Connect, subscribe and dispatch frames, reconnecting until `stop` is called."""
-        while not self._stopped.is_set():
-            try:
-                async with connect(self.url, open_timeout=self._open_timeout_s, close_timeout=1.0) as ws:
-                    self.stats.connects += 1
-                    if self.stats.connects > 1:
-                        self.stats.reconnects += 1
-                    logger.info("Connected to %s (connection %d)", self.url, self.stats.connects)
-                    await self._until_stopped(self._session(ws))
-            except _CONNECTION_ERRORS as exc:
-                logger.warning("Kraken connection to %s ended: %r", self.url, exc)
-            finally:
-                self._subscribed.clear()
-            if self._stopped.is_set():
-                break
-            delay = backoff_delay(self._attempt, self._initial_s, self._max_s, self._draw)
-            self._attempt += 1
-            self.stats.delays.append(delay)
-            logger.info("Reconnecting to %s in %.2f s", self.url, delay)
-            await self._until_stopped(asyncio.sleep(delay))
-
-    async def _until_stopped(self, work: Awaitable[None]) -> None:
-        """Await ``work`` unless `stop` comes first (then cancel it); its errors propagate."""
-        task = asyncio.ensure_future(work)
-        stopped = asyncio.ensure_future(self._stopped.wait())
-        try:
-            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for pending in (task, stopped):
-                pending.cancel()
-            await asyncio.gather(stopped, return_exceptions=True)
-        if task.done() and not task.cancelled():
-            task.result()
-        else:
-            await asyncio.gather(task, return_exceptions=True)
+    def _connection_ended(self) -> None:
+        self._subscribed.clear()
 
     async def _session(self, ws: ClientConnection) -> None:
         self.stats.subscribe_requests += 1
         await ws.send(subscribe_request(self.pairs, req_id=self.stats.subscribe_requests))
-        while True:
-            try:
-                async with asyncio.timeout(self._silence_s):
-                    frame = await ws.recv()
-            except TimeoutError:
-                self.stats.silences += 1
-                logger.warning("No frame from %s for %.1f s; reconnecting", self.url, self._silence_s)
-                return
+        async for frame in self._frames(ws):
             self._dispatch(frame)
 
     def _dispatch(self, frame: str | bytes) -> None:
@@ -164,7 +113,7 @@ class KrakenTradeStream:
             for reason, entry in message.rejects:
                 self._rejects.reject(reason, entry)
             if message.trades:
-                self._attempt = 0
+                self._connection_proved_good()
                 self.stats.trades += len(message.trades)
                 self._on_trades(message.trades)
         elif isinstance(message, SubscribeAck):
@@ -181,7 +130,7 @@ class KrakenTradeStream:
 
     def _on_ack(self, ack: SubscribeAck, frame: str | bytes) -> None:
         if ack.success and ack.symbol:
-            self._attempt = 0
+            self._connection_proved_good()
             self.stats.subscribe_acks += 1
             self._subscribed.add(ack.symbol)
             return
@@ -263,3 +212,140 @@ class KrakenTradeSource(RecordSource):
             tick = Control(control=CONTROL_TICK, pair=pair, timestamp_ms=now_ms)
             self.produce_record(pair, tick, now_ms)
 
+
+
+@dataclass
+class BookStreamStats(ConnectionStats):
+    subscribe_requests: int = 0
+    subscribe_acks: int = 0
+    book_messages: int = 0
+    checksum_failures: int = 0
+    heartbeats: int = 0
+
+
+class KrakenBookStream(ReconnectingClient):
+    """Kraken v2 ``book`` of several symbols at ``depth`` over one connection, every update checksummed.
+
+    After every message the CRC32 of the top 10 levels of the rebuilt book
+    must equal the exchange's; a mismatch, a bad level or a crossed book drops
+    that symbol's book and resubscribes it (unsubscribe, subscribe: a fresh
+    snapshot). Heartbeats become ``tick`` records (wall clock less
+    ``tick_lag_ms``: Kraken's heartbeats carry no time) closing quiet windows.
+    """
+
+    name = "Kraken"
+
+    def __init__(
+        self,
+        url: str,
+        symbols: Sequence[str],
+        depth: int,
+        emit: Callable[[str, dict], None],
+        rejects: Rejects,
+        *,
+        tick_lag_ms: int = 1000,
+        reconnect_initial_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+        silence_timeout_s: float = 10.0,
+        open_timeout_s: float = 10.0,
+        draw: Callable[[], float] = random.random,
+    ) -> None:
+        if not symbols:
+            raise ValueError("KrakenBookStream needs at least one symbol")
+        super().__init__(url, BookStreamStats(), reconnect_initial_s=reconnect_initial_s,
+                         reconnect_max_s=reconnect_max_s, silence_timeout_s=silence_timeout_s,
+                         open_timeout_s=open_timeout_s, draw=draw)
+        self.symbols = list(symbols)
+        self.depth = depth
+        self._known = frozenset(symbols)
+        self._emit = emit
+        self._rejects = rejects
+        self._tick_lag_ms = tick_lag_ms
+        self._resync_due: set[str] = set()
+        self.gate = BookGate(EXCHANGE, emit, lambda symbol, reason: self._resync_due.add(symbol), depth=depth)
+
+    def _connection_ended(self) -> None:
+        self._resync_due.clear()
+        self.gate.reset_all()
+
+    def _request(self, symbols: Sequence[str], unsubscribe: bool = False) -> str:
+        self.stats.subscribe_requests += 0 if unsubscribe else 1
+        return book_request(symbols, self.depth, req_id=self.stats.subscribe_requests, unsubscribe=unsubscribe)
+
+    async def _session(self, ws: ClientConnection) -> None:
+        await ws.send(self._request(self.symbols))
+        async for frame in self._frames(ws):
+            self._dispatch(frame)
+            if self._resync_due:
+                symbols = sorted(self._resync_due)
+                self._resync_due.clear()
+                await ws.send(self._request(symbols, unsubscribe=True))
+                await ws.send(self._request(symbols))
+
+    def _dispatch(self, frame: str | bytes) -> None:
+        message = parse_message(frame)
+        if isinstance(message, BookBatch):
+            for reason, entry in message.rejects:
+                self._rejects.reject(reason, entry)
+            for book in message.books:
+                self._on_book(book, frame)
+        elif isinstance(message, SubscribeAck):
+            if message.success:
+                self.stats.subscribe_acks += 1
+                self._connection_proved_good()
+            else:
+                logger.warning("Kraken refused a book request for %s: %s", message.symbol, message.error)
+        elif isinstance(message, Heartbeat):
+            self.stats.heartbeats += 1
+            now_ms = int(time.time() * 1000) - self._tick_lag_ms
+            for symbol in self.gate.books:
+                self._emit(book_key(EXCHANGE, symbol),
+                           {"control": CONTROL_TICK, "exchange": EXCHANGE, "product": symbol, "timestamp_ms": now_ms})
+        elif isinstance(message, Rejected):
+            self._rejects.reject(message.reason, frame)
+        # Status, pongs and trade frames carry nothing for books.
+
+    def _on_book(self, message, frame: str | bytes) -> None:
+        if message.symbol not in self._known:
+            self._rejects.reject("unknown_product", frame)
+            return
+        self.stats.book_messages += 1
+        timestamp_ms = message.timestamp_ms or int(time.time() * 1000)
+        if message.reject is not None:
+            self._rejects.reject(message.reject, frame)
+            self.gate.drop(message.symbol, message.reject, timestamp_ms)
+            return
+
+        def verified(book: OrderBook) -> bool:
+            ok = book_checksum(book) == message.checksum
+            self.stats.checksum_failures += not ok
+            return ok
+
+        if message.snapshot:
+            self.gate.snapshot(message.symbol, message.bids, message.asks, timestamp_ms, checksum=verified)
+        else:
+            self.gate.update(message.symbol, message.bids, message.asks, timestamp_ms, checksum=verified)
+
+
+class KrakenBookSource(BookSource):
+    """Kraken v2 books onto the book-updates topic (Kraken trades come from `KrakenTradeSource`)."""
+
+    def __init__(self, url: str, symbols: Sequence[str], depth: int, dead_letter_topic: str, *,
+                 reconnect_initial_s: float = 0.5, reconnect_max_s: float = 30.0, name: str = "kraken-books") -> None:
+        super().__init__(name, dead_letter_topic, trades_topic=None, run_id=None)
+        self.url = url
+        self.symbols = list(symbols)
+        self.depth = depth
+        self.reconnect_initial_s = reconnect_initial_s
+        self.reconnect_max_s = reconnect_max_s
+
+    def make_client(self) -> KrakenBookStream:
+        self._rejects = Rejects("kraken_book_ws", forward=self.produce_dead_letter)
+        return KrakenBookStream(self.url, self.symbols, self.depth, self.emit, self._rejects,
+                                reconnect_initial_s=self.reconnect_initial_s, reconnect_max_s=self.reconnect_max_s)
+
+    def summary(self, client: KrakenBookStream) -> str:
+        return f"{client.stats}; resyncs {dict(client.gate.resyncs)}; {self._rejects.summary()}"
+
+    def end_keys(self) -> tuple[list[str], list[str]]:
+        return [book_key(EXCHANGE, s) for s in self.symbols], []

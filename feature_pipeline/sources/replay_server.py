@@ -272,12 +272,18 @@ class KrakenReplayServer:
 @contextmanager
 def run_in_thread(trades: Sequence[Trade], **options: Any) -> Iterator[str]:
     """Run a `KrakenReplayServer` on its own event loop in a thread; yields its URL."""
-    server = KrakenReplayServer(trades, **options)
+    with server_thread(KrakenReplayServer(trades, **options)) as url:
+        yield url
+
+
+@contextmanager
+def server_thread(server: Any) -> Iterator[str]:
+    """Run a replay server (``start``/``stop`` coroutines) on its own event loop in a thread; yields its URL."""
     loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="kraken-replay", daemon=True)
+    thread = threading.Thread(target=loop.run_forever, name=type(server).__name__, daemon=True)
     thread.start()
     try:
-        yield asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=10)
+        yield asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=30)
     finally:
         asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from decimal import Decimal
 
 import pytest
 
@@ -15,6 +16,7 @@ from feature_pipeline.sources.kraken_protocol import (
     Status,
     SubscribeAck,
     TradeBatch,
+    book_request,
     format_error,
     format_heartbeat,
     format_pong,
@@ -98,7 +100,7 @@ def test_acks_heartbeat_status_and_pong() -> None:
         ('{"channel": "trade", "type": "update", "data": [', "malformed_json"),
         (b"\xff\xfe", "malformed_json"),
         ("[1, 2, 3]", "not_an_object"),
-        ('{"channel": "book", "type": "update", "data": []}', "unknown_channel"),
+        ('{"channel": "ohlc", "type": "update", "data": []}', "unknown_channel"),
         ('{"method": "add_order", "success": true}', "unknown_method"),
         ('{"hello": "world"}', "unknown_message"),
         ('{"channel": "trade", "type": "delta", "data": []}', "malformed_trade_message"),
@@ -277,3 +279,17 @@ def test_rest_error_list_is_surfaced() -> None:
         parse_rest_trades("<html>Bad gateway</html>", "BTC/USD")
     with pytest.raises(ValueError):
         parse_rest_trades({"error": []}, "BTC/USD")
+
+
+def test_book_messages_keep_exact_decimals_and_name_bad_levels():
+    text = ('{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[{"price":45283.50,"qty":0.10000000}],'
+            '"asks":[],"checksum":123,"timestamp":"2023-10-06T17:35:55.440295Z"}]}')
+    batch = parse_message(text)
+    (book,) = batch.books
+    assert book.bids == [(Decimal("45283.50"), Decimal("0.10000000"))] and book.checksum == 123 and not book.snapshot
+    assert book.timestamp_ms == 1696613755440 and book.reject is None
+    bad = parse_message(text.replace('"qty":0.10000000', '"qty":-1'))
+    assert bad.books[0].reject == "negative_qty"
+    assert parse_message(text.replace(',"checksum":123', "")).rejects[0][0] == "missing_checksum"
+    assert json.loads(book_request(["BTC/USD"], 25, req_id=3))["params"] == {
+        "channel": "book", "symbol": ["BTC/USD"], "depth": 25, "snapshot": True}

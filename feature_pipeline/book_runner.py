@@ -1,0 +1,76 @@
+"""Run the order-book pipeline: services, one Quix application, the book graph (and the candle graph), a source."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from coinflow.quality import Rejects
+from coinflow.settings import Settings
+from coinflow.store import feature_store
+from coinflow.streaming import new_application, pipeline_topics
+from feature_pipeline.book_dataflow import book_topics, build_book_dataflow, on_book_end
+from feature_pipeline.dataflow import Completion, build_dataflow
+from feature_pipeline.runner import prepare
+from feature_pipeline.sinks.feast_sink import FeastSink, single_view
+from feature_pipeline.sinks.parquet_sink import ParquetSink
+from feature_pipeline.sources.book_source import BookSource
+from feature_pipeline.transforms.book import book_state_schema
+from feature_repo.names import ORDERBOOK_VIEW
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BookRunSummary:
+    seconds: float
+    rows_written: dict[str, int]
+    rejects: list[Rejects]
+    book_records_out: int | None
+
+
+def run_book_pipeline(
+    settings: Settings,
+    source: BookSource,
+    *,
+    candles: bool = True,
+    book_out: Path | None = None,
+) -> BookRunSummary:
+    """Run the book graph (and, with ``candles``, the candle graph over the source's trades).
+
+    A finite source (one with a run id) stops the run once its end markers
+    have been written for every book and pair; otherwise it runs until stopped.
+    """
+    broker = prepare(settings)
+    app = new_application(settings, broker, consumer_group=settings.book_consumer_group)
+    completion = None
+    if source.run_id is not None:
+        books, pairs = source.end_keys()
+        completion = Completion(source.run_id, set(books) | (set(pairs) if candles else set()), app.stop)
+    out_sink = ParquetSink(book_out, book_state_schema()) if book_out else None
+    book_sink = FeastSink(lambda: feature_store(settings), settings.sink_retries,
+                          on_end=on_book_end(completion.on_end) if completion else None,
+                          routes=single_view(ORDERBOOK_VIEW))
+    topics = book_topics(app, settings)
+    book_rejects, _ = build_book_dataflow(app, topics, settings, book_sink, out_sink)
+    sinks, rejects = [book_sink], [book_rejects]
+    if candles:
+        candle_sink = FeastSink(lambda: feature_store(settings), settings.sink_retries,
+                                on_end=completion.on_end if completion else None)
+        rejects.append(build_dataflow(app, pipeline_topics(app, settings), settings, candle_sink))
+        sinks.append(candle_sink)
+    else:
+        source.trades_topic = None
+    app.add_source(source, topic=topics.updates)
+    started = time.monotonic()
+    try:
+        app.run()
+    finally:
+        if out_sink is not None:
+            out_sink.close()
+    rows: dict[str, int] = {}
+    for sink in sinks:
+        rows.update(sink.rows_written)
+    return BookRunSummary(time.monotonic() - started, rows, rejects, out_sink.rows if out_sink else None)
