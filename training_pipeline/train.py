@@ -1,0 +1,290 @@
+"""One training run of one pair and horizon: dataset, models, evaluation, MLflow runs, registry and promotion.
+
+Every model is judged on the same held-out test period (the most recent
+rows), next to the last-price baseline on those rows. Baselines are logged
+as runs for comparison; learned models are also registered, the alias
+``challenger`` follows the newest, and ``champion`` moves only through the
+promotion gate, against the current champion re-scored on this test period.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from feast import FeatureStore
+from mlflow import MlflowClient
+
+import training_pipeline
+from coinflow.settings import Settings
+from feature_repo.names import EVENT_TIMESTAMP
+from training_pipeline import plots
+from training_pipeline.dataset import Dataset, build_dataset, horizon_delta
+from training_pipeline.evaluate import evaluate, walk_forward_mae_ratios
+from training_pipeline.metrics import METRICS, frame_metrics, ratios
+from training_pipeline.models import (
+    LassoModel,
+    LastPrice,
+    MeanLastN,
+    PriceModel,
+    XGBoostModel,
+    resolve_device,
+    tune_xgboost,
+)
+from training_pipeline.splits import Split, time_split
+from training_pipeline.tracking import (
+    CHALLENGER,
+    CHAMPION,
+    champion_version,
+    decide_promotion,
+    git_commit,
+    log_pyfunc,
+    predict_with_alias,
+    registered_model_name,
+)
+
+logger = logging.getLogger(__name__)
+
+MODEL_CHOICES = ("baseline", "lasso", "xgboost", "lstm", "gru")
+# The deep sequence models take minutes per fit on a CPU: chosen explicitly (--models lstm,gru).
+DEFAULT_MODELS = ("baseline", "lasso", "xgboost")
+EXAMPLE_ROWS = 5
+
+
+@dataclass
+class ModelResult:
+    """What one model did on the pair's periods, and what became of it in the registry."""
+
+    model_type: str
+    validation: dict[str, float]
+    test: dict[str, float]
+    walk_forward: list[float]
+    fit_seconds: float
+    run_id: str = ""
+    version: str | None = None
+    promoted: bool = False
+    promotion: str = ""
+
+    @property
+    def walk_forward_mean(self) -> float:
+        return float(np.mean(self.walk_forward)) if self.walk_forward else float("nan")
+
+
+@dataclass
+class PairResult:
+    pair: str
+    horizon_minutes: int
+    name: str
+    dataset: Dataset
+    split: Split
+    baseline_test: dict[str, float]
+    models: list[ModelResult] = field(default_factory=list)
+    champion: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """What to train; defaults come from Settings, the CLI may override them."""
+
+    horizon_minutes: int
+    interval: str
+    models: tuple[str, ...]
+    trials: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings, models: Sequence[str] = DEFAULT_MODELS, **overrides: Any) -> TrainingOptions:
+        unknown = set(models) - set(MODEL_CHOICES)
+        if unknown:
+            raise ValueError(f"unknown models {sorted(unknown)}; choose from {', '.join(MODEL_CHOICES)}")
+        values = {"horizon_minutes": settings.horizon_minutes, "interval": settings.candle_interval,
+                  "trials": settings.optuna_trials, **{k: v for k, v in overrides.items() if v is not None}}
+        horizon_delta(values["horizon_minutes"], values["interval"])
+        return cls(models=tuple(m for m in MODEL_CHOICES if m in models), **values)
+
+
+def _period(rows: pd.DataFrame) -> tuple[str, str]:
+    return rows[EVENT_TIMESTAMP].iloc[0].isoformat(), rows[EVENT_TIMESTAMP].iloc[-1].isoformat()
+
+
+def _fit(make_model: Callable[[], PriceModel], train: pd.DataFrame, validation: pd.DataFrame) -> tuple[PriceModel, float]:
+    start = time.perf_counter()
+    model = make_model().fit(train, validation)
+    return model, time.perf_counter() - start
+
+
+class PairTrainer:
+    """Trains, logs and registers the models of one pair on one split of its dataset."""
+
+    def __init__(self, settings: Settings, dataset: Dataset, options: TrainingOptions, client: MlflowClient) -> None:
+        self.settings = settings
+        self.dataset = dataset
+        self.options = options
+        self.client = client
+        self.name = registered_model_name(dataset.pair, dataset.horizon_minutes)
+        rows = dataset.frame
+        self.split = time_split(rows[EVENT_TIMESTAMP], rows["label_timestamp"], settings.validation_fraction,
+                                settings.test_fraction)
+        self.train = rows.iloc[self.split.train]
+        self.validation = rows.iloc[self.split.validation]
+        self.test = rows.iloc[self.split.test]
+        self.development = rows.iloc[np.concatenate([self.split.train, self.split.validation])]
+        self.baseline_validation = frame_metrics(self.validation, self.validation["close"].to_numpy(dtype=float))
+        self.baseline_test = frame_metrics(self.test, self.test["close"].to_numpy(dtype=float))
+        self.commit, self.dirty = git_commit(Path(training_pipeline.__file__).resolve().parents[1])
+
+    def run(self) -> PairResult:
+        start = time.perf_counter()
+        result = PairResult(self.dataset.pair, self.dataset.horizon_minutes, self.name, self.dataset, self.split,
+                            self.baseline_test)
+        features = self.dataset.features
+        seed = self.settings.training_seed
+        if "baseline" in self.options.models:
+            result.models.append(self._train_one(LastPrice, {}))
+            result.models.append(self._train_one(MeanLastN, {}))
+        if "lasso" in self.options.models:
+            result.models.append(self._train_one(lambda: LassoModel(features, self.settings.walk_forward_folds, seed), {}))
+        if "xgboost" in self.options.models:
+            device = resolve_device(self.settings.xgboost_device)
+            tuned, score = tune_xgboost(self.train, features, self.settings.walk_forward_folds, self.options.trials,
+                                        device, seed)
+            logger.info("%s: best XGBoost trial, walk-forward MAE ratio %.5f: %s", self.dataset.pair, score, tuned)
+            result.models.append(self._train_one(lambda: XGBoostModel(features, tuned, device, seed),
+                                                 {"optuna_trials": self.options.trials},
+                                                 {"optuna_best_mae_ratio": score}))
+        for model_type in ("lstm", "gru"):
+            if model_type in self.options.models:
+                result.models.append(self._train_one(self._sequence_model(model_type), {}))
+        self._promote([m for m in result.models if m.version is not None])
+        champion = champion_version(self.client, self.name)
+        result.champion = None if champion is None else champion.version
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _sequence_model(self, model_type: str) -> Callable[[], PriceModel]:
+        from training_pipeline.deep.regressor import sequence_model  # imports torch only when a deep model is chosen
+
+        return lambda: sequence_model(model_type, self.dataset.features, self.settings)
+
+    def _train_one(self, make_model: Callable[[], PriceModel], extra_params: dict[str, Any],
+                   extra_metrics: dict[str, float] | None = None) -> ModelResult:
+        model, seconds = _fit(make_model, self.train, self.validation)
+        validation, _ = evaluate(model, self.validation)
+        test, predicted = evaluate(model, self.test)
+        folds = walk_forward_mae_ratios(model.unfitted, self.development, self.settings.walk_forward_folds)
+        result = ModelResult(model.model_type, validation, test, folds, seconds)
+        logger.info("%s %s: test MAE %.4f (baseline %.4f), walk-forward MAE ratio %.4f", self.dataset.pair,
+                    model.model_type, test["mae"], self.baseline_test["mae"], result.walk_forward_mean)
+        with mlflow.start_run(run_name=model.model_type) as run:
+            result.run_id = run.info.run_id
+            mlflow.set_tags(self._tags(model))
+            mlflow.log_params({**self._params(), **{f"model_{k}": v for k, v in model.params().items()}, **extra_params})
+            mlflow.log_metrics(self._metrics(result, extra_metrics or {}))
+            for step, ratio in enumerate(folds):
+                mlflow.log_metric("walk_forward_mae_ratio", ratio, step=step)
+            for record in model.training_curve():
+                mlflow.log_metrics({f"epoch_{k}": v for k, v in record.items() if k != "epoch"}, step=int(record["epoch"]))
+            self._log_plots(model, predicted)
+            if model.learned:
+                example = self.test[list(self.dataset.features)].head(EXAMPLE_ROWS).reset_index(drop=True)
+                info = log_pyfunc(model, example, self.name)
+                result.version = str(info.registered_model_version)
+                self.client.set_registered_model_alias(self.name, CHALLENGER, result.version)
+                mlflow.set_tag("registered_model_version", result.version)
+        return result
+
+    def _tags(self, model: PriceModel) -> dict[str, str]:
+        return {
+            "pair": self.dataset.pair,
+            "horizon_minutes": str(self.dataset.horizon_minutes),
+            "model_type": model.model_type,
+            "feature_service": self.dataset.feature_service,
+            "registered_model": self.name if model.learned else "",
+            "dataset_hash": self.dataset.fingerprint(),
+            "mlflow.source.git.commit": self.commit,
+            "git_dirty": str(self.dirty).lower(),
+        }
+
+    def _params(self) -> dict[str, Any]:
+        ds, s = self.dataset, self.settings
+        train_start, train_end = _period(self.train)
+        validation_start, validation_end = _period(self.validation)
+        test_start, test_end = _period(self.test)
+        return {
+            "pair": ds.pair, "interval": ds.interval, "horizon_minutes": ds.horizon_minutes,
+            "feature_service": ds.feature_service, "features": ",".join(ds.features),
+            "data_start": ds.start.isoformat(), "data_end": ds.end.isoformat(), "dataset_hash": ds.fingerprint(),
+            "train_start": train_start, "train_end": train_end, "validation_start": validation_start,
+            "validation_end": validation_end, "test_start": test_start, "test_end": test_end,
+            "rows_train": len(self.train), "rows_validation": len(self.validation), "rows_test": len(self.test),
+            "warmup_rows_dropped": ds.warmup_rows, "validation_fraction": s.validation_fraction,
+            "test_fraction": s.test_fraction, "walk_forward_folds": s.walk_forward_folds, "seed": s.training_seed,
+            "promotion_margin": s.promotion_margin,
+        }
+
+    def _metrics(self, result: ModelResult, extra: dict[str, float]) -> dict[str, float]:
+        metrics = {f"test_{k}": v for k, v in (result.test | ratios(result.test, self.baseline_test)).items()}
+        metrics |= {f"val_{k}": v for k, v in (result.validation | ratios(result.validation, self.baseline_validation)).items()}
+        metrics |= {f"baseline_test_{k}": self.baseline_test[k] for k in METRICS}
+        metrics |= {"walk_forward_mae_ratio_mean": result.walk_forward_mean, "fit_seconds": result.fit_seconds, **extra}
+        return {k: v for k, v in metrics.items() if np.isfinite(v)}
+
+    def _log_plots(self, model: PriceModel, predicted: np.ndarray) -> None:
+        times = self.test[EVENT_TIMESTAMP]
+        actual = self.test["target_close"].to_numpy(dtype=float)
+        title = f"{self.dataset.pair} {model.model_type}"
+        current = self.test["close"].to_numpy(dtype=float)
+        mlflow.log_figure(plots.prediction_vs_actual(times, current, actual, predicted, title),
+                          "plots/prediction_vs_actual.png")
+        mlflow.log_figure(plots.residuals_over_time(times, actual - predicted, title), "plots/residuals.png")
+        importance = model.feature_importance()
+        if importance is not None:
+            mlflow.log_figure(plots.feature_importance(importance, title), "plots/feature_importance.png")
+
+    def _champion_mae(self) -> tuple[float | None, str, str | None]:
+        """The current champion's test MAE on this test period: (mae or None, label, error or None)."""
+        current = champion_version(self.client, self.name)
+        if current is None:
+            return None, "", None
+        label = f"champion v{current.version}"
+        features = self.test[list(self.dataset.features)].reset_index(drop=True)
+        try:
+            predicted = predict_with_alias(self.name, CHAMPION, features)
+        except Exception as exc:  # noqa: BLE001 - any failure to score the champion blocks promotion
+            return None, label, f"{type(exc).__name__}: {exc}"
+        return frame_metrics(self.test, predicted)["mae"], label, None
+
+    def _promote(self, candidates: list[ModelResult]) -> None:
+        """Judge each registered candidate in turn; a promoted one is the champion the next must beat."""
+        if not candidates:
+            return
+        champion_mae, label, error = self._champion_mae()
+        for candidate in candidates:
+            if error is not None:
+                promote, reason = False, f"refused: {label} could not be scored on this test period ({error})"
+            else:
+                promote, reason = decide_promotion(candidate.test["mae"], self.baseline_test["mae"], champion_mae,
+                                                   self.settings.promotion_margin, label or "the champion")
+            if promote:
+                self.client.set_registered_model_alias(self.name, CHAMPION, candidate.version)
+                champion_mae, label = candidate.test["mae"], f"champion v{candidate.version}"
+            candidate.promoted, candidate.promotion = promote, reason
+            self.client.set_tag(candidate.run_id, "promotion", reason)
+            self.client.set_model_version_tag(self.name, candidate.version, "promotion", reason)
+            logger.info("%s v%s (%s): %s", self.name, candidate.version, candidate.model_type, reason)
+
+
+def train_pair(settings: Settings, pair: str, options: TrainingOptions, tracking_uri: str,
+               store: FeatureStore | None = None) -> PairResult:
+    """Build the dataset of `pair`, train the chosen models and register them under one experiment."""
+    dataset = build_dataset(settings, pair, options.interval, options.horizon_minutes, store)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(registered_model_name(pair, options.horizon_minutes))
+    return PairTrainer(settings, dataset, options, MlflowClient(tracking_uri)).run()
