@@ -10,7 +10,7 @@ PAIRS ?= BTC/USD,ETH/USD
 DATA := data/kraken
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required (set PYTHON=/path/to/python3.11)"; exit 1; }
@@ -46,16 +46,32 @@ backfill: $(STAMP) ## Backfill the bundled Kraken OHLCVT candles (BTC/USDC 1m, B
 quickstart: up feature-repo backfill replay ## Install, start services, fill the feature store from bundled real data, show features
 	$(PY) -m feature_pipeline online-features --pairs BTC/USD,BTC/USDC
 
-test: $(STAMP) ## Run all tests (unit, then integration against a real broker, Redis and Feast)
-	$(PY) -m pytest tests
+replay-session: $(STAMP) ## Replay the recorded Coinbase ETH-USD session through the order-book pipeline (book states to .coinflow/books.parquet)
+	$(PY) -m feature_pipeline replay-session data/coinbase/advanced_trade_ETH-USD_2026-08-09.jsonl.gz --book-out .coinflow/books.parquet
+
+live-books: $(STAMP) ## Stream live Coinbase L2 books and trades (COINFLOW_COINBASE_PRODUCTS) until Ctrl-C
+	$(PY) -m feature_pipeline live-books --exchange coinbase
+
+train: $(STAMP) ## Train baselines, Lasso and XGBoost for COINFLOW_TRAINING_PAIRS (H=1), log to MLflow, promote a champion
+	$(PY) -m training_pipeline train
+
+mlflow-ui: $(STAMP) ## Start (or reuse) the MLflow tracking server and UI on http://127.0.0.1:5000 (make down stops it)
+	$(PY) -m training_pipeline mlflow-ui
+
+test: $(STAMP) ## Run all tests (unit, then integration against a real broker, Redis, Feast and MLflow)
+	$(PY) -m pytest tests -m "not e2e"
+
+test-e2e: $(STAMP) ## Check what the quickstart left (model, features, prediction) and run every notebook
+	$(PY) -m pytest tests/e2e -m e2e
 
 test-unit: $(STAMP) ## Run the unit tests only (no services)
 	$(PY) -m pytest tests/unit
 
 bench: $(STAMP) ## Run the benchmarks (prints tables with the machine)
 	$(PY) -m bench.bench_feature_pipeline
+	$(PY) -m bench.bench_order_book
 
 clean: down ## Stop services and remove local state (.coinflow, offline store, registry)
 	rm -rf .coinflow feature_repo/data
 
-.PHONY: help install up down status feature-repo feature-pipeline replay backfill quickstart test test-unit bench clean
+.PHONY: help install up down status feature-repo feature-pipeline replay backfill replay-session live-books train mlflow-ui quickstart test test-unit test-e2e bench clean
