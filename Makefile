@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the project with pinned dependencies
 
-up: $(STAMP) ## Start (or reuse) the local broker and Redis; idempotent
+up: $(STAMP) ## Start (or reuse) the local broker, Redis and MLflow server; idempotent
 	$(PY) -m coinflow up
 
 down: $(STAMP) ## Stop only the services this project started
@@ -43,8 +43,8 @@ backfill: $(STAMP) ## Backfill the bundled Kraken OHLCVT candles (BTC/USDC 1m, B
 	$(PY) -m feature_pipeline backfill-ohlcv $(DATA)/ohlcvt_XBTUSDC_1m_2023Q1.csv --pair BTC/USDC --interval 1m
 	$(PY) -m feature_pipeline backfill-ohlcv $(DATA)/ohlcvt_XBTUSD_5m_2023Q1.csv --pair BTC/USD --interval 5m
 
-quickstart: up feature-repo backfill replay ## Install, start services, fill the feature store from bundled real data, show features
-	$(PY) -m feature_pipeline online-features --pairs BTC/USD,BTC/USDC
+quickstart: $(STAMP) ## Install, then run all three pipelines on bundled real data: features, training, API, one prediction (QUICK=1: shorter training)
+	$(PY) -m coinflow quickstart $(if $(QUICK),--quick,)
 
 replay-session: $(STAMP) ## Replay the recorded Coinbase ETH-USD session through the order-book pipeline (book states to .coinflow/books.parquet)
 	$(PY) -m feature_pipeline replay-session data/coinbase/advanced_trade_ETH-USD_2026-08-09.jsonl.gz --book-out .coinflow/books.parquet

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 from rich.console import Console
 
@@ -9,23 +12,25 @@ from coinflow import services
 from coinflow.logs import configure_logging
 from coinflow.settings import Settings
 
-app = typer.Typer(help="Local services of coinflow: the Kafka-compatible broker and Redis.", no_args_is_help=True)
+app = typer.Typer(help="Local services of coinflow: the Kafka-compatible broker, Redis and MLflow.", no_args_is_help=True)
 console = Console()
 
 
 @app.command()
 def up() -> None:
-    """Start (or reuse) the broker and Redis; idempotent and health-checked."""
+    """Start (or reuse) the broker, Redis and the MLflow server; idempotent and health-checked."""
     settings = Settings()
     configure_logging(settings.log_level)
     try:
         broker = services.ensure_broker(settings)
         redis_url = services.ensure_redis(settings)
+        mlflow_uri = services.ensure_mlflow(settings)
     except services.ServiceError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     console.print(f"broker: {broker.address} ({'embedded' if broker.embedded else 'configured'})")
     console.print(f"redis:  {redis_url}")
+    console.print(f"mlflow: {mlflow_uri}")
 
 
 @app.command()
@@ -41,6 +46,19 @@ def status() -> None:
     """Say which services are up and who runs them."""
     for name, line in services.services_status(Settings()).items():
         console.print(f"{name}: {line}")
+
+
+@app.command()
+def quickstart(
+    data_dir: Annotated[Path, typer.Option(help="The bundled real data (data/kraken, data/coinbase).")] = Path("data"),
+    quick: Annotated[bool, typer.Option(help="Shorter training (5 Optuna trials, 1 LSTM epoch), as CI runs it.")] = False,
+) -> None:
+    """Run all three pipelines on the bundled real data: features, training, the API and one prediction."""
+    from coinflow.quickstart import run
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    raise typer.Exit(run(settings, data_dir, quick))
 
 
 if __name__ == "__main__":

@@ -258,6 +258,36 @@ def ensure_mlflow(settings: Settings) -> str:
     return uri
 
 
+API_START_TIMEOUT_S = 120.0
+
+
+def api_healthy(url: str, timeout: float = 1.0) -> bool:
+    """Whether the prediction API at `url` is ready (model loaded, online store reachable)."""
+    try:
+        return httpx.get(f"{url.rstrip('/')}/ready", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def ensure_api(settings: Settings, cmd: list[str], url: str) -> str:
+    """Start the prediction API in the background (`cmd`) unless one is ready at `url`; `down` stops it."""
+    if api_healthy(url):
+        return url
+    port = settings.serve_port
+    record_path = settings.run_dir / "api.json"
+    if _alive(_read_record(record_path)):
+        stop_services(settings, names=("api",))
+    if _port_open(settings.serve_host, port):
+        raise ServiceError(f"Port {port} (prediction API) is used by {_who_listens(port)}, which is not ready. "
+                           "Stop it or set COINFLOW_SERVE_PORT to a free port.")
+    log_path = settings.run_dir / "api.log"
+    record = _spawn(cmd, log_path, record_path, {"port": port})
+    _wait_until(lambda: api_healthy(url), f"The prediction API on port {port}", log_path, record,
+                timeout=API_START_TIMEOUT_S)
+    logger.info("Started the prediction API on %s (log: %s)", url, log_path)
+    return url
+
+
 def stream_state_dir(settings: Settings, broker: Broker) -> Path:
     """Quix state directory tied to the broker's lifetime.
 
@@ -275,10 +305,13 @@ def stream_state_dir(settings: Settings, broker: Broker) -> Path:
     return current
 
 
-def stop_services(settings: Settings) -> list[str]:
+SERVICES = ("api", "broker", "redis", "mlflow")
+
+
+def stop_services(settings: Settings, names: tuple[str, ...] = SERVICES) -> list[str]:
     """Stop what this project started (per its pid files); returns what was stopped."""
     stopped = []
-    for name in ("broker", "redis", "mlflow"):
+    for name in names:
         record_path = settings.run_dir / f"{name}.json"
         record = _read_record(record_path)
         if _alive(record):
@@ -314,4 +347,10 @@ def services_status(settings: Settings) -> dict[str, str]:
         mlflow_record = _read_record(settings.run_dir / "mlflow.json")
         owner = f"started by coinflow, pid {mlflow_record['pid']}" if _alive(mlflow_record) else "not started by coinflow"
         status["mlflow"] = f"{uri} ({owner}): {'up' if mlflow_healthy(uri) else 'not running'}"
+    api_record = _read_record(settings.run_dir / "api.json")
+    api = f"http://{settings.serve_host}:{settings.serve_port}"
+    if _alive(api_record):
+        status["api"] = f"{api} (started by coinflow, pid {api_record['pid']}): {'ready' if api_healthy(api) else 'not ready'}"
+    else:
+        status["api"] = f"{api}: {'ready' if api_healthy(api) else 'not running'}"
     return status
