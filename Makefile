@@ -58,6 +58,15 @@ train: $(STAMP) ## Train baselines, Lasso and XGBoost for COINFLOW_TRAINING_PAIR
 mlflow-ui: $(STAMP) ## Start (or reuse) the MLflow tracking server and UI on http://127.0.0.1:5000 (make down stops it)
 	$(PY) -m training_pipeline mlflow-ui
 
+train-deep: $(STAMP) ## Train the LSTM and GRU sequence models for COINFLOW_TRAINING_PAIRS (CPU: about 30 s per epoch per model here)
+	$(PY) -m training_pipeline train --models lstm,gru
+
+simulate: $(STAMP) ## Simulate trading with a logged model on its test period: make simulate RUN_ID=<mlflow run id>
+	$(PY) -m training_pipeline simulate --run-id $(RUN_ID)
+
+tensorboard: $(STAMP) ## TensorBoard over the deep models' training logs
+	$(PY) -m tensorboard.main --logdir .coinflow/tensorboard --host 127.0.0.1
+
 test: $(STAMP) ## Run all tests (unit, then integration against a real broker, Redis, Feast and MLflow)
 	$(PY) -m pytest tests -m "not e2e"
 
@@ -74,4 +83,4 @@ bench: $(STAMP) ## Run the benchmarks (prints tables with the machine)
 clean: down ## Stop services and remove local state (.coinflow, offline store, registry)
 	rm -rf .coinflow feature_repo/data
 
-.PHONY: help install up down status feature-repo feature-pipeline replay backfill replay-session live-books train mlflow-ui quickstart test test-unit test-e2e bench clean
+.PHONY: help install up down status feature-repo feature-pipeline replay backfill replay-session live-books train mlflow-ui train-deep simulate tensorboard quickstart test test-unit test-e2e bench clean

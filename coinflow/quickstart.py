@@ -47,7 +47,8 @@ def stages(settings: Settings, data_dir: Path, quick: bool) -> list[Stage]:
         Stage("replay trades BTC/USD (streaming candles + indicators)", [
             "feature_pipeline", "replay-trades", str(kraken / "btcusd_trades_2019-07-01T00.csv"), "--pair", "BTC/USD"]),
         Stage("replay a Coinbase session (order books)", [
-            "feature_pipeline", "replay-session", str(coinbase / "advanced_trade_ETH-USD_2026-08-09.jsonl.gz")]),
+            "feature_pipeline", "replay-session", str(coinbase / "advanced_trade_ETH-USD_2026-08-09.jsonl.gz"),
+            "--book-out", str(settings.run_dir / "books.parquet")]),
         Stage("train baselines, Lasso, XGBoost", [
             "training_pipeline", "train", "--models", "baseline,lasso,xgboost", "--trials", trials]),
         Stage(f"train a sequence model (LSTM, {epochs} epoch{'s' if epochs != '1' else ''})", [

@@ -1,0 +1,1 @@
+"""Deep models of the training pipeline (PyTorch): sequence regressors, their training loop and checkpoints."""

@@ -1,0 +1,83 @@
+"""Simulate trading on a logged model's test period and log the result to MLflow under that model's run.
+
+The model is loaded from its run (``runs:/<id>/model``), the pair's dataset is
+rebuilt from the offline store exactly as training built it, and the
+decisions are taken on the run's test period only (its ``test_start`` and
+``test_end`` parameters): periods the model was not fitted or tuned on.
+Sequence models get the whole history as input, so the first test rows
+have their full window of earlier candles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlflow
+import numpy as np
+import pandas as pd
+from feast import FeatureStore
+from mlflow import MlflowClient
+
+from coinflow.settings import Settings
+from feature_repo.names import EVENT_TIMESTAMP
+from training_pipeline.dataset import build_dataset
+from training_pipeline.simulation import Costs, Market, Outcome, benchmarks, equity_curves, regression_actions, simulate
+from training_pipeline.tracking import PREDICTED_RETURN
+
+
+@dataclass(frozen=True)
+class SimulationReport:
+    run_id: str
+    simulation_run_id: str
+    model: str
+    pair: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    outcomes: list[Outcome]
+
+
+def test_period(frame: pd.DataFrame, start: str, end: str) -> pd.Series:
+    """Which rows of a dataset fall in the logged test period (bounds included)."""
+    times = frame[EVENT_TIMESTAMP]
+    return (times >= pd.Timestamp(start)) & (times <= pd.Timestamp(end))
+
+
+def simulate_run(settings: Settings, run_id: str, tracking_uri: str, threshold: float, passive: bool,
+                 store: FeatureStore | None = None) -> SimulationReport:
+    """Simulate the model of `run_id` on its test period, candle by candle, and log a nested ``simulation`` run."""
+    mlflow.set_tracking_uri(tracking_uri)
+    run = MlflowClient(tracking_uri).get_run(run_id)
+    params = run.data.params
+    missing = {"pair", "interval", "horizon_minutes", "features", "test_start", "test_end"} - set(params)
+    if missing:
+        raise ValueError(f"run {run_id} lacks the parameters {sorted(missing)}: it was not logged by `train`")
+    dataset = build_dataset(settings, params["pair"], params["interval"], int(params["horizon_minutes"]), store)
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    frame = dataset.frame
+    predicted = model.predict(frame[params["features"].split(",")].reset_index(drop=True))[PREDICTED_RETURN]
+    in_test = test_period(frame, params["test_start"], params["test_end"]).to_numpy()
+    if not in_test.any():
+        raise ValueError(f"no rows of {params['pair']} in the run's test period {params['test_start']} to {params['test_end']}")
+    test = frame[in_test].reset_index(drop=True)
+    market = Market.from_candles(test)
+    costs = Costs(settings.simulation_taker_fee, settings.simulation_maker_fee, settings.simulation_touch_fill)
+    actions = regression_actions(np.asarray(predicted)[in_test], threshold, passive)
+    model_type = run.data.tags.get("model_type", "model")
+    strategy = simulate(market, actions, costs, settings.simulation_initial_quote, name=model_type)
+    hold, noop = benchmarks(market, costs, settings.simulation_initial_quote)
+    outcomes = [strategy, hold, noop]
+    with mlflow.start_run(experiment_id=run.info.experiment_id, run_name=f"simulation {model_type}",
+                          tags={"mlflow.parentRunId": run_id, "model_run_id": run_id, "pair": params["pair"]}) as sim:
+        mlflow.log_params({
+            "model_run_id": run_id, "threshold": threshold, "orders": "passive" if passive else "market",
+            "decision_every": f"candle ({params['interval']})", "taker_fee": costs.taker_fee,
+            "maker_fee": costs.maker_fee, "touch_fill": costs.touch_fill, "tick": market.tick,
+            "initial_quote": settings.simulation_initial_quote, "start": test[EVENT_TIMESTAMP].iloc[0].isoformat(),
+            "end": test[EVENT_TIMESTAMP].iloc[-1].isoformat(),
+        })
+        for prefix, outcome in zip(("sim", "buy_and_hold", "noop"), outcomes, strict=True):
+            mlflow.log_metrics({f"{prefix}_{k}": v for k, v in outcome.metrics().items() if np.isfinite(v)})
+        title = f"{params['pair']} {model_type}: simulated trading on the test period"
+        mlflow.log_figure(equity_curves(market.times, outcomes, title), "plots/equity_curve.png")
+    return SimulationReport(run_id, sim.info.run_id, model_type, params["pair"], test[EVENT_TIMESTAMP].iloc[0],
+                            test[EVENT_TIMESTAMP].iloc[-1], outcomes)
