@@ -79,6 +79,8 @@ test-unit: $(STAMP) ## Run the unit tests only (no services)
 bench: $(STAMP) ## Run the benchmarks (prints tables with the machine)
 	$(PY) -m bench.bench_feature_pipeline
 	$(PY) -m bench.bench_order_book
+	$(PY) -m bench.bench_pit_retrieval
+	$(PY) -m bench.bench_deep
 
 clean: down ## Stop services and remove local state (.coinflow, offline store, registry)
 	rm -rf .coinflow feature_repo/data
