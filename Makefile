@@ -67,6 +67,15 @@ simulate: $(STAMP) ## Simulate trading with a logged model on its test period: m
 tensorboard: $(STAMP) ## TensorBoard over the deep models' training logs
 	$(PY) -m tensorboard.main --logdir .coinflow/tensorboard --host 127.0.0.1
 
+serve: $(STAMP) ## Serve the champion's predictions on http://127.0.0.1:8000 (/docs, /metrics) until Ctrl-C
+	$(PY) -m inference_pipeline serve --host 127.0.0.1 --port 8000
+
+predict-stream: $(STAMP) ## Predict every candle of the features topic -> predictions topic + offline store, until Ctrl-C
+	$(PY) -m inference_pipeline predict-stream --metrics-port 9109
+
+evaluate-live: $(STAMP) ## Live MAE and directional accuracy of streamed predictions -> MLflow + Prometheus, until Ctrl-C
+	$(PY) -m inference_pipeline evaluate-live --metrics-port 9110
+
 test: $(STAMP) ## Run all tests (unit, then integration against a real broker, Redis, Feast and MLflow)
 	$(PY) -m pytest tests -m "not e2e"
 
@@ -81,8 +90,9 @@ bench: $(STAMP) ## Run the benchmarks (prints tables with the machine)
 	$(PY) -m bench.bench_order_book
 	$(PY) -m bench.bench_pit_retrieval
 	$(PY) -m bench.bench_deep
+	$(PY) -m bench.bench_inference
 
 clean: down ## Stop services and remove local state (.coinflow, offline store, registry)
 	rm -rf .coinflow feature_repo/data
 
-.PHONY: help install up down status feature-repo feature-pipeline replay backfill replay-session live-books train mlflow-ui train-deep simulate tensorboard quickstart test test-unit test-e2e bench clean
+.PHONY: help install up down status feature-repo feature-pipeline replay backfill replay-session live-books train mlflow-ui train-deep simulate tensorboard serve predict-stream evaluate-live quickstart test test-unit test-e2e bench clean

@@ -220,6 +220,11 @@ class Settings(BaseSettings):
     online_store_timeout_s: float = Field(
         default=0.5, gt=0.0, description="Socket timeout of the API's online-store reads; a Redis slower than this answers 503.",
     )
+    memoize_predictions: bool = Field(
+        default=True,
+        description="Reuse a model's output while a pair's online row is unchanged (it changes once per candle); "
+                    "off: the model runs on every request.",
+    )
     predictions_topic: str = Field(default="predictions", description="Streaming predictions, one per pair, candle and horizon.")
     prediction_consumer_group: str = "prediction-stream"
     evaluation_consumer_group: str = "live-evaluation"

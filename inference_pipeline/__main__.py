@@ -1,0 +1,133 @@
+"""`python -m inference_pipeline`: the prediction API, streaming predictions and their live evaluation."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+import uvicorn
+from prometheus_client import start_http_server
+from rich.console import Console
+
+from coinflow import services
+from coinflow.logs import configure_logging
+from coinflow.settings import Settings
+from inference_pipeline.app import create_app
+from inference_pipeline.runner import limit_native_threads, run_live_evaluation, run_prediction_stream
+
+console = Console()
+app = typer.Typer(help="The inference pipeline: registered models + online features -> predictions (REST and stream).",
+                  no_args_is_help=True)
+
+
+def _settings(**overrides) -> Settings:
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    configure_logging(settings.log_level)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return settings
+
+
+def _split(values: str | None) -> list[str] | None:
+    return [v.strip() for v in values.split(",") if v.strip()] if values else None
+
+
+def _tracking_uri(settings: Settings) -> str:
+    if not settings.registry_path.exists():
+        console.print(f"[red]No Feast registry at {settings.registry_path}: run `make feature-repo` first.[/red]")
+        raise typer.Exit(1)
+    try:
+        return services.ensure_mlflow(settings)
+    except services.ServiceError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+
+
+def _metrics_server(port: int) -> None:
+    if not port:
+        return
+    try:
+        start_http_server(port, addr="127.0.0.1")
+    except OSError as exc:
+        console.print(f"[red]Metrics port {port} is taken ({exc}): pass another with --metrics-port (0: off).[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"Prometheus metrics on http://127.0.0.1:{port}/metrics")
+
+
+PairsOption = Annotated[str | None, typer.Option(
+    "--pairs", help="Comma-separated pairs to serve (default: COINFLOW_SERVE_PAIRS, else the training pairs).")]
+HorizonsOption = Annotated[str | None, typer.Option(
+    "--horizons", help="Comma-separated horizons in minutes (default: COINFLOW_SERVE_HORIZONS, else COINFLOW_HORIZON_MINUTES).")]
+AliasOption = Annotated[str | None, typer.Option(
+    "--model-alias", help="Registry alias to serve and watch (default: COINFLOW_SERVE_MODEL_ALIAS = champion).")]
+VersionOption = Annotated[int | None, typer.Option(
+    "--model-version", min=1, help="Serve this registered version instead of an alias.")]
+MetricsPortOption = Annotated[int | None, typer.Option(
+    "--metrics-port", min=0, help="Prometheus port (default: COINFLOW_METRICS_PORT; give each long-running command its own).")]
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (default: COINFLOW_SERVE_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: COINFLOW_SERVE_PORT = 8000).")] = None,
+    model_alias: AliasOption = None,
+    model_version: VersionOption = None,
+    max_feature_age: Annotated[float | None, typer.Option(
+        "--max-feature-age", min=0.0,
+        help="Refuse (503) features older than SECONDS; 0 turns the check off (replayed or historical data).")] = None,
+    pairs: PairsOption = None,
+    horizons: HorizonsOption = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request (the metrics count them anyway).")] = False,
+) -> None:
+    """Serve predictions over REST (OpenAPI docs at /docs) until Ctrl-C."""
+    settings = _settings(serve_host=host, serve_port=port, serve_model_alias=model_alias,
+                         serve_model_version=model_version, max_feature_age_s=max_feature_age,
+                         serve_pairs=_split(pairs), serve_horizons=_split(horizons))
+    tracking_uri = _tracking_uri(settings)
+    if not services.redis_healthy(settings.redis_url):
+        console.print(f"[yellow]The online store {settings.redis_url} does not answer: predictions get 503 until it does "
+                      "(`make up` starts it).[/yellow]")
+    limit_native_threads()
+    console.print(f"Serving {', '.join(settings.serve_pairs)} (horizons {settings.serve_horizons} min) on "
+                  f"http://{settings.serve_host}:{settings.serve_port}/docs, models from {tracking_uri}")
+    uvicorn.run(create_app(settings, tracking_uri), host=settings.serve_host, port=settings.serve_port,
+                log_level=settings.log_level.lower(), access_log=access_log)
+
+
+@app.command("predict-stream")
+def predict_stream(
+    model_alias: AliasOption = None,
+    model_version: VersionOption = None,
+    pairs: PairsOption = None,
+    horizons: HorizonsOption = None,
+    metrics_port: MetricsPortOption = None,
+) -> None:
+    """Predict every candle of the features topic with the served models -> predictions topic + offline store."""
+    settings = _settings(serve_model_alias=model_alias, serve_model_version=model_version,
+                         serve_pairs=_split(pairs), serve_horizons=_split(horizons))
+    tracking_uri = _tracking_uri(settings)
+    _metrics_server(settings.metrics_port if metrics_port is None else metrics_port)
+    try:
+        summary = run_prediction_stream(settings, tracking_uri)
+    except services.ServiceError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"{summary.predictions} predictions written. {summary.rejects.summary()}")
+
+
+@app.command("evaluate-live")
+def evaluate_live(metrics_port: MetricsPortOption = None) -> None:
+    """Join streamed predictions with the realised prices: live MAE and directional accuracy per model version
+    (Prometheus gauges; logged to MLflow in a `live-v<N>` run per version)."""
+    settings = _settings()
+    tracking_uri = _tracking_uri(settings)
+    _metrics_server(settings.metrics_port if metrics_port is None else metrics_port)
+    try:
+        run_live_evaluation(settings, tracking_uri)
+    except services.ServiceError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,131 @@
+"""Helpers of the inference tests: real candles as feature rows, online rows written by the project's sink,
+and models registered in a real MLflow server through the training pipeline's pyfunc (as `train` does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import uvicorn
+from mlflow import MlflowClient
+
+from coinflow import services
+from coinflow.quality import Rejects
+from coinflow.settings import Settings
+from coinflow.store import feature_store
+from feature_pipeline.sinks.feast_sink import FeastSink
+from feature_pipeline.sources.files import iter_ohlcvt_csv
+from feature_pipeline.transforms.indicators import new_indicator_state, update_indicators
+from feature_repo.names import INDICATOR_FEATURES, OHLCV_FEATURES, regression_service
+from training_pipeline.labels import TARGET_LOG_RETURN
+from training_pipeline.models import PriceModel, XGBoostModel
+from training_pipeline.tracking import log_pyfunc, registered_model_name
+
+MLFLOW_PORT = int(os.environ.get("COINFLOW_IT_INFERENCE_MLFLOW_PORT", "15223"))
+CANDLES_CSV = Path(__file__).resolve().parents[2] / "data" / "kraken" / "ohlcvt_XBTUSDC_1m_2023Q1.csv"
+FEATURES = (*OHLCV_FEATURES, *INDICATOR_FEATURES)
+MINUTE_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(base_settings: Settings, tmp_path_factory) -> Iterator[str]:
+    """The project's MLflow server on the tests' port, with a database of this module only."""
+    settings = base_settings.model_copy(update={
+        "run_dir": tmp_path_factory.mktemp("mlflow-run"), "mlflow_port": MLFLOW_PORT, "mlflow_tracking_uri": None})
+    yield services.ensure_mlflow(settings)
+    services.stop_services(settings)
+
+
+def feature_rows(pair: str, count: int, last_end_ms: int | None = None) -> list[dict]:
+    """The last `count` real one-minute candles with their indicators (as the feature pipeline computes them),
+    moved in time so that the last one closes at `last_end_ms` (default: the last whole minute)."""
+    candles = list(iter_ohlcvt_csv(CANDLES_CSV, pair, "1m", 60, Rejects("test")))[-count:]
+    last_end_ms = last_end_ms if last_end_ms is not None else int(time.time()) // 60 * MINUTE_MS
+    shift = last_end_ms - candles[-1]["window_end_ms"]
+    state, rows = new_indicator_state(), []
+    for candle in candles:
+        candle = {**candle, "window_start_ms": candle["window_start_ms"] + shift, "window_end_ms": candle["window_end_ms"] + shift}
+        rows.append({**candle, **update_indicators(state, candle)})
+    return rows
+
+
+def write_features(settings: Settings, rows: list[dict]) -> None:
+    """Write feature rows to the online and offline stores with the feature pipeline's sink."""
+    sink = FeastSink(lambda: feature_store(settings))
+    sink.setup()
+    sink.write_rows(rows)
+
+
+def training_frame(rows: list[dict]) -> pd.DataFrame:
+    """Complete rows labelled with the next candle's log return."""
+    frame = pd.DataFrame(rows)
+    frame[TARGET_LOG_RETURN] = np.log(frame["close"].shift(-1) / frame["close"])
+    return frame.dropna(subset=[*FEATURES, TARGET_LOG_RETURN]).reset_index(drop=True)
+
+
+def fit_xgboost(rows: list[dict], trees: int = 50) -> XGBoostModel:
+    return XGBoostModel(FEATURES, {"n_estimators": trees}).fit(training_frame(rows))
+
+
+def register(tracking_uri: str, pair: str, horizon: int, model: PriceModel, rows: list[dict],
+             alias: str | None = "champion") -> str:
+    """Log `model` as the training pipeline does (tags, pyfunc, registered name) and point `alias` at it."""
+    name = registered_model_name(pair, horizon)
+    example = training_frame(rows)[list(FEATURES)].head(5)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(name)
+    with mlflow.start_run(run_name=model.model_type):
+        mlflow.set_tags({"pair": pair, "horizon_minutes": str(horizon), "model_type": model.model_type,
+                         "feature_service": regression_service("1m")})
+        info = log_pyfunc(model, example, name)
+    version = str(info.registered_model_version)
+    if alias:
+        MlflowClient(tracking_uri).set_registered_model_alias(name, alias, version)
+    return version
+
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(app, timeout_s: float = 30.0) -> Iterator[str]:
+    """Serve `app` with uvicorn in a thread (the real HTTP stack); yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def wait_until(check, timeout_s: float = 60.0, every_s: float = 0.1):
+    """Poll `check` until it returns something truthy (returned) or the time is up (AssertionError)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(every_s)
+    raise AssertionError(f"not true within {timeout_s} s: {check}")

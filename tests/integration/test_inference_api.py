@@ -1,0 +1,317 @@
+"""The prediction API over HTTP (uvicorn) with the real Redis, a real Feast repository and a real MLflow server.
+
+Models are trained on real candles (the bundled 2023 Q1 BTC/USDC minutes, moved
+so that the last closes at the last whole minute) and logged and registered
+through the training pipeline's pyfunc, as `train` does. The MLflow server is
+the project's own (`ensure_mlflow`) on its own port (COINFLOW_IT_INFERENCE_MLFLOW_PORT,
+default 15223) with a temporary database; Redis and the feature repository
+come from the integration conftest (COINFLOW_IT_REDIS_DB).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from types import SimpleNamespace
+
+import httpx
+import mlflow
+import pandas as pd
+import pytest
+import redis
+import schemathesis
+from mlflow import MlflowClient
+from schemathesis.checks import not_a_server_error
+
+from coinflow import services
+from coinflow.settings import Settings
+from coinflow.store import apply_feature_repo, feature_store
+from inference_pipeline.app import create_app
+from tests.integration.inference_support import (
+    FEATURES,
+    MINUTE_MS,
+    feature_rows,
+    fit_xgboost,
+    free_port,
+    register,
+    running,
+    tracking_uri,  # noqa: F401 - a fixture
+    wait_until,
+    write_features,
+)
+from training_pipeline.models import LastPrice
+from training_pipeline.tracking import CHALLENGER, registered_model_name
+
+pytestmark = pytest.mark.integration
+
+FRESH, STALE, MOVING, UNMODELLED = "BTC/USDC", "ETH/USDC", "XBT/USDC", "SOL/USDC"
+
+
+@pytest.fixture(scope="module")
+def world(base_settings: Settings, tracking_uri: str, monkeypatch_module) -> SimpleNamespace:
+    """Online rows (FRESH and MOVING closing at the last whole minute, STALE ten minutes earlier) and champions."""
+    monkeypatch_module.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    redis.Redis.from_url(base_settings.redis_url).flushdb()
+    now_minute = int(time.time()) // 60 * MINUTE_MS
+    rows = feature_rows(FRESH, 600, now_minute)
+    stale = [{**row, "pair": STALE} for row in feature_rows(FRESH, 600, now_minute - 10 * MINUTE_MS)]
+    moving = [{**row, "pair": MOVING} for row in rows]
+    write_features(base_settings, rows[-2:] + stale[-2:] + moving[-2:])
+    model = fit_xgboost(rows[:-1])
+    versions = {pair: register(tracking_uri, pair, 1, model, rows) for pair in (FRESH, STALE, MOVING)}
+    settings = base_settings.model_copy(update={
+        "mlflow_tracking_uri": tracking_uri, "serve_pairs": [FRESH, STALE], "serve_horizons": [1],
+        "alias_poll_interval_s": 0.5,
+    })
+    return SimpleNamespace(settings=settings, uri=tracking_uri, last=rows[-1], versions=versions)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def api(world) -> SimpleNamespace:
+    """The API of FRESH and STALE with the default age limit, served over HTTP."""
+    app = create_app(world.settings, world.uri)
+    with running(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        wait_until(lambda: client.get("/ready").status_code == 200)
+        yield SimpleNamespace(app=app, url=url, client=client)
+
+
+def serve(world, **overrides):
+    return running(create_app(world.settings.model_copy(update=overrides), world.uri))
+
+
+def test_the_champion_predicts_from_the_freshest_features(api, world):
+    before = time.time()
+    response = api.client.post("/predict", json={"pair": FRESH})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    last = world.last
+    assert body["model_name"] == registered_model_name(FRESH, 1)
+    assert body["model_version"] == world.versions[FRESH] and body["model_alias"] == "champion"
+    assert body["horizon"] == 1 and body["current_price"] == last["close"]
+    feature_time = pd.Timestamp(body["feature_time"])
+    assert feature_time == pd.Timestamp(last["window_end_ms"], unit="ms", tz="UTC")
+    assert before - feature_time.timestamp() - 1 <= body["feature_age_seconds"] <= time.time() - feature_time.timestamp() + 1
+    # The same number as the registered model itself gives on the row written to the online store.
+    mlflow.set_registry_uri(world.uri)
+    reference = mlflow.pyfunc.load_model(f"models:/{registered_model_name(FRESH, 1)}@champion")
+    expected = reference.predict(pd.DataFrame([{name: last[name] for name in FEATURES}]))
+    assert body["predicted_price"] == pytest.approx(expected["predicted_price"].iloc[0], rel=1e-12)
+    assert body["predicted_return"] == pytest.approx(expected["predicted_log_return"].iloc[0], rel=1e-12)
+    assert len({api.client.post("/predict", json={"pair": FRESH}).json()["prediction_id"] for _ in range(3)}) == 3
+
+
+def test_models_health_and_readiness(api, world):
+    assert api.client.get("/health").json() == {"status": "ok"}
+    ready = api.client.get("/ready").json()
+    assert ready == {"ready": True, "online_store": True, "models_loaded": 2, "models_expected": 2, "problems": []}
+    models = api.client.get("/models").json()
+    assert models["selector"] == "alias 'champion'"
+    fresh = next(m for m in models["models"] if m["pair"] == FRESH)
+    version = MlflowClient(world.uri).get_model_version(registered_model_name(FRESH, 1), world.versions[FRESH])
+    assert fresh["loaded"] and fresh["run_id"] == version.run_id and fresh["model_type"] == "xgboost"
+    service = feature_store(world.settings).get_feature_service(fresh["feature_service"])
+    assert fresh["features"] == [f.name for p in service.feature_view_projections for f in p.features]
+
+
+def test_bad_requests_get_4xx_naming_what_is_served(api):
+    unknown = api.client.post("/predict", json={"pair": "DOGE/USD"})
+    assert unknown.status_code == 404
+    assert unknown.json()["served_pairs"] == [FRESH, STALE] and "DOGE/USD" in unknown.json()["detail"]
+    horizon = api.client.post("/predict", json={"pair": FRESH, "horizon": 5})
+    assert horizon.status_code == 404 and horizon.json()["served_horizons"] == [1]
+    for body in ({}, {"pair": 42}, {"pair": "BTCUSDC"}, {"pair": FRESH, "horizon": 0}, {"pair": FRESH, "extra": 1},
+                 {"pairs": []}, [FRESH]):
+        assert api.client.post("/predict", json=body).status_code == 422, body
+    assert api.client.post("/predict", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+    assert api.client.post("/predict/batch", json={"pairs": []}).status_code == 422
+    assert api.client.post("/predict/batch", json={"pairs": [FRESH] * 101}).status_code == 422
+
+
+def test_stale_features_are_refused_with_their_age(api):
+    response = api.client.post("/predict", json={"pair": STALE})
+    assert response.status_code == 503
+    body = response.json()
+    assert 600 <= body["feature_age_seconds"] < 600 + 120 and body["max_feature_age_seconds"] == 180
+    assert STALE in body["detail"] and "older than the 180 s limit" in body["detail"]
+    batch = api.client.post("/predict/batch", json={"pairs": [FRESH, STALE]})
+    assert batch.status_code == 503 and STALE in batch.json()["detail"] and FRESH not in batch.json()["detail"]
+
+
+def test_no_age_limit_and_a_batch_with_one_online_read(world):
+    app = create_app(world.settings.model_copy(update={"max_feature_age_s": 0}), world.uri)
+    with running(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        wait_until(lambda: client.get("/ready").status_code == 200)
+        features = app.state.runtime.features
+        reads = Counter()
+        read = features.read
+
+        async def counted(service, names, pairs):
+            reads[tuple(pairs)] += 1
+            return await read(service, names, pairs)
+
+        features.read = counted
+        response = client.post("/predict/batch", json={"pairs": [STALE, FRESH]})
+        assert response.status_code == 200, response.text
+        assert [p["pair"] for p in response.json()["predictions"]] == [STALE, FRESH]
+        assert reads == Counter({(STALE, FRESH): 1})
+        single = client.post("/predict", json={"pair": FRESH}).json()
+        assert response.json()["predictions"][1]["predicted_price"] == single["predicted_price"]
+
+
+def test_no_model_for_the_alias_is_503_and_not_ready(world):
+    with serve(world, serve_model_alias=CHALLENGER, serve_pairs=[FRESH]) as url, httpx.Client(base_url=url) as client:
+        wait_until(lambda: client.get("/models").json()["models"][0]["checked_at"])
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and not ready.json()["ready"] and ready.json()["online_store"]
+        assert f"alias '{CHALLENGER}'" in ready.json()["problems"][0]
+        response = client.post("/predict", json={"pair": FRESH})
+        assert response.status_code == 503 and registered_model_name(FRESH, 1) in response.json()["detail"]
+    with serve(world, serve_pairs=[FRESH, UNMODELLED]) as url, httpx.Client(base_url=url, timeout=30) as client:
+        wait_until(lambda: client.get("/models").json()["models"][0]["loaded"])
+        assert client.post("/predict", json={"pair": FRESH}).status_code == 200
+        assert client.post("/predict", json={"pair": UNMODELLED}).status_code == 503
+        assert client.get("/ready").status_code == 503
+
+
+def test_a_pinned_version_is_served_without_alias(world):
+    with serve(world, serve_model_version=int(world.versions[FRESH]), serve_pairs=[FRESH]) as url, \
+            httpx.Client(base_url=url, timeout=30) as client:
+        wait_until(lambda: client.get("/ready").status_code == 200)
+        body = client.post("/predict", json={"pair": FRESH}).json()
+        assert body["model_version"] == world.versions[FRESH] and body["model_alias"] is None
+        assert client.get("/models").json()["selector"] == f"version {world.versions[FRESH]}"
+
+
+def test_metrics_count_requests_feature_age_and_model_version(api, world):
+    api.client.post("/predict", json={"pair": FRESH})
+    api.client.post("/predict", json={"pair": "DOGE/USD"})
+    text = api.client.get("/metrics").text
+    assert 'coinflow_api_requests_total{method="POST",route="/predict",status="200"}' in text
+    assert 'coinflow_api_requests_total{method="POST",route="/predict",status="404"}' in text
+    assert 'coinflow_api_request_duration_seconds_bucket{le="0.01",method="POST",route="/predict"}' in text
+    assert 'coinflow_prediction_feature_age_seconds_count{pair="BTC/USDC"}' in text
+    version_line = (f'coinflow_model_version{{horizon="1",model="{registered_model_name(FRESH, 1)}",pair="{FRESH}",'
+                    f'selector="alias \'champion\'"}} {float(world.versions[FRESH])}')
+    assert version_line in text
+
+
+def test_the_alias_moves_under_concurrent_requests_without_errors(world):
+    """Four clients predict MOVING while its champion moves from the XGBoost version to a last-price one."""
+    name = registered_model_name(MOVING, 1)
+    xgboost_version = world.versions[MOVING]
+    last_price_version = register(world.uri, MOVING, 1, LastPrice(), feature_rows(FRESH, 200), alias=None)
+    stop, seen = threading.Event(), [[] for _ in range(4)]
+
+    def client_loop(out: list, url: str) -> None:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            while not stop.is_set():
+                response = client.post("/predict", json={"pair": MOVING})
+                out.append((response.status_code, response.json()))
+
+    with serve(world, serve_pairs=[MOVING]) as url, httpx.Client(base_url=url) as client:
+        wait_until(lambda: client.get("/ready").status_code == 200)
+        threads = [threading.Thread(target=client_loop, args=(out, url)) for out in seen]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: all(len(out) >= 20 for out in seen))
+        MlflowClient(world.uri).set_registered_model_alias(name, "champion", last_price_version)
+        wait_until(lambda: all(out[-1][1].get("model_version") == last_price_version for out in seen), timeout_s=60)
+        counts = [len(out) for out in seen]
+        wait_until(lambda: all(len(out) >= n + 20 for out, n in zip(seen, counts, strict=True)))
+        stop.set()
+        for thread in threads:
+            thread.join()
+        assert client.get("/models").json()["models"][0]["version"] == last_price_version
+    for out in seen:
+        assert {status for status, _ in out} == {200}
+        versions = [body["model_version"] for _, body in out]
+        switch = versions.index(last_price_version)
+        # Each client sees the old version, then only the new one: the swap is atomic and never goes back.
+        assert set(versions[:switch]) == {xgboost_version} and set(versions[switch:]) == {last_price_version}
+        for _, body in out[switch:]:
+            assert body["predicted_return"] == 0.0 and body["predicted_price"] == body["current_price"]
+        assert all(body["predicted_return"] != 0.0 for _, body in out[:switch])
+
+
+@pytest.fixture
+def own_redis(tmp_path, world):
+    """A redis-server of this test on a spare port (append-only file, so a restart keeps the rows)."""
+    port = free_port()
+    binary = services._redis_binary()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+               "--appendfsync", "always", "--dir", str(tmp_path)]
+    state = {}
+
+    def start() -> None:
+        state["process"] = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: services.redis_healthy(f"redis://127.0.0.1:{port}/0"), timeout_s=20)
+
+    def stop() -> None:
+        state["process"].send_signal(signal.SIGKILL)
+        state["process"].wait(timeout=10)
+
+    start()
+    yield SimpleNamespace(url=f"redis://127.0.0.1:{port}/0", start=start, stop=stop)
+    if state["process"].poll() is None:
+        stop()
+
+
+def test_a_redis_restart_gives_503_then_recovers(world, own_redis, tmp_path):
+    settings = world.settings.model_copy(update={"redis_url": own_redis.url, "serve_pairs": [FRESH],
+                                                 "feast_registry_path": tmp_path / "registry.db"})
+    apply_feature_repo(settings)
+    write_features(settings, feature_rows(FRESH, 60)[-2:])
+    statuses: list[int] = []
+    stop = threading.Event()
+    with serve(world, **{k: getattr(settings, k) for k in ("redis_url", "serve_pairs", "feast_registry_path")}) as url, \
+            httpx.Client(base_url=url, timeout=30) as client:
+        wait_until(lambda: client.get("/ready").status_code == 200)
+
+        def requests() -> None:
+            with httpx.Client(base_url=url, timeout=30) as c:
+                while not stop.is_set():
+                    statuses.append(c.post("/predict", json={"pair": FRESH}).status_code)
+
+        worker = threading.Thread(target=requests)
+        worker.start()
+        wait_until(lambda: statuses.count(200) >= 20)
+        own_redis.stop()
+        wait_until(lambda: statuses[-1] == 503 and statuses.count(503) >= 20)
+        down = client.get("/ready")
+        assert down.status_code == 503 and down.json()["online_store"] is False
+        assert client.get("/health").status_code == 200
+        own_redis.start()
+        wait_until(lambda: statuses[-1] == 200, timeout_s=30)
+        served_again = len(statuses)
+        wait_until(lambda: len(statuses) >= served_again + 20)
+        stop.set()
+        worker.join()
+        assert client.get("/ready").status_code == 200
+    assert set(statuses) == {200, 503}
+    first_503 = statuses.index(503)
+    recovered = len(statuses) - statuses[::-1].index(503)
+    assert set(statuses[:first_503]) == {200} and set(statuses[recovered:]) == {200}
+    assert len(statuses) - recovered >= 20
+
+
+# The schema is the app's own; building the app does no I/O, so any settings do.
+schema = schemathesis.openapi.from_dict(create_app(Settings(_env_file=None), "http://127.0.0.1:1").openapi())
+
+
+def no_server_fault(ctx, response, case) -> None:
+    """5xx only as documented: 503 when a model, features or the online store are unavailable; never a 500."""
+    assert response.status_code < 500 or response.status_code == 503, f"{response.status_code}: {response.text[:300]}"
+
+
+@schema.parametrize()
+def test_schemathesis_finds_no_server_error(case, api):
+    case.call_and_validate(base_url=api.url, excluded_checks=[not_a_server_error], additional_checks=[no_server_fault])

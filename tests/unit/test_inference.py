@@ -1,0 +1,238 @@
+"""The pure parts of the inference pipeline: online rows, checks, keys, memo, live scores, prediction records."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from coinflow import offline
+from coinflow.settings import Settings
+from feature_repo import definitions
+from feature_repo.names import INDICATOR_FEATURES, OHLCV_FEATURES
+from inference_pipeline.evaluation import new_score, realised, score_metrics, update_score
+from inference_pipeline.features import FeatureRow, rows_from_response
+from inference_pipeline.metrics import ApiMetrics, RequestMetricsMiddleware
+from inference_pipeline.model_store import (
+    ModelKey,
+    ModelLoadError,
+    ModelStore,
+    ServedModel,
+    check_inputs,
+    sequence_length,
+    service_layout,
+)
+from inference_pipeline.service import NotServed, Predictor, check_row
+from inference_pipeline.streaming import PREDICTIONS_SCHEMA, prediction_frame, prediction_record, serves_interval
+from training_pipeline.metrics import price_metrics
+from training_pipeline.tracking import PREDICTED_PRICE, PREDICTED_RETURN
+
+FEATURES = (*OHLCV_FEATURES, *INDICATOR_FEATURES)
+T0 = 1_700_000_040  # a whole minute, in seconds
+
+
+class CountingModel:
+    """A stand-in pyfunc: returns a log return of 0.001 per row and counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
+        self.calls += 1
+        returns = np.full(len(rows), 0.001)
+        return pd.DataFrame({PREDICTED_RETURN: returns, PREDICTED_PRICE: rows["close"].to_numpy(float) * np.exp(returns)})
+
+
+def served(pair: str = "BTC/USD", horizon: int = 1, memoize: bool = True, views=("ohlcv_1m", "indicators_1m"),
+           pyfunc=None) -> ServedModel:
+    return ServedModel(
+        key=ModelKey(pair, horizon), name=f"price-{pair.replace('/', '')}-{horizon}m", version="3", alias="champion",
+        run_id="r1", model_type="xgboost", feature_service="price_regression_1m", views=views, features=FEATURES,
+        loaded_at=datetime.now(UTC), pyfunc=pyfunc or CountingModel(), memoize=memoize,
+    )
+
+
+def response_for(pairs: list[str], values: dict[str, list], seconds: dict[str, list]) -> dict[str, list]:
+    out = {"pair": pairs, "pair__ts": [0] * len(pairs)}
+    for name in FEATURES:
+        out[name] = values.get(name, [1.0] * len(pairs))
+        out[f"{name}__ts"] = seconds.get(name, [T0] * len(pairs))
+    return out
+
+
+def test_online_rows_keep_request_order_and_flag_missing_values():
+    response = response_for(
+        ["BTC/USD", "ETH/USD", "SOL/USD"],
+        values={"close": [100.0, 5.0, None], "rsi_14": [50.0, float("nan"), None]},
+        seconds={"close": [T0, T0, 0], "rsi_14": [T0 - 60, 0, 0]},
+    )
+    btc, eth, sol = rows_from_response(response, ["BTC/USD", "ETH/USD", "SOL/USD"], FEATURES)
+    assert (btc.pair, eth.pair, sol.pair) == ("BTC/USD", "ETH/USD", "SOL/USD")
+    assert btc.missing == () and btc.values["close"] == 100.0
+    # The oldest event time among the values present: the indicators row is a minute behind.
+    assert btc.feature_time == datetime.fromtimestamp(T0 - 60, UTC)
+    assert eth.missing == ("rsi_14",) and eth.feature_time == datetime.fromtimestamp(T0, UTC)
+    assert "close" in sol.missing and "rsi_14" in sol.missing
+
+
+def test_a_pair_without_any_stored_feature_has_no_time():
+    values = {name: [None] for name in FEATURES}
+    seconds = {name: [0] for name in FEATURES}
+    (row,) = rows_from_response(response_for(["XRP/USD"], values, seconds), ["XRP/USD"], FEATURES)
+    assert row.feature_time is None and set(row.missing) == set(FEATURES)
+
+
+def _row(pair: str = "BTC/USD", seconds: int = T0, missing: tuple[str, ...] = ()) -> FeatureRow:
+    return FeatureRow(pair, {name: 1.0 for name in FEATURES}, datetime.fromtimestamp(seconds, UTC), missing)
+
+
+def test_rows_are_checked_for_presence_completeness_and_age():
+    model = served()
+    assert check_row(_row(), model, now=T0 + 30, max_age_s=180) == (None, None)
+    problem, age = check_row(_row(), model, now=T0 + 400, max_age_s=180)
+    assert "400 s old" in problem and "180 s limit" in problem and age == pytest.approx(400)
+    # 0 turns the age check off (replayed or historical data).
+    assert check_row(_row(), model, now=T0 + 10**6, max_age_s=0) == (None, None)
+    problem, age = check_row(_row(missing=("macd", "obv")), model, now=T0, max_age_s=180)
+    assert "macd" in problem and age is None
+    absent = FeatureRow("BTC/USD", {}, None, FEATURES)
+    assert check_row(absent, model, now=T0, max_age_s=180)[0] == "BTC/USD: no features in the online store"
+
+
+def _predictor(pairs=("BTC/USD", "ETH/USD"), horizons=(1, 5)) -> Predictor:
+    store = ModelStore(client=None, tracking_uri="", feature_services=lambda name: None,
+                       keys=[ModelKey(p, h) for p in pairs for h in horizons])
+    return Predictor(store, features=None, max_feature_age_s=180)
+
+
+def test_request_keys_name_what_is_served():
+    predictor = _predictor()
+    assert predictor.keys_for(["ETH/USD", "BTC/USD"], None) == [ModelKey("ETH/USD", 1), ModelKey("BTC/USD", 1)]
+    assert predictor.keys_for(["BTC/USD"], 5) == [ModelKey("BTC/USD", 5)]
+    with pytest.raises(NotServed) as unknown:
+        predictor.keys_for(["BTC/USD", "DOGE/USD", "SHIB/USD"], None)
+    assert unknown.value.status_code == 404
+    assert unknown.value.body["served_pairs"] == ["BTC/USD", "ETH/USD"]
+    assert "DOGE/USD, SHIB/USD" in unknown.value.detail
+    with pytest.raises(NotServed) as horizon:
+        predictor.keys_for(["BTC/USD"], 15)
+    assert horizon.value.body["served_horizons"] == [1, 5]
+
+
+def test_a_store_is_ready_only_with_a_model_per_key():
+    store = _predictor().models
+    assert not store.ready()
+    assert store.problem(ModelKey("BTC/USD", 1)) == "price-BTCUSD-1m: not loaded yet"
+    assert store.selector == "alias 'champion'"
+    pinned = ModelStore(client=None, tracking_uri="", feature_services=lambda name: None, keys=[], version=4)
+    assert pinned.selector == "version 4" and pinned.alias is None
+
+
+def test_the_output_for_an_unchanged_row_is_reused():
+    model = served()
+    row = tuple(float(i + 1) for i in range(len(FEATURES)))
+    first = model.predict_row(row)
+    assert model.predict_row(row) == first and model.pyfunc.calls == 1
+    changed = (row[0] + 1.0, *row[1:])
+    model.predict_row(changed)
+    assert model.pyfunc.calls == 2
+    close = row[FEATURES.index("close")]
+    assert first == pytest.approx((0.001, close * math.exp(0.001)))
+    unmemoized = served(memoize=False)
+    unmemoized.predict_row(row)
+    unmemoized.predict_row(row)
+    assert unmemoized.pyfunc.calls == 2
+
+
+def test_feature_service_layout_and_signature_check():
+    views, features = service_layout(definitions.price_regression_1m)
+    assert views == ("ohlcv_1m", "indicators_1m") and features == FEATURES
+    check_inputs(["close", "rsi_14"], features, "m v1")
+    with pytest.raises(ModelLoadError, match="book_imbalance"):
+        check_inputs(["close", "book_imbalance"], features, "m v1")
+    assert sequence_length({}) == 1 and sequence_length({"model_sequence_length": "60"}) == 60
+
+
+def test_live_scores_match_the_training_metrics():
+    rng = np.random.default_rng(0)
+    current = 100 + rng.normal(0, 1, 50)
+    actual = current + rng.normal(0, 0.5, 50)
+    actual[::7] = current[::7]  # some candles that did not move
+    predicted = current + rng.normal(0, 0.5, 50)
+    predicted[::5] = current[::5]  # some forecasts of no move
+    score = new_score()
+    for c, a, p in zip(current, actual, predicted, strict=True):
+        score = update_score(score, c, a, p)
+    live = score_metrics(score)
+    expected = price_metrics(current, actual, predicted)
+    baseline = price_metrics(current, actual, current)
+    assert live["live_mae"] == pytest.approx(expected["mae"])
+    assert live["live_directional_accuracy"] == pytest.approx(expected["directional_accuracy"])
+    assert live["live_baseline_mae"] == pytest.approx(baseline["mae"])
+    assert live["live_mae_ratio"] == pytest.approx(expected["mae"] / baseline["mae"])
+    assert live["live_evaluated"] == 50
+    assert all(math.isnan(v) for k, v in score_metrics(new_score()).items() if k != "live_evaluated")
+
+
+def test_a_prediction_is_realised_only_by_a_candle_of_its_interval():
+    prediction = {"pair": "BTC/USD", "interval": "1m", "predicted_price": 10.0}
+    assert realised(prediction, {"interval": "1m", "close": 11.0})["realised_price"] == 11.0
+    assert realised(prediction, {"interval": "5m", "close": 11.0}) is None
+
+
+def test_prediction_records_and_their_offline_rows(tmp_path):
+    model = served(horizon=5)
+    row = {"pair": "BTC/USD", "interval": "1m", "window_end_ms": T0 * 1000, "close": 100.0}
+    record = prediction_record(model, row, 0.001, 100.1, now_ms=T0 * 1000 + 250)
+    assert record["target_time_ms"] == T0 * 1000 + 5 * 60_000
+    assert (record["model_name"], record["model_version"], record["horizon_minutes"]) == ("price-BTCUSD-5m", "3", 5)
+    frame = prediction_frame([record, {**record, "prediction_id": "later", "predicted_at_ms": T0 * 1000 + 900}])
+    assert frame["event_timestamp"].iloc[0] == pd.Timestamp(T0, unit="s", tz="UTC")
+    offline.write_rows(tmp_path, frame, PREDICTIONS_SCHEMA)
+    stored = pq.read_table(next(tmp_path.glob("*/*.parquet"))).to_pandas()
+    # One row per pair and candle: the newest prediction wins, as in the feature views.
+    assert len(stored) == 1 and stored["prediction_id"].iloc[0] == "later"
+
+
+def test_a_model_reads_rows_of_its_own_interval():
+    assert serves_interval(served(), "1m")
+    assert not serves_interval(served(), "5m")
+    assert not serves_interval(served(views=("orderbook_4s",)), "1m")
+
+
+def test_requests_are_counted_by_route_template():
+    metrics = ApiMetrics()
+    app = FastAPI()
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+
+    @app.get("/items/{item}")
+    async def item(item: int) -> dict:
+        return {"item": item}
+
+    client = TestClient(app)
+    client.get("/items/1")
+    client.get("/items/2")
+    client.get("/items/x")
+    client.get("/nowhere")
+    sample = metrics.registry.get_sample_value
+    assert sample("coinflow_api_requests_total", {"route": "/items/{item}", "method": "GET", "status": "200"}) == 2
+    assert sample("coinflow_api_requests_total", {"route": "/items/{item}", "method": "GET", "status": "422"}) == 1
+    assert sample("coinflow_api_requests_total", {"route": "unmatched", "method": "GET", "status": "404"}) == 1
+    assert sample("coinflow_api_request_duration_seconds_count", {"route": "/items/{item}", "method": "GET"}) == 3
+
+
+def test_served_pairs_and_horizons_default_to_training(monkeypatch):
+    monkeypatch.setenv("COINFLOW_TRAINING_PAIRS", "BTC/USD,ETH/USD")
+    monkeypatch.setenv("COINFLOW_HORIZON_MINUTES", "5")
+    settings = Settings(_env_file=None)
+    assert settings.serve_pairs == ["BTC/USD", "ETH/USD"] and settings.serve_horizons == [5]
+    monkeypatch.setenv("COINFLOW_SERVE_HORIZONS", "1, 5")
+    monkeypatch.setenv("COINFLOW_SERVE_PAIRS", "SOL/USD")
+    settings = Settings(_env_file=None)
+    assert settings.serve_pairs == ["SOL/USD"] and settings.serve_horizons == [1, 5]
