@@ -20,7 +20,9 @@ Set-up (the project's own code throughout):
 Phases:
   1. In-process cost per call (CPU): Feast's async online read of the
      FeatureService for one pair; the model on a one-row frame through the
-     pyfunc (with MLflow's schema enforcement) and unwrapped; a memo hit.
+     pyfunc (with MLflow's schema enforcement) and unwrapped; the API's
+     one-row path (`ServedModel.predict_row`, on an array) with the memo off;
+     a memo hit.
   2. Load from a second process (locust, 100 users, Poisson arrivals) at
      --rate requests/s for --seconds after a warm-up, against:
        - `feast serve` (defaults, access log off) answering
@@ -34,6 +36,8 @@ Phases:
      the server process tree, the load generator and everything else.
   3. Saturation: 16 users without pauses for --saturation-seconds, per server.
 
+Run only our API with the model on every request: --phases api-nomemo.
+
 Target: our full prediction has p99 <= 10 ms at 500 requests/s and is no
 slower than Feast's feature server alone.
 """
@@ -43,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -191,6 +196,7 @@ def in_process_costs(settings: Settings, tracking_uri: str, row: dict, n: int) -
     frame = pd.DataFrame([{name: row[name] for name in model.features}])
     unwrapped = model.pyfunc.unwrap_python_model()
     values = tuple(row[name] for name in model.features)
+    every_request = dataclasses.replace(model, memoize=False)
 
     async def reads() -> float:
         for _ in range(100):
@@ -204,6 +210,7 @@ def in_process_costs(settings: Settings, tracking_uri: str, row: dict, n: int) -
         "feast_read_ms": asyncio.run(reads()),
         "pyfunc_ms": cpu_per_call(lambda: model.pyfunc.predict(frame), max(n // 5, 50)),
         "unwrapped_ms": cpu_per_call(lambda: unwrapped.predict(None, frame), max(n // 5, 50)),
+        "row_ms": cpu_per_call(lambda: every_request.predict_row(values), n),
         "memo_hit_ms": cpu_per_call(lambda: model.predict_row(values), n),
     }
 
@@ -348,6 +355,7 @@ def report(results: dict) -> Table:
         table.add_row("in process, CPU per call: Feast async online read (1 pair, FeatureService)", f"{c['feast_read_ms']:.3f} ms")
         table.add_row("  model on a 1-row frame: pyfunc (schema enforced) / unwrapped",
                       f"{c['pyfunc_ms']:.3f} / {c['unwrapped_ms']:.3f} ms")
+        table.add_row("  the API's one-row path, memo off (model on an array)", f"{c['row_ms']:.3f} ms")
         table.add_row("  model output reused for an unchanged row (memo hit)", f"{c['memo_hit_ms'] * 1000:.1f} µs")
     rate = results["rate"]
     labels = {
@@ -464,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
                 answers(f"{url}{path}", body)
                 results["load"][name] = load(url, path, body, USERS, args.rate / USERS, warmup, seconds, proc.pid,
                                              tmp / f"{name}.json")
-                if saturation_s > 0 and name in ("feast-tuned", "api", "feast"):
+                if saturation_s > 0:
                     results["saturation"][name] = load(url, path, body, SATURATION_USERS, 0.0, min(warmup, 3.0),
                                                        saturation_s, proc.pid, tmp / f"{name}-sat.json")
         results["load_end"] = os.getloadavg()[0]

@@ -10,6 +10,10 @@ that no longer exists unloads its model (503 until one is set again).
 
 A model's features are those of the FeatureService its training run names in
 the ``feature_service`` tag: serving fetches exactly what training read.
+
+A row is scored by the training pipeline's model inside the pyfunc, on a
+float array: the pyfunc's DataFrame and schema enforcement cost more than
+the model itself (the inputs are checked against the signature at load).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import mlflow
+import numpy as np
 import pandas as pd
 from feast import FeatureService
 from mlflow import MlflowClient
@@ -30,7 +35,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel
 
 from coinflow.settings import Settings
-from training_pipeline.tracking import PREDICTED_PRICE, PREDICTED_RETURN, registered_model_name
+from training_pipeline.models import PriceModel
+from training_pipeline.tracking import PREDICTED_PRICE, PREDICTED_RETURN, PriceForecaster, registered_model_name
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +77,7 @@ class ServedModel:
     pyfunc: PyFuncModel = field(repr=False, compare=False)
     history: int = 1
     memoize: bool = True
+    price_model: PriceModel | None = field(default=None, repr=False, compare=False)
     _last: dict[tuple, tuple[float, float]] = field(default_factory=dict, repr=False, compare=False)
 
     def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
@@ -81,6 +88,8 @@ class ServedModel:
     def predict_row(self, values: tuple) -> tuple[float, float]:
         """(log return, price) for one row of feature values in `features` order.
 
+        A `price_model` scores it on an array (the same numbers as the pyfunc,
+        without its DataFrame and schema checks); any other pyfunc is called.
         The model is deterministic and a pair's online row changes once per
         candle, so the output for the last row seen is kept and reused while
         the row is unchanged (when `memoize`): requests between two candles
@@ -88,12 +97,27 @@ class ServedModel:
         """
         if self.memoize and values in self._last:
             return self._last[values]
-        out = self.predict(pd.DataFrame([values], columns=list(self.features)))
-        result = float(out[PREDICTED_RETURN].iloc[0]), float(out[PREDICTED_PRICE].iloc[0])
+        if self.price_model is None:
+            out = self.predict(pd.DataFrame([values], columns=list(self.features)))
+            result = float(out[PREDICTED_RETURN].iloc[0]), float(out[PREDICTED_PRICE].iloc[0])
+        else:
+            row = np.array([values], dtype=np.float64)
+            returns = self.price_model.predict_values(self.features, row)
+            prices = row[:, self.features.index("close")] * np.exp(returns)
+            result = float(returns[0]), float(prices[0])
         if self.memoize:
             self._last.clear()
             self._last[values] = result
         return result
+
+
+def price_model_of(pyfunc: PyFuncModel) -> PriceModel | None:
+    """The training pipeline's model inside a `PriceForecaster` pyfunc (None for any other pyfunc)."""
+    try:
+        python_model = pyfunc.unwrap_python_model()
+    except MlflowException:
+        return None
+    return python_model.model if isinstance(python_model, PriceForecaster) else None
 
 
 def service_layout(service: FeatureService) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -271,6 +295,7 @@ class ModelStore:
             key=key, name=found.name, version=str(found.version), alias=self.alias, run_id=found.run_id,
             model_type=tags.get("model_type", "unknown"), feature_service=service_name, views=views,
             features=features, loaded_at=datetime.now(UTC), pyfunc=pyfunc, history=history, memoize=self.memoize,
+            price_model=price_model_of(pyfunc),
         )
 
     def _watch(self, refresh_first: bool) -> None:

@@ -6,7 +6,9 @@ a model fitted on January prices still applies in March, and the last-price
 baseline is simply a return of 0. Metrics are computed on the price.
 
 `fit` takes labelled dataset rows (features, event and label times, target);
-`predict` needs only the raw feature columns, as served online.
+`predict` needs only the raw feature columns, as served online;
+`predict_values` takes them as a float array, the serving path (no DataFrame),
+and the tabular models' `predict` runs through it so both give the same numbers.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from feature_repo.names import EVENT_TIMESTAMP
-from training_pipeline.features import model_inputs
+from training_pipeline.features import input_matrix, input_names, model_inputs, select_columns
 from training_pipeline.labels import BASELINE_WINDOW, LABEL_TIMESTAMP, TARGET_LOG_RETURN, recent_mean_column
 from training_pipeline.metrics import price_mae
 from training_pipeline.splits import walk_forward
@@ -56,6 +58,10 @@ class PriceModel(ABC):
     @abstractmethod
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         """Predicted log returns, one per row."""
+
+    def predict_values(self, columns: Sequence[str], values: np.ndarray) -> np.ndarray:
+        """`predict` for rows given as a 2-D float array with one column per name in `columns`."""
+        return self.predict(pd.DataFrame(values, columns=list(columns)))
 
     @abstractmethod
     def params(self) -> dict[str, Any]:
@@ -172,7 +178,17 @@ class LassoModel(PriceModel):
         return self.pipeline
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
-        return self._fitted().predict(features[self.features])
+        return self.predict_values(self.features, features[self.features].to_numpy(dtype=np.float64, na_value=np.nan))
+
+    def predict_values(self, columns: Sequence[str], values: np.ndarray) -> np.ndarray:
+        """The fitted pipeline's scaling and linear model applied to the inputs as arrays: the pipeline's own
+        `predict` spends about a millisecond validating one row."""
+        pipeline = self._fitted()
+        scale, lasso = pipeline.named_steps["scale"], pipeline.named_steps["lasso"]
+        inputs = input_matrix(self.features, select_columns(columns, values, self.features))
+        if not np.isfinite(inputs).all():
+            raise ValueError(f"the {self.model_type} model cannot predict rows with missing or infinite features")
+        return ((inputs - scale.mean_) / scale.scale_) @ lasso.coef_ + lasso.intercept_
 
     def params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"cv_folds": self.folds}
@@ -272,8 +288,13 @@ class XGBoostModel(PriceModel):
         return self.booster
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
-        inputs = xgb.DMatrix(model_inputs(features[self.features]), nthread=self.THREADS)
-        return self._fitted().predict(inputs, iteration_range=(0, self.hyper["n_estimators"]))
+        return self.predict_values(self.features, features[self.features].to_numpy(dtype=np.float64, na_value=np.nan))
+
+    def predict_values(self, columns: Sequence[str], values: np.ndarray) -> np.ndarray:
+        """Predicted on the input array in place (a DMatrix costs milliseconds per call), with the kept trees;
+        NaN is a missing value, as in training."""
+        inputs = input_matrix(self.features, select_columns(columns, values, self.features))
+        return self._fitted().inplace_predict(inputs, iteration_range=(0, self.hyper["n_estimators"]))
 
     def params(self) -> dict[str, Any]:
         return {**self.hyper, "device": self.device, "tree_method": "hist"}
@@ -295,6 +316,10 @@ class XGBoostModel(PriceModel):
         model.booster = xgb.Booster()
         model.booster.load_model(path / "booster.json")
         model.booster.set_param({"device": "cpu", "nthread": cls.THREADS})
+        expected = input_names(model.features)
+        if model.booster.feature_names is not None and tuple(model.booster.feature_names) != expected:
+            # Arrays carry no names: the inputs must come in the order the trees were grown on.
+            raise ValueError(f"the saved booster's inputs {model.booster.feature_names} are not {list(expected)}")
         return model
 
 
