@@ -46,7 +46,8 @@ def simulate_run(settings: Settings, run_id: str, tracking_uri: str, threshold: 
                  store: FeatureStore | None = None) -> SimulationReport:
     """Simulate the model of `run_id` on its test period, candle by candle, and log a nested ``simulation`` run."""
     mlflow.set_tracking_uri(tracking_uri)
-    run = MlflowClient(tracking_uri).get_run(run_id)
+    mlflow.set_registry_uri(tracking_uri)
+    run = MlflowClient(tracking_uri, registry_uri=tracking_uri).get_run(run_id)
     params = run.data.params
     missing = {"pair", "interval", "horizon_minutes", "features", "test_start", "test_end"} - set(params)
     if missing:

@@ -285,6 +285,8 @@ def train_pair(settings: Settings, pair: str, options: TrainingOptions, tracking
                store: FeatureStore | None = None) -> PairResult:
     """Build the dataset of `pair`, train the chosen models and register them under one experiment."""
     dataset = build_dataset(settings, pair, options.interval, options.horizon_minutes, store)
+    # The registry is the tracking server's; an earlier set_registry_uri in the process must not redirect it.
     mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
     mlflow.set_experiment(registered_model_name(pair, options.horizon_minutes))
-    return PairTrainer(settings, dataset, options, MlflowClient(tracking_uri)).run()
+    return PairTrainer(settings, dataset, options, MlflowClient(tracking_uri, registry_uri=tracking_uri)).run()
