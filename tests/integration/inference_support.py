@@ -83,6 +83,7 @@ def register(tracking_uri: str, pair: str, horizon: int, model: PriceModel, rows
     name = registered_model_name(pair, horizon)
     example = training_frame(rows)[list(FEATURES)].head(5)
     mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
     mlflow.set_experiment(name)
     with mlflow.start_run(run_name=model.model_type):
         mlflow.set_tags({"pair": pair, "horizon_minutes": str(horizon), "model_type": model.model_type,
