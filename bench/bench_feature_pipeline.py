@@ -640,20 +640,26 @@ def _ok(passed: bool) -> str:
     return "[green]PASS[/green]" if passed else "[red]FAIL[/red]"
 
 
-def report(results: dict) -> Table:
-    m = results["machine"]
-    table = Table(title=f"coinflow feature pipeline benchmark ({'quick' if results['quick'] else 'full'})",
-                  show_lines=False)
+def results_table(title: str, machine: dict, load_end: float, software: str) -> Table:
+    """A benchmark's table (measure, value, target, pass/fail) opened with the machine it ran on."""
+    table = Table(title=title)
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_column("target", justify="right")
     table.add_column("", justify="center")
+    table.add_row("machine", f"{machine['cores']} cores ({machine['cores_usable']} usable), {machine['ram_gib']} GiB RAM")
+    table.add_row("CPU", machine["cpu_model"])
+    table.add_row("load average (1 min) at start / end", f"{machine['load_start']:.2f} / {load_end:.2f}")
+    table.add_row("software", software)
+    return table
 
-    table.add_row("machine", f"{m['cores']} cores ({m['cores_usable']} usable), {m['ram_gib']} GiB RAM")
-    table.add_row("CPU", m["cpu_model"])
-    table.add_row("load average (1 min) at start / end", f"{m['load_start']:.2f} / {results.get('load_end', float('nan')):.2f}")
-    table.add_row("software", f"Python {m['python']}, quixstreams {m['quixstreams']}, feast {m['feast']}, "
-                              f"confluent-kafka {m['confluent_kafka']}")
+
+def report(results: dict) -> Table:
+    m = results["machine"]
+    table = results_table(f"coinflow feature pipeline benchmark ({'quick' if results['quick'] else 'full'})", m,
+                          results.get("load_end", float("nan")),
+                          f"Python {m['python']}, quixstreams {m['quixstreams']}, feast {m['feast']}, "
+                          f"confluent-kafka {m['confluent_kafka']}")
     s = results["settings"]
     table.add_row("pipeline settings", f"commit {s['commit_interval_s']} s, grace {s['window_grace_ms']} ms, "
                                        f"{s['processing_guarantee']}, {s['candle_interval']} candles, "

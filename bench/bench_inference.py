@@ -65,7 +65,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from bench.bench_feature_pipeline import machine_info
+from bench.bench_feature_pipeline import machine_info, results_table
 from coinflow import services
 from coinflow.quality import Rejects
 from coinflow.settings import Settings
@@ -338,16 +338,8 @@ def _cpu(r: dict) -> str:
 
 
 def report(results: dict) -> Table:
-    m = results["machine"]
-    table = Table(title=f"coinflow prediction API benchmark ({'quick' if results['quick'] else 'full'})")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_column("target", justify="right")
-    table.add_column("", justify="center")
-    table.add_row("machine", f"{m['cores']} cores ({m['cores_usable']} usable), {m['ram_gib']} GiB RAM")
-    table.add_row("CPU", m["cpu_model"])
-    table.add_row("load average (1 min) at start / end", f"{m['load_start']:.2f} / {results['load_end']:.2f}")
-    table.add_row("software", results["software"])
+    table = results_table(f"coinflow prediction API benchmark ({'quick' if results['quick'] else 'full'})",
+                          results["machine"], results["load_end"], results["software"])
     table.add_row("model", results["model"])
     c = results.get("costs")
     if c:

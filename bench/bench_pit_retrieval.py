@@ -54,7 +54,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
-from bench.bench_feature_pipeline import machine_info
+from bench.bench_feature_pipeline import machine_info, results_table
 from coinflow import offline
 from coinflow.schemas import pair_slug
 from feature_pipeline.sinks.feast_sink import arrow_schema
@@ -241,15 +241,8 @@ def compare(repo: Path, entities: int) -> dict:
 
 def report(results: dict) -> Table:
     m = results["machine"]
-    table = Table(title=f"coinflow point-in-time retrieval benchmark ({'quick' if results['quick'] else 'full'})")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_column("target", justify="right")
-    table.add_column("", justify="center")
-    table.add_row("machine", f"{m['cores']} cores ({m['cores_usable']} usable), {m['ram_gib']} GiB RAM")
-    table.add_row("CPU", m["cpu_model"])
-    table.add_row("load average (1 min) at start / end", f"{m['load_start']:.2f} / {results['load_end']:.2f}")
-    table.add_row("software", f"Python {m['python']}, feast {m['feast']}, duckdb {results['duckdb']}")
+    table = results_table(f"coinflow point-in-time retrieval benchmark ({'quick' if results['quick'] else 'full'})",
+                          m, results["load_end"], f"Python {m['python']}, feast {m['feast']}, duckdb {results['duckdb']}")
     data = results["data"]
     table.add_row("feature rows", ", ".join(f"{v}: {c['rows']:,} + {c['corrections']:,} late corrections"
                                             for v, c in data["views"].items()))

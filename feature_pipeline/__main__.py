@@ -54,18 +54,23 @@ def _settings(**overrides) -> Settings:
     return settings
 
 
+def _rows_table(title: str, rows_written: dict[str, int]) -> Table:
+    """The rows a finished run wrote, per feature view."""
+    table = Table(title=title)
+    table.add_column("feature view")
+    table.add_column("rows written (offline)", justify="right")
+    for view, count in sorted(rows_written.items()):
+        table.add_row(view, str(count))
+    return table
+
+
 def _run(settings: Settings, source: Source, into_candles: bool, finite_pairs: set[str] | None, run_id: str | None) -> None:
     try:
         summary = run_pipeline(settings, source, into_candles, finite_pairs, run_id)
     except services.ServiceError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
-    table = Table(title=f"feature pipeline finished in {summary.seconds:.1f} s")
-    table.add_column("feature view")
-    table.add_column("rows written (offline)", justify="right")
-    for view, count in sorted(summary.rows_written.items()):
-        table.add_row(view, str(count))
-    console.print(table)
+    console.print(_rows_table(f"feature pipeline finished in {summary.seconds:.1f} s", summary.rows_written))
     console.print(summary.rejects.summary())
 
 
@@ -177,12 +182,7 @@ def _run_books(settings: Settings, source: BookSource, candles: bool, book_out: 
     except services.ServiceError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
-    table = Table(title=f"order-book pipeline finished in {summary.seconds:.1f} s")
-    table.add_column("feature view")
-    table.add_column("rows written (offline)", justify="right")
-    for view, count in sorted(summary.rows_written.items()):
-        table.add_row(view, str(count))
-    console.print(table)
+    console.print(_rows_table(f"order-book pipeline finished in {summary.seconds:.1f} s", summary.rows_written))
     if book_out is not None:
         console.print(f"{summary.book_records_out} book-state records written to {book_out}")
     for rejects in summary.rejects:
