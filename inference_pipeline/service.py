@@ -127,15 +127,15 @@ class Predictor:
 
     async def _rows(self, models: dict[ModelKey, ServedModel]) -> dict[tuple[str, str], FeatureRow]:
         """Online rows by (feature service, pair): one read per FeatureService."""
-        wanted: dict[str, tuple[tuple[str, ...], list[str]]] = {}
+        wanted: dict[str, list[str]] = {}
         for key, model in models.items():
-            features, pairs = wanted.setdefault(model.feature_service, (model.features, []))
+            pairs = wanted.setdefault(model.feature_service, [])
             if key.pair not in pairs:
                 pairs.append(key.pair)
         rows = {}
-        for service, (features, pairs) in wanted.items():
+        for service, pairs in wanted.items():
             try:
-                read = await self.features.read(service, features, pairs)
+                read = await self.features.read(service, pairs)
             except OnlineStoreUnavailable as exc:
                 raise StoreUnavailable(str(exc)) from exc
             rows.update({(service, row.pair): row for row in read})

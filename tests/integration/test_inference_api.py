@@ -10,11 +10,13 @@ come from the integration conftest (COINFLOW_IT_REDIS_DB).
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import httpx
@@ -29,7 +31,9 @@ from schemathesis.checks import not_a_server_error
 from coinflow import services
 from coinflow.settings import Settings
 from coinflow.store import apply_feature_repo, feature_store
+from feature_repo.names import ENTITY, regression_service
 from inference_pipeline.app import create_app
+from inference_pipeline.features import OnlineFeatures, serving_store
 from tests.integration.inference_support import (
     FEATURES,
     MINUTE_MS,
@@ -109,6 +113,24 @@ def test_the_champion_predicts_from_the_freshest_features(api, world):
     assert len({api.client.post("/predict", json={"pair": FRESH}).json()["prediction_id"] for _ in range(3)}) == 3
 
 
+def test_online_read_equals_feasts_get_online_features(world):
+    """The API's read (Feast's provider, per view) gives what Feast's get_online_features gives, also for a pair
+    that was never written."""
+    store = serving_store(world.settings)
+    pairs = [FRESH, "NEVER/WRITTEN", STALE]
+    rows = asyncio.run(OnlineFeatures(store).read(regression_service("1m"), pairs))
+    expected = store.get_online_features(features=store.get_feature_service(regression_service("1m")),
+                                         entity_rows=[{ENTITY: p} for p in pairs]).to_dict(include_event_timestamps=True)
+    for i, row in enumerate(rows):
+        assert row.pair == pairs[i]
+        assert list(row.values) == list(FEATURES)
+        assert row.values == {name: expected[name][i] for name in FEATURES}
+        times = [expected[f"{name}__ts"][i] for name in FEATURES if expected[name][i] is not None]
+        assert row.feature_time == (datetime.fromtimestamp(min(times), UTC) if times else None)
+    assert rows[0].missing == () and rows[0].values["close"] == world.last["close"]
+    assert rows[1].feature_time is None and set(rows[1].missing) == set(FEATURES)
+
+
 def test_models_health_and_readiness(api, world):
     assert api.client.get("/health").json() == {"status": "ok"}
     ready = api.client.get("/ready").json()
@@ -154,9 +176,9 @@ def test_no_age_limit_and_a_batch_with_one_online_read(world):
         reads = Counter()
         read = features.read
 
-        async def counted(service, names, pairs):
+        async def counted(service, pairs):
             reads[tuple(pairs)] += 1
-            return await read(service, names, pairs)
+            return await read(service, pairs)
 
         features.read = counted
         response = client.post("/predict/batch", json={"pairs": [STALE, FRESH]})

@@ -11,13 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from feast.protos.feast.types.Value_pb2 import Value
 
 from coinflow import offline
 from coinflow.settings import Settings
 from feature_repo import definitions
 from feature_repo.names import INDICATOR_FEATURES, OHLCV_FEATURES
 from inference_pipeline.evaluation import new_score, realised, score_metrics, update_score
-from inference_pipeline.features import FeatureRow, rows_from_response
+from inference_pipeline.features import FeatureRow, rows_from_reads
 from inference_pipeline.metrics import ApiMetrics, RequestMetricsMiddleware
 from inference_pipeline.model_store import (
     ModelKey,
@@ -58,34 +59,47 @@ def served(pair: str = "BTC/USD", horizon: int = 1, memoize: bool = True, views=
     )
 
 
-def response_for(pairs: list[str], values: dict[str, list], seconds: dict[str, list]) -> dict[str, list]:
-    out = {"pair": pairs, "pair__ts": [0] * len(pairs)}
-    for name in FEATURES:
-        out[name] = values.get(name, [1.0] * len(pairs))
-        out[f"{name}__ts"] = seconds.get(name, [T0] * len(pairs))
-    return out
+def stored(value) -> Value:
+    """A value as the online store returns it (an empty Value: written without a value)."""
+    if value is None:
+        return Value()
+    return Value(int64_val=value) if isinstance(value, int) else Value(double_val=value)
+
+
+def view_rows(features, rows) -> tuple:
+    """One view's read: its features and, per pair, (event time, values) or (None, None) when never written."""
+    return features, [(None, None) if r is None else (datetime.fromtimestamp(r[0], UTC),
+                                                      {n: stored(v) for n, v in r[1].items()}) for r in rows]
 
 
 def test_online_rows_keep_request_order_and_flag_missing_values():
-    response = response_for(
-        ["BTC/USD", "ETH/USD", "SOL/USD"],
-        values={"close": [100.0, 5.0, None], "rsi_14": [50.0, float("nan"), None]},
-        seconds={"close": [T0, T0, 0], "rsi_14": [T0 - 60, 0, 0]},
-    )
-    btc, eth, sol = rows_from_response(response, ["BTC/USD", "ETH/USD", "SOL/USD"], FEATURES)
+    full = {name: 1.0 for name in INDICATOR_FEATURES}
+    reads = [
+        view_rows(OHLCV_FEATURES, [(T0, {**{n: 1.0 for n in OHLCV_FEATURES}, "close": 100.0, "trade_count": 7}),
+                                   (T0, {**{n: 1.0 for n in OHLCV_FEATURES}, "close": 5.0}),
+                                   None]),
+        view_rows(INDICATOR_FEATURES, [(T0 - 60, {**full, "rsi_14": 50.0}),
+                                       (T0, {**full, "rsi_14": float("nan")}),
+                                       None]),
+    ]
+    btc, eth, sol = rows_from_reads(reads, ["BTC/USD", "ETH/USD", "SOL/USD"])
     assert (btc.pair, eth.pair, sol.pair) == ("BTC/USD", "ETH/USD", "SOL/USD")
-    assert btc.missing == () and btc.values["close"] == 100.0
-    # The oldest event time among the values present: the indicators row is a minute behind.
+    assert btc.missing == () and btc.values["close"] == 100.0 and btc.values["trade_count"] == 7
+    assert list(btc.values) == list(FEATURES)
+    # The oldest event time among the views that gave values: the indicators row is a minute behind.
     assert btc.feature_time == datetime.fromtimestamp(T0 - 60, UTC)
     assert eth.missing == ("rsi_14",) and eth.feature_time == datetime.fromtimestamp(T0, UTC)
-    assert "close" in sol.missing and "rsi_14" in sol.missing
+    assert set(sol.missing) == set(FEATURES) and sol.feature_time is None
 
 
-def test_a_pair_without_any_stored_feature_has_no_time():
-    values = {name: [None] for name in FEATURES}
-    seconds = {name: [0] for name in FEATURES}
-    (row,) = rows_from_response(response_for(["XRP/USD"], values, seconds), ["XRP/USD"], FEATURES)
-    assert row.feature_time is None and set(row.missing) == set(FEATURES)
+def test_a_view_without_values_does_not_date_the_row():
+    reads = [
+        view_rows(OHLCV_FEATURES, [(T0, {n: 2.0 for n in OHLCV_FEATURES})]),
+        view_rows(INDICATOR_FEATURES, [(T0 - 600, {n: None for n in INDICATOR_FEATURES})]),
+    ]
+    (row,) = rows_from_reads(reads, ["XRP/USD"])
+    assert row.feature_time == datetime.fromtimestamp(T0, UTC)
+    assert row.missing == tuple(INDICATOR_FEATURES)
 
 
 def _row(pair: str = "BTC/USD", seconds: int = T0, missing: tuple[str, ...] = ()) -> FeatureRow:
