@@ -61,6 +61,9 @@ mlflow-ui: $(STAMP) ## Start (or reuse) the MLflow tracking server and UI on htt
 train-deep: $(STAMP) ## Train the LSTM and GRU sequence models for COINFLOW_TRAINING_PAIRS (CPU: about 30 s per epoch per model here)
 	$(PY) -m training_pipeline train --models lstm,gru
 
+train-action: $(STAMP) ## Train the order-book action model for COINFLOW_ACTION_PRODUCTS (needs recorded books: make live-books)
+	$(PY) -m training_pipeline train --models action
+
 simulate: $(STAMP) ## Simulate trading with a logged model on its test period: make simulate RUN_ID=<mlflow run id>
 	$(PY) -m training_pipeline simulate --run-id $(RUN_ID)
 
@@ -95,4 +98,4 @@ bench: $(STAMP) ## Run the benchmarks (prints tables with the machine)
 clean: down ## Stop services and remove local state (.coinflow, offline store, registry)
 	rm -rf .coinflow feature_repo/data
 
-.PHONY: help install up down status feature-repo feature-pipeline replay backfill replay-session live-books train mlflow-ui train-deep simulate tensorboard serve predict-stream evaluate-live quickstart test test-unit test-e2e bench clean
+.PHONY: help install up down status feature-repo feature-pipeline replay backfill replay-session live-books train mlflow-ui train-deep train-action simulate tensorboard serve predict-stream evaluate-live quickstart test test-unit test-e2e bench clean

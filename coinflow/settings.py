@@ -184,6 +184,22 @@ class Settings(BaseSettings):
         default=None, description="TensorBoard logs of deep training; unset: <run_dir>/tensorboard."
     )
 
+    # Order-book action model (training_pipeline/deep/action.py)
+    action_products: list[str] = Field(
+        default_factory=lambda: ["coinbase:BTC-USD", "coinbase:ETH-USD"],
+        description="Books (<exchange>:<product>) the action model is trained on by default (`train --models action`).",
+    )
+    action_horizon_s: float = Field(
+        default=300.0, gt=0.0, description="Action labels: the best sequence of actions over this many seconds after a sample."
+    )
+    action_min_samples: int = Field(default=500, ge=10, description="Fewer labelled book samples than this is an error.")
+    action_tick: float | None = Field(
+        default=None, gt=0.0, description="Price tick of the book (passive orders rest one tick inside); unset: inferred."
+    )
+    action_loss: Literal["mse", "bce"] = Field(
+        default="mse", description="mse: regress the five action values; bce: classify which actions are optimal."
+    )
+
     # Trading simulation
     simulation_initial_quote: float = Field(default=10_000.0, gt=0.0, description="Quote currency (USD) the simulated account starts with.")
     simulation_taker_fee: float = Field(default=0.004, ge=0.0, lt=1.0, description="Fee (fraction of notional) of orders that take liquidity.")

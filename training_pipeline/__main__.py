@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from mlflow.exceptions import MlflowException
@@ -18,6 +18,11 @@ from coinflow.settings import INTERVALS_SECONDS, Settings
 from coinflow.store import feature_store
 from training_pipeline.checks import DataCheckError
 from training_pipeline.train import DEFAULT_MODELS, MODEL_CHOICES, PairResult, TrainingOptions, train_pair
+
+if TYPE_CHECKING:
+    from training_pipeline.action_train import ActionResult
+
+ACTION = "action"
 
 console = Console(width=None if sys.stdout.isatty() else 140)
 app = typer.Typer(help="The training pipeline: Feast features -> baselines, Lasso, XGBoost -> MLflow registry.",
@@ -63,8 +68,9 @@ def train(
     horizon: Annotated[int | None, typer.Option(
         help="Forecast horizon in minutes, a multiple of the interval (default: COINFLOW_HORIZON_MINUTES).", min=1)] = None,
     models: Annotated[str, typer.Option(
-        help=f"Comma-separated models from {', '.join(MODEL_CHOICES)} (baseline: last price and mean of the last 10; "
-             "lstm, gru: sequence models over the last COINFLOW_DEEP_SEQUENCE_LENGTH candles).")]
+        help=f"Comma-separated models from {', '.join(MODEL_CHOICES)}, {ACTION} (baseline: last price and mean of the "
+             "last 10; lstm, gru: sequence models over the last COINFLOW_DEEP_SEQUENCE_LENGTH candles; action: the "
+             "order-book action model of each --product).")]
         = ",".join(DEFAULT_MODELS),
     trials: Annotated[int | None, typer.Option(
         help="Optuna trials for XGBoost, 3 walk-forward fits each (default: COINFLOW_OPTUNA_TRIALS = 20, chosen so "
@@ -73,9 +79,12 @@ def train(
     interval: Annotated[str | None, typer.Option(
         help=f"Candle interval of the features: {', '.join(INTERVALS_SECONDS)} (default: COINFLOW_CANDLE_INTERVAL).")] = None,
     epochs: Annotated[int | None, typer.Option(
-        help="Most epochs of the lstm/gru models (default: COINFLOW_DEEP_EPOCHS).", min=1)] = None,
+        help="Most epochs of the lstm/gru/action models (default: COINFLOW_DEEP_EPOCHS).", min=1)] = None,
     device: Annotated[str | None, typer.Option(
-        help="Torch device of the lstm/gru models: auto, cuda, mps or cpu (default: COINFLOW_DEEP_DEVICE).")] = None,
+        help="Torch device of the lstm/gru/action models: auto, cuda, mps or cpu (default: COINFLOW_DEEP_DEVICE).")] = None,
+    product: Annotated[list[str] | None, typer.Option(
+        "--product", help="Book of the action model, <exchange>:<product> e.g. coinbase:ETH-USD; repeat or "
+                          "comma-separate (default: COINFLOW_ACTION_PRODUCTS).")] = None,
     checkpoint_dir: Annotated[str | None, typer.Option(
         help="Folder or fsspec URL (s3://...) for per-epoch checkpoints; a restarted run resumes from it "
              "(default: COINFLOW_DEEP_CHECKPOINT_DIR).")] = None,
@@ -92,13 +101,16 @@ def train(
     if interval is not None and interval not in INTERVALS_SECONDS:
         console.print(f"[red]--interval must be one of {', '.join(INTERVALS_SECONDS)}, not {interval!r}[/red]")
         raise typer.Exit(2)
+    chosen = _split([models])
+    action = ACTION in chosen
+    price_models = [m for m in chosen if m != ACTION]
     try:
-        options = TrainingOptions.from_settings(settings, _split([models]), horizon_minutes=horizon, interval=interval,
-                                                trials=trials)
+        options = TrainingOptions.from_settings(settings, price_models, horizon_minutes=horizon, interval=interval,
+                                                trials=trials) if price_models or not action else None
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
-    if {"lstm", "gru"} & set(options.models):
+    if action or (options and {"lstm", "gru"} & set(options.models)):
         from training_pipeline.deep.loop import resolve_device  # imports torch only when a deep model is chosen
 
         try:
@@ -113,7 +125,7 @@ def train(
         raise typer.Exit(1) from exc
     store = feature_store(settings)
     failed = []
-    for name in _split(pair) or settings.training_pairs:
+    for name in (_split(pair) or settings.training_pairs) if options else []:
         try:
             result = train_pair(settings, name, options, tracking_uri, store)
         except DataCheckError as exc:
@@ -126,8 +138,40 @@ def train(
                 console.print(f"  v{m.version} {m.model_type}: {m.promotion}")
         champion = f"champion: version {result.champion}" if result.champion else "no champion yet (none has qualified)"
         console.print(f"{result.name}: {champion}. MLflow: {tracking_uri}")
+    for book in (_split(product) or settings.action_products) if action else []:
+        from training_pipeline.action_train import train_action  # imports torch only when the action model is chosen
+
+        try:
+            outcome = train_action(settings, book, tracking_uri, store)
+        except DataCheckError as exc:
+            console.print(str(exc), style="red", markup=False)
+            failed.append(book)
+            continue
+        console.print(_action_table(outcome))
+        console.print(f"  v{outcome.version}: {outcome.promotion}. MLflow: {tracking_uri}")
     if failed:
         raise typer.Exit(1)
+
+
+def _action_table(result: ActionResult) -> Table:
+    """The action model's test period: decisions against the labels, and the simulated accounts."""
+    ds, split, m = result.dataset, result.split, result.metrics
+    table = Table(title=(
+        f"{result.name}: {len(ds.frame):,} samples {ds.start:%Y-%m-%d %H:%M:%S} to {ds.end:%Y-%m-%d %H:%M:%S} UTC; "
+        f"train {len(split.train):,} / validation {len(split.validation):,} / test {len(split.test):,}; "
+        f"fit {result.seconds:.0f} s on {result.summary.get('device', '?')}"
+    ))
+    for column in ("account", "PnL", "return %", "Sharpe", "max drawdown %", "trades"):
+        table.add_column(column, justify="left" if column == "account" else "right")
+    for outcome in result.outcomes:
+        table.add_row(outcome.name, f"{outcome.pnl:,.2f}", _fmt(100 * outcome.total_return, 3), _fmt(outcome.sharpe, 2),
+                      _fmt(100 * outcome.max_drawdown, 3), str(outcome.fills))
+    table.caption = (
+        f"decisions: {m['accuracy']:.1%} optimal; chosen actions worth {m['mean_value_bps']:.2f} bps of the mid "
+        f"(best possible {m['oracle_value_bps']:.2f}, always waiting {m['noop_value_bps']:.2f}); confusion matrix "
+        "and equity curve in the MLflow run."
+    )
+    return table
 
 
 @app.command()

@@ -72,8 +72,8 @@ def drop_warmup(frame: pd.DataFrame, features: Sequence[str]) -> tuple[pd.DataFr
     return frame.iloc[first:].reset_index(drop=True), first
 
 
-def check_features(frame: pd.DataFrame, pair: str, features: Sequence[str]) -> None:
-    """Every feature of every row after the warm-up is a finite number, and prices are positive."""
+def check_features(frame: pd.DataFrame, pair: str, features: Sequence[str], price: str = "close") -> None:
+    """Every feature of every row after the warm-up is a finite number, and the `price` column is positive."""
     values = frame[list(features)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(values)
     if bad.any():
@@ -84,11 +84,11 @@ def check_features(frame: pd.DataFrame, pair: str, features: Sequence[str]) -> N
             f"infinite) for {', '.join(columns)}. Rows of a feature view are missing from the offline store: "
             "re-run the backfill for this range."
         )
-    nonpositive = frame["close"] <= 0
+    nonpositive = frame[price] <= 0
     if nonpositive.any():
         raise DataCheckError(
-            f"{pair}: {int(nonpositive.sum())} candles between {span(frame.loc[nonpositive, EVENT_TIMESTAMP])} "
-            "have a close price <= 0."
+            f"{pair}: {int(nonpositive.sum())} rows between {span(frame.loc[nonpositive, EVENT_TIMESTAMP])} "
+            f"have a {price} price <= 0."
         )
 
 

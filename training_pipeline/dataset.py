@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -38,8 +39,26 @@ logger = logging.getLogger(__name__)
 TIMESTAMP_DTYPE = "datetime64[ns, UTC]"
 
 
+class TimeOrderedRows:
+    """Rows of a dataclass's ``frame``, ordered by event time: their first and last time, and a fingerprint."""
+
+    frame: pd.DataFrame
+
+    @property
+    def start(self) -> pd.Timestamp:
+        return self.frame[EVENT_TIMESTAMP].iloc[0]
+
+    @property
+    def end(self) -> pd.Timestamp:
+        return self.frame[EVENT_TIMESTAMP].iloc[-1]
+
+    def _fingerprint(self, columns: Sequence[str]) -> str:
+        hashed = pd.util.hash_pandas_object(self.frame[list(columns)], index=False).to_numpy()
+        return hashlib.sha256(hashed.tobytes()).hexdigest()
+
+
 @dataclass(frozen=True)
-class Dataset:
+class Dataset(TimeOrderedRows):
     """Labelled rows of one pair, ordered by time, and what they were built from."""
 
     pair: str
@@ -50,19 +69,9 @@ class Dataset:
     frame: pd.DataFrame
     warmup_rows: int
 
-    @property
-    def start(self) -> pd.Timestamp:
-        return self.frame[EVENT_TIMESTAMP].iloc[0]
-
-    @property
-    def end(self) -> pd.Timestamp:
-        return self.frame[EVENT_TIMESTAMP].iloc[-1]
-
     def fingerprint(self) -> str:
         """SHA-256 of the rows (times, features, targets): equal hashes mean equal training data."""
-        columns = [ENTITY, EVENT_TIMESTAMP, *self.features, LABEL_TIMESTAMP, TARGET_CLOSE]
-        hashed = pd.util.hash_pandas_object(self.frame[columns], index=False).to_numpy()
-        return hashlib.sha256(hashed.tobytes()).hexdigest()
+        return self._fingerprint([ENTITY, EVENT_TIMESTAMP, *self.features, LABEL_TIMESTAMP, TARGET_CLOSE])
 
 
 def horizon_delta(horizon_minutes: int, interval: str) -> timedelta:
@@ -72,18 +81,26 @@ def horizon_delta(horizon_minutes: int, interval: str) -> timedelta:
     return timedelta(minutes=horizon_minutes)
 
 
+def read_entity_rows(store: FeatureStore, view: str, entity: str, key: str, columns: Sequence[str]) -> pd.DataFrame:
+    """One entity's rows (entity, event_timestamp and `columns`) of a view's offline Parquet, in time order.
+
+    The spine of a dataset: the times at which the entity has rows; features
+    are then read through Feast at those times.
+    """
+    source = store.get_feature_view(view).batch_source
+    files = sorted((dataset_root(source.path) / pair_slug(key)).glob("*.parquet"))
+    wanted = [entity, EVENT_TIMESTAMP, *columns]
+    if not files:
+        return pd.DataFrame({entity: pd.Series(dtype=str), EVENT_TIMESTAMP: pd.Series(dtype=TIMESTAMP_DTYPE),
+                             **{c: pd.Series(dtype=float) for c in columns}})
+    rows = pq.ParquetDataset(files).read(columns=wanted).to_pandas()
+    rows[EVENT_TIMESTAMP] = rows[EVENT_TIMESTAMP].astype(TIMESTAMP_DTYPE)
+    return rows[rows[entity] == key].sort_values(EVENT_TIMESTAMP).reset_index(drop=True)
+
+
 def read_candles(store: FeatureStore, pair: str, interval: str) -> pd.DataFrame:
     """The pair's candles (pair, event_timestamp, close) from the offline Parquet of its OHLCV view."""
-    source = store.get_feature_view(ohlcv_view(interval)).batch_source
-    directory = dataset_root(source.path) / pair_slug(pair)
-    files = sorted(directory.glob("*.parquet"))
-    if not files:
-        return pd.DataFrame({ENTITY: pd.Series(dtype=str), EVENT_TIMESTAMP: pd.Series(dtype=TIMESTAMP_DTYPE),
-                             "close": pd.Series(dtype=float)})
-    table = pq.ParquetDataset(files).read(columns=[ENTITY, EVENT_TIMESTAMP, "close"])
-    candles = table.to_pandas()
-    candles[EVENT_TIMESTAMP] = candles[EVENT_TIMESTAMP].astype(TIMESTAMP_DTYPE)
-    return candles[candles[ENTITY] == pair].sort_values(EVENT_TIMESTAMP).reset_index(drop=True)
+    return read_entity_rows(store, ohlcv_view(interval), ENTITY, pair, ["close"])
 
 
 def assemble(features: pd.DataFrame, candles: pd.DataFrame, horizon: timedelta) -> pd.DataFrame:

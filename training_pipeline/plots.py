@@ -62,3 +62,18 @@ def feature_importance(importance: pd.Series, title: str) -> Figure:
     axes.set_title(f"{title}: feature importance")
     axes.set_xlabel(importance.name or "importance")
     return figure
+
+
+def confusion_matrix(matrix: np.ndarray, labels: list[str], title: str) -> Figure:
+    """Counts of (optimal, predicted) classes as a heat map with the counts written in."""
+    figure, (axes,) = _figure(6.5, 5.5)
+    image = axes.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=axes)
+    axes.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    axes.set_yticks(range(len(labels)), labels)
+    axes.set_xlabel("predicted action")
+    axes.set_ylabel("optimal action")
+    for (row, column), count in np.ndenumerate(matrix):
+        axes.text(column, row, str(count), ha="center", va="center", fontsize=8)
+    axes.set_title(title)
+    return figure

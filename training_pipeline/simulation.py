@@ -43,6 +43,12 @@ class Action(IntEnum):
     NOOP = 4
 
 
+def best_quotes(samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Best bid and offer of each book sample, from its mid and spread."""
+    mid, spread = samples["mid"].to_numpy(dtype=float), samples["spread"].to_numpy(dtype=float)
+    return mid - spread / 2, mid + spread / 2
+
+
 @dataclass(frozen=True)
 class Market:
     """Per step: time, best bid and offer when deciding, and the low and high of the step (for passive fills)."""
@@ -63,6 +69,17 @@ class Market:
             low=candles["low"].to_numpy(dtype=float), high=candles["high"].to_numpy(dtype=float),
             tick=tick if tick is not None else infer_tick(close),
         )
+
+    @classmethod
+    def from_book(cls, samples: pd.DataFrame, tick: float) -> Market:
+        """A market of time-ordered book samples (event_timestamp, mid, spread).
+
+        A passive buy resting at a limit fills when a later sample's best offer
+        comes down to it, a passive sell when the best bid comes up to it: the
+        step's low is its best offer and its high its best bid.
+        """
+        bid, ask = best_quotes(samples)
+        return cls(times=samples["event_timestamp"].reset_index(drop=True), bid=bid, ask=ask, low=ask, high=bid, tick=tick)
 
     def __len__(self) -> int:
         return len(self.bid)

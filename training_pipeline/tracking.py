@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -73,26 +73,64 @@ def pip_requirements(extra: Sequence[str] = ()) -> list[str]:
     return [f"{name}=={version(name).split('+')[0]}" for name in (*REQUIREMENTS, *extra)]
 
 
-def log_pyfunc(model: PriceModel, example: pd.DataFrame, name: str) -> ModelInfo:
-    """Log the model as a pyfunc (with signature and input example) in the active run and register it as `name`."""
-    forecaster = PriceForecaster()
-    forecaster.model = model
+def _log_python_model(python_model: mlflow.pyfunc.PythonModel, save: Callable[[Path], None], example: pd.DataFrame,
+                      name: str, entry: str, requirements: Sequence[str]) -> ModelInfo:
+    """Log `python_model` (models from code: `entry` in this package) with its saved model as the artifact, a
+    signature and input example, in the active run, and register it as `name`."""
     with warnings.catch_warnings():
         # trade_count is an integer feature (Int64 in Feast): MLflow's hint about integer columns does not apply.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
-        signature = infer_signature(example, forecaster.predict(None, example))
+        signature = infer_signature(example, python_model.predict(None, example))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model"
-        model.save(path)
+        save(path)
         return mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(Path(__file__).with_name("served_model.py")),
+            python_model=str(Path(__file__).with_name(entry)),
             artifacts={"model": str(path)},
             signature=signature,
             input_example=example,
-            pip_requirements=pip_requirements(model.requirements),
+            pip_requirements=pip_requirements(requirements),
             registered_model_name=name,
         )
+
+
+def log_pyfunc(model: PriceModel, example: pd.DataFrame, name: str) -> ModelInfo:
+    """Log the price model as a `PriceForecaster` pyfunc in the active run and register it as `name`."""
+    forecaster = PriceForecaster()
+    forecaster.model = model
+    return _log_python_model(forecaster, model.save, example, name, "served_model.py", model.requirements)
+
+
+def action_model_name(product: str) -> str:
+    """``action-COINBASEETHUSD`` for the book coinbase:ETH-USD (also the experiment's name)."""
+    return f"action-{pair_slug(product)}"
+
+
+class ActionPolicy(mlflow.pyfunc.PythonModel):
+    """The served action model: ``orderbook_deep_4s`` columns (and optionally ``product``) in; per row a score of each
+    action (value in basis points, or probability of being optimal, by the model's loss) and the chosen action."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        from training_pipeline.deep.action import ActionModel  # imports torch only when an action model loads
+
+        self.model = ActionModel.load(Path(context.artifacts["model"]))
+
+    def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
+        from training_pipeline.deep.action import ACTION_NAMES, DECISION, SCORE_COLUMNS
+
+        scores = self.model.scores(model_input)
+        out = pd.DataFrame(scores, columns=list(SCORE_COLUMNS))
+        out[DECISION] = np.asarray(ACTION_NAMES)[scores.argmax(axis=1)] if len(scores) else []
+        return out
+
+
+def log_action_pyfunc(model: Any, example: pd.DataFrame, name: str) -> ModelInfo:
+    """Log an `ActionModel` as an `ActionPolicy` pyfunc in the active run and register it as `name`."""
+    policy = ActionPolicy()
+    policy.model = model
+    return _log_python_model(policy, model.save, example, name, "served_action_model.py", ("torch",))
 
 
 def champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
@@ -133,6 +171,19 @@ def decide_promotion(candidate_mae: float, baseline_mae: float, champion_mae: fl
         f"promoted: test MAE {candidate_mae:.6g} is at least {margin:.2%} below the last-price baseline's "
         f"{baseline_mae:.6g}{against}"
     )
+
+
+def decide_action_promotion(candidate_pnl: float, champion_pnl: float | None,
+                            champion_label: str = "the champion") -> tuple[bool, str]:
+    """Whether an action model becomes champion, and why: its simulated PnL on the test period must be above the
+    no-op policy's (0) and above the current champion's on the same period."""
+    if not candidate_pnl > 0:
+        return False, f"refused: simulated PnL {candidate_pnl:,.2f} on the test period does not beat no-op (0)"
+    if champion_pnl is not None and not candidate_pnl > champion_pnl:
+        return False, (f"refused: simulated PnL {candidate_pnl:,.2f} beats no-op but not {champion_label}'s "
+                       f"{champion_pnl:,.2f} on the same test period")
+    against = "" if champion_pnl is None else f" and {champion_label}'s {champion_pnl:,.2f}"
+    return True, f"promoted: simulated PnL {candidate_pnl:,.2f} on the test period beats no-op (0){against}"
 
 
 def git_commit(repo: Path) -> tuple[str, bool]:

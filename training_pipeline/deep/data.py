@@ -110,3 +110,19 @@ class WindowBatches(Dataset):
         index = torch.from_numpy(window_index(ends, self.starts, self.length))
         rows = torch.from_numpy(ends)
         return self.values[index], self.pair_ids[rows], self.targets[rows]
+
+
+class TensorBatches(Dataset):
+    """Aligned tensors whose items are whole batches: ``dataset[list of positions]`` -> one slice of each."""
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        if len({len(t) for t in tensors}) != 1:
+            raise ValueError("the tensors must have one row per sample each")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(positions)
+        return tuple(t[index] for t in self.tensors)

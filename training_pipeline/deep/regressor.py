@@ -77,7 +77,7 @@ class DeepConfig:
                           compile=self.compile, seed=self.seed)
 
 
-def _split_holdout(train: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_holdout(train: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The last `fraction` of the rows by time, for early stopping when no validation rows are given."""
     times = np.sort(train[EVENT_TIMESTAMP].unique())
     cut = times[int(len(times) * (1.0 - fraction))]
@@ -143,7 +143,7 @@ class SequencePriceModel(PriceModel):
         labels are not read.
         """
         if validation is None:
-            train, validation = _split_holdout(train, self.config.holdout_fraction)
+            train, validation = split_holdout(train, self.config.holdout_fraction)
         length = self.config.sequence_length
         self.pairs = sorted(train[ENTITY].astype(str).unique()) if ENTITY in train.columns else ["unknown"]
         scaler = StandardScaler().fit(model_inputs(train[self.features]).to_numpy(dtype=np.float64))
