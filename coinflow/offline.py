@@ -63,6 +63,20 @@ def write_rows(root: Path, rows: pd.DataFrame, schema: pa.Schema, entity: str = 
     return written
 
 
+def tail_rows(root: Path, key: str, n: int) -> pd.DataFrame:
+    """The last `n` rows (by event time) of one entity of a view's dataset, reading its newest days first."""
+    parts, count = [], 0
+    for path in sorted((root / pair_slug(key)).glob("*.parquet"), reverse=True):
+        part = pq.read_table(path).to_pandas()
+        parts.append(part)
+        count += len(part)
+        if count >= n:
+            break
+    if not parts:
+        return pd.DataFrame()
+    return pd.concat(parts, ignore_index=True).sort_values(EVENT_TIMESTAMP, kind="stable").tail(n).reset_index(drop=True)
+
+
 def read_rows(root: Path) -> pd.DataFrame:
     """Every row of a view's dataset (for tests and inspection; training reads through Feast)."""
     files = sorted(root.glob("*/*.parquet"))

@@ -184,6 +184,12 @@ class Settings(BaseSettings):
         default=None, description="TensorBoard logs of deep training; unset: <run_dir>/tensorboard."
     )
 
+    online_window_length: int = Field(
+        default=60, ge=1,
+        description="Candles per pair the feature pipeline keeps online as the input window of sequence models "
+                    "(at least the COINFLOW_DEEP_SEQUENCE_LENGTH of the models served).",
+    )
+
     # Order-book action model (training_pipeline/deep/action.py)
     action_products: list[str] = Field(
         default_factory=lambda: ["coinbase:BTC-USD", "coinbase:ETH-USD"],

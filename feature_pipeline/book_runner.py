@@ -58,7 +58,8 @@ def run_book_pipeline(
     sinks, rejects = [book_sink], [book_rejects]
     if candles:
         candle_sink = FeastSink(lambda: feature_store(settings), settings.sink_retries,
-                                on_end=completion.on_end if completion else None)
+                                on_end=completion.on_end if completion else None,
+                                window_length=settings.online_window_length)
         rejects.append(build_dataflow(app, pipeline_topics(app, settings), settings, candle_sink))
         sinks.append(candle_sink)
     else:

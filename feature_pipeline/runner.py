@@ -54,7 +54,8 @@ def run_pipeline(
     topics = pipeline_topics(app, settings)
     completion = Completion(run_id, finite_pairs, app.stop) if finite_pairs else None
     sink = FeastSink(
-        lambda: feature_store(settings), settings.sink_retries, on_end=completion.on_end if completion else None
+        lambda: feature_store(settings), settings.sink_retries, on_end=completion.on_end if completion else None,
+        window_length=settings.online_window_length,
     )
     rejects = build_dataflow(app, topics, settings, sink)
     if source is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
 from feast.data_format import ParquetFormat
-from feast.types import Float64, Int64
+from feast.types import Array, Float64, Int64
 from feast.value_type import ValueType
 
 from feature_repo.names import (
@@ -28,8 +28,11 @@ from feature_repo.names import (
     ORDERBOOK_SERVICE,
     ORDERBOOK_VIEW,
     indicators_view,
+    CANDLE_FEATURES,
     ohlcv_view,
     regression_service,
+    window_feature,
+    window_view,
 )
 
 OFFLINE_ROOT = Path(__file__).resolve().parent / "data" / "offline"
@@ -77,6 +80,24 @@ def _views(interval: str) -> tuple[FeatureView, FeatureView]:
 
 ohlcv_1m, indicators_1m = _views("1m")
 ohlcv_5m, indicators_5m = _views("5m")
+
+
+def _windows(interval: str) -> FeatureView:
+    return FeatureView(
+        name=window_view(interval),
+        entities=[pair],
+        ttl=timedelta(hours=6),
+        schema=[Field(name=window_feature(name), dtype=Array(Float64)) for name in CANDLE_FEATURES],
+        source=_push_source(window_view(interval)),
+        online=True,
+        description=f"Online only: the last COINFLOW_ONLINE_WINDOW_LENGTH {interval} candles with their indicators, "
+                    "one list per feature, oldest first, stamped at the latest candle's window end (the input "
+                    "window of the sequence models; training builds its windows from the offline views).",
+    )
+
+
+candle_windows_1m = _windows("1m")
+candle_windows_5m = _windows("5m")
 
 price_regression_1m = FeatureService(
     name=regression_service("1m"),

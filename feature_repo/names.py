@@ -25,6 +25,19 @@ def indicators_view(interval: str) -> str:
 def regression_service(interval: str) -> str:
     return f"price_regression_{interval}"
 
+
+# Sequence models served online: per pair, the last N candle rows as one list per feature, oldest first.
+CANDLE_FEATURES = OHLCV_FEATURES + INDICATOR_FEATURES
+
+
+def window_view(interval: str) -> str:
+    return f"candle_windows_{interval}"
+
+
+def window_feature(name: str) -> str:
+    return f"{name}_window"
+
+
 # Order books: one entity per (exchange, product), spelled "<exchange>:<product>" (coinbase:ETH-USD).
 BOOK_ENTITY = "product"
 ORDERBOOK_VIEW = "orderbook_4s"

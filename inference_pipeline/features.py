@@ -16,10 +16,10 @@ unreachable Redis answers within the timeout (503) instead of after seconds
 of retries; a connection dropped by a restarted Redis is retried once at once.
 
 Sequence models (the LSTM/GRU of the training pipeline) need the last N
-candles of a pair, not one row; `OnlineFeatures.read` is where such a read
-would go (for example a view keyed by pair holding the window as list
-features, written by the feature pipeline), and `ModelStore` refuses them
-until it exists.
+candles of a pair: `read_windows` reads them from the window view of their
+interval, one row per pair holding one list per feature (oldest first), as
+the feature pipeline writes it. The lists come back under the features' own
+names.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from feast.type_map import feast_value_type_to_python_type
 
 from coinflow.settings import Settings
 from coinflow.store import repo_config
-from feature_repo.names import ENTITY
+from feature_repo.names import ENTITY, window_feature
 
 ViewRows = list[tuple[datetime | None, dict[str, Value] | None]]
 
@@ -116,6 +116,7 @@ class OnlineFeatures:
     def __init__(self, store: FeatureStore) -> None:
         self.store = store
         self._layouts: dict[str, tuple[ViewRead, ...]] = {}
+        self._windows: dict[str, FeatureView] = {}
 
     def layout(self, service_name: str) -> tuple[ViewRead, ...]:
         """The views and features of a FeatureService, from the registry once."""
@@ -135,7 +136,19 @@ class OnlineFeatures:
 
     async def read(self, service_name: str, pairs: Sequence[str]) -> list[FeatureRow]:
         """One online read of `service_name` for all `pairs`; raises OnlineStoreUnavailable when Redis fails."""
-        layout = self.layout(service_name)
+        return await self._read(self.layout(service_name), pairs)
+
+    async def read_windows(self, view_name: str, features: Sequence[str], pairs: Sequence[str]) -> list[FeatureRow]:
+        """The windows of `features` (a list of the last candles' values each, oldest first) of `pairs`."""
+        if view_name not in self._windows:
+            self._windows[view_name] = self.store.get_feature_view(view_name)
+        read = ViewRead(self._windows[view_name], tuple(window_feature(name) for name in features))
+        rows = await self._read((read,), pairs)
+        names = dict(zip(read.features, features, strict=True))
+        return [FeatureRow(row.pair, {names[k]: v for k, v in row.values.items()}, row.feature_time,
+                           tuple(names[k] for k in row.missing)) for row in rows]
+
+    async def _read(self, layout: Sequence[ViewRead], pairs: Sequence[str]) -> list[FeatureRow]:
         keys = entity_keys(pairs)
         for attempt in (1, 2):
             try:

@@ -10,6 +10,10 @@ that no longer exists unloads its model (503 until one is set again).
 
 A model's features are those of the FeatureService its training run names in
 the ``feature_service`` tag: serving fetches exactly what training read.
+Sequence models (LSTM/GRU, ``model_sequence_length`` N > 1) read the same
+features as a window of the last N candles, from the window view of their
+interval (one online row per pair, written by the feature pipeline); a model
+needing more candles than the window holds is refused at load.
 
 A row is scored by the training pipeline's model inside the pyfunc, on a
 float array: the pyfunc's DataFrame and schema enforcement cost more than
@@ -35,6 +39,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel
 
 from coinflow.settings import Settings
+from feature_repo.names import window_view
 from training_pipeline.models import PriceModel
 from training_pipeline.tracking import PREDICTED_PRICE, PREDICTED_RETURN, PriceForecaster, registered_model_name
 
@@ -77,6 +82,7 @@ class ServedModel:
     pyfunc: PyFuncModel = field(repr=False, compare=False)
     history: int = 1
     memoize: bool = True
+    window_view: str | None = None
     price_model: PriceModel | None = field(default=None, repr=False, compare=False)
     _last: dict[tuple, tuple[float, float]] = field(default_factory=dict, repr=False, compare=False)
 
@@ -85,30 +91,52 @@ class ServedModel:
         out = self.pyfunc.predict(rows)
         return out[[PREDICTED_RETURN, PREDICTED_PRICE]]
 
+    @property
+    def sequence(self) -> bool:
+        """Whether the model reads a window of candles (served from the window view) rather than one row."""
+        return self.history > 1
+
+    def _memoized(self, key: tuple, compute: Callable[[], tuple[float, float]]) -> tuple[float, float]:
+        """The model is deterministic and a pair's online row changes once per candle: the output for the last
+        input seen is kept and reused while the input is unchanged (when `memoize`), so requests between two
+        candles cost a feature read, not a model call."""
+        if self.memoize and key in self._last:
+            return self._last[key]
+        result = compute()
+        if self.memoize:
+            self._last.clear()
+            self._last[key] = result
+        return result
+
     def predict_row(self, values: tuple) -> tuple[float, float]:
         """(log return, price) for one row of feature values in `features` order.
 
         A `price_model` scores it on an array (the same numbers as the pyfunc,
         without its DataFrame and schema checks); any other pyfunc is called.
-        The model is deterministic and a pair's online row changes once per
-        candle, so the output for the last row seen is kept and reused while
-        the row is unchanged (when `memoize`): requests between two candles
-        cost a feature read, not a model call.
         """
-        if self.memoize and values in self._last:
-            return self._last[values]
-        if self.price_model is None:
-            out = self.predict(pd.DataFrame([values], columns=list(self.features)))
-            result = float(out[PREDICTED_RETURN].iloc[0]), float(out[PREDICTED_PRICE].iloc[0])
-        else:
+        def compute() -> tuple[float, float]:
+            if self.price_model is None:
+                out = self.predict(pd.DataFrame([values], columns=list(self.features)))
+                return float(out[PREDICTED_RETURN].iloc[0]), float(out[PREDICTED_PRICE].iloc[0])
             row = np.array([values], dtype=np.float64)
             returns = self.price_model.predict_values(self.features, row)
             prices = row[:, self.features.index("close")] * np.exp(returns)
-            result = float(returns[0]), float(prices[0])
-        if self.memoize:
-            self._last.clear()
-            self._last[values] = result
-        return result
+            return float(returns[0]), float(prices[0])
+
+        return self._memoized(values, compute)
+
+    def predict_window(self, rows: tuple[tuple[float, ...], ...]) -> tuple[float, float]:
+        """(log return, price) of a sequence model from the last `history` candles (oldest first), in `features`
+        order; the forecast is the one of the latest candle."""
+        def compute() -> tuple[float, float]:
+            frame = pd.DataFrame(list(rows), columns=list(self.features))
+            if self.price_model is None:
+                out = self.predict(frame)
+                return float(out[PREDICTED_RETURN].iloc[-1]), float(out[PREDICTED_PRICE].iloc[-1])
+            log_return = float(self.price_model.predict(frame)[-1])
+            return log_return, float(frame["close"].iloc[-1] * np.exp(log_return))
+
+        return self._memoized(rows, compute)
 
 
 def price_model_of(pyfunc: PyFuncModel) -> PriceModel | None:
@@ -162,6 +190,7 @@ class ModelStore:
         poll_interval_s: float = 10.0,
         after_refresh: Callable[[ModelStore], None] | None = None,
         memoize: bool = True,
+        window_length: int = 60,
     ) -> None:
         self._client = client
         self._tracking_uri = tracking_uri
@@ -172,6 +201,7 @@ class ModelStore:
         self.poll_interval_s = poll_interval_s
         self._after_refresh = after_refresh
         self.memoize = memoize
+        self.window_length = window_length
         self._models: dict[ModelKey, ServedModel] = {}
         self.status: dict[ModelKey, KeyStatus] = {
             k: KeyStatus(problem=f"{k.registered_name}: not loaded yet") for k in self.keys
@@ -189,7 +219,7 @@ class ModelStore:
         return cls(MlflowClient(tracking_uri, registry_uri=tracking_uri), tracking_uri, feature_services, keys,
                    alias=settings.serve_model_alias, version=settings.serve_model_version,
                    poll_interval_s=settings.alias_poll_interval_s, after_refresh=after_refresh,
-                   memoize=settings.memoize_predictions)
+                   memoize=settings.memoize_predictions, window_length=settings.online_window_length)
 
     @property
     def selector(self) -> str:
@@ -278,11 +308,14 @@ class ModelStore:
         if not service_name:
             raise ModelLoadError(f"run {found.run_id} has no 'feature_service' tag, so its features are unknown")
         history = sequence_length(params)
+        window = None
         if history > 1:
-            raise ModelLoadError(
-                f"it is a sequence model ({history} candles per prediction); the online store keeps one row per pair, "
-                "so only tabular models are served"
-            )
+            if history > self.window_length:
+                raise ModelLoadError(
+                    f"it is a sequence model of {history} candles per prediction; the online window holds "
+                    f"{self.window_length} (COINFLOW_ONLINE_WINDOW_LENGTH)"
+                )
+            window = window_view(params.get("interval", "1m"))
         views, features = service_layout(self._feature_services(service_name))
         source = self._client.get_model_version_download_uri(found.name, found.version)
         with tempfile.TemporaryDirectory(prefix="coinflow-model-") as tmp:
@@ -295,7 +328,7 @@ class ModelStore:
             key=key, name=found.name, version=str(found.version), alias=self.alias, run_id=found.run_id,
             model_type=tags.get("model_type", "unknown"), feature_service=service_name, views=views,
             features=features, loaded_at=datetime.now(UTC), pyfunc=pyfunc, history=history, memoize=self.memoize,
-            price_model=price_model_of(pyfunc),
+            window_view=window, price_model=price_model_of(pyfunc),
         )
 
     def _watch(self, refresh_first: bool) -> None:

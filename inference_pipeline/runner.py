@@ -44,7 +44,7 @@ def run_prediction_stream(settings: Settings, tracking_uri: str) -> StreamSummar
     models.refresh()
     models.start(refresh_first=False)
     app = new_application(settings, broker, consumer_group=settings.prediction_consumer_group)
-    predictor = StreamPredictor(models, settings.serve_horizons)
+    predictor = StreamPredictor(models, settings.serve_horizons, settings.online_window_length)
     sink = PredictionsSink(settings)
     build_prediction_stream(app, pipeline_topics(app, settings), predictions_topic(app, settings), predictor, sink)
     try:

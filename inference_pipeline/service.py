@@ -7,6 +7,7 @@ fails as a whole; the error names every pair that caused it.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Sequence
@@ -84,11 +85,37 @@ def check_row(row: FeatureRow, model: ServedModel, now: float, max_age_s: float)
     missing = [name for name in model.features if name in row.missing]
     if missing:
         return f"{row.pair}: features {missing} have no value (indicators warming up, or the row expired)", None
+    if model.sequence:
+        problem = window_problem(row, model)
+        if problem:
+            return problem, None
     age = feature_age(row, now)
     if max_age_s and age > max_age_s:
         return (f"{row.pair}: features are {age:.0f} s old (from {row.feature_time.isoformat()}), "
                 f"older than the {max_age_s:g} s limit"), age
     return None, None
+
+
+def window_problem(row: FeatureRow, model: ServedModel) -> str | None:
+    """Why a window row cannot feed a sequence model: fewer candles than it reads, or values still warming up."""
+    held = min(len(row.values[name]) for name in model.features)
+    if held < model.history:
+        return (f"{row.pair}: the online window holds {held} candles; the model reads {model.history} "
+                "(the feature pipeline has not seen enough candles of this pair yet)")
+    warming = [name for name in model.features if any(math.isnan(v) for v in row.values[name][-model.history:])]
+    if warming:
+        return f"{row.pair}: features {warming} have no value in the last {model.history} candles (indicators warming up)"
+    return None
+
+
+def window_rows(row: FeatureRow, model: ServedModel) -> tuple[tuple[float, ...], ...]:
+    """The last `model.history` candles of a window row, oldest first, each in `model.features` order."""
+    return tuple(zip(*(row.values[name][-model.history:] for name in model.features), strict=True))
+
+
+def source_of(model: ServedModel) -> tuple:
+    """Where a model's online input comes from: its FeatureService, or (sequence models) its window view."""
+    return ("window", model.window_view, model.features) if model.sequence else ("service", model.feature_service)
 
 
 class Predictor:
@@ -125,20 +152,23 @@ class Predictor:
             raise ModelUnavailable("; ".join(problems))
         return models
 
-    async def _rows(self, models: dict[ModelKey, ServedModel]) -> dict[tuple[str, str], FeatureRow]:
-        """Online rows by (feature service, pair): one read per FeatureService."""
-        wanted: dict[str, list[str]] = {}
+    async def _rows(self, models: dict[ModelKey, ServedModel]) -> dict[tuple, FeatureRow]:
+        """Online rows by (source, pair): one read per FeatureService, and per window view of sequence models."""
+        wanted: dict[tuple, tuple[ServedModel, list[str]]] = {}
         for key, model in models.items():
-            pairs = wanted.setdefault(model.feature_service, [])
+            _, pairs = wanted.setdefault(source_of(model), (model, []))
             if key.pair not in pairs:
                 pairs.append(key.pair)
         rows = {}
-        for service, pairs in wanted.items():
+        for source, (model, pairs) in wanted.items():
             try:
-                read = await self.features.read(service, pairs)
+                if model.sequence:
+                    read = await self.features.read_windows(model.window_view, model.features, pairs)
+                else:
+                    read = await self.features.read(model.feature_service, pairs)
             except OnlineStoreUnavailable as exc:
                 raise StoreUnavailable(str(exc)) from exc
-            rows.update({(service, row.pair): row for row in read})
+            rows.update({(source, row.pair): row for row in read})
         return rows
 
     async def predict(self, keys: Sequence[ModelKey]) -> list[Prediction]:
@@ -148,7 +178,7 @@ class Predictor:
         now = time.time()
         problems, stale_ages = [], []
         for key, model in models.items():
-            problem, stale_age = check_row(rows[(model.feature_service, key.pair)], model, now, self.max_feature_age_s)
+            problem, stale_age = check_row(rows[(source_of(model), key.pair)], model, now, self.max_feature_age_s)
             if problem:
                 problems.append(problem)
             if stale_age is not None:
@@ -159,12 +189,18 @@ class Predictor:
             raise FeaturesUnavailable("; ".join(dict.fromkeys(problems)), **extra)
         out: dict[ModelKey, Prediction] = {}
         for key, model in models.items():
-            row = rows[(model.feature_service, key.pair)]
-            predicted_return, predicted_price = model.predict_row(tuple(row.values[name] for name in model.features))
+            row = rows[(source_of(model), key.pair)]
+            if model.sequence:
+                window = window_rows(row, model)
+                predicted_return, predicted_price = model.predict_window(window)
+                current_price = window[-1][model.features.index("close")]
+            else:
+                predicted_return, predicted_price = model.predict_row(tuple(row.values[name] for name in model.features))
+                current_price = row.values["close"]
             out[key] = Prediction(
                 pair=key.pair, horizon=key.horizon_minutes, predicted_price=predicted_price,
                 predicted_return=predicted_return,
-                current_price=float(row.values["close"]), feature_time=row.feature_time,
+                current_price=float(current_price), feature_time=row.feature_time,
                 feature_age_seconds=round(feature_age(row, now), 3), model_name=model.name,
                 model_version=model.version, model_alias=model.alias, prediction_id=uuid.uuid4().hex,
             )

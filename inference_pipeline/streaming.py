@@ -3,7 +3,8 @@
 `predict-stream`: each feature row on the features topic (a candle and its
 indicators, as the feature pipeline wrote it to Feast) is fed to the served
 model of its pair for every served horizon, whose FeatureService must be the
-row's interval's views. The prediction goes to the predictions topic and to
+row's interval's views; sequence models read the pair's last rows, kept in
+the app's state. The prediction goes to the predictions topic and to
 the offline store (Parquet ``predictions_<H>m/<PAIR>/<day>.parquet`` beside
 the feature views, one row per pair and candle, idempotent like them).
 
@@ -26,18 +27,21 @@ import pyarrow as pa
 from quixstreams import Application
 from quixstreams.models.topics import Topic
 from quixstreams.sinks import BaseSink, BatchingSink, SinkBatch
+from quixstreams.state import State
 
 from coinflow import offline
 from coinflow.quality import Rejects
 from coinflow.settings import Settings
 from coinflow.streaming import Topics, topic_config
 from feature_pipeline.transforms.candles import invalid_candle_reason
-from feature_repo.names import CREATED_TIMESTAMP, ENTITY, EVENT_TIMESTAMP, indicators_view, ohlcv_view
+from feature_pipeline.transforms.windows import push_row
+from feature_repo.names import CANDLE_FEATURES, CREATED_TIMESTAMP, ENTITY, EVENT_TIMESTAMP, indicators_view, ohlcv_view
 from inference_pipeline.evaluation import realised, score_step
 from inference_pipeline.model_store import ModelKey, ModelStore, ServedModel
 
 
 MINUTE_MS = 60_000
+WINDOWS_STATE = "windows"
 PREDICTION_COLUMNS = {
     "target_timestamp": pa.timestamp("us", tz="UTC"), "horizon_minutes": pa.int64(), "current_price": pa.float64(),
     "predicted_price": pa.float64(), "predicted_return": pa.float64(), "model_name": pa.string(),
@@ -73,22 +77,38 @@ def prediction_record(model: ServedModel, row: dict[str, Any], predicted_return:
     }
 
 
-class StreamPredictor:
-    """Turns one feature row into the predictions of every served model that can read it (skips are counted)."""
+def recent_rows(window: list[list[float | None]], model: ServedModel) -> tuple[tuple[float, ...], ...] | None:
+    """The last `model.history` rows of a pair's window (`CANDLE_FEATURES` order) in the model's feature order, or
+    None while the window is shorter or a value in it is still warming up."""
+    if len(window) < model.history:
+        return None
+    columns = [CANDLE_FEATURES.index(name) for name in model.features]
+    rows = tuple(tuple(values[i] for i in columns) for values in window[-model.history:])
+    return None if any(v is None for r in rows for v in r) else rows
 
-    def __init__(self, models: ModelStore, horizons: list[int]) -> None:
+
+class StreamPredictor:
+    """A stateful step: one feature row in, the predictions of every served model that can read it out (skips are
+    counted). The pair's last rows are kept in its state, as the window of the sequence models."""
+
+    def __init__(self, models: ModelStore, horizons: list[int], window_length: int) -> None:
         self.models = models
         self.horizons = horizons
+        self.window_length = window_length
         self.rejects = Rejects("prediction-stream")
         self.pairs = {k.pair for k in models.keys}
 
-    def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+    def __call__(self, row: dict[str, Any], state: State) -> list[dict[str, Any]]:
         reason = invalid_candle_reason(row)
         if reason is not None:
             self.rejects.reject(reason, row)
             return []
         if row["pair"] not in self.pairs:
             return []
+        windows = state.get(WINDOWS_STATE) or {}
+        window = windows.setdefault(row["interval"], [])
+        push_row(window, row, CANDLE_FEATURES, self.window_length)
+        state.set(WINDOWS_STATE, windows)
         out = []
         for horizon in self.horizons:
             model = self.models.get(ModelKey(row["pair"], horizon))
@@ -98,11 +118,18 @@ class StreamPredictor:
                 continue
             if not serves_interval(model, row["interval"]):
                 continue
-            values = [row.get(name) for name in model.features]
-            if any(v is None for v in values):
-                self.rejects.reject("incomplete_features", {"pair": row["pair"], "window_end_ms": row["window_end_ms"]})
-                continue
-            predicted_return, predicted_price = model.predict_row(tuple(values))
+            if model.sequence:
+                rows = recent_rows(window, model)
+                if rows is None:
+                    self.rejects.reject("incomplete_window", {"pair": row["pair"], "window_end_ms": row["window_end_ms"]})
+                    continue
+                predicted_return, predicted_price = model.predict_window(rows)
+            else:
+                values = [row.get(name) for name in model.features]
+                if any(v is None for v in values):
+                    self.rejects.reject("incomplete_features", {"pair": row["pair"], "window_end_ms": row["window_end_ms"]})
+                    continue
+                predicted_return, predicted_price = model.predict_row(tuple(values))
             out.append(prediction_record(model, row, predicted_return, predicted_price, int(time.time() * 1000)))
         return out
 
@@ -139,7 +166,7 @@ def predictions_topic(app: Application, settings: Settings) -> Topic:
 def build_prediction_stream(app: Application, topics: Topics, predictions: Topic, predictor: Callable,
                             sink: BaseSink) -> None:
     """features topic -> predictions (topic and offline store)."""
-    sdf = app.dataframe(topics.features).apply(predictor, expand=True)
+    sdf = app.dataframe(topics.features).apply(predictor, stateful=True, expand=True)
     sdf.sink(sink)
     sdf.to_topic(predictions)
 

@@ -25,7 +25,16 @@ from prometheus_client import Counter, Histogram
 from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 
 from coinflow import offline
-from feature_repo.names import CREATED_TIMESTAMP, ENTITY, EVENT_TIMESTAMP, indicators_view, ohlcv_view
+from feature_pipeline.transforms.windows import window_row
+from feature_repo.names import (
+    CREATED_TIMESTAMP,
+    ENTITY,
+    EVENT_TIMESTAMP,
+    INDICATOR_FEATURES,
+    indicators_view,
+    ohlcv_view,
+    window_view,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +90,10 @@ def arrow_schema(view: FeatureView) -> pa.Schema:
 
 
 class FeastSink(BatchingSink):
-    """Writes feature rows to the views `routes` names (candles by default); reports end markers once written."""
+    """Writes feature rows to the views `routes` names (candles by default); reports end markers once written.
+
+    With a `window_length`, candle rows also refresh their pair's window view (the last rows, for sequence models).
+    """
 
     def __init__(
         self,
@@ -90,8 +102,10 @@ class FeastSink(BatchingSink):
         on_end: Callable[[dict], None] | None = None,
         retry_after_s: float = 5.0,
         routes: Routes = candle_routes,
+        window_length: int | None = None,
     ) -> None:
         super().__init__()
+        self._window_length = window_length
         self._routes = routes
         self._store_factory = store_factory
         self._retries = retries
@@ -131,6 +145,23 @@ class FeastSink(BatchingSink):
                                    view_entity(view))
                 ROWS_WRITTEN.labels(view.name, "offline").inc(len(group))
                 self.rows_written[view.name] += len(group)
+        if self._window_length and "interval" in frame.columns:
+            self._write_windows(frame)
+
+    def _write_windows(self, frame: pd.DataFrame) -> None:
+        """The window view of each (pair, interval) of the batch: the last rows of its offline history (just
+        written), so the window a sequence model is served is the one it would be trained on."""
+        for interval, group in frame.groupby("interval", sort=False):
+            rows = []
+            for pair in group[ENTITY].unique():
+                tails = [offline.tail_rows(offline.dataset_root(self._view(name)[0].batch_source.path), pair,
+                                           self._window_length)
+                         for name in (ohlcv_view(interval), indicators_view(interval))]
+                history = tails[0].merge(tails[1][[EVENT_TIMESTAMP, *INDICATOR_FEATURES]], on=EVENT_TIMESTAMP)
+                rows.append(window_row(history.tail(self._window_length), pair))
+            name = window_view(interval)
+            self._store.write_to_online_store(name, pd.DataFrame(rows))
+            ROWS_WRITTEN.labels(name, "online").inc(len(rows))
 
     def write(self, batch: SinkBatch) -> None:
         rows, ends = [], []

@@ -60,8 +60,8 @@ def feature_rows(pair: str, count: int, last_end_ms: int | None = None) -> list[
 
 
 def write_features(settings: Settings, rows: list[dict]) -> None:
-    """Write feature rows to the online and offline stores with the feature pipeline's sink."""
-    sink = FeastSink(lambda: feature_store(settings))
+    """Write feature rows to the online and offline stores with the feature pipeline's sink (with the windows)."""
+    sink = FeastSink(lambda: feature_store(settings), window_length=settings.online_window_length)
     sink.setup()
     sink.write_rows(rows)
 
@@ -88,6 +88,7 @@ def register(tracking_uri: str, pair: str, horizon: int, model: PriceModel, rows
     with mlflow.start_run(run_name=model.model_type):
         mlflow.set_tags({"pair": pair, "horizon_minutes": str(horizon), "model_type": model.model_type,
                          "feature_service": regression_service("1m")})
+        mlflow.log_params({"interval": "1m", **{f"model_{k}": v for k, v in model.params().items()}})
         info = log_pyfunc(model, example, name)
     version = str(info.registered_model_version)
     if alias:

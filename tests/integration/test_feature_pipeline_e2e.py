@@ -24,7 +24,7 @@ from coinflow.streaming import new_application, pipeline_topics
 from feature_pipeline.runner import run_pipeline
 from feature_pipeline.sources.file_sources import CandlesFileSource, TradesFileSource
 from feature_pipeline.transforms.indicators import compute_indicators
-from feature_repo.names import INDICATOR_FEATURES, OHLCV_FEATURES
+from feature_repo.names import CANDLE_FEATURES, INDICATOR_FEATURES, OHLCV_FEATURES, window_feature, window_view
 
 pytestmark = pytest.mark.integration
 
@@ -100,6 +100,18 @@ def test_replay_real_trades_fills_online_and_offline_stores(settings, data_dir):
     last = {**candles.iloc[-1].to_dict(), **indicators.iloc[-1].to_dict()}
     for name in OHLCV_FEATURES + INDICATOR_FEATURES:
         assert online[name] == pytest.approx(last[name], rel=1e-12), name
+
+    # The window of sequence models: the last COINFLOW_ONLINE_WINDOW_LENGTH offline rows, oldest first, in one
+    # online row (NaN where an indicator was still warming up), and nothing of it offline.
+    window = feature_store(settings).get_online_features(
+        features=[f"{window_view('1m')}:{window_feature(n)}" for n in CANDLE_FEATURES], entity_rows=[{"pair": PAIR}],
+    ).to_dict()
+    tail = pd.concat([candles, indicators[list(INDICATOR_FEATURES)]], axis=1).tail(settings.online_window_length)
+    for name in CANDLE_FEATURES:
+        np.testing.assert_allclose(window[window_feature(name)][0], tail[name].to_numpy(float), rtol=1e-12,
+                                   equal_nan=True, err_msg=name)
+    windows_source = feature_store(settings).get_feature_view(window_view("1m")).batch_source.path
+    assert not offline.dataset_root(windows_source).exists()
 
     # Replaying the same file leaves the same rows, not twice as many.
     again = replay(settings, path)

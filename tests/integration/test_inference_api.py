@@ -42,10 +42,12 @@ from tests.integration.inference_support import (
     free_port,
     register,
     running,
+    training_frame,
     tracking_uri,  # noqa: F401 - a fixture
     wait_until,
     write_features,
 )
+from training_pipeline.deep.regressor import LSTMPriceModel
 from training_pipeline.models import LastPrice
 from training_pipeline.tracking import CHALLENGER, registered_model_name
 
@@ -63,7 +65,7 @@ def world(base_settings: Settings, tracking_uri: str, monkeypatch_module) -> Sim
     rows = feature_rows(FRESH, 600, now_minute)
     stale = [{**row, "pair": STALE} for row in feature_rows(FRESH, 600, now_minute - 10 * MINUTE_MS)]
     moving = [{**row, "pair": MOVING} for row in rows]
-    write_features(base_settings, rows[-2:] + stale[-2:] + moving[-2:])
+    write_features(base_settings, rows[-70:] + stale[-70:] + moving[-70:])
     model = fit_xgboost(rows[:-1])
     versions = {pair: register(tracking_uri, pair, 1, model, rows) for pair in (FRESH, STALE, MOVING)}
     settings = base_settings.model_copy(update={
@@ -129,6 +131,32 @@ def test_online_read_equals_feasts_get_online_features(world):
         assert row.feature_time == (datetime.fromtimestamp(min(times), UTC) if times else None)
     assert rows[0].missing == () and rows[0].values["close"] == world.last["close"]
     assert rows[1].feature_time is None and set(rows[1].missing) == set(FEATURES)
+
+
+def test_a_sequence_model_is_served_from_its_pairs_online_window(world):
+    """An LSTM champion reads the last N candles from the window view (one online row) and answers what its pyfunc
+    answers on the same candles; a model reading more candles than the window holds is refused with the reason."""
+    rows = feature_rows(FRESH, 600)
+    lstm = LSTMPriceModel(FEATURES, {"sequence_length": 10, "epochs": 1, "hidden_size": 8, "batch_size": 64,
+                                     "device": "cpu"})
+    frame = training_frame(rows[:-1])
+    lstm.fit(frame.assign(event_timestamp=pd.to_datetime(frame["window_end_ms"], unit="ms", utc=True)))
+    version = register(world.uri, FRESH, 5, lstm, rows)
+    with serve(world, serve_pairs=[FRESH], serve_horizons=[5]) as url, httpx.Client(base_url=url, timeout=30) as client:
+        wait_until(lambda: client.get("/ready").status_code == 200)
+        response = client.post("/predict", json={"pair": FRESH, "horizon": 5})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model_version"] == version and body["current_price"] == world.last["close"]
+        assert pd.Timestamp(body["feature_time"]) == pd.Timestamp(world.last["window_end_ms"], unit="ms", tz="UTC")
+        reference = mlflow.pyfunc.load_model(f"models:/{registered_model_name(FRESH, 5)}/{version}").predict(
+            pd.DataFrame(rows[-10:])[list(FEATURES)])
+        assert body["predicted_price"] == pytest.approx(reference["predicted_price"].iloc[-1], rel=1e-6)
+    with serve(world, serve_pairs=[FRESH], serve_horizons=[5], online_window_length=5) as url, \
+            httpx.Client(base_url=url, timeout=30) as client:
+        problem = wait_until(lambda: client.get("/models").json()["models"][0]["problem"])
+        assert "10 candles per prediction; the online window holds 5" in problem
+        assert client.post("/predict", json={"pair": FRESH, "horizon": 5}).status_code == 503
 
 
 def test_models_health_and_readiness(api, world):

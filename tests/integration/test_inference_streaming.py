@@ -96,7 +96,7 @@ def test_stream_predictions_and_live_evaluation(settings: Settings, tracking_uri
 
     models = ModelStore.from_settings(settings, tracking_uri, feature_store(settings).get_feature_service)
     models.refresh()
-    predictor = StreamPredictor(models, settings.serve_horizons)
+    predictor = StreamPredictor(models, settings.serve_horizons, settings.online_window_length)
     sink = run_until(app, PredictionsSink, len(complete), settings)
     build_prediction_stream(app, topics, predictions, predictor, sink)
     watchdog = threading.Timer(WATCHDOG_S, app.stop)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, datetime
 
@@ -16,7 +17,8 @@ from feast.protos.feast.types.Value_pb2 import Value
 from coinflow import offline
 from coinflow.settings import Settings
 from feature_repo import definitions
-from feature_repo.names import INDICATOR_FEATURES, OHLCV_FEATURES
+from feature_pipeline.transforms.windows import push_row
+from feature_repo.names import CANDLE_FEATURES, INDICATOR_FEATURES, OHLCV_FEATURES
 from inference_pipeline.evaluation import new_score, realised, score_metrics, update_score
 from inference_pipeline.features import FeatureRow, rows_from_reads
 from inference_pipeline.metrics import ApiMetrics, RequestMetricsMiddleware
@@ -29,8 +31,14 @@ from inference_pipeline.model_store import (
     sequence_length,
     service_layout,
 )
-from inference_pipeline.service import NotServed, Predictor, check_row
-from inference_pipeline.streaming import PREDICTIONS_SCHEMA, prediction_frame, prediction_record, serves_interval
+from inference_pipeline.service import NotServed, Predictor, check_row, window_rows
+from inference_pipeline.streaming import (
+    PREDICTIONS_SCHEMA,
+    prediction_frame,
+    prediction_record,
+    recent_rows,
+    serves_interval,
+)
 from training_pipeline.metrics import price_metrics
 from training_pipeline.tracking import PREDICTED_PRICE, PREDICTED_RETURN
 
@@ -117,6 +125,50 @@ def test_rows_are_checked_for_presence_completeness_and_age():
     assert "macd" in problem and age is None
     absent = FeatureRow("BTC/USD", {}, None, FEATURES)
     assert check_row(absent, model, now=T0, max_age_s=180)[0] == "BTC/USD: no features in the online store"
+
+
+def _window_row(length: int, nan_at: dict[str, int] | None = None) -> FeatureRow:
+    values = {name: [float(100 * i + j) for j in range(length)] for i, name in enumerate(FEATURES)}
+    for name, position in (nan_at or {}).items():
+        values[name][position] = float("nan")
+    return FeatureRow("BTC/USD", values, datetime.fromtimestamp(T0, UTC), ())
+
+
+def test_a_window_row_is_checked_for_length_and_warm_up_and_read_oldest_first():
+    model = dataclasses.replace(served(), history=3, window_view="candle_windows_1m")
+    assert model.sequence and not served().sequence
+    problem, _ = check_row(_window_row(2), model, now=T0, max_age_s=180)
+    assert "holds 2 candles; the model reads 3" in problem
+    # A NaN before the model's window does not matter; inside it, it does.
+    assert check_row(_window_row(5, {"rsi_14": 1}), model, now=T0, max_age_s=180) == (None, None)
+    problem, _ = check_row(_window_row(5, {"rsi_14": 3}), model, now=T0, max_age_s=180)
+    assert "rsi_14" in problem and "last 3 candles" in problem
+    rows = window_rows(_window_row(5), model)
+    assert len(rows) == 3 and len(rows[0]) == len(FEATURES)
+    assert [r[0] for r in rows] == [2.0, 3.0, 4.0] and rows[-1][1] == 104.0
+
+
+def test_a_sequence_model_forecasts_from_the_latest_candle_of_its_window():
+    model = dataclasses.replace(served(), history=3, window_view="candle_windows_1m")
+    rows = window_rows(_window_row(3), model)
+    log_return, price = model.predict_window(rows)
+    close = rows[-1][FEATURES.index("close")]
+    assert log_return == pytest.approx(0.001) and price == pytest.approx(close * math.exp(0.001))
+    assert model.predict_window(rows) == (log_return, price) and model.pyfunc.calls == 1
+
+
+def test_the_stream_keeps_a_window_per_pair_for_sequence_models():
+    model = dataclasses.replace(served(), history=2, window_view="candle_windows_1m")
+    window: list = []
+    row = {name: 1.0 for name in FEATURES}
+    push_row(window, {**row, "rsi_14": None}, CANDLE_FEATURES, 3)
+    assert recent_rows(window, model) is None  # one row only
+    push_row(window, row, CANDLE_FEATURES, 3)
+    assert recent_rows(window, model) is None  # rsi_14 still warming up in the window
+    push_row(window, {**row, "close": 2.0}, CANDLE_FEATURES, 3)
+    push_row(window, {**row, "close": 3.0}, CANDLE_FEATURES, 3)
+    rows = recent_rows(window, model)
+    assert len(window) == 3 and [r[FEATURES.index("close")] for r in rows] == [2.0, 3.0]
 
 
 def _predictor(pairs=("BTC/USD", "ETH/USD"), horizons=(1, 5)) -> Predictor:

@@ -1,5 +1,6 @@
 """Settings come from the environment once; the feature store config is rendered from them."""
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -7,6 +8,8 @@ import pandas as pd
 from coinflow import offline
 from coinflow.settings import Settings
 from coinflow.store import feast_redis_connection, repo_config
+from feature_pipeline.transforms.windows import window_row
+from feature_repo.names import CANDLE_FEATURES, window_feature
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,3 +66,27 @@ def test_offline_writes_are_idempotent_and_newest_created_wins(tmp_path):
     assert rows["close"].tolist() == [1.0, 20.0, 3.0]
     assert [p.name for p in tmp_path.glob("*/*.parquet")] == ["1970-01-01.parquet"]
     assert offline.dataset_root(str(tmp_path / "*" / "*.parquet")) == tmp_path
+
+
+def test_the_tail_of_an_entity_spans_days_and_the_window_row_lists_it_oldest_first(tmp_path):
+    import pyarrow as pa
+
+    schema = pa.schema([("pair", pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC")),
+                        ("created", pa.timestamp("us", tz="UTC")), ("close", pa.float64())])
+    day = 86_400_000
+    rows = pd.DataFrame({
+        "pair": "BTC/USD", "event_timestamp": pd.to_datetime([day - 120_000, day - 60_000, day, day + 60_000], unit="ms", utc=True),
+        "created": pd.Timestamp("2024-01-01", tz="UTC"), "close": [1.0, 2.0, 3.0, 4.0],
+    })
+    offline.write_rows(tmp_path, rows, schema)
+    assert len(list(tmp_path.glob("*/*.parquet"))) == 2
+    assert offline.tail_rows(tmp_path, "BTC/USD", 3)["close"].tolist() == [2.0, 3.0, 4.0]
+    assert offline.tail_rows(tmp_path, "BTC/USD", 10)["close"].tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert offline.tail_rows(tmp_path, "ETH/USD", 3).empty
+
+    history = pd.DataFrame({"event_timestamp": rows["event_timestamp"],
+                            **{name: [1.0, 2.0, None, 4.0] for name in CANDLE_FEATURES}})
+    window = window_row(history, "BTC/USD")
+    assert window["pair"] == "BTC/USD" and window["event_timestamp"] == rows["event_timestamp"].iloc[-1]
+    assert window["close_window"][:2] == [1.0, 2.0] and math.isnan(window["close_window"][2])
+    assert set(window) >= {window_feature(name) for name in CANDLE_FEATURES}
