@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Metric
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 from quixstreams.sinks import BatchingSink, SinkBatch
 
 from training_pipeline.metrics import directional_accuracy
@@ -33,18 +33,31 @@ LIVE_TAG = "live_evaluation"
 MODEL_TAG = "registered_model"
 VERSION_TAG = "model_version"
 
+DUPLICATES = Counter("coinflow_live_duplicate_predictions", "Predictions scored before (re-delivered) and dropped.",
+                     ["model", "version"])
 LIVE_GAUGE = Gauge("coinflow_live_metric", "Live evaluation per model version: mae, baseline_mae, mae_ratio, "
                    "directional_accuracy, evaluated.", ["model", "version", "metric"])
 
 
 def new_score() -> dict[str, float]:
-    """Running sums of one model version (JSON-serialisable, for the stream state)."""
-    return {"n": 0, "abs_error": 0.0, "baseline_abs_error": 0.0, "moves": 0, "direction_score": 0.0}
+    """Running sums of one model version on one pair (JSON-serialisable, for the stream state), and the target time
+    of the last prediction scored."""
+    return {"n": 0, "abs_error": 0.0, "baseline_abs_error": 0.0, "moves": 0, "direction_score": 0.0,
+            "last_target_ms": -1}
 
 
-def update_score(score: dict[str, float], current: float, actual: float, predicted: float) -> dict[str, float]:
+def already_scored(score: dict[str, float], target_time_ms: int) -> bool:
+    """Whether a prediction is one scored before: a model version serves one pair and horizon, so its targets only
+    move forward, and a target not after the last scored one is a re-delivered message (or a re-delivered candle
+    joining it again), which must not count twice."""
+    return target_time_ms <= score.get("last_target_ms", -1)
+
+
+def update_score(score: dict[str, float], current: float, actual: float, predicted: float,
+                 target_time_ms: int) -> dict[str, float]:
     """The sums after one realised prediction (a new dict)."""
     score = dict(score)
+    score["last_target_ms"] = target_time_ms
     score["n"] += 1
     score["abs_error"] += abs(actual - predicted)
     score["baseline_abs_error"] += abs(actual - current)
@@ -76,11 +89,16 @@ def realised(prediction: dict[str, Any], candle: dict[str, Any]) -> dict[str, An
     return {**prediction, "realised_price": float(candle["close"])}
 
 
-def score_step(record: dict[str, Any], state) -> dict[str, Any]:
-    """Stateful step (keyed by pair): fold one realised prediction into its model version's score."""
+def score_step(record: dict[str, Any], state) -> dict[str, Any] | None:
+    """Stateful step (keyed by pair): fold one realised prediction into its model version's score (None for a
+    prediction scored before, which is counted and dropped)."""
     key = f"score:{record['model_name']}:{record['model_version']}"
-    score = update_score(state.get(key) or new_score(), record["current_price"], record["realised_price"],
-                         record["predicted_price"])
+    score = state.get(key) or new_score()
+    if already_scored(score, record["target_time_ms"]):
+        DUPLICATES.labels(record["model_name"], record["model_version"]).inc()
+        return None
+    score = update_score(score, record["current_price"], record["realised_price"], record["predicted_price"],
+                         record["target_time_ms"])
     state.set(key, score)
     return {"model_name": record["model_name"], "model_version": record["model_version"], "pair": record["pair"],
             "horizon_minutes": record["horizon_minutes"], "target_time_ms": record["target_time_ms"],

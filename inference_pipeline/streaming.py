@@ -179,4 +179,4 @@ def build_live_evaluation(app: Application, topics: Topics, predictions: Topic, 
     candles = candles.set_timestamp(lambda value, key, ts, headers: value["window_end_ms"])
     joined = predicted.join_interval(candles, how="inner", on_merge=realised, grace_ms=settings.evaluation_grace_s * 1000)
     joined = joined.filter(lambda record: record is not None)
-    joined.apply(score_step, stateful=True).sink(sink)
+    joined.apply(score_step, stateful=True).filter(lambda record: record is not None).sink(sink)

@@ -184,7 +184,8 @@ def simulate(
         help="Trade with passive orders one tick inside the price (maker fee, may not fill) instead of market orders.")]
         = False,
 ) -> None:
-    """Simulate trading on the model's test period, candle by candle, against buy-and-hold and no-op; log it to MLflow."""
+    """Simulate trading on the model's test period against buy-and-hold and no-op, and log it to MLflow: a price model
+    candle by candle (--threshold, --passive), the order-book action model at every book sample."""
     from training_pipeline.simulation_run import simulate_run
 
     settings = Settings()

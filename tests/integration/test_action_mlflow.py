@@ -26,6 +26,7 @@ from training_pipeline.action_train import train_action
 from training_pipeline.book_dataset import VALUE_COLUMNS, build_book_dataset
 from training_pipeline.checks import DataCheckError
 from training_pipeline.deep.action import ACTION_NAMES, DECISION, SCORE_COLUMNS
+from training_pipeline.simulation_run import simulate_run
 from training_pipeline.tracking import CHALLENGER, CHAMPION, action_model_name
 
 pytestmark = pytest.mark.integration
@@ -91,6 +92,14 @@ def test_the_action_model_is_trained_logged_registered_judged_and_served(book_se
     served = mlflow.pyfunc.load_model(f"models:/{name}/{result.version}").predict(features)
     assert list(served.columns) == [*SCORE_COLUMNS, DECISION] and len(served) == 8
     assert set(served[DECISION]) <= set(ACTION_NAMES)
+
+    # `simulate --run-id` replays the logged model's decisions on its test period, as training's own simulation did.
+    report = simulate_run(book_settings, result.run_id, uri, threshold=0.0, passive=False)
+    assert [o.name for o in report.outcomes] == ["action model", "buy and hold", "no-op"]
+    assert report.outcomes[0].pnl == pytest.approx(result.outcomes[0].pnl)
+    simulation = client.get_run(report.simulation_run_id)
+    assert simulation.data.tags["mlflow.parentRunId"] == result.run_id
+    assert simulation.data.params["decision_every"] == "book sample (4 s)"
 
 
 def test_the_cli_trains_the_action_model_and_judges_it_against_the_champion(book_settings: Settings, uri: str,  # noqa: F811

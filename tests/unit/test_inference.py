@@ -19,7 +19,7 @@ from coinflow.settings import Settings
 from feature_repo import definitions
 from feature_pipeline.transforms.windows import push_row
 from feature_repo.names import CANDLE_FEATURES, INDICATOR_FEATURES, OHLCV_FEATURES
-from inference_pipeline.evaluation import new_score, realised, score_metrics, update_score
+from inference_pipeline.evaluation import new_score, realised, score_metrics, score_step, update_score
 from inference_pipeline.features import FeatureRow, rows_from_reads
 from inference_pipeline.metrics import ApiMetrics, RequestMetricsMiddleware
 from inference_pipeline.model_store import (
@@ -233,8 +233,8 @@ def test_live_scores_match_the_training_metrics():
     predicted = current + rng.normal(0, 0.5, 50)
     predicted[::5] = current[::5]  # some forecasts of no move
     score = new_score()
-    for c, a, p in zip(current, actual, predicted, strict=True):
-        score = update_score(score, c, a, p)
+    for i, (c, a, p) in enumerate(zip(current, actual, predicted, strict=True)):
+        score = update_score(score, c, a, p, target_time_ms=60_000 * i)
     live = score_metrics(score)
     expected = price_metrics(current, actual, predicted)
     baseline = price_metrics(current, actual, current)
@@ -244,6 +244,31 @@ def test_live_scores_match_the_training_metrics():
     assert live["live_mae_ratio"] == pytest.approx(expected["mae"] / baseline["mae"])
     assert live["live_evaluated"] == 50
     assert all(math.isnan(v) for k, v in score_metrics(new_score()).items() if k != "live_evaluated")
+
+
+class DictState:
+    """Quix's State interface (get/set) over a dict: the step is a pure function of its state."""
+
+    def __init__(self) -> None:
+        self.values: dict = {}
+
+    def get(self, key, default=None):
+        return self.values.get(key, default)
+
+    def set(self, key, value) -> None:
+        self.values[key] = value
+
+
+def test_a_redelivered_prediction_is_scored_once():
+    state = DictState()
+    record = {"model_name": "price-BTCUSD-1m", "model_version": "3", "pair": "BTC/USD", "horizon_minutes": 1,
+              "current_price": 100.0, "realised_price": 101.0, "predicted_price": 100.5}
+    first = score_step({**record, "target_time_ms": 120_000}, state)
+    assert first["live_evaluated"] == 1 and first["live_mae"] == pytest.approx(0.5)
+    assert score_step({**record, "target_time_ms": 120_000}, state) is None
+    assert score_step({**record, "target_time_ms": 60_000}, state) is None
+    later = score_step({**record, "target_time_ms": 180_000, "predicted_price": 101.0}, state)
+    assert later["live_evaluated"] == 2 and later["live_mae"] == pytest.approx(0.25)
 
 
 def test_a_prediction_is_realised_only_by_a_candle_of_its_interval():
