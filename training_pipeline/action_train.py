@@ -90,7 +90,7 @@ def _champion_pnl(client: MlflowClient, name: str, test: pd.DataFrame, dataset: 
     label = f"champion v{current.version}"
     try:
         loaded = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
-        chosen = loaded.predict(test[list(dataset.features)].reset_index(drop=True))[DECISION]
+        chosen = loaded.predict(test[dataset.model_columns].reset_index(drop=True))[DECISION]
         actions = np.array([ACTION_NAMES.index(a) for a in chosen], dtype=np.int64)
     except Exception as exc:  # noqa: BLE001 - any failure to score the champion blocks promotion
         return None, label, f"{type(exc).__name__}: {exc}"
@@ -145,7 +145,7 @@ def train_action(settings: Settings, product: str, tracking_uri: str, store: Fea
                                         f"{product} action model: simulated trading every "
                                         f"{dataset.step.total_seconds():g} s on the test period"),
                           "plots/equity_curve.png")
-        example = test[list(dataset.features)].head(EXAMPLE_ROWS).reset_index(drop=True)
+        example = test[dataset.model_columns].head(EXAMPLE_ROWS).reset_index(drop=True)
         info = log_action_pyfunc(model, example, name)
         result.version = str(info.registered_model_version)
         client.set_registered_model_alias(name, CHALLENGER, result.version)

@@ -50,6 +50,11 @@ class BookDataset(TimeOrderedRows):
     costs: LabelCosts
     segments: int
 
+    @property
+    def model_columns(self) -> list[str]:
+        """The action model's input columns: the product (its embedding) and the FeatureService's features."""
+        return [BOOK_ENTITY, *self.features]
+
     def fingerprint(self) -> str:
         """SHA-256 of the rows (times, features, labels): equal hashes mean equal training data."""
         return self._fingerprint([BOOK_ENTITY, EVENT_TIMESTAMP, *self.features, *VALUE_COLUMNS])

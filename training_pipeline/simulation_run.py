@@ -84,7 +84,7 @@ def _action_outcomes(settings: Settings, run, store: FeatureStore | None) -> tup
         raise ValueError(f"no samples of {params['product']} in the run's test period {params['test_start']} to "
                          f"{params['test_end']}")
     test = dataset.frame[in_test].reset_index(drop=True)
-    chosen = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").predict(test[list(dataset.features)])[DECISION]
+    chosen = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").predict(test[dataset.model_columns])[DECISION]
     actions = np.array([ACTION_NAMES.index(a) for a in chosen], dtype=np.int64)
     outcomes = simulate_decisions(test, actions, dataset, settings, "action model")
     described = {"orders": "the model's five actions", "decision_every": f"book sample ({dataset.step.total_seconds():g} s)",

@@ -108,8 +108,8 @@ def action_model_name(product: str) -> str:
 
 
 class ActionPolicy(mlflow.pyfunc.PythonModel):
-    """The served action model: ``orderbook_deep_4s`` columns (and optionally ``product``) in; per row a score of each
-    action (value in basis points, or probability of being optimal, by the model's loss) and the chosen action."""
+    """The served action model: ``product`` and the ``orderbook_deep_4s`` columns in; per row a score of each action
+    (value in basis points, or probability of being optimal, by the model's loss) and the chosen action."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         from training_pipeline.deep.action import ActionModel  # imports torch only when an action model loads

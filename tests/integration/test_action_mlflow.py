@@ -88,7 +88,9 @@ def test_the_action_model_is_trained_logged_registered_judged_and_served(book_se
     plots = {a.path for a in client.list_artifacts(result.run_id, "plots")}
     assert plots == {"plots/confusion_matrix.png", "plots/equity_curve.png"}
 
-    features = build_book_dataset(book_settings, PRODUCT).frame[list(ORDERBOOK_FEATURES)].tail(8).reset_index(drop=True)
+    dataset = build_book_dataset(book_settings, PRODUCT)
+    assert dataset.model_columns == [BOOK_ENTITY, *ORDERBOOK_FEATURES]
+    features = dataset.frame[dataset.model_columns].tail(8).reset_index(drop=True)
     served = mlflow.pyfunc.load_model(f"models:/{name}/{result.version}").predict(features)
     assert list(served.columns) == [*SCORE_COLUMNS, DECISION] and len(served) == 8
     assert set(served[DECISION]) <= set(ACTION_NAMES)
