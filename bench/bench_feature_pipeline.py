@@ -418,7 +418,8 @@ def pipeline_app(settings: Settings, broker: services.Broker, run_id: str, pairs
         app.stop()
 
     completion = Completion(run_id, pairs, stop)
-    sink = TimedFeastSink(lambda: feature_store(settings), settings.sink_retries, on_end=completion.on_end)
+    sink = TimedFeastSink(lambda: feature_store(settings), settings.sink_retries, on_end=completion.on_end,
+                          window_length=settings.online_window_length)
     rejects = build_dataflow(app, topics, settings, sink)
     return app, clock, sink, rejects, done, meter
 
@@ -571,7 +572,7 @@ def run_freshness(settings: Settings, broker: services.Broker, pairs: list[str],
     ready_wall = max(clock.first_wall or produce_started, produce_started)
     grace = settings.window_grace_ms
     seen = {(p, end): t for p, end, t in polled["seen"]}
-    wrote, via_poll, to_sink, in_sink = [], [], [], []
+    wrote, via_poll, to_sink, in_sink, late = [], [], [], [], []
     excluded_warmup = excluded_end = 0
     for (pair, end_ms), written in sorted(sink.written.items()):
         if end_ms + grace > produced["last_ts"][pair]:
@@ -582,6 +583,8 @@ def run_freshness(settings: Settings, broker: services.Broker, pairs: list[str],
             continue
         end_s = end_ms / 1000
         wrote.append(written - end_s)
+        if written - end_s > 1.0:
+            late.append({"pair": pair, "window_end_ms": end_ms, "written_after_s": round(written - end_s, 3)})
         arrived = sink.arrived.get((pair, end_ms))
         if arrived is not None:
             to_sink.append(arrived - end_s)
@@ -595,7 +598,7 @@ def run_freshness(settings: Settings, broker: services.Broker, pairs: list[str],
         "startup_s": (clock.first_wall or produce_started) - produce_started,
         "candles_written": len(sink.written), "excluded_warmup": excluded_warmup, "excluded_end": excluded_end,
         "sink": _summary(wrote), "poll": _summary(via_poll), "to_sink": _summary(to_sink),
-        "in_sink": _summary(in_sink), "poll_missed": len(wrote) - len(via_poll),
+        "in_sink": _summary(in_sink), "poll_missed": len(wrote) - len(via_poll), "late": late,
         "polls": polled["polls"], "poll_period_ms": polled["seconds"] / max(polled["polls"], 1) * 1000,
         "poll_call_ms_p50": polled["poll_ms_p50"], "poll_call_ms_p99": polled["poll_ms_p99"],
         "rejects": dict(rejects.counts), "grace_ms": grace, "commit_interval_s": settings.commit_interval_s,
