@@ -60,10 +60,15 @@ class FeatureRow:
 
 @dataclass(frozen=True)
 class ViewRead:
-    """The features read from one feature view of a FeatureService."""
+    """The features read from one feature view, and the names they are served under (default: their own)."""
 
     view: FeatureView
     features: tuple[str, ...]
+    names: tuple[str, ...] = ()
+
+    @property
+    def served_names(self) -> tuple[str, ...]:
+        return self.names or self.features
 
 
 def _absent(value: Any) -> bool:
@@ -75,8 +80,9 @@ def entity_keys(pairs: Sequence[str]) -> list[EntityKey]:
     return [EntityKey(join_keys=[ENTITY], entity_values=[Value(string_val=pair)]) for pair in pairs]
 
 
-def rows_from_reads(reads: Sequence[tuple[Sequence[str], ViewRows]], pairs: Sequence[str]) -> list[FeatureRow]:
-    """FeatureRows of `pairs` (in request order) from each view's (features, online rows in `pairs` order).
+def rows_from_reads(reads: Sequence[tuple[ViewRead, ViewRows]], pairs: Sequence[str]) -> list[FeatureRow]:
+    """FeatureRows of `pairs` (in request order) from each view's (read, online rows in `pairs` order), values under
+    the read's served names.
 
     A feature without a value (never written, or still warming up: NaN) is
     missing; the row's time is the oldest event time of the views that gave it
@@ -86,11 +92,11 @@ def rows_from_reads(reads: Sequence[tuple[Sequence[str], ViewRows]], pairs: Sequ
     for i, pair in enumerate(pairs):
         values: dict[str, Any] = {}
         missing, times = [], []
-        for features, view_rows in reads:
+        for read, view_rows in reads:
             event_time, found = view_rows[i]
             present = False
-            for name in features:
-                value = feast_value_type_to_python_type(found[name]) if found and name in found else None
+            for feature, name in zip(read.features, read.served_names, strict=True):
+                value = feast_value_type_to_python_type(found[feature]) if found and feature in found else None
                 values[name] = value
                 if _absent(value):
                     missing.append(name)
@@ -116,7 +122,7 @@ class OnlineFeatures:
     def __init__(self, store: FeatureStore) -> None:
         self.store = store
         self._layouts: dict[str, tuple[ViewRead, ...]] = {}
-        self._windows: dict[str, FeatureView] = {}
+        self._windows: dict[tuple[str, tuple[str, ...]], tuple[ViewRead, ...]] = {}
 
     def layout(self, service_name: str) -> tuple[ViewRead, ...]:
         """The views and features of a FeatureService, from the registry once."""
@@ -138,15 +144,17 @@ class OnlineFeatures:
         """One online read of `service_name` for all `pairs`; raises OnlineStoreUnavailable when Redis fails."""
         return await self._read(self.layout(service_name), pairs)
 
-    async def read_windows(self, view_name: str, features: Sequence[str], pairs: Sequence[str]) -> list[FeatureRow]:
+    def window_layout(self, view_name: str, features: tuple[str, ...]) -> tuple[ViewRead, ...]:
+        """The window view's lists of `features`, served under the features' own names; from the registry once."""
+        key = (view_name, features)
+        if key not in self._windows:
+            view = self.store.get_feature_view(view_name)
+            self._windows[key] = (ViewRead(view, tuple(window_feature(name) for name in features), features),)
+        return self._windows[key]
+
+    async def read_windows(self, view_name: str, features: tuple[str, ...], pairs: Sequence[str]) -> list[FeatureRow]:
         """The windows of `features` (a list of the last candles' values each, oldest first) of `pairs`."""
-        if view_name not in self._windows:
-            self._windows[view_name] = self.store.get_feature_view(view_name)
-        read = ViewRead(self._windows[view_name], tuple(window_feature(name) for name in features))
-        rows = await self._read((read,), pairs)
-        names = dict(zip(read.features, features, strict=True))
-        return [FeatureRow(row.pair, {names[k]: v for k, v in row.values.items()}, row.feature_time,
-                           tuple(names[k] for k in row.missing)) for row in rows]
+        return await self._read(self.window_layout(view_name, features), pairs)
 
     async def _read(self, layout: Sequence[ViewRead], pairs: Sequence[str]) -> list[FeatureRow]:
         keys = entity_keys(pairs)
@@ -160,4 +168,4 @@ class OnlineFeatures:
                     raise OnlineStoreUnavailable(f"online store unreachable: {exc}") from exc
             except (redis.exceptions.RedisError, OSError) as exc:
                 raise OnlineStoreUnavailable(f"online store error: {type(exc).__name__}: {exc}") from exc
-        return rows_from_reads([(read.features, rows) for read, rows in zip(layout, results)], pairs)
+        return rows_from_reads(list(zip(layout, results, strict=True)), pairs)

@@ -141,7 +141,7 @@ def train_action(settings: Settings, product: str, tracking_uri: str, store: Fea
                          "counts": confusion.tolist()}, "evaluation/confusion_matrix.json")
         mlflow.log_figure(plots.confusion_matrix(confusion, list(ACTION_NAMES), f"{product}: test period"),
                           "plots/confusion_matrix.png")
-        mlflow.log_figure(equity_curves(Market.from_book(test, dataset.costs.tick).times, outcomes,
+        mlflow.log_figure(equity_curves(test[EVENT_TIMESTAMP], outcomes,
                                         f"{product} action model: simulated trading every "
                                         f"{dataset.step.total_seconds():g} s on the test period"),
                           "plots/equity_curve.png")

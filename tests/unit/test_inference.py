@@ -20,7 +20,7 @@ from feature_repo import definitions
 from feature_pipeline.transforms.windows import push_row
 from feature_repo.names import CANDLE_FEATURES, INDICATOR_FEATURES, OHLCV_FEATURES
 from inference_pipeline.evaluation import new_score, realised, score_metrics, score_step, update_score
-from inference_pipeline.features import FeatureRow, rows_from_reads
+from inference_pipeline.features import FeatureRow, ViewRead, rows_from_reads
 from inference_pipeline.metrics import ApiMetrics, RequestMetricsMiddleware
 from inference_pipeline.model_store import (
     ModelKey,
@@ -76,7 +76,7 @@ def stored(value) -> Value:
 
 def view_rows(features, rows) -> tuple:
     """One view's read: its features and, per pair, (event time, values) or (None, None) when never written."""
-    return features, [(None, None) if r is None else (datetime.fromtimestamp(r[0], UTC),
+    return ViewRead(view=None, features=tuple(features)), [(None, None) if r is None else (datetime.fromtimestamp(r[0], UTC),
                                                       {n: stored(v) for n, v in r[1].items()}) for r in rows]
 
 
