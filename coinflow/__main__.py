@@ -10,6 +10,7 @@ from rich.console import Console
 
 from coinflow import services
 from coinflow.logs import configure_logging
+from coinflow.redact import redact
 from coinflow.settings import Settings
 
 app = typer.Typer(help="Local services of coinflow: the Kafka-compatible broker, Redis and MLflow.", no_args_is_help=True)
@@ -26,11 +27,11 @@ def up() -> None:
         redis_url = services.ensure_redis(settings)
         mlflow_uri = services.ensure_mlflow(settings)
     except services.ServiceError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{redact(exc)}[/red]")
         raise typer.Exit(1) from exc
-    console.print(f"broker: {broker.address} ({'embedded' if broker.embedded else 'configured'})")
-    console.print(f"redis:  {redis_url}")
-    console.print(f"mlflow: {mlflow_uri}")
+    console.print(f"broker: {redact(broker.address)} ({'embedded' if broker.embedded else 'configured'})")
+    console.print(f"redis:  {redact(redis_url)}")
+    console.print(f"mlflow: {redact(mlflow_uri)}")
 
 
 @app.command()
@@ -45,7 +46,7 @@ def down() -> None:
 def status() -> None:
     """Say which services are up and who runs them."""
     for name, line in services.services_status(Settings()).items():
-        console.print(f"{name}: {line}")
+        console.print(f"{name}: {line}", soft_wrap=True)
 
 
 @app.command()

@@ -50,13 +50,25 @@ def _write_atomically(table: pa.Table, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def read_file(path: Path) -> pd.DataFrame:
+    """One Parquet file as a frame, read through a single open handle.
+
+    A writer replaces files atomically (`_write_atomically`), but pyarrow given
+    a path looks at the file more than once (its size, then its pages), and a
+    replacement in between mixes two files ("Page was smaller than expected").
+    One handle pins one file.
+    """
+    with open(path, "rb") as handle:
+        return pq.read_table(handle).to_pandas()
+
+
 def write_rows(root: Path, rows: pd.DataFrame, schema: pa.Schema, entity: str = ENTITY) -> int:
     """Merge rows (columns of `schema`) into the dataset at `root`; returns the files written."""
     days = rows[EVENT_TIMESTAMP].dt.strftime("%Y-%m-%d")
     written = 0
     for (key, day), group in rows.groupby([rows[entity], days], sort=False):
         path = partition_path(root, key, day)
-        existing = pq.read_table(path).to_pandas() if path.exists() else None
+        existing = read_file(path) if path.exists() else None
         merged = merge_rows(existing, group, entity)
         _write_atomically(pa.Table.from_pandas(merged, schema=schema, preserve_index=False), path)
         written += 1
@@ -67,7 +79,7 @@ def tail_rows(root: Path, key: str, n: int) -> pd.DataFrame:
     """The last `n` rows (by event time) of one entity of a view's dataset, reading its newest days first."""
     parts, count = [], 0
     for path in sorted((root / pair_slug(key)).glob("*.parquet"), reverse=True):
-        part = pq.read_table(path).to_pandas()
+        part = read_file(path)
         parts.append(part)
         count += len(part)
         if count >= n:
@@ -82,4 +94,4 @@ def read_rows(root: Path) -> pd.DataFrame:
     files = sorted(root.glob("*/*.parquet"))
     if not files:
         return pd.DataFrame()
-    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+    return pd.concat([read_file(f) for f in files], ignore_index=True)

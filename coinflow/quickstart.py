@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from coinflow import services
+from coinflow.redact import redact
 from coinflow.settings import Settings
 
 console = Console()
@@ -89,7 +90,8 @@ def has_alias(settings: Settings, pair: str, alias: str) -> bool:
 
 
 def sample_prediction(settings: Settings, pair: str) -> dict:
-    response = httpx.post(f"{api_url(settings)}/predict", json={"pair": pair}, timeout=30)
+    response = httpx.post(f"{api_url(settings)}/predict", json={"pair": pair}, headers=services.api_headers(settings),
+                          timeout=30)
     response.raise_for_status()
     return response.json()
 
@@ -114,7 +116,7 @@ def run(settings: Settings, data_dir: Path, quick: bool) -> int:
         services.ensure_api(settings, serve_command(settings, alias), api_url(settings))
         prediction = sample_prediction(settings, pair)
     except (services.ServiceError, httpx.HTTPError) as exc:
-        console.print(f"[red]The prediction API did not answer: {exc}[/red]")
+        console.print(f"[red]The prediction API did not answer: {redact(exc)}[/red]")
         return 1
     timings.append((f"prediction API ({alias}) + one prediction", time.monotonic() - started))
     console.print_json(data=prediction)
@@ -129,7 +131,7 @@ def run(settings: Settings, data_dir: Path, quick: bool) -> int:
     mlflow_uri = services.ensure_mlflow(settings)
     console.print(
         "Where to look next:\n"
-        f"  MLflow UI (runs, registered models, aliases): {mlflow_uri}\n"
+        f"  MLflow UI (runs, registered models, aliases): {redact(mlflow_uri)}\n"
         f"  prediction API docs: {api_url(settings)}/docs   metrics: {api_url(settings)}/metrics\n"
         f"  curl -s -X POST {api_url(settings)}/predict -H 'content-type: application/json' "
         f"-d '{{\"pair\": \"{pair}\"}}'\n"

@@ -1,7 +1,9 @@
 """The records that travel on the topics.
 
 Records are plain dicts (JSON on the wire, cheap per message); these TypedDicts
-name their fields. Times are integer Unix milliseconds in UTC.
+name their fields. Times are integer Unix milliseconds in UTC, and only plausible
+ones enter the pipeline (`time_problem`): nothing before 2009 (the first bitcoin
+block), nothing beyond a small allowance ahead of the clock.
 
 The trades topic also carries two control records, told apart by ``control``:
 ``tick`` (a live source's wall clock, closing windows of a quiet pair) and
@@ -16,13 +18,18 @@ from typing import Literal, NotRequired, TypedDict
 Side = Literal["buy", "sell"]
 CONTROL_TICK = "tick"
 CONTROL_END = "end"
+ID_SPACE_TIME = "time"
+EARLIEST_EVENT_MS = 1_230_768_000_000  # 2009-01-01T00:00:00Z: no crypto market traded before the first bitcoin block
+MAX_FUTURE_MS = 60_000  # the default allowance ahead of the clock (`Settings.max_future_ms`)
 
 
 class Trade(TypedDict):
     """One executed trade, normalised across exchanges.
 
-    ``trade_id`` is the exchange's id, increasing per (exchange, pair); sources
-    without ids (files) number trades by position so a replay repeats them.
+    ``trade_id`` is the exchange's id, increasing per (exchange, pair). Files
+    without ids key their trades by time instead (`time_trade_key`) and say so
+    with ``id_space`` = ``"time"``: the two kinds of id are deduplicated apart,
+    so neither ever hides a trade of the other.
     """
 
     exchange: str
@@ -32,6 +39,7 @@ class Trade(TypedDict):
     qty: float
     side: Side
     timestamp_ms: int
+    id_space: NotRequired[Literal["time"]]
 
 
 class Control(TypedDict):
@@ -57,6 +65,26 @@ class Candle(TypedDict):
     volume: float
     vwap: float
     trade_count: int
+
+
+def time_problem(timestamp_ms: int, now_ms: int, max_future_ms: int) -> str | None:
+    """Why an event time is implausible (before 2009, or more than `max_future_ms` ahead of `now_ms`), or None."""
+    if timestamp_ms < EARLIEST_EVENT_MS:
+        return "timestamp_before_2009"
+    if timestamp_ms > now_ms + max_future_ms:
+        return "future_timestamp"
+    return None
+
+
+def time_trade_key(timestamp_ms: int, previous_key: int | None) -> int:
+    """The id of a trade without an exchange id: its time in ms x 1000 plus its ordinal within that millisecond.
+
+    Fed the previous key of the same file, trades of one millisecond get ordinals 0, 1, 2...; a trade
+    out of time order still gets a key above the previous one. The same file gives the same keys on
+    every replay (idempotent), and a file of later trades gets higher keys (never taken for duplicates).
+    """
+    key = timestamp_ms * 1000
+    return key if previous_key is None or key > previous_key else previous_key + 1
 
 
 def pair_key(pair: str) -> str:

@@ -11,6 +11,8 @@ The MLflow tracking server is started on demand by the commands that need it
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -29,6 +31,7 @@ import httpx
 import psutil
 import redis
 
+from coinflow.redact import redact
 from coinflow.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -126,8 +129,8 @@ def ensure_broker(settings: Settings) -> Broker:
     if settings.kafka_broker_address:
         if not _kafka_healthy(settings.kafka_broker_address, timeout=10):
             raise ServiceError(
-                f"KAFKA_BROKER_ADDRESS={settings.kafka_broker_address} does not answer Kafka metadata requests. "
-                "Start that broker, or unset KAFKA_BROKER_ADDRESS to use the embedded one."
+                f"KAFKA_BROKER_ADDRESS={redact(settings.kafka_broker_address)} does not answer Kafka metadata "
+                "requests. Start that broker, or unset KAFKA_BROKER_ADDRESS to use the embedded one."
             )
         return Broker(settings.kafka_broker_address, "external", embedded=False)
 
@@ -190,10 +193,10 @@ def ensure_redis(settings: Settings) -> str:
     parsed = urlparse(url)
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
     if host not in LOCAL_HOSTS:
-        raise ServiceError(f"Redis at {url} does not answer; it is not local, so it is not started here.")
+        raise ServiceError(f"Redis at {redact(url)} does not answer; it is not local, so it is not started here.")
     if _port_open(host, port):
         raise ServiceError(
-            f"Port {port} is used by {_who_listens(port)}, which does not answer as Redis at {url}. "
+            f"Port {port} is used by {_who_listens(port)}, which does not answer as Redis at {redact(url)}. "
             "Free the port or set REDIS_URL to a working Redis."
         )
     settings.run_dir.mkdir(parents=True, exist_ok=True)
@@ -223,55 +226,140 @@ def mlflow_server_command(settings: Settings) -> list[str]:
     """The project's MLflow server: SQLite backend and artifacts served through it, under run_dir/mlflow.
 
     Artifacts are proxied by the server (``--artifacts-destination``) rather than
-    written by clients to a path, so a client needs nothing but the URL.
+    written by clients to a path, so a client needs nothing but the URL (and,
+    with basic auth on, the credentials).
     """
     root = (settings.run_dir / "mlflow").resolve()
+    auth = ["--app-name", "basic-auth"] if settings.mlflow_auth_password else []
     return [
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(settings.mlflow_port), "--workers", "1",
+        "--host", "127.0.0.1", "--port", str(settings.mlflow_port), "--workers", "1", *auth,
     ]
 
 
+def mlflow_auth_config(root: Path, username: str) -> str:
+    """MLflow's basic-auth config (an ini file) keeping its users in `root`/basic_auth.db.
+
+    The admin password is not written here: the server gets it from the
+    environment, and uses it only when it first creates its user store.
+    """
+    return (
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{root / 'basic_auth.db'}\n"
+        f"admin_username = {username}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+
+
+def _mlflow_server_env(settings: Settings, root: Path) -> dict[str, str]:
+    # The job runner serves MLflow's GenAI jobs, which training does not use; it would add eight processes.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if settings.mlflow_auth_password:
+        password = settings.mlflow_auth_password.get_secret_value()
+        config = root / "basic_auth.ini"
+        config.write_text(mlflow_auth_config(root, settings.mlflow_auth_username))
+        env |= {
+            "MLFLOW_AUTH_CONFIG_PATH": str(config),
+            "MLFLOW_AUTH_ADMIN_USERNAME": settings.mlflow_auth_username,
+            "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+            # A static key for the auth app's CSRF protection, derived so that nothing more is stored.
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": hmac.new(password.encode(), b"coinflow-mlflow-csrf",
+                                                       hashlib.sha256).hexdigest(),
+        }
+    return env
+
+
+def mlflow_auth_problem(uri: str, auth: tuple[str, str] | None, timeout: float = 5.0) -> str | None:
+    """Why the MLflow server at `uri` does not match the configured authentication, or None when it does."""
+    probe = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search"
+    params = {"max_results": 1}
+    try:
+        anonymous = httpx.get(probe, params=params, timeout=timeout).status_code
+        if auth is None:
+            return ("it requires authentication: set COINFLOW_MLFLOW_AUTH_USERNAME and COINFLOW_MLFLOW_AUTH_PASSWORD"
+                    if anonymous == 401 else None)
+        if anonymous != 401:
+            return ("it runs without authentication although COINFLOW_MLFLOW_AUTH_PASSWORD is set: "
+                    "stop it and start again")
+        if httpx.get(probe, params=params, auth=auth, timeout=timeout).status_code == 401:
+            return (f"it refuses the user {auth[0]!r} with COINFLOW_MLFLOW_AUTH_PASSWORD (the admin password is fixed "
+                    "when its user store is first created)")
+    except httpx.HTTPError as exc:
+        return f"it did not answer an authentication check ({type(exc).__name__})"
+    return None
+
+
+def use_mlflow_credentials(settings: Settings) -> None:
+    """Let this process's MLflow clients log in to the project's server (MLflow reads MLFLOW_TRACKING_* variables).
+
+    Child processes inherit them; credentials the user exported are kept.
+    """
+    if settings.mlflow_auth_password:
+        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", settings.mlflow_auth_username)
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", settings.mlflow_auth_password.get_secret_value())
+
+
+def _checked_mlflow(settings: Settings, uri: str) -> str:
+    auth = (settings.mlflow_auth_username, settings.mlflow_auth_password.get_secret_value()) \
+        if settings.mlflow_auth_password else None
+    problem = mlflow_auth_problem(uri, auth)
+    if problem:
+        raise ServiceError(f"The MLflow server on port {settings.mlflow_port} does not match the settings: {problem}.")
+    use_mlflow_credentials(settings)
+    return uri
+
+
 def ensure_mlflow(settings: Settings) -> str:
-    """Return the tracking URI: MLFLOW_TRACKING_URI unchanged when set, else the project's server (started if needed)."""
+    """Return the tracking URI: MLFLOW_TRACKING_URI unchanged when set, else the project's server (started if needed).
+
+    With COINFLOW_MLFLOW_AUTH_PASSWORD the project's server runs MLflow's
+    basic-auth app, and this process's MLflow clients get its credentials.
+    """
     if settings.mlflow_tracking_uri:
         return settings.mlflow_tracking_uri
     port = settings.mlflow_port
     uri = f"http://127.0.0.1:{port}"
     if mlflow_healthy(uri):
-        return uri
+        return _checked_mlflow(settings, uri)
     if _port_open("127.0.0.1", port):
         raise ServiceError(
             f"Port {port} (MLflow) is used by {_who_listens(port)}, which does not answer as an MLflow server. "
             "Free the port, set COINFLOW_MLFLOW_PORT to a free one, or point MLFLOW_TRACKING_URI at your server."
         )
-    (settings.run_dir / "mlflow").mkdir(parents=True, exist_ok=True)
+    root = (settings.run_dir / "mlflow").resolve()
+    root.mkdir(parents=True, exist_ok=True)
     log_path = settings.run_dir / "mlflow.log"
-    # The job runner serves MLflow's GenAI jobs, which training does not use; it would add eight processes.
     record = _spawn(mlflow_server_command(settings), log_path, settings.run_dir / "mlflow.json", {"port": port},
-                    env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+                    env=_mlflow_server_env(settings, root))
     _wait_until(lambda: mlflow_healthy(uri), f"The MLflow server on port {port}", log_path, record,
                 timeout=MLFLOW_START_TIMEOUT_S)
-    logger.info("Started the MLflow server on %s (log: %s)", uri, log_path)
-    return uri
+    logger.info("Started the MLflow server on %s%s (log: %s)", uri,
+                " with basic auth" if settings.mlflow_auth_password else "", log_path)
+    return _checked_mlflow(settings, uri)
 
 
 API_START_TIMEOUT_S = 120.0
 
 
-def api_healthy(url: str, timeout: float = 1.0) -> bool:
+def api_headers(settings: Settings) -> dict[str, str]:
+    """The headers the project's own clients send to the prediction API (its key, when one is set)."""
+    return {"X-API-Key": settings.api_key.get_secret_value()} if settings.api_key else {}
+
+
+def api_healthy(url: str, timeout: float = 1.0, headers: dict[str, str] | None = None) -> bool:
     """Whether the prediction API at `url` is ready (model loaded, online store reachable)."""
     try:
-        return httpx.get(f"{url.rstrip('/')}/ready", timeout=timeout).status_code == 200
+        return httpx.get(f"{url.rstrip('/')}/ready", timeout=timeout, headers=headers).status_code == 200
     except httpx.HTTPError:
         return False
 
 
 def ensure_api(settings: Settings, cmd: list[str], url: str) -> str:
     """Start the prediction API in the background (`cmd`) unless one is ready at `url`; `down` stops it."""
-    if api_healthy(url):
+    if api_healthy(url, headers=api_headers(settings)):
         return url
     port = settings.serve_port
     record_path = settings.run_dir / "api.json"
@@ -282,7 +370,8 @@ def ensure_api(settings: Settings, cmd: list[str], url: str) -> str:
                            "Stop it or set COINFLOW_SERVE_PORT to a free port.")
     log_path = settings.run_dir / "api.log"
     record = _spawn(cmd, log_path, record_path, {"port": port})
-    _wait_until(lambda: api_healthy(url), f"The prediction API on port {port}", log_path, record,
+    _wait_until(lambda: api_healthy(url, headers=api_headers(settings)), f"The prediction API on port {port}",
+                log_path, record,
                 timeout=API_START_TIMEOUT_S)
     logger.info("Started the prediction API on %s (log: %s)", url, log_path)
     return url
@@ -326,31 +415,70 @@ def stop_services(settings: Settings, names: tuple[str, ...] = SERVICES) -> list
     return stopped
 
 
+SPAWN_CHILD_FLAG = "--multiprocessing-fork"  # the last argument of every `multiprocessing` spawn child
+
+
+def is_orphaned_spawn_child(cmdline: list[str], exe: str, ppid: int, parent_exe: str | None, bin_dir: Path) -> bool:
+    """Whether a process is a source process left behind by a killed pipeline.
+
+    Quix runs each source in a `multiprocessing` spawn child of the pipeline's Python. Such a child of a
+    Python in ``bin_dir`` (the project's environment) is left behind when its parent is gone: it is then a
+    child of init (pid 1) or of a subreaper, which runs another program (``parent_exe``) than the child does.
+    """
+    spawned_here = len(cmdline) > 1 and cmdline[-1] == SPAWN_CHILD_FLAG and Path(cmdline[0]).parent == bin_dir
+    return spawned_here and (ppid <= 1 or parent_exe != exe)
+
+
+def orphaned_processes(bin_dir: Path | None = None) -> list[tuple[int, str]]:
+    """Pid and command line of each source process left behind (see `is_orphaned_spawn_child`)."""
+    bin_dir = bin_dir or Path(sys.executable).parent
+    found = []
+    for proc in psutil.process_iter(["ppid", "cmdline", "exe"]):
+        cmdline, ppid = proc.info["cmdline"] or [], proc.info["ppid"] or 0
+        if not cmdline or cmdline[-1] != SPAWN_CHILD_FLAG:
+            continue
+        try:
+            parent_exe = psutil.Process(ppid).exe() if ppid > 0 else None
+        except psutil.Error:
+            parent_exe = None
+        if is_orphaned_spawn_child(cmdline, proc.info["exe"] or "", ppid, parent_exe, bin_dir):
+            found.append((proc.pid, " ".join(cmdline)))
+    return found
+
+
 def services_status(settings: Settings) -> dict[str, str]:
     """A line per service saying whether it is up and who runs it."""
     status = {}
     broker_record = _read_record(settings.run_dir / "broker.json")
     if settings.kafka_broker_address:
         ok = _kafka_healthy(settings.kafka_broker_address)
-        status["broker"] = f"{settings.kafka_broker_address} (configured): {'up' if ok else 'DOWN'}"
+        status["broker"] = f"{redact(settings.kafka_broker_address)} (configured): {'up' if ok else 'DOWN'}"
     elif _alive(broker_record):
         status["broker"] = f"127.0.0.1:{broker_record['port']} (embedded, pid {broker_record['pid']}): up"
     else:
         status["broker"] = "embedded broker: not running"
     redis_record = _read_record(settings.run_dir / "redis.json")
     owner = f"started by coinflow, pid {redis_record['pid']}" if _alive(redis_record) else "external"
-    status["redis"] = f"{settings.redis_url} ({owner}): {'up' if redis_healthy(settings.redis_url) else 'DOWN'}"
+    status["redis"] = f"{redact(settings.redis_url)} ({owner}): {'up' if redis_healthy(settings.redis_url) else 'DOWN'}"
     if settings.mlflow_tracking_uri:
-        status["mlflow"] = f"{settings.mlflow_tracking_uri} (configured)"
+        status["mlflow"] = f"{redact(settings.mlflow_tracking_uri)} (configured)"
     else:
         uri = f"http://127.0.0.1:{settings.mlflow_port}"
         mlflow_record = _read_record(settings.run_dir / "mlflow.json")
         owner = f"started by coinflow, pid {mlflow_record['pid']}" if _alive(mlflow_record) else "not started by coinflow"
-        status["mlflow"] = f"{uri} ({owner}): {'up' if mlflow_healthy(uri) else 'not running'}"
+        auth = ", basic auth" if settings.mlflow_auth_password else ""
+        status["mlflow"] = f"{uri} ({owner}{auth}): {'up' if mlflow_healthy(uri) else 'not running'}"
     api_record = _read_record(settings.run_dir / "api.json")
     api = f"http://{settings.serve_host}:{settings.serve_port}"
+    headers = api_headers(settings)
     if _alive(api_record):
-        status["api"] = f"{api} (started by coinflow, pid {api_record['pid']}): {'ready' if api_healthy(api) else 'not ready'}"
+        ready = "ready" if api_healthy(api, headers=headers) else "not ready"
+        status["api"] = f"{api} (started by coinflow, pid {api_record['pid']}): {ready}"
     else:
-        status["api"] = f"{api}: {'ready' if api_healthy(api) else 'not running'}"
+        status["api"] = f"{api}: {'ready' if api_healthy(api, headers=headers) else 'not running'}"
+    orphans = orphaned_processes()
+    status["orphans"] = "none" if not orphans else (
+        f"{len(orphans)} source process(es) whose pipeline is gone (`kill PID` stops one):"
+        + "".join(f"\n  pid {pid}: {cmd}" for pid, cmd in orphans)
+    )
     return status

@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 import feature_repo
+from coinflow.quality import DEAD_LETTER_MAX_BYTES
 
 INTERVALS_SECONDS = {"1m": 60, "5m": 300}
 
@@ -83,7 +84,9 @@ class Settings(BaseSettings):
         default=250, description="How late a trade may arrive and still join its candle."
     )
     max_future_ms: int = Field(
-        default=60_000, description="Trades stamped further than this ahead of the clock are rejected."
+        default=60_000,
+        description="Trades and candles (from any source, files included) stamped further than this ahead of the "
+        "clock are rejected.",
     )
     tick_interval_s: float = Field(
         default=1.0, description="Live sources emit a clock tick per pair this often, closing quiet windows."
@@ -255,6 +258,43 @@ class Settings(BaseSettings):
     )
     evaluation_log_interval_s: float = Field(
         default=60.0, ge=0.0, description="Least time between two MLflow logs of one model version's live metrics.",
+    )
+
+    # Hardening of the API and MLflow (issue 12: request limits, authentication)
+    serve_max_body_bytes: int = Field(
+        default=65_536, ge=1, description="Largest request body the prediction API reads; a larger one is answered 413.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="API key of the prediction API (header X-API-Key or Authorization: Bearer); every route but "
+                    "/health answers 401 without it. Unset: open (listen on loopback only).",
+    )
+    mlflow_auth_username: str = Field(
+        default="admin", description="Admin user of the project's MLflow server when basic auth is on.",
+    )
+    mlflow_auth_password: SecretStr | None = Field(
+        default=None,
+        description="Set: the project's MLflow server runs MLflow's basic-auth app with this admin password (fixed "
+                    "when its user store is first created) and the project's clients log in with it. Unset: no auth.",
+    )
+
+    # Dead letters (hostile input: every rejected frame or row is kept, at most this large)
+    dead_letter_max_bytes: int = Field(
+        default=DEAD_LETTER_MAX_BYTES, ge=1024,
+        description="Largest dead-letter record (JSON); a longer raw input is cut, its original length kept "
+                    "(keep it below the broker's message size limit, 1 MB by default).",
+    )
+
+    # Broker outages (issue 12: the broker goes away)
+    broker_wait_s: float = Field(
+        default=30.0, gt=0.0,
+        description="How long a finite command (replay-trades, backfill-ohlcv, backfill-rest, replay-session) waits "
+                    "for a broker that went away before it fails; live commands wait until it is back.",
+    )
+    source_buffer_messages: int = Field(
+        default=100_000, ge=1000,
+        description="Records a source keeps while the broker is unreachable (librdkafka's queue); once full, "
+                    "newer records are dropped and counted (coinflow_source_dropped_total).",
     )
 
     # Observability

@@ -8,9 +8,11 @@ the same input leaves the same rows in the feature store.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
+import redis
 import typer
 from prometheus_client import start_http_server
 from quixstreams.sources import Source
@@ -19,6 +21,8 @@ from rich.table import Table
 
 from coinflow import services
 from coinflow.logs import configure_logging
+from coinflow.quality import configure_dead_letters
+from coinflow.redact import redact
 from coinflow.settings import INTERVALS_SECONDS, Settings
 from coinflow.store import apply_feature_repo, feature_store
 from feature_pipeline.book_runner import run_book_pipeline
@@ -27,6 +31,7 @@ from feature_pipeline.sources.book_source import BookSource
 from feature_pipeline.sources.coinbase_replay_server import CoinbaseReplayServer, read_session
 from feature_pipeline.sources.coinbase_ws import CoinbaseSource
 from feature_pipeline.sources.file_sources import CandlesFileSource, TradesFileSource
+from feature_pipeline.sources.files import FileFormatError, check_ohlcvt_csv, check_trades_csv
 from feature_pipeline.sources.kraken_rest import KrakenRestSource
 from feature_pipeline.sources.kraken_ws import KrakenBookSource, KrakenTradeSource
 from feature_pipeline.sources.replay_server import serve, server_thread
@@ -51,6 +56,7 @@ def _split(pairs: str | None) -> list[str] | None:
 def _settings(**overrides) -> Settings:
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     configure_logging(settings.log_level)
+    configure_dead_letters(settings.dead_letter_max_bytes)
     return settings
 
 
@@ -68,16 +74,25 @@ def _run(settings: Settings, source: Source, into_candles: bool, finite_pairs: s
     try:
         summary = run_pipeline(settings, source, into_candles, finite_pairs, run_id)
     except services.ServiceError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(str(exc), style="red", markup=False, soft_wrap=True)  # one line, however long
         raise typer.Exit(1) from exc
     console.print(_rows_table(f"feature pipeline finished in {summary.seconds:.1f} s", summary.rows_written))
-    console.print(summary.rejects.summary())
+    for rejects in summary.stages:
+        console.print(rejects.summary())
 
 
-def _check_file(path: Path) -> Path:
-    if not path.is_file():
-        console.print(f"[red]No such file: {path}[/red]")
-        raise typer.Exit(2)
+def _check_file(path: Path, check: Callable[[Path], None] | None = None) -> Path:
+    """`path`, if it is a file (and passes `check`, which raises FileFormatError); else one line and exit code 2.
+
+    Checked here, in the main process, because the file sources read in a subprocess of their own."""
+    try:
+        if not path.is_file():
+            raise FileFormatError(f"No such file: {path}")
+        if check is not None:
+            check(path)
+    except FileFormatError as exc:
+        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     return path
 
 
@@ -91,7 +106,7 @@ def feature_repo_command() -> None:
 
 @app.command("replay-trades")
 def replay_trades(
-    file: Annotated[Path, typer.Argument(help="Trades CSV with columns time_ms,timestamp,price,qty,side.")],
+    file: Annotated[Path, typer.Argument(help="Trades CSV with columns time_ms,timestamp,price,qty,side[,trade_id].")],
     pair: Annotated[str, typer.Option(help="The pair these trades belong to, e.g. BTC/USD.")],
     speed: Annotated[float, typer.Option(help="Replay at real time x SPEED; 0 replays as fast as possible.")] = 0.0,
     exchange: Annotated[str, typer.Option(help="Exchange name stamped on the trades.")] = "kraken",
@@ -100,7 +115,9 @@ def replay_trades(
     settings = _settings()
     run_id = uuid.uuid4().hex
     close_after = settings.candle_seconds * 1000 + settings.window_grace_ms
-    source = TradesFileSource(_check_file(file), pair, run_id, settings.dead_letter_topic, close_after, speed, exchange)
+    source = TradesFileSource(_check_file(file, check_trades_csv), pair, run_id, settings.dead_letter_topic,
+                              close_after, speed, exchange, max_future_ms=settings.max_future_ms,
+                              dead_letter_max_bytes=settings.dead_letter_max_bytes)
     _run(settings, source, into_candles=False, finite_pairs={pair}, run_id=run_id)
 
 
@@ -116,7 +133,9 @@ def backfill_ohlcv(
         raise typer.Exit(2)
     settings = _settings()
     run_id = uuid.uuid4().hex
-    source = CandlesFileSource(_check_file(file), pair, run_id, settings.dead_letter_topic, interval, INTERVALS_SECONDS[interval])
+    source = CandlesFileSource(_check_file(file, check_ohlcvt_csv), pair, run_id, settings.dead_letter_topic, interval,
+                               INTERVALS_SECONDS[interval], max_future_ms=settings.max_future_ms,
+                               dead_letter_max_bytes=settings.dead_letter_max_bytes)
     _run(settings, source, into_candles=True, finite_pairs={pair}, run_id=run_id)
 
 
@@ -134,6 +153,7 @@ def live(pairs: PairsOption = None) -> None:
         tick_interval_s=settings.tick_interval_s,
         reconnect_initial_s=settings.reconnect_initial_s,
         reconnect_max_s=settings.reconnect_max_s,
+        dead_letter_max_bytes=settings.dead_letter_max_bytes,
     )
     _run(settings, source, into_candles=False, finite_pairs=None, run_id=None)
 
@@ -158,6 +178,7 @@ def backfill_rest(
         base_url=settings.kraken_rest_url,
         min_interval_s=settings.rest_min_interval_s,
         progress=progress,
+        dead_letter_max_bytes=settings.dead_letter_max_bytes,
     )
     _run(settings, source, into_candles=False, finite_pairs=set(settings.pairs), run_id=run_id)
 
@@ -173,19 +194,19 @@ def replay_server(
     """Serve a trades file over a local WebSocket speaking the Kraken v2 protocol (for `live` without internet)."""
     _settings()
     console.print(f"Serving {file} as {pair} on ws://{host}:{port}/v2 (Ctrl-C stops)")
-    serve(_check_file(file), pair, host=host, port=port, speed=speed)
+    serve(_check_file(file, check_trades_csv), pair, host=host, port=port, speed=speed)
 
 
 def _run_books(settings: Settings, source: BookSource, candles: bool, book_out: Path | None) -> None:
     try:
         summary = run_book_pipeline(settings, source, candles=candles, book_out=book_out)
     except services.ServiceError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(str(exc), style="red", markup=False, soft_wrap=True)  # one line, however long
         raise typer.Exit(1) from exc
     console.print(_rows_table(f"order-book pipeline finished in {summary.seconds:.1f} s", summary.rows_written))
     if book_out is not None:
         console.print(f"{summary.book_records_out} book-state records written to {book_out}")
-    for rejects in summary.rejects:
+    for rejects in summary.stages:
         console.print(rejects.summary())
 
 
@@ -215,7 +236,8 @@ def replay_session(
     with server_thread(server) as url:
         source = CoinbaseSource(url, sorted(server.products), settings.dead_letter_topic, settings.trades_topic,
                                 run_id=uuid.uuid4().hex,
-                                trade_close_after_ms=settings.candle_seconds * 1000 + settings.window_grace_ms)
+                                trade_close_after_ms=settings.candle_seconds * 1000 + settings.window_grace_ms,
+                                dead_letter_max_bytes=settings.dead_letter_max_bytes)
         _run_books(settings, source, candles, book_out)
 
 
@@ -230,15 +252,20 @@ def live_books(
         start_http_server(settings.metrics_port, addr="127.0.0.1")
         console.print(f"Prometheus metrics on http://127.0.0.1:{settings.metrics_port}/metrics")
     if exchange == "coinbase":
-        source: BookSource = CoinbaseSource(
-            settings.coinbase_ws_url, _split(products) or settings.coinbase_products, settings.dead_letter_topic,
-            settings.trades_topic, api_key=_secret(settings.coinbase_api_key),
-            api_secret=_secret(settings.coinbase_api_secret), reconnect_initial_s=settings.reconnect_initial_s,
-            reconnect_max_s=settings.reconnect_max_s)
+        try:
+            source: BookSource = CoinbaseSource(
+                settings.coinbase_ws_url, _split(products) or settings.coinbase_products, settings.dead_letter_topic,
+                settings.trades_topic, api_key=_secret(settings.coinbase_api_key),
+                api_secret=_secret(settings.coinbase_api_secret), reconnect_initial_s=settings.reconnect_initial_s,
+                reconnect_max_s=settings.reconnect_max_s, dead_letter_max_bytes=settings.dead_letter_max_bytes)
+        except ValueError as exc:
+            console.print(f"[red]COINFLOW_COINBASE_API_SECRET: {exc}[/red]")
+            raise typer.Exit(2) from exc
     elif exchange == "kraken":
         source = KrakenBookSource(settings.kraken_ws_url, _split(products) or settings.pairs, settings.kraken_book_depth,
                                   settings.dead_letter_topic, reconnect_initial_s=settings.reconnect_initial_s,
-                                  reconnect_max_s=settings.reconnect_max_s)
+                                  reconnect_max_s=settings.reconnect_max_s,
+                                  dead_letter_max_bytes=settings.dead_letter_max_bytes)
     else:
         console.print(f"[red]--exchange must be coinbase or kraken, not {exchange!r}[/red]")
         raise typer.Exit(2)
@@ -252,11 +279,22 @@ def online_features(
 ) -> None:
     """Print the freshest features of each pair from the online store (Redis)."""
     settings = _settings(pairs=_split(pairs))
+    if interval not in INTERVALS_SECONDS:
+        console.print(f"[red]--interval must be one of {', '.join(INTERVALS_SECONDS)}, not {interval!r}[/red]")
+        raise typer.Exit(2)
+    if not settings.registry_path.exists():
+        console.print(f"[red]No Feast registry at {settings.registry_path}: run `make feature-repo` first.[/red]")
+        raise typer.Exit(1)
     store = feature_store(settings)
     refs = [f"{ohlcv_view(interval)}:{name}" for name in OHLCV_FEATURES]
     refs += [f"{indicators_view(interval)}:{name}" for name in INDICATOR_FEATURES]
-    rows = store.get_online_features(features=refs, entity_rows=[{ENTITY: p} for p in settings.pairs]).to_dict()
-    table = Table(title=f"online features ({interval}) from {settings.redis_url}")
+    try:
+        rows = store.get_online_features(features=refs, entity_rows=[{ENTITY: p} for p in settings.pairs]).to_dict()
+    except (redis.RedisError, OSError) as exc:
+        console.print(f"The online store {redact(settings.redis_url)} could not be read ({type(exc).__name__}: "
+                      f"{redact(exc)}); start it (`make up`) or set REDIS_URL.", style="red", markup=False)
+        raise typer.Exit(1) from exc
+    table = Table(title=f"online features ({interval}) from {redact(settings.redis_url)}")
     table.add_column("feature")
     for pair in settings.pairs:
         table.add_column(pair, justify="right")

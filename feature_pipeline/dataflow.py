@@ -106,22 +106,24 @@ def trades_to_candles(settings: Settings, rejects: Rejects) -> Callable:
 def compute_features(settings: Settings, rejects: Rejects) -> Callable:
     """The stateful step that turns a candle into a feature row (candle + indicators).
 
-    Candles not newer than the last one of their pair and interval (a replayed
-    backfill, say) are skipped and counted: indicators only move forward.
+    Returns the feature row, an end marker as it came, or the dead-letter
+    record of a rejected candle: one that is not a usable candle (checked in
+    full here, so that nothing the feature store cannot write reaches the
+    sink) or not newer than the last one of its pair and interval (a replayed
+    backfill, say): indicators only move forward.
     """
+    max_future_ms = settings.max_future_ms
 
-    def step(record: dict, state: State) -> dict | None:
+    def step(record: dict, state: State) -> dict:
         if isinstance(record, dict) and record.get("control") == CONTROL_END:
             return record
-        reason = invalid_candle_reason(record)
+        reason = invalid_candle_reason(record, int(time.time() * 1000), max_future_ms)
         if reason is not None:
-            rejects.reject(reason, record)
-            return None
+            return rejects.reject(reason, record)
         state_key = f"indicators:{record['interval']}"
         current = state.get(state_key) or {"last_end_ms": 0, "indicators": new_indicator_state()}
         if record["window_end_ms"] <= current["last_end_ms"]:
-            rejects.reject("stale_candle", record)
-            return None
+            return rejects.reject("stale_candle", record)
         values = update_indicators(current["indicators"], record)
         current["last_end_ms"] = record["window_end_ms"]
         state.set(state_key, current)
@@ -130,13 +132,30 @@ def compute_features(settings: Settings, rejects: Rejects) -> Callable:
     return step
 
 
+def is_dead_letter(record: dict) -> bool:
+    """A dead-letter record (`coinflow.quality.dead_letter`) among a stage's outputs."""
+    return "stage" in record
+
+
 def stage_one_topic(topics: Topics) -> Callable:
     """Where a record of stage 1 goes: dead letters apart, candles and end markers to the candles topic."""
 
     def route(value: dict, key, timestamp, headers):
-        return topics.dead_letters if "stage" in value else topics.candles
+        return topics.dead_letters if is_dead_letter(value) else topics.candles
 
     return route
+
+
+def dead_letter_writer(app: Application, topic: str) -> Callable[[dict], None]:
+    """Keeps dead-letter records on `topic` from outside the dataflow's steps (the sink's rejects), one at a time:
+    they are rare, and each is flushed before the batch that held it is committed."""
+    producer = app.get_producer()
+
+    def write(record: dict) -> None:
+        producer.produce(topic=topic, key=record["stage"], value=orjson.dumps(record))
+        producer.flush()
+
+    return write
 
 
 def build_dataflow(app: Application, topics: Topics, settings: Settings, sink: BaseSink) -> Rejects:
@@ -148,8 +167,9 @@ def build_dataflow(app: Application, topics: Topics, settings: Settings, sink: B
     )
     stage_one.to_topic(stage_one_topic(topics))
 
-    features = app.dataframe(topics.candles).apply(compute_features(settings, rejects), stateful=True)
-    features = features.filter(lambda r: r is not None)
+    outputs = app.dataframe(topics.candles).apply(compute_features(settings, rejects), stateful=True)
+    outputs.filter(is_dead_letter).to_topic(topics.dead_letters)
+    features = outputs.filter(lambda r: not is_dead_letter(r))
     features.sink(sink)
     features.filter(lambda r: "control" not in r).to_topic(topics.features)
     return rejects

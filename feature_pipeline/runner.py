@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-
-from quixstreams.sources import Source
+from dataclasses import dataclass, field
 
 from coinflow import services
 from coinflow.quality import Rejects
 from coinflow.settings import Settings
 from coinflow.store import apply_feature_repo, feature_store
-from coinflow.streaming import new_application, pipeline_topics
-from feature_pipeline.dataflow import Completion, build_dataflow
+from coinflow.streaming import new_application, pipeline_topics, run_application
+from feature_pipeline.dataflow import Completion, build_dataflow, dead_letter_writer
 from feature_pipeline.sinks.feast_sink import FeastSink
+from feature_pipeline.sources.base import RecordSource
+from feature_pipeline.sources.process import SourceRelay
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,14 @@ logger = logging.getLogger(__name__)
 class RunSummary:
     seconds: float
     rows_written: dict[str, int]
-    rejects: Rejects
+    rejects: Rejects  # the dataflow's
+    source_rejects: list[Rejects] = field(default_factory=list)  # counted in the source's process, one per stage
+    sink_rejects: list[Rejects] = field(default_factory=list)  # rows the feature store could not take
+
+    @property
+    def stages(self) -> list[Rejects]:
+        """Every stage's rejects, in the order data meets them: the source's, the dataflow's, the sink's."""
+        return [*self.source_rejects, self.rejects, *self.sink_rejects]
 
 
 def prepare(settings: Settings) -> services.Broker:
@@ -38,7 +45,7 @@ def prepare(settings: Settings) -> services.Broker:
 
 def run_pipeline(
     settings: Settings,
-    source: Source | None,
+    source: RecordSource | None,
     into_candles: bool = False,
     finite_pairs: set[str] | None = None,
     run_id: str | None = None,
@@ -50,16 +57,21 @@ def run_pipeline(
     stopped (SIGINT/SIGTERM), flushing what is in flight.
     """
     broker = prepare(settings)
-    app = new_application(settings, broker)
+    broker_wait_s = settings.broker_wait_s if finite_pairs else None  # live runs wait for the broker
+    app = new_application(settings, broker, broker_wait_s=broker_wait_s)
     topics = pipeline_topics(app, settings)
     completion = Completion(run_id, finite_pairs, app.stop) if finite_pairs else None
     sink = FeastSink(
         lambda: feature_store(settings), settings.sink_retries, on_end=completion.on_end if completion else None,
         window_length=settings.online_window_length,
+        dead_letter=dead_letter_writer(app, topics.dead_letters.name),
     )
     rejects = build_dataflow(app, topics, settings, sink)
+    relay = SourceRelay()
     if source is not None:
+        relay.attach(source)
         app.add_source(source, topic=topics.candles if into_candles else topics.trades)
     started = time.monotonic()
-    app.run()
-    return RunSummary(time.monotonic() - started, dict(sink.rows_written), rejects)
+    with relay:
+        run_application(app, broker, broker_wait_s)
+    return RunSummary(time.monotonic() - started, dict(sink.rows_written), rejects, relay.rejects, [sink.rejects])

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from coinflow import services
 from coinflow.logs import configure_logging
+from coinflow.redact import redact
 from coinflow.settings import Settings
 from inference_pipeline.app import create_app
 from inference_pipeline.runner import limit_native_threads, run_live_evaluation, run_prediction_stream
@@ -39,7 +40,7 @@ def _tracking_uri(settings: Settings) -> str:
     try:
         return services.ensure_mlflow(settings)
     except services.ServiceError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{redact(exc)}[/red]")
         raise typer.Exit(1) from exc
 
 
@@ -85,11 +86,15 @@ def serve(
                          serve_pairs=_split(pairs), serve_horizons=_split(horizons))
     tracking_uri = _tracking_uri(settings)
     if not services.redis_healthy(settings.redis_url):
-        console.print(f"[yellow]The online store {settings.redis_url} does not answer: predictions get 503 until it does "
+        console.print(f"[yellow]The online store {redact(settings.redis_url)} does not answer: predictions get 503 until it does "
                       "(`make up` starts it).[/yellow]")
+    if not settings.api_key and settings.serve_host not in services.LOCAL_HOSTS:
+        console.print(f"[yellow]Listening on {settings.serve_host} without COINFLOW_API_KEY: whoever reaches the port "
+                      "can call every route.[/yellow]")
     limit_native_threads()
     console.print(f"Serving {', '.join(settings.serve_pairs)} (horizons {settings.serve_horizons} min) on "
-                  f"http://{settings.serve_host}:{settings.serve_port}/docs, models from {tracking_uri}")
+                  f"http://{settings.serve_host}:{settings.serve_port}/docs, models from {redact(tracking_uri)}"
+                  f"{'; API key required' if settings.api_key else ''}")
     uvicorn.run(create_app(settings, tracking_uri), host=settings.serve_host, port=settings.serve_port,
                 log_level=settings.log_level.lower(), access_log=access_log)
 
@@ -110,7 +115,7 @@ def predict_stream(
     try:
         summary = run_prediction_stream(settings, tracking_uri)
     except services.ServiceError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{redact(exc)}[/red]")
         raise typer.Exit(1) from exc
     console.print(f"{summary.predictions} predictions written. {summary.rejects.summary()}")
 
@@ -125,7 +130,7 @@ def evaluate_live(metrics_port: MetricsPortOption = None) -> None:
     try:
         run_live_evaluation(settings, tracking_uri)
     except services.ServiceError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{redact(exc)}[/red]")
         raise typer.Exit(1) from exc
 
 

@@ -6,6 +6,8 @@ which loads the served models in the background: the API answers at once
 registry is unreachable). Nothing happens at import or at `create_app`.
 Prediction routes are async: the Redis read is awaited (so /health answers
 while Redis hangs) and the model call on a one-row frame runs inline.
+Requests meet the guards first (`guards.py`): the API key when one is set,
+the body size limit, strict JSON and bounded validation errors.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ from typing import Annotated, Any
 
 import redis.asyncio
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from mlflow import MlflowClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from coinflow.redact import redact
 from coinflow.settings import Settings
 from inference_pipeline.evaluation import read_live_metrics
 from inference_pipeline.features import OnlineFeatures, serving_store
+from inference_pipeline.guards import ApiKeyMiddleware, StrictJSONRoute, validation_error_response
 from inference_pipeline.metrics import ApiMetrics, RequestMetricsMiddleware
 from inference_pipeline.model_store import ModelStore
 from inference_pipeline.schemas import (
@@ -42,8 +47,12 @@ from inference_pipeline.service import Prediction, PredictionError, Predictor
 
 
 PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "The body is not JSON (or not UTF-8)."},
+    400: {"model": ErrorResponse, "description": "The body is not JSON: not UTF-8, malformed, or with NaN, Infinity "
+                                                  "or a number beyond a float's range."},
+    401: {"model": ErrorResponse, "description": "COINFLOW_API_KEY is set and the request lacks it (X-API-Key or "
+                                                  "Authorization: Bearer)."},
     404: {"model": ErrorResponse, "description": "Pair or horizon not served (the answer names the served ones)."},
+    413: {"content": {"text/plain": {}}, "description": "The body is larger than COINFLOW_SERVE_MAX_BODY_BYTES."},
     503: {"model": ErrorResponse, "description": "No model for the alias, features missing or too old (with their "
                                                   "age), or the online store unreachable."},
 }
@@ -123,7 +132,12 @@ def create_app(settings: Settings, tracking_uri: str) -> FastAPI:
         version="1.0",
         summary="Price forecasts of the registered champion models from the freshest online features.",
         lifespan=lifespan,
+        max_body_size=settings.serve_max_body_bytes,
     )
+    app.router.route_class = StrictJSONRoute
+    app.add_exception_handler(RequestValidationError, validation_error_response)
+    if settings.api_key:
+        app.add_middleware(ApiKeyMiddleware, key=settings.api_key.get_secret_value())
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(PredictionError)
@@ -165,7 +179,7 @@ def create_app(settings: Settings, tracking_uri: str) -> FastAPI:
         models = runtime.models
         problems = [p for k in models.keys if (p := models.problem(k))]
         if not store_up:
-            problems.insert(0, f"online store {runtime.settings.redis_url} does not answer")
+            problems.insert(0, f"online store {redact(runtime.settings.redis_url)} does not answer")
         body = Readiness(ready=store_up and models.ready(), online_store=store_up, models_loaded=len(models.models()),
                          models_expected=len(models.keys), problems=problems)
         return JSONResponse(status_code=200 if body.ready else 503, content=body.model_dump())

@@ -24,6 +24,7 @@ from mlflow.entities import Metric
 from prometheus_client import Counter, Gauge
 from quixstreams.sinks import BatchingSink, SinkBatch
 
+from coinflow.redact import redact
 from training_pipeline.metrics import directional_accuracy
 
 logger = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def read_live_metrics(client: MlflowClient, name: str, version: str) -> dict[str
         experiment_id = client.get_run(model_version.run_id).info.experiment_id
         runs = client.search_runs([experiment_id], filter_string=_live_filter(name, version), max_results=1)
     except Exception as exc:  # noqa: BLE001 - metrics are best effort; serving goes on without them
-        logger.debug("Live metrics of %s v%s unavailable: %s", name, version, exc)
+        logger.debug("Live metrics of %s v%s unavailable: %s", name, version, redact(exc))
         return {}
     return {k: v for k, v in runs[0].data.metrics.items() if k.startswith("live_")} if runs else {}
 
@@ -161,7 +162,8 @@ class LiveMetricsSink(BatchingSink):
         try:
             self._client.log_batch(self._run_id(name, version), metrics=metrics)
         except Exception as exc:  # noqa: BLE001 - the registry being down must not stop the evaluation
-            logger.warning("Live metrics of %s v%s not logged to MLflow (retried later): %s", name, version, exc)
+            logger.warning("Live metrics of %s v%s not logged to MLflow (retried later): %s", name, version,
+                           redact(exc))
             return False
         return True
 

@@ -38,6 +38,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel
 
+from coinflow.redact import redact
 from coinflow.settings import Settings
 from feature_repo.names import window_view
 from training_pipeline.models import PriceModel
@@ -266,6 +267,7 @@ class ModelStore:
         try:
             found = self._resolve(key)
         except MlflowException as exc:
+            error = redact(exc)
             if exc.error_code in MISSING_CODES:
                 if key in self._models:
                     logger.warning("%s: %s is gone from the registry; unloading it", key.registered_name, self.selector)
@@ -273,12 +275,12 @@ class ModelStore:
                 status.problem = f"no model version for {self.selector} of {key.registered_name}"
                 status.last_error = None
             else:
-                status.last_error = f"registry: {exc}"
-                logger.warning("%s: registry check failed, keeping what is loaded: %s", key.registered_name, exc)
+                status.last_error = f"registry: {error}"
+                logger.warning("%s: registry check failed, keeping what is loaded: %s", key.registered_name, error)
             return
         except Exception as exc:  # noqa: BLE001 - connection errors of the REST client come in several types
-            status.last_error = f"registry: {type(exc).__name__}: {exc}"
-            logger.warning("%s: registry unreachable, keeping what is loaded: %s", key.registered_name, exc)
+            status.last_error = f"registry: {type(exc).__name__}: {redact(exc)}"
+            logger.warning("%s: registry unreachable, keeping what is loaded: %s", key.registered_name, redact(exc))
             return
         current = self._models.get(key)
         if current is not None and current.version == str(found.version):
@@ -288,10 +290,11 @@ class ModelStore:
             model = self.load(key, found)
         except Exception as exc:  # noqa: BLE001 - any failure to load keeps the previous model
             self.load_failures += 1
-            status.last_error = f"v{found.version}: {exc}"
+            error = redact(exc)
+            status.last_error = f"v{found.version}: {error}"
             if current is None:
-                status.problem = f"{key.registered_name} v{found.version} could not be loaded: {exc}"
-            logger.error("%s v%s could not be loaded (%s); keeping %s", key.registered_name, found.version, exc,
+                status.problem = f"{key.registered_name} v{found.version} could not be loaded: {error}"
+            logger.error("%s v%s could not be loaded (%s); keeping %s", key.registered_name, found.version, error,
                          f"v{current.version}" if current else "none")
             return
         self._publish(key, model)

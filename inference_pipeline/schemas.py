@@ -5,12 +5,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 Pair = Annotated[str, Field(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9]+/[A-Za-z0-9]+$",
                             description="A pair in BASE/QUOTE form, as the feature store keys it.", examples=["BTC/USDC"])]
-Horizon = Annotated[int | None, Field(ge=1, le=10_080, description="Forecast horizon in minutes; default: the first served.",
-                                      examples=[1])]
+
+
+def _integer_only(value: object) -> object:
+    """JSON Schema's integer (1, 1.0), never true or "1", which lax validation would take for 1."""
+    if isinstance(value, bool | str):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+Minutes = Annotated[int, Field(ge=1, le=10_080), BeforeValidator(_integer_only)]
+Horizon = Annotated[Minutes | None, Field(examples=[1], description="Forecast horizon in minutes (an integer, not true "
+                                                                    "or '1'); default: the first served.")]
 MAX_BATCH = 100
 
 

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from coinflow import services
 from coinflow.logs import configure_logging
+from coinflow.redact import redact
 from coinflow.settings import INTERVALS_SECONDS, Settings
 from coinflow.store import feature_store
 from training_pipeline.checks import DataCheckError
@@ -121,7 +122,7 @@ def train(
     try:
         tracking_uri = services.ensure_mlflow(settings)
     except services.ServiceError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{redact(exc)}[/red]")
         raise typer.Exit(1) from exc
     store = feature_store(settings)
     failed = []
@@ -137,7 +138,7 @@ def train(
             if m.version:
                 console.print(f"  v{m.version} {m.model_type}: {m.promotion}")
         champion = f"champion: version {result.champion}" if result.champion else "no champion yet (none has qualified)"
-        console.print(f"{result.name}: {champion}. MLflow: {tracking_uri}")
+        console.print(f"{result.name}: {champion}. MLflow: {redact(tracking_uri)}")
     for book in (_split(product) or settings.action_products) if action else []:
         from training_pipeline.action_train import train_action  # imports torch only when the action model is chosen
 
@@ -148,7 +149,7 @@ def train(
             failed.append(book)
             continue
         console.print(_action_table(outcome))
-        console.print(f"  v{outcome.version}: {outcome.promotion}. MLflow: {tracking_uri}")
+        console.print(f"  v{outcome.version}: {outcome.promotion}. MLflow: {redact(tracking_uri)}")
     if failed:
         raise typer.Exit(1)
 
@@ -196,7 +197,7 @@ def simulate(
         report = simulate_run(settings, run_id, tracking_uri, settings.simulation_threshold if threshold is None
                               else threshold, passive)
     except (services.ServiceError, DataCheckError, ValueError, MlflowException) as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{redact(exc)}[/red]")
         raise typer.Exit(1) from exc
     table = Table(title=f"{report.pair} {report.model} (run {report.run_id}): {report.start:%Y-%m-%d %H:%M} to "
                         f"{report.end:%Y-%m-%d %H:%M} UTC")
@@ -206,7 +207,8 @@ def simulate(
         table.add_row(outcome.name, f"{outcome.pnl:,.2f}", _fmt(100 * outcome.total_return, 3), _fmt(outcome.sharpe, 2),
                       _fmt(100 * outcome.max_drawdown, 3), str(outcome.fills), f"{outcome.fees:,.2f}")
     console.print(table)
-    console.print(f"Logged as run {report.simulation_run_id} (nested under {report.run_id}). MLflow: {tracking_uri}")
+    console.print(f"Logged as run {report.simulation_run_id} (nested under {report.run_id}). "
+                  f"MLflow: {redact(tracking_uri)}")
 
 
 @app.command("mlflow-ui")
@@ -217,9 +219,9 @@ def mlflow_ui() -> None:
     try:
         uri = services.ensure_mlflow(settings)
     except services.ServiceError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{redact(exc)}[/red]")
         raise typer.Exit(1) from exc
-    console.print(f"MLflow UI: {uri}")
+    console.print(f"MLflow UI: {redact(uri)}")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,11 @@ are idempotent: the online store keeps the newest row per entity (Feast's Redis
 store ignores older event times) and the offline store merges by
 (entity, event_timestamp). A routing function says which feature views each
 row feeds: candles and indicators by interval (the default), or one view
-(order books). Transient failures are retried with backoff; when
-they persist the sink asks Quix to pause and re-deliver the batch later.
+(order books). Transient failures (the stores down) are retried with backoff;
+when they persist the sink asks Quix to pause and re-deliver the batch later.
+A row that can never be written (one that fails the conversion to the
+stores' types on its own) is rejected instead, counted and dead-lettered, and
+the rest of the batch is written: a bad row never holds a batch back.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from collections.abc import Callable, Iterable
 
 import pandas as pd
 import pyarrow as pa
+import redis
 from feast import FeatureStore, FeatureView
 from feast.types import Int64
 from prometheus_client import Counter, Histogram
 from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 
 from coinflow import offline
+from coinflow.quality import Rejects
 from feature_pipeline.transforms.windows import window_row
 from feature_repo.names import (
     CREATED_TIMESTAMP,
@@ -58,6 +63,17 @@ def feature_frame(rows: list[dict]) -> pd.DataFrame:
 def latest_per_pair(frame: pd.DataFrame, entity: str = ENTITY) -> pd.DataFrame:
     """The newest row of each entity (pair): all the online store keeps."""
     return frame.sort_values(EVENT_TIMESTAMP, kind="stable").drop_duplicates(entity, keep="last")
+
+
+# What the conversion of a row to a frame and to the stores' Arrow types raises for a value it cannot hold.
+ROW_ERRORS = (ValueError, TypeError, KeyError, OverflowError, pa.ArrowException)
+# What the stores raise when they cannot be reached: never a row's fault, even where a class is also a row error.
+TRANSIENT_ERRORS = (OSError, redis.ConnectionError, redis.TimeoutError)
+
+
+def is_row_error(exc: BaseException) -> bool:
+    """Whether a failed write may be a row's fault (then the rows are checked one by one) rather than the stores'."""
+    return isinstance(exc, ROW_ERRORS) and not isinstance(exc, TRANSIENT_ERRORS)
 
 
 Routes = Callable[[pd.DataFrame], Iterable[tuple[tuple[str, ...], pd.DataFrame]]]
@@ -103,8 +119,11 @@ class FeastSink(BatchingSink):
         retry_after_s: float = 5.0,
         routes: Routes = candle_routes,
         window_length: int | None = None,
+        dead_letter: Callable[[dict], None] | None = None,
+        stage: str = "feast_sink",
     ) -> None:
         super().__init__()
+        self.rejects = Rejects(stage, forward=dead_letter)
         self._window_length = window_length
         self._routes = routes
         self._store_factory = store_factory
@@ -123,6 +142,29 @@ class FeastSink(BatchingSink):
             view = self._store.get_feature_view(name)
             self._views[name] = (view, arrow_schema(view))
         return self._views[name]
+
+    def conversion_error(self, row: dict) -> Exception | None:
+        """What converting this row alone, as `write_rows` does, raises (None if it converts): a row error."""
+        try:
+            for names, group in self._routes(feature_frame([row])):
+                for name in names:
+                    schema = self._view(name)[1]
+                    pa.Table.from_pandas(group[schema.names], schema=schema, preserve_index=False)
+        except ROW_ERRORS as exc:
+            return exc
+        return None
+
+    def reject_unwritable(self, rows: list[dict]) -> list[dict]:
+        """The rows that convert; each of the others is counted and dead-lettered (``unwritable_row``)."""
+        writable = []
+        for row in rows:
+            error = self.conversion_error(row)
+            if error is None:
+                writable.append(row)
+                continue
+            logger.warning("A feature row cannot be written (%s: %s); it is dead-lettered", type(error).__name__, error)
+            self.rejects.reject("unwritable_row", row)
+        return writable
 
     def write_rows(self, rows: list[dict]) -> None:
         """Write feature rows to both stores (idempotent; raises on failure).
@@ -173,11 +215,18 @@ class FeastSink(BatchingSink):
                 rows.append(value)
         if rows:
             started = time.perf_counter()
-            for attempt in range(1, self._retries + 1):
+            attempt = 0
+            while rows:
                 try:
                     self.write_rows(rows)
                     break
                 except Exception as exc:  # noqa: BLE001 - store clients raise many kinds; all are retried
+                    if is_row_error(exc):
+                        writable = self.reject_unwritable(rows)
+                        if len(writable) < len(rows):
+                            rows = writable
+                            continue
+                    attempt += 1
                     if attempt == self._retries:
                         logger.error("Feature store write failed %d times (%s); Quix will re-deliver the batch in %.0f s",
                                      attempt, exc, self._retry_after_s)

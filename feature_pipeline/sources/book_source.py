@@ -20,6 +20,7 @@ from typing import Any
 
 from prometheus_client import Counter as PromCounter
 
+from coinflow.quality import DEAD_LETTER_MAX_BYTES
 from coinflow.schemas import CONTROL_END, Trade
 from feature_pipeline.sources.base import RecordSource
 from feature_pipeline.transforms.book import (
@@ -145,12 +146,13 @@ class BookSource(RecordSource):
 
     With ``run_id`` set the source is finite (a recorded session): when the
     client stops by itself, it sends an end marker per book and per traded
-    pair, carrying the run id, and returns.
+    pair, carrying the run id, and returns. Its dead letters are at most
+    ``dead_letter_max_bytes`` (the source's process is configured with it).
     """
 
     def __init__(self, name: str, dead_letter_topic: str, trades_topic: str | None, run_id: str | None,
-                 trade_close_after_ms: int = 0) -> None:
-        super().__init__(name, dead_letter_topic)
+                 trade_close_after_ms: int = 0, dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES) -> None:
+        super().__init__(name, dead_letter_topic, dead_letter_max_bytes=dead_letter_max_bytes)
         self.trades_topic = trades_topic
         self.run_id = run_id
         self.trade_close_after_ms = trade_close_after_ms
@@ -193,8 +195,7 @@ class BookSource(RecordSource):
         for trade in trades:
             pair = trade["pair"]
             self._last_trade_ms[pair] = max(self._last_trade_ms.get(pair, 0), trade["timestamp_ms"])
-            self.producer.produce(topic=self.trades_topic, key=pair, value=json.dumps(trade).encode(),
-                                  timestamp=trade["timestamp_ms"])
+            self.produce_to(self.trades_topic, pair, json.dumps(trade).encode(), trade["timestamp_ms"])
 
     def end_keys(self) -> tuple[list[str], list[str]]:
         """The book keys and trade pairs a finite run ends (every configured one, traded or not)."""
@@ -210,5 +211,5 @@ class BookSource(RecordSource):
                                       "timestamp_ms": end_ms, "run_id": self.run_id}, end_ms)
         for pair in pairs if self.trades_topic else ():
             end_ms = self._last_trade_ms.get(pair, last_ms) + self.trade_close_after_ms
-            self.producer.produce(topic=self.trades_topic, key=pair, timestamp=end_ms, value=json.dumps(
-                {"control": CONTROL_END, "pair": pair, "timestamp_ms": end_ms, "run_id": self.run_id}).encode())
+            self.produce_to(self.trades_topic, pair, json.dumps(
+                {"control": CONTROL_END, "pair": pair, "timestamp_ms": end_ms, "run_id": self.run_id}).encode(), end_ms)

@@ -4,9 +4,10 @@ Client side: `subscribe_message` (one channel per message, as Coinbase
 requires; an optional CDP JWT) and `parse_message`, which turns a frame into a
 `Frame`: its connection-wide ``sequence_num``, its time, and what it carries
 (level2 book events, market trades, a heartbeat, the subscription state) plus
-a reason for every bad part. Server side (for the replay server):
-`parse_request`, `with_sequence_num`, `format_subscriptions`,
-`format_l2_snapshot`.
+a reason for every bad part, whatever the frame holds (numbers must fit what
+the pipeline carries, see `kraken_protocol.checked_level`). Server side (for
+the replay server): `parse_request`, `with_sequence_num`,
+`format_subscriptions`, `format_l2_snapshot`.
 
 Nothing here does I/O or reads the clock; times come in as arguments.
 """
@@ -21,8 +22,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coinflow.schemas import Side, Trade
-from feature_pipeline.sources.kraken_protocol import ms_to_rfc3339, rfc3339_to_ms
-from feature_pipeline.transforms.book import Level, OrderBook, to_level
+from feature_pipeline.sources.kraken_protocol import (
+    MALFORMED_ERRORS,
+    MAX_INT64,
+    UNSUBSCRIBED,
+    checked_id,
+    checked_level,
+    decode_frame,
+    ms_to_rfc3339,
+    rfc3339_to_ms,
+)
+from feature_pipeline.transforms.book import Level, OrderBook
 
 EXCHANGE = "coinbase"
 LEVEL2 = "level2"
@@ -108,23 +118,52 @@ def subscribe_message(channel: str, products: Sequence[str], jwt: str | None = N
     return json.dumps(body)
 
 
+def cdp_signing_key(private_key_pem: str) -> Any:
+    """The P-256 EC private key of a CDP API key (what ES256 signs with).
+
+    Raises ValueError saying what is wrong, never quoting the key, when the PEM is not one: checked at
+    start-up, since a bad key would otherwise fail only when the first subscription is signed.
+    """
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(private_key_pem.encode(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ValueError("not a PEM private key (expected -----BEGIN EC PRIVATE KEY----- ..., unencrypted)") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError(  # noqa: TRY004 - the secret's content is wrong, not the argument's type
+            "not an EC private key on the P-256 curve, which CDP API keys (ES256) are")
+    return key
+
+
 def cdp_jwt(key_name: str, private_key_pem: str, now_s: int, nonce: str | None = None) -> str:
     """The short-lived JWT (ES256, 2 minutes) that authenticates a subscription with a CDP API key."""
     import jwt
 
     claims = {"iss": "cdp", "nbf": now_s, "exp": now_s + 120, "sub": key_name}
     headers = {"kid": key_name, "nonce": nonce or secrets.token_hex()}
-    return jwt.encode(claims, private_key_pem, algorithm="ES256", headers=headers)
+    return jwt.encode(claims, cdp_signing_key(private_key_pem), algorithm="ES256", headers=headers)
 
 
 def parse_message(text: str | bytes, products: frozenset[str] | None = None) -> Message:
-    """What one frame from the server is; book events and trades of products outside ``products`` are rejected."""
-    try:
-        message = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
-        return Rejected("malformed_json")
+    """What one frame from the server is; book events and trades of products outside ``products`` are rejected.
+
+    Never raises: a frame that cannot be read is `Rejected`.
+    """
+    message, error = decode_frame(text)
+    if error is not None:
+        return Rejected(error)
     if not isinstance(message, dict):
         return Rejected("not_an_object")
+    try:
+        return _parse_object(message, products)
+    except MALFORMED_ERRORS:
+        return Rejected("malformed_frame")
+
+
+def _parse_object(message: dict, products: frozenset[str] | None) -> Message:
     if message.get("type") == "error":
         return ServerError(str(message.get("message", "")))
     channel, events = message.get("channel"), message.get("events")
@@ -133,6 +172,8 @@ def parse_message(text: str | bytes, products: frozenset[str] | None = None) -> 
     sequence_num = message.get("sequence_num")
     if not isinstance(sequence_num, int) or isinstance(sequence_num, bool):
         return Rejected("missing_sequence_num")
+    if checked_id(sequence_num) is None:
+        return Rejected("bad_sequence_num")
     try:
         timestamp_ms = rfc3339_to_ms(message.get("timestamp"))
     except (ValueError, TypeError):
@@ -165,14 +206,14 @@ def _parse_book_event(event: Any, products: frozenset[str] | None, frame: Frame)
         frame.rejects.append(("malformed_book_event", event))
         return
     if products is not None and product not in products:
-        frame.rejects.append(("unknown_product", event))
+        frame.rejects.append((UNSUBSCRIBED, event))
         return
     bids: list[Level] = []
     asks: list[Level] = []
     reject = None
     for update in updates:
         side = _BOOK_SIDES.get(update.get("side")) if isinstance(update, dict) else None
-        level = to_level(update.get("price_level"), update.get("new_quantity")) if side else "malformed_level"
+        level = checked_level(update.get("price_level"), update.get("new_quantity")) if side else "malformed_level"
         if isinstance(level, str):
             reject = level
             frame.rejects.append((level, update))
@@ -192,7 +233,7 @@ def _parse_trades_event(event: Any, products: frozenset[str] | None, frame: Fram
         if isinstance(trade, str):
             frame.rejects.append((trade, entry))
         elif products is not None and entry["product_id"] not in products:
-            frame.rejects.append(("unknown_product", entry))
+            frame.rejects.append((UNSUBSCRIBED, entry))
         else:
             parsed.append(trade)
     # Snapshots list the newest trade first; downstream expects each exchange's ids in order.
@@ -209,11 +250,10 @@ def parse_trade(entry: Any) -> Trade | str:
         pair = pair_of(entry["product_id"])
     except (ValueError, AttributeError):
         return "bad_product"
-    try:
-        trade_id = int(entry["trade_id"])
-    except (TypeError, ValueError):
+    trade_id = _trade_id(entry["trade_id"])
+    if trade_id is None:
         return "bad_trade_id"
-    level = to_level(entry["price"], entry["size"])
+    level = checked_level(entry["price"], entry["size"])
     if isinstance(level, str) or not level[1]:
         return level if isinstance(level, str) else "zero_size"
     side = _SIDES.get(entry["side"]) if isinstance(entry["side"], str) else None
@@ -225,6 +265,15 @@ def parse_trade(entry: Any) -> Trade | str:
         return "bad_timestamp"
     return Trade(exchange=EXCHANGE, pair=pair, trade_id=trade_id, price=float(level[0]), qty=float(level[1]),
                  side=side, timestamp_ms=timestamp_ms)
+
+
+def _trade_id(value: Any) -> int | None:
+    """Coinbase's trade id (a decimal string, or an int) within int64; None otherwise."""
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit() and len(value) <= len(str(MAX_INT64))):
+            return None
+        value = int(value)
+    return checked_id(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 # --- server side -----------------------------------------------------------

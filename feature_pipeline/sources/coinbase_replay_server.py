@@ -15,7 +15,11 @@ The server keeps its own copy of every book from the recorded level2 frames,
 so a client that resubscribes to ``level2`` mid-session gets a fresh snapshot
 of the book at that point, as from the real server. ``lose`` names recorded
 frames (by position among the received ones) that are never sent, to test
-how clients handle a lost message.
+how clients handle a lost message; ``inject`` adds frames of any content
+(hostile ones, for tests), sent once, to the first connection that reaches a
+position, just before the recorded frame there: text with the connection's
+``sequence_num`` (where it has the field), bytes verbatim, each counted as a
+message of the connection.
 
 The recording format is the one of ``data/coinbase/*.jsonl.gz`` (see
 `read_session`).
@@ -28,7 +32,7 @@ import gzip
 import json
 import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,8 +107,8 @@ class _Connection:
     sequence_num: int = 0
     streaming: asyncio.Task | None = None
 
-    async def send(self, text: str) -> None:
-        await self.ws.send(with_sequence_num(text, self.sequence_num))
+    async def send(self, frame: str | bytes) -> None:
+        await self.ws.send(with_sequence_num(frame, self.sequence_num) if isinstance(frame, str) else frame)
         self.sequence_num += 1
 
 
@@ -120,6 +124,7 @@ class CoinbaseReplayServer:
         speed: float | None = None,
         start_delay_s: float = 0.2,
         lose: Collection[int] = (),
+        inject: Mapping[int, Sequence[str | bytes]] | None = None,
     ) -> None:
         self._entries = [self._index(frame) for frame in frames]
         self.products = frozenset(p for e in self._entries for p in e.products)
@@ -128,6 +133,7 @@ class CoinbaseReplayServer:
         self.speed = speed or None
         self.start_delay_s = start_delay_s
         self.lose = frozenset(lose)
+        self._inject = {position: list(frames) for position, frames in (inject or {}).items()}
         self.connections = 0
         self.requests: list[Request] = []
         self.sent = 0
@@ -236,6 +242,8 @@ class CoinbaseReplayServer:
                 if self.speed:
                     due = started + (entry.frame.ts - first_ts) / self.speed
                     await asyncio.sleep(max(0.0, due - time.monotonic()))
+                for frame in self._inject.pop(position, ()):
+                    await client.send(frame)
                 wanted = self._wanted(client, entry)
                 self._apply(client, entry)
                 if wanted and position in self.lose:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
-from coinflow.quality import Rejects
+from coinflow.quality import DEAD_LETTER_MAX_BYTES, Rejects
 from coinflow.schemas import CONTROL_TICK, Trade
 from feature_pipeline.sources.book_source import BookGate, BookSource
 from feature_pipeline.sources.coinbase_protocol import (
@@ -35,6 +35,7 @@ from feature_pipeline.sources.coinbase_protocol import (
     Rejected,
     ServerError,
     cdp_jwt,
+    cdp_signing_key,
     pair_of,
     parse_message,
     subscribe_message,
@@ -85,14 +86,13 @@ class CoinbaseStream(ReconnectingClient):
     ) -> None:
         if not products:
             raise ValueError("CoinbaseStream needs at least one product")
-        super().__init__(url, CoinbaseStats(), reconnect_initial_s=reconnect_initial_s,
+        super().__init__(url, CoinbaseStats(), rejects, reconnect_initial_s=reconnect_initial_s,
                          reconnect_max_s=reconnect_max_s, silence_timeout_s=silence_timeout_s,
                          open_timeout_s=open_timeout_s, draw=draw)
         self.products = list(products)
         self._known = frozenset(products)
         self._emit = emit
         self._on_trades = on_trades
-        self._rejects = rejects
         self._jwt = jwt
         self._finite = finite
         self._ws: ClientConnection | None = None
@@ -120,7 +120,7 @@ class CoinbaseStream(ReconnectingClient):
             await ws.send(request)
         try:
             async for frame in self._frames(ws):
-                self._dispatch(frame)
+                self._handle(frame)
                 if self._resync_due:
                     await self._resubscribe_books(ws)
         except ConnectionClosedOK:
@@ -190,7 +190,10 @@ class CoinbaseStream(ReconnectingClient):
 
 
 class CoinbaseSource(BookSource):
-    """Coinbase books onto the book-updates topic and market trades onto the trades topic."""
+    """Coinbase books onto the book-updates topic and market trades onto the trades topic.
+
+    Raises ValueError when ``api_secret`` is not the EC private key (PEM) a CDP API key signs with.
+    """
 
     def __init__(
         self,
@@ -206,9 +209,12 @@ class CoinbaseSource(BookSource):
         reconnect_initial_s: float = 0.5,
         reconnect_max_s: float = 30.0,
         silence_timeout_s: float = 10.0,
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
         name: str = "coinbase",
     ) -> None:
-        super().__init__(name, dead_letter_topic, trades_topic, run_id, trade_close_after_ms)
+        super().__init__(name, dead_letter_topic, trades_topic, run_id, trade_close_after_ms, dead_letter_max_bytes)
+        if api_key and api_secret:
+            cdp_signing_key(api_secret)  # here, before the source's process starts: a bad key is one clear error
         self.url = url
         self.products = list(products)
         self.api_key = api_key

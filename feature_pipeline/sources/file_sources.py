@@ -12,8 +12,8 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from coinflow.quality import Rejects
-from coinflow.schemas import CONTROL_END, Control
+from coinflow.quality import DEAD_LETTER_MAX_BYTES, Rejects
+from coinflow.schemas import CONTROL_END, MAX_FUTURE_MS, Control
 from feature_pipeline.sources.base import RecordSource
 from feature_pipeline.sources.files import iter_ohlcvt_csv, iter_trades_csv
 
@@ -39,8 +39,12 @@ def paced(records: Iterable[dict], speed: float, time_field: str = "timestamp_ms
 class FiniteFileSource(RecordSource):
     """Produces the records of a file keyed by pair, then an end marker per pair."""
 
-    def __init__(self, name: str, path: Path, pair: str, run_id: str, dead_letter_topic: str, close_after_ms: int) -> None:
-        super().__init__(name, dead_letter_topic)
+    stage: str  # of its rejects and dead letters: one per kind of file (the source's name is unique per run)
+
+    def __init__(self, name: str, path: Path, pair: str, run_id: str, dead_letter_topic: str, close_after_ms: int,
+                 max_future_ms: int = MAX_FUTURE_MS, dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES) -> None:
+        super().__init__(name, dead_letter_topic, dead_letter_max_bytes=dead_letter_max_bytes)
+        self.max_future_ms = max_future_ms
         self.path = Path(path)
         self.pair = pair
         self.run_id = run_id
@@ -53,7 +57,7 @@ class FiniteFileSource(RecordSource):
         raise NotImplementedError
 
     def run(self) -> None:
-        rejects = Rejects(self.name, forward=self.produce_dead_letter)
+        rejects = Rejects(self.stage, forward=self.produce_dead_letter)
         last_ts = None
         count = 0
         for record in self.records(rejects):
@@ -72,16 +76,21 @@ class FiniteFileSource(RecordSource):
 
 
 class TradesFileSource(FiniteFileSource):
-    """Trades from a CSV (time_ms,timestamp,price,qty,side), optionally at real time x `speed`."""
+    """Trades from a CSV (time_ms,timestamp,price,qty,side[,trade_id]), optionally at real time x `speed`."""
+
+    stage = "trades_file"
 
     def __init__(self, path: Path, pair: str, run_id: str, dead_letter_topic: str, close_after_ms: int,
-                 speed: float = 0.0, exchange: str = "kraken") -> None:
-        super().__init__(f"trades-file-{run_id}", path, pair, run_id, dead_letter_topic, close_after_ms)
+                 speed: float = 0.0, exchange: str = "kraken", max_future_ms: int = MAX_FUTURE_MS,
+                 dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES) -> None:
+        super().__init__(f"trades-file-{run_id}", path, pair, run_id, dead_letter_topic, close_after_ms,
+                         max_future_ms, dead_letter_max_bytes)
         self.speed = speed
         self.exchange = exchange
 
     def records(self, rejects: Rejects) -> Iterable[dict]:
-        return paced(iter_trades_csv(self.path, self.pair, rejects, self.exchange), self.speed)
+        trades = iter_trades_csv(self.path, self.pair, rejects, self.exchange, max_future_ms=self.max_future_ms)
+        return paced(trades, self.speed)
 
     def event_time(self, record: dict) -> int:
         return record["timestamp_ms"]
@@ -90,13 +99,18 @@ class TradesFileSource(FiniteFileSource):
 class CandlesFileSource(FiniteFileSource):
     """Candles from Kraken's OHLCVT export, straight into the candles topic."""
 
-    def __init__(self, path: Path, pair: str, run_id: str, dead_letter_topic: str, interval: str, seconds: int) -> None:
-        super().__init__(f"candles-file-{run_id}", path, pair, run_id, dead_letter_topic, close_after_ms=0)
+    stage = "candles_file"
+
+    def __init__(self, path: Path, pair: str, run_id: str, dead_letter_topic: str, interval: str, seconds: int,
+                 max_future_ms: int = MAX_FUTURE_MS, dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES) -> None:
+        super().__init__(f"candles-file-{run_id}", path, pair, run_id, dead_letter_topic, 0, max_future_ms,
+                         dead_letter_max_bytes)
         self.interval = interval
         self.seconds = seconds
 
     def records(self, rejects: Rejects) -> Iterable[dict]:
-        return iter_ohlcvt_csv(self.path, self.pair, self.interval, self.seconds, rejects)
+        return iter_ohlcvt_csv(self.path, self.pair, self.interval, self.seconds, rejects,
+                               max_future_ms=self.max_future_ms)
 
     def event_time(self, record: dict) -> int:
         return record["window_end_ms"]

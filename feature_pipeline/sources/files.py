@@ -2,20 +2,122 @@
 
 The readers are pure parsing: each row becomes a record or a counted reject;
 nothing is produced anywhere here (the sources in `file_sources` do that).
+A problem with the file as a whole (no header, missing columns, not text)
+is a `FileFormatError` naming the file and the row; `check_trades_csv` and
+`check_ohlcvt_csv` find those up front, so that a command can say so in one
+line before its pipeline starts. A row that cannot be read (not UTF-8, a
+field over csv's size limit, an implausible time) is a reject like any bad row.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TextIO
 
 from coinflow.quality import Rejects
-from coinflow.schemas import Candle, Trade
+from coinflow.schemas import ID_SPACE_TIME, MAX_FUTURE_MS, Candle, Trade, time_problem, time_trade_key
 
 TRADES_CSV_COLUMNS = ("time_ms", "timestamp", "price", "qty", "side")
+TRADE_ID_COLUMN = "trade_id"
+OHLCVT_COLUMNS = ("unix", "open", "high", "low", "close", "volume", "trades")
+MAX_INT64 = 2**63 - 1
 _SIDES = {"buy": "buy", "sell": "sell", "b": "buy", "s": "sell"}
+_SHOWN_CHARS = 80
+
+
+class FileFormatError(ValueError):
+    """A file that cannot be read as its format at all; the message names the file, the row and the problem."""
+
+
+def _open(path: Path) -> TextIO:
+    """The file as text: a UTF-8 BOM is skipped, and bytes that are not UTF-8 are kept (as surrogates) for the rows
+    holding them to be rejected rather than ending the read."""
+    return open(path, newline="", encoding="utf-8-sig", errors="surrogateescape")
+
+
+def _not_text(fields: list[str]) -> bool:
+    """Whether a row holds bytes that are not UTF-8 text (or NULs, as binary files do)."""
+    return any("\x00" in field or any("\udc80" <= ch <= "\udcff" for ch in field) for field in fields)
+
+
+def _raw(fields: list[str]) -> bytes:
+    """A row as its original bytes, for its dead letter."""
+    return ",".join(fields).encode("utf-8", errors="surrogateescape")
+
+
+def _shown(fields: list[str]) -> str:
+    text = ",".join(fields).encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+    return repr(text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "...")
+
+
+def _rows(handle: TextIO, rejects: Rejects, header_rows: int = 0) -> Iterator[list[str]]:
+    """The fields of each readable row; an unreadable one is rejected, or raised (FileFormatError) if it is one
+    of the first `header_rows` (which are yielded as they are, text or not, for the caller to judge)."""
+    reader = csv.reader(handle)
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            if reader.line_num <= header_rows:
+                raise FileFormatError(f"row {reader.line_num}: {exc}") from exc
+            rejects.reject("unreadable_row", f"line {reader.line_num}: {exc}")
+            continue
+        if reader.line_num > header_rows and _not_text(fields):
+            rejects.reject("not_utf8", _raw(fields))
+            continue
+        yield fields
+
+
+def trades_columns(header: list[str]) -> dict[str, int]:
+    """The position of each column of a trades CSV's header; raises FileFormatError (no path) if it is not one."""
+    if _not_text(header):
+        raise FileFormatError(f"row 1: not UTF-8 text (a binary file?): {_shown(header)}")
+    names = [name.strip().lower() for name in header]
+    missing = [name for name in TRADES_CSV_COLUMNS if name not in names]
+    if missing:
+        expected = ",".join(TRADES_CSV_COLUMNS)
+        raise FileFormatError(f"row 1: expected a header {expected}[,{TRADE_ID_COLUMN}], "
+                              f"missing {','.join(missing)}; found {_shown(header)}")
+    wanted = (*TRADES_CSV_COLUMNS, TRADE_ID_COLUMN)
+    return {name: names.index(name) for name in wanted if name in names}
+
+
+def _read_header(rows: Iterator[list[str]], path: Path) -> dict[str, int]:
+    """The columns of the header, the first of `rows`; raises FileFormatError naming `path`."""
+    try:
+        header = next(rows, None)
+        if header is None:
+            raise FileFormatError(f"row 1: the file is empty; expected a header {','.join(TRADES_CSV_COLUMNS)}")
+        return trades_columns(header)
+    except FileFormatError as exc:
+        raise FileFormatError(f"{path}: {exc}") from None
+
+
+def _whole(text: str) -> int | None:
+    """An integer field (also written as a float, e.g. ``1.5e9``); None if it is none or not finite."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if math.isfinite(value) else None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _positive(text: str) -> float | None:
@@ -26,90 +128,148 @@ def _positive(text: str) -> float | None:
     return value if math.isfinite(value) and value > 0 else None
 
 
-def iter_trades_csv(
-    path: Path, pair: str, rejects: Rejects, exchange: str = "kraken"
-) -> Iterator[Trade]:
-    """Trades of a CSV with columns time_ms,timestamp,price,qty,side.
+def parse_trade_row(fields: list[str], columns: Mapping[str, int], now_ms: int, max_future_ms: int) -> dict | str:
+    """One row of a trades CSV as price, qty, side, timestamp_ms (and trade_id where the file has them),
+    or why it is rejected."""
+    if len(fields) <= max(columns.values()):
+        return "malformed_row"
+    try:
+        timestamp_ms = int(fields[columns["time_ms"]])
+    except ValueError:
+        return "bad_timestamp"
+    problem = time_problem(timestamp_ms, now_ms, max_future_ms)
+    if problem is not None:
+        return problem
+    price, qty = _positive(fields[columns["price"]]), _positive(fields[columns["qty"]])
+    if price is None or qty is None:
+        return "non_positive_or_nan"
+    side = _SIDES.get(fields[columns["side"]].strip().lower())
+    if side is None:
+        return "bad_side"
+    parsed = {"price": price, "qty": qty, "side": side, "timestamp_ms": timestamp_ms}
+    if TRADE_ID_COLUMN in columns:
+        try:
+            trade_id = int(fields[columns[TRADE_ID_COLUMN]])
+        except ValueError:
+            return "bad_trade_id"
+        if not 0 <= trade_id <= MAX_INT64:
+            return "bad_trade_id"
+        parsed["trade_id"] = trade_id
+    return parsed
 
-    Files carry no trade ids, so a trade's id is its row number: replaying the
-    same file yields the same ids, which the pipeline deduplicates.
+
+def check_trades_csv(path: Path) -> None:
+    """Raise FileFormatError if `path` is not a trades CSV at all (reads its header only)."""
+    try:
+        with _open(path) as handle:
+            _read_header(_rows(handle, Rejects("check"), header_rows=1), path)
+    except OSError as exc:
+        raise FileFormatError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+
+
+def iter_trades_csv(
+    path: Path, pair: str, rejects: Rejects, exchange: str = "kraken", now_ms: int | None = None,
+    max_future_ms: int = MAX_FUTURE_MS,
+) -> Iterator[Trade]:
+    """Trades of a CSV with columns time_ms,timestamp,price,qty,side and optionally trade_id (the exchange's).
+
+    Without a trade_id column, a trade's id is its time key (`time_trade_key`, id space ``time``): the same file
+    replayed gives the same ids, which the pipeline deduplicates, and a file of later trades is never taken for
+    a replay. Times are checked against `now_ms` (default: the clock when reading starts).
     """
-    with open(path, newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header[:5]) != TRADES_CSV_COLUMNS:
-            raise ValueError(
-                f"{path}: expected a header {','.join(TRADES_CSV_COLUMNS)}, found {header!r}"
-            )
-        for row_number, row in enumerate(reader, start=1):
-            if len(row) < 5:
-                rejects.reject("malformed_row", ",".join(row))
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    with _open(path) as handle:
+        rows = _rows(handle, rejects, header_rows=1)
+        columns = _read_header(rows, path)
+        previous_key = None
+        for fields in rows:
+            parsed = parse_trade_row(fields, columns, now_ms, max_future_ms)
+            if isinstance(parsed, str):
+                rejects.reject(parsed, _raw(fields))
                 continue
-            price, qty = _positive(row[2]), _positive(row[3])
-            side = _SIDES.get(row[4].strip().lower())
-            try:
-                timestamp_ms = int(row[0])
-            except ValueError:
-                rejects.reject("bad_timestamp", ",".join(row))
+            if "trade_id" in parsed:
+                yield Trade(exchange=exchange, pair=pair, **parsed)
                 continue
-            if price is None or qty is None:
-                rejects.reject("non_positive_or_nan", ",".join(row))
-                continue
-            if side is None:
-                rejects.reject("bad_side", ",".join(row))
-                continue
-            yield Trade(
-                exchange=exchange,
-                pair=pair,
-                trade_id=row_number,
-                price=price,
-                qty=qty,
-                side=side,
-                timestamp_ms=timestamp_ms,
-            )
+            previous_key = time_trade_key(parsed["timestamp_ms"], previous_key)
+            yield Trade(exchange=exchange, pair=pair, trade_id=previous_key, id_space=ID_SPACE_TIME, **parsed)
 
 
 def read_trades_csv(path: Path, pair: str, rejects: Rejects, exchange: str = "kraken") -> list[Trade]:
     return list(iter_trades_csv(path, pair, rejects, exchange))
 
 
-def iter_ohlcvt_csv(path: Path, pair: str, interval: str, seconds: int, rejects: Rejects) -> Iterator[Candle]:
+def check_ohlcvt_csv(path: Path) -> None:
+    """Raise FileFormatError if `path` is not in Kraken's OHLCVT layout at all (reads its first row only)."""
+    try:
+        with _open(path) as handle:
+            try:
+                first = next(_rows(handle, Rejects("check"), header_rows=1), None)
+            except FileFormatError as exc:
+                raise FileFormatError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise FileFormatError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    if first is None:
+        raise FileFormatError(f"{path}: the file is empty")
+    if _not_text(first):
+        raise FileFormatError(f"{path}: row 1: not UTF-8 text (a binary file?): {_shown(first)}")
+    if len(first) < len(OHLCVT_COLUMNS) or not _is_number(first[0]):
+        raise FileFormatError(
+            f"{path}: row 1: expected OHLCVT rows {','.join(OHLCVT_COLUMNS)} (no header); found {_shown(first)}"
+        )
+
+
+def parse_ohlcvt_row(fields: list[str], pair: str, interval: str, seconds: int, now_ms: int,
+                     max_future_ms: int) -> Candle | str:
+    """One row of an OHLCVT export as a Candle, or why it is rejected."""
+    if len(fields) < len(OHLCVT_COLUMNS):
+        return "malformed_row"
+    start_s = _whole(fields[0])
+    if start_s is None:
+        return "bad_timestamp"
+    start_ms, end_ms = start_s * 1000, (start_s + seconds) * 1000
+    problem = time_problem(start_ms, now_ms, max_future_ms) or time_problem(end_ms, now_ms, max_future_ms)
+    if problem is not None:
+        return problem
+    try:
+        o, h, lo, c, volume = (float(x) for x in fields[1:6])
+    except ValueError:
+        return "malformed_row"
+    count = _whole(fields[6])
+    if count is None or not 0 <= count <= MAX_INT64:
+        return "bad_trade_count"
+    if not all(math.isfinite(p) and p > 0 for p in (o, h, lo, c)) or not math.isfinite(volume) or volume < 0:
+        return "non_positive_or_nan"
+    if not (lo <= min(o, c) and h >= max(o, c)):
+        return "inconsistent_ohlc"
+    return Candle(
+        pair=pair,
+        interval=interval,
+        window_start_ms=start_ms,
+        window_end_ms=end_ms,
+        open=o,
+        high=h,
+        low=lo,
+        close=c,
+        volume=volume,
+        vwap=(h + lo + c) / 3.0,
+        trade_count=count,
+    )
+
+
+def iter_ohlcvt_csv(
+    path: Path, pair: str, interval: str, seconds: int, rejects: Rejects, now_ms: int | None = None,
+    max_future_ms: int = MAX_FUTURE_MS,
+) -> Iterator[Candle]:
     """Candles of Kraken's OHLCVT export (no header: unix,open,high,low,close,volume,trades).
 
     The first column is the window start in seconds; the vwap is not in the
     export, so the typical price (high+low+close)/3 stands in for it.
     """
-    with open(path, newline="") as handle:
-        for row in csv.reader(handle):
-            if len(row) < 7:
-                rejects.reject("malformed_row", ",".join(row))
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    with _open(path) as handle:
+        for fields in _rows(handle, rejects):
+            parsed = parse_ohlcvt_row(fields, pair, interval, seconds, now_ms, max_future_ms)
+            if isinstance(parsed, str):
+                rejects.reject(parsed, _raw(fields))
                 continue
-            try:
-                start_s = int(float(row[0]))
-                o, h, lo, c = (float(x) for x in row[1:5])
-                volume = float(row[5])
-                count = int(float(row[6]))
-            except ValueError:
-                rejects.reject("malformed_row", ",".join(row))
-                continue
-            prices = (o, h, lo, c)
-            if not all(math.isfinite(p) and p > 0 for p in prices) or not math.isfinite(volume) or volume < 0:
-                rejects.reject("non_positive_or_nan", ",".join(row))
-                continue
-            if not (lo <= min(o, c) and h >= max(o, c)):
-                rejects.reject("inconsistent_ohlc", ",".join(row))
-                continue
-            start_ms = start_s * 1000
-            yield Candle(
-                pair=pair,
-                interval=interval,
-                window_start_ms=start_ms,
-                window_end_ms=start_ms + seconds * 1000,
-                open=o,
-                high=h,
-                low=lo,
-                close=c,
-                volume=volume,
-                vwap=(h + lo + c) / 3.0,
-                trade_count=count,
-            )
+            yield parsed

@@ -2,7 +2,10 @@
 
 Client side: `subscribe_request` and `parse_message`, which tells trades, subscribe
 acks, heartbeats, status and pongs apart and turns anything else into a reject
-reason (a bad entry in a trade batch costs that entry only). Server side (for the
+reason, whatever the frame holds (a bad entry in a trade batch costs that entry
+only). Numbers must fit what the pipeline carries (`checked_level`, ids in a
+signed 64-bit integer), or a 400-digit price or a huge id would fail far
+downstream, where one frame can stop the stream. Server side (for the
 replay server): `parse_request` and the ``format_*`` functions, which write the
 v2 shapes. REST: `rest_pair` and `parse_rest_trades`.
 
@@ -29,6 +32,11 @@ BOOK_CHANNEL = "book"
 CHECKSUM_LEVELS = 10
 SNAPSHOT_SIZE = 50
 RATE_LIMIT_ERROR = "EAPI:Rate limit exceeded"
+MAX_INT64 = 2**63 - 1  # ids are int64 in the stores; orjson refuses anything past 2**64
+MAX_LEVEL_DIGITS = 40  # significant digits of a book price or quantity; exchanges send fewer than 20
+UNSUBSCRIBED = "unsubscribed_symbol"
+# What decoding and reading a hostile frame can raise (RecursionError: nesting; OverflowError: huge numbers).
+MALFORMED_ERRORS = (RecursionError, ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SIDES: dict[str, Side] = {"buy": "buy", "sell": "sell"}
@@ -188,23 +196,52 @@ def book_checksum(book: OrderBook) -> int:
     return zlib.crc32(checksum_text(book).encode())
 
 
-def parse_message(text: str | bytes) -> Message:
-    """What one frame from a Kraken v2 server is (book prices and quantities parsed as exact decimals)."""
+def checked_level(price: object, qty: object) -> Level | str:
+    """`to_level`, also refusing numbers the pipeline cannot carry: over `MAX_LEVEL_DIGITS` significant digits,
+    or not finite (or not non-zero, when non-zero) as a float, which the features are computed in."""
+    level = to_level(price, qty)
+    if isinstance(level, str):
+        return level
+    for number in level:
+        as_float = float(number)
+        if len(number.as_tuple().digits) > MAX_LEVEL_DIGITS or not math.isfinite(as_float) or (number and not as_float):
+            return "out_of_range"
+    return level
+
+
+def decode_frame(text: str | bytes, **options: Any) -> tuple[Any, str | None]:
+    """A frame's JSON and None, or None and why it has none: malformed, or nested too deep for the parser."""
     try:
-        is_book = (b'"book"' in text) if isinstance(text, bytes) else ('"book"' in text)
-        message = json.loads(text, parse_float=Decimal) if is_book else json.loads(text)
-    except (ValueError, UnicodeDecodeError):
-        return Rejected("malformed_json")
+        return json.loads(text, **options), None
+    except RecursionError:
+        return None, "nested_too_deep"
+    except (ValueError, TypeError):  # UnicodeDecodeError is a ValueError
+        return None, "malformed_json"
+
+
+def parse_message(text: str | bytes, symbols: frozenset[str] | None = None) -> Message:
+    """What one frame from a Kraken v2 server is (book prices and quantities parsed as exact decimals).
+
+    Never raises: a frame that cannot be read is `Rejected`. Trades and books of symbols outside ``symbols``
+    (when given: those subscribed) are rejected entries.
+    """
+    is_book = (b'"book"' in text) if isinstance(text, bytes) else ('"book"' in text)
+    message, error = decode_frame(text, parse_float=Decimal) if is_book else decode_frame(text)
+    if error is not None:
+        return Rejected(error)
     if not isinstance(message, dict):
         return Rejected("not_an_object")
-    if "channel" in message:
-        return _parse_channel_message(message)
-    if "method" in message:
-        return _parse_method_response(message)
+    try:
+        if "channel" in message:
+            return _parse_channel_message(message, symbols)
+        if "method" in message:
+            return _parse_method_response(message)
+    except MALFORMED_ERRORS:
+        return Rejected("malformed_frame")
     return Rejected("unknown_message")
 
 
-def _parse_channel_message(message: dict) -> Message:
+def _parse_channel_message(message: dict, symbols: frozenset[str] | None) -> Message:
     channel = message["channel"]
     if channel == "heartbeat":
         return Heartbeat()
@@ -227,6 +264,8 @@ def _parse_channel_message(message: dict) -> Message:
             parsed = parse_trade_entry(entry)
             if isinstance(parsed, str):
                 rejects.append((parsed, entry))
+            elif symbols is not None and parsed["pair"] not in symbols:
+                rejects.append((UNSUBSCRIBED, entry))
             else:
                 trades.append(parsed)
         return TradeBatch(snapshot=kind == "snapshot", trades=trades, rejects=rejects)
@@ -239,6 +278,8 @@ def _parse_channel_message(message: dict) -> Message:
             parsed = parse_book_entry(entry, kind == "snapshot")
             if isinstance(parsed, str):
                 batch.rejects.append((parsed, entry))
+            elif symbols is not None and parsed.symbol not in symbols:
+                batch.rejects.append((UNSUBSCRIBED, entry))
             else:
                 batch.books.append(parsed)
         return batch
@@ -252,6 +293,8 @@ def parse_book_entry(entry: Any, snapshot: bool) -> BookMessage | str:
     checksum = entry.get("checksum")
     if not isinstance(checksum, int) or isinstance(checksum, bool):
         return "missing_checksum"
+    if not 0 <= checksum <= 0xFFFFFFFF:
+        return "malformed_checksum"  # a CRC32 is unsigned 32-bit
     try:
         timestamp_ms = rfc3339_to_ms(entry["timestamp"]) if "timestamp" in entry else None
     except (ValueError, TypeError):
@@ -262,7 +305,7 @@ def parse_book_entry(entry: Any, snapshot: bool) -> BookMessage | str:
         levels: list[Level] = []
         raw = entry.get(name, [])
         for level in raw if isinstance(raw, list) else [None]:
-            parsed = to_level(level.get("price"), level.get("qty")) if isinstance(level, dict) else "malformed_level"
+            parsed = checked_level(level.get("price"), level.get("qty")) if isinstance(level, dict) else "malformed_level"
             if isinstance(parsed, str):
                 reject = reject or parsed
             else:
@@ -301,8 +344,8 @@ def parse_trade_entry(entry: Any) -> Trade | str:
     symbol = entry["symbol"]
     if not isinstance(symbol, str) or "/" not in symbol:
         return "bad_symbol"
-    trade_id = _optional_int(entry["trade_id"])
-    if trade_id is None or trade_id < 0:
+    trade_id = _trade_id(entry["trade_id"])
+    if trade_id is None:
         return "bad_trade_id"
     price, qty = _positive(entry["price"]), _positive(entry["qty"])
     if price is None or qty is None:
@@ -326,13 +369,24 @@ def parse_trade_entry(entry: Any) -> Trade | str:
 
 
 def _positive(value: Any) -> float | None:
+    """A number (or numeric string) as a finite positive float; None otherwise, too large for a float included."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     try:
         number = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
     return number if math.isfinite(number) and number > 0 else None
+
+
+def checked_id(value: int) -> int | None:
+    """An exchange id that the stores and the wire can carry (0 to 2**63 - 1), else None."""
+    return value if 0 <= value <= MAX_INT64 else None
+
+
+def _trade_id(value: Any) -> int | None:
+    number = _optional_int(value)
+    return None if number is None else checked_id(number)
 
 
 def _optional_int(value: Any) -> int | None:
@@ -457,7 +511,10 @@ def parse_rest_trades(payload: Mapping[str, Any] | str | bytes, pair: str) -> Re
     lists the response's ``E...`` entries (warnings are left out). Raises
     ValueError when the body is not a Kraken response at all.
     """
-    body = json.loads(payload) if isinstance(payload, str | bytes) else payload
+    try:
+        body = json.loads(payload) if isinstance(payload, str | bytes) else payload
+    except RecursionError:
+        raise ValueError("Kraken REST response nested too deep to read") from None
     if not isinstance(body, Mapping) or not isinstance(body.get("error", []), list):
         raise ValueError("not a Kraken REST response")
     errors = [str(e) for e in body.get("error", []) if str(e).startswith("E")]
@@ -488,8 +545,8 @@ def parse_rest_row(row: Any, pair: str) -> Trade | str:
     """One REST trade row as a `Trade`, or the reason it is not one."""
     if not isinstance(row, list) or len(row) < 7:
         return "malformed_rest_row"
-    trade_id = _optional_int(row[6])
-    if trade_id is None or trade_id < 0:
+    trade_id = _trade_id(row[6])
+    if trade_id is None:
         return "bad_trade_id"
     price, qty = _positive(row[0]), _positive(row[1])
     if price is None or qty is None:

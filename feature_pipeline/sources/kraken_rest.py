@@ -13,7 +13,7 @@ import httpx
 from feature_pipeline.sources.base import RecordSource
 from tqdm import tqdm
 
-from coinflow.quality import Rejects
+from coinflow.quality import DEAD_LETTER_MAX_BYTES, Rejects
 from coinflow.schemas import Control, Trade
 from feature_pipeline.sources.kraken_protocol import (
     RATE_LIMIT_ERROR,
@@ -238,8 +238,9 @@ class KrakenRestSource(RecordSource):
         transport: httpx.BaseTransport | None = None,
         name: str = "kraken-rest-trades",
         shutdown_timeout: float = 10.0,
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
     ) -> None:
-        super().__init__(name, dead_letter_topic, shutdown_timeout)
+        super().__init__(name, dead_letter_topic, shutdown_timeout, dead_letter_max_bytes)
         self.pairs = list(pairs)
         self.days = days
         self.checkpoint_path = Path(checkpoint_path)

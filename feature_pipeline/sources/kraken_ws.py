@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from websockets.asyncio.client import ClientConnection
 
-from coinflow.quality import Rejects
+from coinflow.quality import DEAD_LETTER_MAX_BYTES, Rejects
 from coinflow.schemas import CONTROL_TICK, Control, Trade
 from feature_pipeline.sources.base import RecordSource
 from feature_pipeline.sources.book_source import BookGate, BookSource
@@ -29,12 +29,14 @@ from feature_pipeline.sources.kraken_protocol import (
     parse_message,
     subscribe_request,
 )
-from feature_pipeline.transforms.book import OrderBook, book_key
 from feature_pipeline.sources.ws_client import ConnectionStats, ReconnectingClient, backoff_delay
+from feature_pipeline.transforms.book import OrderBook, book_key
 
 __all__ = ["KrakenBookSource", "KrakenBookStream", "KrakenTradeSource", "KrakenTradeStream", "StreamStats", "backoff_delay"]
 
 logger = logging.getLogger(__name__)
+
+_LOGGED_CHARS = 500
 
 
 @dataclass
@@ -58,8 +60,8 @@ class KrakenTradeStream(ReconnectingClient):
     leads to a new connection after a full-jitter exponential delay that starts
     at ``reconnect_initial_s``, doubles up to ``reconnect_max_s`` and resets once
     a connection has carried a successful ack or data. Trades go to
-    ``on_trades``; malformed or unknown frames and bad trade entries to
-    ``rejects``. Use from one event loop: `run` until `stop`.
+    ``on_trades``; malformed or unknown frames, bad trade entries and trades of
+    pairs not asked for to ``rejects``. Use from one event loop: `run` until `stop`.
     """
 
     name = "Kraken"
@@ -82,6 +84,7 @@ class KrakenTradeStream(ReconnectingClient):
         super().__init__(
             url,
             StreamStats(),
+            rejects,
             reconnect_initial_s=reconnect_initial_s,
             reconnect_max_s=reconnect_max_s,
             silence_timeout_s=silence_timeout_s,
@@ -89,8 +92,8 @@ class KrakenTradeStream(ReconnectingClient):
             draw=draw,
         )
         self.pairs = list(pairs)
+        self._known = frozenset(pairs)
         self._on_trades = on_trades
-        self._rejects = rejects
         self._subscribed: set[str] = set()
 
     @property
@@ -105,10 +108,10 @@ class KrakenTradeStream(ReconnectingClient):
         self.stats.subscribe_requests += 1
         await ws.send(subscribe_request(self.pairs, req_id=self.stats.subscribe_requests))
         async for frame in self._frames(ws):
-            self._dispatch(frame)
+            self._handle(frame)
 
     def _dispatch(self, frame: str | bytes) -> None:
-        message = parse_message(frame)
+        message = parse_message(frame, self._known)
         if isinstance(message, TradeBatch):
             for reason, entry in message.rejects:
                 self._rejects.reject(reason, entry)
@@ -140,7 +143,7 @@ class KrakenTradeStream(ReconnectingClient):
             "Kraken refused the trade subscription of %s: %s (%s)",
             symbol,
             ack.error,
-            frame if isinstance(frame, str) else frame.decode("utf-8", "replace"),
+            (frame if isinstance(frame, str) else frame.decode("utf-8", "replace"))[:_LOGGED_CHARS],
         )
 
 
@@ -150,8 +153,9 @@ class KrakenTradeSource(RecordSource):
     Every ``tick_interval_s`` it also produces a ``tick`` control record (wall
     clock) for each pair subscribed on the current connection, closing the
     windows of quiet pairs; none while disconnected, when quiet is not known.
-    Rejected frames go to ``dead_letter_topic`` as dead-letter records. Stops
-    when ``running`` turns False; the base class then flushes the producer.
+    Rejected frames go to ``dead_letter_topic`` as dead-letter records of at
+    most ``dead_letter_max_bytes`` (the source's process is configured with it).
+    Stops when ``running`` turns False; the base class then flushes the producer.
     """
 
     def __init__(
@@ -164,10 +168,11 @@ class KrakenTradeSource(RecordSource):
         reconnect_initial_s: float = 0.5,
         reconnect_max_s: float = 30.0,
         silence_timeout_s: float = 10.0,
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
         name: str = "kraken-trades",
         shutdown_timeout: float = 10.0,
     ) -> None:
-        super().__init__(name, dead_letter_topic, shutdown_timeout)
+        super().__init__(name, dead_letter_topic, shutdown_timeout, dead_letter_max_bytes)
         self.url = url
         self.pairs = list(pairs)
         self.tick_interval_s = tick_interval_s
@@ -252,14 +257,13 @@ class KrakenBookStream(ReconnectingClient):
     ) -> None:
         if not symbols:
             raise ValueError("KrakenBookStream needs at least one symbol")
-        super().__init__(url, BookStreamStats(), reconnect_initial_s=reconnect_initial_s,
+        super().__init__(url, BookStreamStats(), rejects, reconnect_initial_s=reconnect_initial_s,
                          reconnect_max_s=reconnect_max_s, silence_timeout_s=silence_timeout_s,
                          open_timeout_s=open_timeout_s, draw=draw)
         self.symbols = list(symbols)
         self.depth = depth
         self._known = frozenset(symbols)
         self._emit = emit
-        self._rejects = rejects
         self._tick_lag_ms = tick_lag_ms
         self._resync_due: set[str] = set()
         self.gate = BookGate(EXCHANGE, emit, lambda symbol, reason: self._resync_due.add(symbol), depth=depth)
@@ -275,7 +279,7 @@ class KrakenBookStream(ReconnectingClient):
     async def _session(self, ws: ClientConnection) -> None:
         await ws.send(self._request(self.symbols))
         async for frame in self._frames(ws):
-            self._dispatch(frame)
+            self._handle(frame)
             if self._resync_due:
                 symbols = sorted(self._resync_due)
                 self._resync_due.clear()
@@ -283,7 +287,7 @@ class KrakenBookStream(ReconnectingClient):
                 await ws.send(self._request(symbols))
 
     def _dispatch(self, frame: str | bytes) -> None:
-        message = parse_message(frame)
+        message = parse_message(frame, self._known)
         if isinstance(message, BookBatch):
             for reason, entry in message.rejects:
                 self._rejects.reject(reason, entry)
@@ -306,9 +310,6 @@ class KrakenBookStream(ReconnectingClient):
         # Status, pongs and trade frames carry nothing for books.
 
     def _on_book(self, message, frame: str | bytes) -> None:
-        if message.symbol not in self._known:
-            self._rejects.reject("unknown_product", frame)
-            return
         self.stats.book_messages += 1
         timestamp_ms = message.timestamp_ms or int(time.time() * 1000)
         if message.reject is not None:
@@ -331,8 +332,10 @@ class KrakenBookSource(BookSource):
     """Kraken v2 books onto the book-updates topic (Kraken trades come from `KrakenTradeSource`)."""
 
     def __init__(self, url: str, symbols: Sequence[str], depth: int, dead_letter_topic: str, *,
-                 reconnect_initial_s: float = 0.5, reconnect_max_s: float = 30.0, name: str = "kraken-books") -> None:
-        super().__init__(name, dead_letter_topic, trades_topic=None, run_id=None)
+                 reconnect_initial_s: float = 0.5, reconnect_max_s: float = 30.0,
+                 dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES, name: str = "kraken-books") -> None:
+        super().__init__(name, dead_letter_topic, trades_topic=None, run_id=None,
+                         dead_letter_max_bytes=dead_letter_max_bytes)
         self.url = url
         self.symbols = list(symbols)
         self.depth = depth

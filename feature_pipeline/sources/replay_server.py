@@ -10,7 +10,9 @@ Each symbol's trades are published once, in order, paced at ``speed`` times
 real time (None or 0: as fast as the subscribers read, in batches), and only
 while someone is subscribed: a client that is dropped and resubscribes gets a
 snapshot repeating trades it had, then the trades that follow, none skipped
-(provided fewer than 50 were lost in flight at the drop).
+(provided fewer than 50 were lost in flight at the drop). ``inject`` adds
+frames of any content (hostile ones, for tests), each sent once, verbatim, to a
+pair's subscribers just before the trade at a given position among the pair's.
 
 Use it in a test with ``url = await server.start()`` ... ``await server.stop()``;
 from synchronous code with ``with run_in_thread(trades) as url:``; from a CLI
@@ -23,7 +25,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,8 +64,8 @@ class _Client:
     symbols: set[str] = field(default_factory=set)
     last_sent: float = field(default_factory=time.monotonic)
 
-    async def send(self, text: str) -> None:
-        await self.ws.send(text)
+    async def send(self, frame: str | bytes) -> None:
+        await self.ws.send(frame)
         self.last_sent = time.monotonic()
 
 
@@ -75,10 +77,14 @@ class _Feed:
     active: asyncio.Event = field(default_factory=asyncio.Event)
     pauses: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    inject: dict[int, list[str | bytes]] = field(default_factory=dict)
 
 
 class KrakenReplayServer:
-    """Serves ``trades`` (any pairs) over the Kraken v2 protocol on ``host:port`` (0: any free port)."""
+    """Serves ``trades`` (any pairs) over the Kraken v2 protocol on ``host:port`` (0: any free port).
+
+    ``inject`` maps ``(pair, position)`` to frames sent before the pair's trade at that position.
+    """
 
     def __init__(
         self,
@@ -89,6 +95,7 @@ class KrakenReplayServer:
         speed: float | None = 1.0,
         batch_size: int = 50,
         heartbeat_interval_s: float = 1.0,
+        inject: Mapping[tuple[str, int], Sequence[str | bytes]] | None = None,
     ) -> None:
         by_pair: dict[str, list[Trade]] = {}
         for trade in trades:
@@ -97,6 +104,8 @@ class KrakenReplayServer:
             pair: _Feed(sorted(ts, key=lambda t: (t["timestamp_ms"], t["trade_id"])))
             for pair, ts in by_pair.items()
         }
+        for (pair, position), frames in (inject or {}).items():
+            self._feeds[pair].inject[position] = list(frames)
         self.host = host
         self.port = port
         self.speed = speed or None
@@ -233,18 +242,20 @@ class KrakenReplayServer:
                 continue
             async with feed.lock:
                 batch = feed.trades[feed.published : end]
+                frames = [*feed.inject.pop(feed.published, ()), format_trades(batch, "update")]
                 feed.published = end
-                message = format_trades(batch, "update")
                 for client in list(feed.subscribers):
                     try:
-                        await client.send(message)
+                        for frame in frames:
+                            await client.send(frame)
                     except ConnectionClosed:
                         self._forget(client)
             await asyncio.sleep(0)
 
     def _batch_end(self, feed: _Feed, anchor: tuple[float, int]) -> int:
-        """End of the next batch: the trades due by now, at most ``batch_size``."""
-        limit = min(len(feed.trades), feed.published + self.batch_size)
+        """End of the next batch: the trades due by now, at most ``batch_size``, none past an injection."""
+        limit = min(len(feed.trades), feed.published + self.batch_size,
+                    *(position for position in feed.inject if position > feed.published))
         now = time.monotonic()
         end = feed.published
         while end < limit and self._due(anchor, feed.trades[end]["timestamp_ms"]) <= now:

@@ -4,7 +4,9 @@ A client connects, runs one session (subscribe, read frames) until the
 connection ends, and reconnects after a full-jitter exponential delay that
 starts at ``reconnect_initial_s``, doubles up to ``reconnect_max_s`` and is
 reset by the subclass once a connection has proved good (an ack or data).
-Use from one event loop: `run` until `stop`.
+A frame that fails to be handled all the same (a bug, a record the broker
+refuses) is a counted reject, never the end of the stream. Use from one event
+loop: `run` until `stop`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from dataclasses import dataclass, field
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from coinflow.quality import Rejects
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +40,13 @@ class ConnectionStats:
     connects: int = 0
     reconnects: int = 0
     silences: int = 0
+    failed_frames: int = 0
     delays: list[float] = field(default_factory=list)
 
 
 class ReconnectingClient:
-    """Base of the exchange clients: subclasses implement `_session` and call `_connection_proved_good`."""
+    """Base of the exchange clients: subclasses implement `_session` and `_dispatch`, and call
+    `_connection_proved_good`; their sessions hand each frame to `_handle`."""
 
     name = "WebSocket"
 
@@ -48,6 +54,7 @@ class ReconnectingClient:
         self,
         url: str,
         stats: ConnectionStats,
+        rejects: Rejects,
         *,
         reconnect_initial_s: float = 0.5,
         reconnect_max_s: float = 30.0,
@@ -57,6 +64,7 @@ class ReconnectingClient:
     ) -> None:
         self.url = url
         self.stats = stats
+        self._rejects = rejects
         self._initial_s = reconnect_initial_s
         self._max_s = reconnect_max_s
         self._silence_s = silence_timeout_s
@@ -71,6 +79,20 @@ class ReconnectingClient:
 
     async def _session(self, ws: ClientConnection) -> None:
         raise NotImplementedError
+
+    def _dispatch(self, frame: str | bytes) -> None:
+        """Act on one frame (parse it, pass its records on, reject its bad parts)."""
+        raise NotImplementedError
+
+    def _handle(self, frame: str | bytes) -> None:
+        """`_dispatch` one frame; should it fail, the frame is rejected (the first failure logged in full)."""
+        try:
+            self._dispatch(frame)
+        except Exception:
+            self.stats.failed_frames += 1
+            if self.stats.failed_frames == 1:
+                logger.exception("%s frame from %s could not be handled; rejected", self.name, self.url)
+            self._rejects.reject("unhandled_frame", frame)
 
     def _connection_ended(self) -> None:
         """Called after every connection, however it ended."""

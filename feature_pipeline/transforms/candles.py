@@ -2,9 +2,12 @@
 
 One small state per pair (kept in Quix state by the dataflow) holds the
 pair's event clock (the latest event time seen), the last accepted trade id
-per exchange and the windows still open. A window [start, end) closes once
+per id space and the windows still open. A window [start, end) closes once
 the clock has passed ``end + grace``; a trade for a closed window is late,
-one whose id is not above the last accepted id of its exchange a duplicate.
+one whose id is not above the last accepted id of its id space a duplicate.
+An id space is an exchange's own ids, or the time-derived keys of files
+without ids (``id_space`` = ``"time"``) of that exchange, kept apart so
+that neither kind of id hides trades of the other.
 These are the semantics of Quix Streams' ``tumbling_window(...).final()``
 with the per-key closing strategy; holding them in the same state as the
 screening makes one state read and write per trade instead of several.
@@ -20,7 +23,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from coinflow.schemas import Candle
+from coinflow.schemas import MAX_FUTURE_MS, Candle, time_problem
+from coinflow.settings import INTERVALS_SECONDS
 
 
 def new_candle(trade: Mapping) -> dict:
@@ -68,20 +72,26 @@ def finalize_candle(acc: Mapping, pair: str, interval: str, start_ms: int, durat
 
 
 def new_pair_state() -> dict:
-    """The stream state of one pair: event clock, last trade id per exchange, open windows ([start, acc])."""
+    """The stream state of one pair: event clock, last trade id per id space, open windows ([start, acc])."""
     return {"max_ts": 0, "last_id": {}, "open": []}
+
+
+def id_space(trade: Mapping) -> str:
+    """What a trade's id is compared with: its exchange's ids (``kraken``) or its time keys (``kraken:time``)."""
+    space = trade.get("id_space")
+    return trade["exchange"] if space is None else f"{trade['exchange']}:{space}"
 
 
 def accept_trade(state: dict, trade: Mapping, duration_ms: int, grace_ms: int) -> str | None:
     """Fold a valid trade into its window, or return why it is rejected (state then unchanged)."""
     ts = trade["timestamp_ms"]
     last_ids = state["last_id"]
-    exchange = trade["exchange"]
-    if trade["trade_id"] <= last_ids.get(exchange, -1):
+    space = id_space(trade)
+    if trade["trade_id"] <= last_ids.get(space, -1):
         return "duplicate"
     if window_end(ts, duration_ms) + grace_ms <= state["max_ts"]:
         return "late"
-    last_ids[exchange] = trade["trade_id"]
+    last_ids[space] = trade["trade_id"]
     start = ts - ts % duration_ms
     windows = state["open"]
     for entry in windows:
@@ -121,14 +131,37 @@ def window_end(timestamp_ms: int, duration_ms: int) -> int:
 CANDLE_NUMBERS = ("open", "high", "low", "close", "volume", "vwap")
 
 
-def invalid_candle_reason(record: object) -> str | None:
-    """Why a record on the candles topic is not a usable candle, or None."""
+MAX_TRADE_COUNT = 2**63 - 1
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def invalid_candle_reason(record: object, now_ms: int | None = None, max_future_ms: int = MAX_FUTURE_MS) -> str | None:
+    """Why a record on the candles topic is not a usable candle, or None.
+
+    Every field the feature store converts is checked here, where the record
+    enters, so that nothing the sink cannot write gets that far: a known
+    interval, a window of that length at a plausible time (given the clock,
+    `now_ms`: `coinflow.schemas.time_problem`), a 64-bit count and finite
+    prices. Consumers of rows checked upstream may leave out the clock.
+    """
     if not isinstance(record, Mapping):
         return "not_an_object"
     if not isinstance(record.get("pair"), str) or not isinstance(record.get("interval"), str):
         return "missing_pair_or_interval"
-    if not isinstance(record.get("window_end_ms"), int) or not isinstance(record.get("trade_count"), int):
+    if record["interval"] not in INTERVALS_SECONDS:
+        return "unknown_interval"
+    start, end, count = record.get("window_start_ms"), record.get("window_end_ms"), record.get("trade_count")
+    if not (_is_int(start) and _is_int(end) and _is_int(count)) or not 0 <= count <= MAX_TRADE_COUNT:
         return "bad_window_or_count"
+    if end - start != INTERVALS_SECONDS[record["interval"]] * 1000:
+        return "window_not_its_interval"
+    if now_ms is not None:
+        problem = time_problem(start, now_ms, max_future_ms) or time_problem(end, now_ms, max_future_ms)
+        if problem is not None:
+            return problem
     values = [record.get(name) for name in CANDLE_NUMBERS]
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
         return "non_numeric_or_nan"

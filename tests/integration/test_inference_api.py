@@ -181,7 +181,7 @@ def test_bad_requests_get_4xx_naming_what_is_served(api):
     for body in ({}, {"pair": 42}, {"pair": "BTCUSDC"}, {"pair": FRESH, "horizon": 0}, {"pair": FRESH, "extra": 1},
                  {"pairs": []}, [FRESH]):
         assert api.client.post("/predict", json=body).status_code == 422, body
-    assert api.client.post("/predict", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+    assert api.client.post("/predict", content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
     assert api.client.post("/predict/batch", json={"pairs": []}).status_code == 422
     assert api.client.post("/predict/batch", json={"pairs": [FRESH] * 101}).status_code == 422
 

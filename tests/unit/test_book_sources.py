@@ -138,7 +138,7 @@ def test_bad_coinbase_input_is_counted_and_a_broken_book_is_rebuilt():
     stream._dispatch(frame(5, "l2_data", [l2("update", "ETH-USD", ("offer", "1O1", "1"))]))
     stream._dispatch(frame(6, "l2_data", [l2("snapshot", "ETH-USD", ("bid", "100", "1"), ("offer", "101", "1"))]))
     stream._dispatch(frame(7, "l2_data", [l2("update", "ETH-USD", ("bid", "102", "1"))]))  # would cross the book
-    assert rejects.counts == {"malformed_json": 1, "unknown_channel": 1, "unknown_product": 1, "negative_qty": 1,
+    assert rejects.counts == {"malformed_json": 1, "unknown_channel": 1, "unsubscribed_symbol": 1, "negative_qty": 1,
                               "not_a_decimal": 1}
     assert stream.gate.resyncs == {"negative_qty": 1, "not_a_decimal": 1, "crossed": 1}
     assert [r.get("kind") or r["control"] for _, r in emitted] == [

@@ -123,17 +123,61 @@ def test_window_end_is_aligned_and_exclusive():
     assert window_end(MINUTE, MINUTE) == 2 * MINUTE
 
 
+NOW = 1_700_000_000_000
+END = NOW - MINUTE  # a window of a minute ago
+YEAR_5138 = 99_999_999_999_000
+
+
+def candle(**overrides):
+    base = {"pair": "A", "interval": "1m", "window_start_ms": END - MINUTE, "window_end_ms": END, "trade_count": 1,
+            "open": 1, "high": 2, "low": 1, "close": 2, "volume": 0, "vwap": 1}
+    return {**base, **overrides}
+
+
 @pytest.mark.parametrize(
     "record, reason",
     [
         ("x", "not_an_object"),
         ({"interval": "1m", "window_end_ms": 1, "trade_count": 1}, "missing_pair_or_interval"),
-        ({"pair": "A", "interval": "1m", "window_end_ms": 1.5, "trade_count": 1}, "bad_window_or_count"),
-        ({"pair": "A", "interval": "1m", "window_end_ms": 1, "trade_count": 1, "open": 1, "high": float("nan"), "low": 1, "close": 1, "volume": 1, "vwap": 1}, "non_numeric_or_nan"),
-        ({"pair": "A", "interval": "1m", "window_end_ms": 1, "trade_count": 1, "open": 1, "high": 2, "low": 0, "close": 1, "volume": 1, "vwap": 1}, "non_positive_price_or_negative_volume"),
-        ({"pair": "A", "interval": "1m", "window_end_ms": 1, "trade_count": 1, "open": 3, "high": 2, "low": 1, "close": 1, "volume": 1, "vwap": 1}, "inconsistent_ohlc"),
-        ({"pair": "A", "interval": "1m", "window_end_ms": 1, "trade_count": 1, "open": 1, "high": 2, "low": 1, "close": 2, "volume": 0, "vwap": 1}, None),
+        (candle(interval="7m"), "unknown_interval"),
+        (candle(window_end_ms=END + 0.5), "bad_window_or_count"),
+        (candle(window_start_ms=None), "bad_window_or_count"),
+        (candle(trade_count=-1), "bad_window_or_count"),
+        (candle(trade_count=True), "bad_window_or_count"),
+        (candle(trade_count=2**64), "bad_window_or_count"),
+        (candle(window_start_ms=END - 2 * MINUTE), "window_not_its_interval"),
+        (candle(interval="5m"), "window_not_its_interval"),
+        (candle(window_start_ms=0, window_end_ms=MINUTE), "timestamp_before_2009"),
+        (candle(window_start_ms=YEAR_5138 - MINUTE, window_end_ms=YEAR_5138), "future_timestamp"),
+        (candle(window_start_ms=NOW + MINUTE, window_end_ms=NOW + 2 * MINUTE), "future_timestamp"),
+        (candle(high=float("nan")), "non_numeric_or_nan"),
+        (candle(low=0), "non_positive_price_or_negative_volume"),
+        (candle(open=3), "inconsistent_ohlc"),
+        (candle(), None),
+        (candle(interval="5m", window_start_ms=END - 5 * MINUTE), None),
     ],
 )
 def test_invalid_candle_reason(record, reason):
-    assert invalid_candle_reason(record) == reason
+    assert invalid_candle_reason(record, NOW, max_future_ms=60_000) == reason
+
+
+def test_without_a_clock_only_the_shape_of_a_candle_is_checked():
+    """Consumers of rows the pipeline checked when they entered (the prediction stream) leave out the clock."""
+    assert invalid_candle_reason(candle(window_start_ms=0, window_end_ms=MINUTE)) is None
+    assert invalid_candle_reason(candle(interval="7m")) == "unknown_interval"
+
+
+def test_file_time_keys_and_exchange_ids_are_deduplicated_apart():
+    """Exchange ids and the time keys of files without ids are different id spaces: high ids of one never make
+    trades of the other duplicates, and each space still drops its own repeats."""
+    t0 = 1_561_939_203_172
+    live = [trade(t0 + i * 1000, trade_id=5_000_000 + i) for i in range(3)]
+    keyed = [{**trade(t0 + 3_600_000 + i * 1000, trade_id=(t0 + 3_600_000 + i * 1000) * 1000), "id_space": "time"}
+             for i in range(3)]
+    state = new_pair_state()
+    assert [accept_trade(state, r, MINUTE, GRACE) for r in live + keyed] == [None] * 6
+    assert state["last_id"] == {"kraken": 5_000_002, "kraken:time": keyed[-1]["trade_id"]}
+    # A later live trade with an id far below the file's keys is not a duplicate, a replayed one is.
+    assert accept_trade(state, trade(t0 + 3_700_000, trade_id=5_000_003), MINUTE, GRACE) is None
+    assert accept_trade(state, {**keyed[-1], "timestamp_ms": t0 + 3_700_000}, MINUTE, GRACE) == "duplicate"
+    assert accept_trade(state, trade(t0 + 3_700_000, trade_id=5_000_001), MINUTE, GRACE) == "duplicate"

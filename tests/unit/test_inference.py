@@ -31,6 +31,7 @@ from inference_pipeline.model_store import (
     sequence_length,
     service_layout,
 )
+from inference_pipeline.schemas import BatchPredictRequest, PredictRequest
 from inference_pipeline.service import NotServed, Predictor, check_row, window_rows
 from inference_pipeline.streaming import (
     PREDICTIONS_SCHEMA,
@@ -327,3 +328,13 @@ def test_served_pairs_and_horizons_default_to_training(monkeypatch):
     monkeypatch.setenv("COINFLOW_SERVE_PAIRS", "SOL/USD")
     settings = Settings(_env_file=None)
     assert settings.serve_pairs == ["SOL/USD"] and settings.serve_horizons == [1, 5]
+
+
+def test_a_horizon_is_an_integer_never_a_boolean_or_text():
+    assert PredictRequest.model_validate({"pair": "BTC/USDC", "horizon": None}).horizon is None
+    assert PredictRequest.model_validate({"pair": "BTC/USDC", "horizon": 2.0}).horizon == 2  # JSON Schema's integer
+    for horizon in (True, False, "1", 1.5, 0, 10_081):
+        with pytest.raises(ValueError):
+            PredictRequest.model_validate({"pair": "BTC/USDC", "horizon": horizon})
+        with pytest.raises(ValueError):
+            BatchPredictRequest.model_validate({"pairs": ["BTC/USDC"], "horizon": horizon})

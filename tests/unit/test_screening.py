@@ -26,6 +26,15 @@ def trade(**overrides):
         ({"trade_id": True}, "bad_trade_id"),
         ({"side": "long"}, "bad_side"),
         ({"timestamp_ms": NOW + 61_000}, "future_timestamp"),
+        ({"timestamp_ms": 99_999_999_999_000}, "future_timestamp"),  # the year 5138
+        ({"timestamp_ms": 0}, "timestamp_before_2009"),  # a zero clock: 1970-01-01
+        ({"timestamp_ms": 1_230_767_999_999}, "timestamp_before_2009"),
+        ({"timestamp_ms": 1_230_768_000_000}, None),
+        ({"trade_id": -1}, "bad_trade_id"),
+        ({"trade_id": 2**63}, "bad_trade_id"),
+        ({"trade_id": 2**63 - 1}, None),
+        ({"id_space": "time"}, None),
+        ({"id_space": "row"}, "bad_id_space"),
         ({"timestamp_ms": None}, "missing_timestamp_ms"),
     ],
 )
