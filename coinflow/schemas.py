@@ -20,6 +20,7 @@ CONTROL_TICK = "tick"
 CONTROL_END = "end"
 ID_SPACE_TIME = "time"
 EARLIEST_EVENT_MS = 1_230_768_000_000  # 2009-01-01T00:00:00Z: no crypto market traded before the first bitcoin block
+MAX_INT64 = 2**63 - 1  # integers on the topics and in the stores are signed 64-bit (orjson refuses past 2**64)
 MAX_FUTURE_MS = 60_000  # the default allowance ahead of the clock (`Settings.max_future_ms`)
 
 

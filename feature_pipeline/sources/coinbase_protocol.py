@@ -21,10 +21,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from coinflow.schemas import Side, Trade
+from coinflow.schemas import MAX_INT64, Side, Trade
 from feature_pipeline.sources.kraken_protocol import (
     MALFORMED_ERRORS,
-    MAX_INT64,
     UNSUBSCRIBED,
     checked_id,
     checked_level,

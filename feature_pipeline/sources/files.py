@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import TextIO
 
 from coinflow.quality import Rejects
-from coinflow.schemas import ID_SPACE_TIME, MAX_FUTURE_MS, Candle, Trade, time_problem, time_trade_key
+from coinflow.schemas import ID_SPACE_TIME, MAX_FUTURE_MS, MAX_INT64, Candle, Trade, time_problem, time_trade_key
 
 TRADES_CSV_COLUMNS = ("time_ms", "timestamp", "price", "qty", "side")
 TRADE_ID_COLUMN = "trade_id"
 OHLCVT_COLUMNS = ("unix", "open", "high", "low", "close", "volume", "trades")
-MAX_INT64 = 2**63 - 1
 _SIDES = {"buy": "buy", "sell": "sell", "b": "buy", "s": "sell"}
 _SHOWN_CHARS = 80
 

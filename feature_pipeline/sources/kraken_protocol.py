@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from coinflow.schemas import Side, Trade
+from coinflow.schemas import MAX_INT64, Side, Trade
 from feature_pipeline.transforms.book import Level, OrderBook, to_level
 
 EXCHANGE = "kraken"
@@ -32,7 +32,6 @@ BOOK_CHANNEL = "book"
 CHECKSUM_LEVELS = 10
 SNAPSHOT_SIZE = 50
 RATE_LIMIT_ERROR = "EAPI:Rate limit exceeded"
-MAX_INT64 = 2**63 - 1  # ids are int64 in the stores; orjson refuses anything past 2**64
 MAX_LEVEL_DIGITS = 40  # significant digits of a book price or quantity; exchanges send fewer than 20
 UNSUBSCRIBED = "unsubscribed_symbol"
 # What decoding and reading a hostile frame can raise (RecursionError: nesting; OverflowError: huge numbers).

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from coinflow.schemas import MAX_FUTURE_MS, Candle, time_problem
+from coinflow.schemas import MAX_FUTURE_MS, MAX_INT64, Candle, time_problem
 from coinflow.settings import INTERVALS_SECONDS
 
 
@@ -131,9 +131,6 @@ def window_end(timestamp_ms: int, duration_ms: int) -> int:
 CANDLE_NUMBERS = ("open", "high", "low", "close", "volume", "vwap")
 
 
-MAX_TRADE_COUNT = 2**63 - 1
-
-
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -154,7 +151,7 @@ def invalid_candle_reason(record: object, now_ms: int | None = None, max_future_
     if record["interval"] not in INTERVALS_SECONDS:
         return "unknown_interval"
     start, end, count = record.get("window_start_ms"), record.get("window_end_ms"), record.get("trade_count")
-    if not (_is_int(start) and _is_int(end) and _is_int(count)) or not 0 <= count <= MAX_TRADE_COUNT:
+    if not (_is_int(start) and _is_int(end) and _is_int(count)) or not 0 <= count <= MAX_INT64:
         return "bad_window_or_count"
     if end - start != INTERVALS_SECONDS[record["interval"]] * 1000:
         return "window_not_its_interval"

@@ -9,11 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from coinflow.schemas import ID_SPACE_TIME, time_problem
+from coinflow.schemas import ID_SPACE_TIME, MAX_INT64, time_problem
 
 TRADE_FIELDS = {"exchange": str, "pair": str, "trade_id": int, "price": (int, float), "qty": (int, float), "side": str, "timestamp_ms": int}
 SIDES = frozenset({"buy", "sell"})
-MAX_TRADE_ID = 2**63 - 1  # ids are 64-bit signed integers wherever they are stored
 
 
 def invalid_reason(record: object, now_ms: int, max_future_ms: int) -> str | None:
@@ -36,7 +35,7 @@ def invalid_reason(record: object, now_ms: int, max_future_ms: int) -> str | Non
         return "non_positive_or_nan_qty"
     if record["side"] not in SIDES:
         return "bad_side"
-    if not 0 <= record["trade_id"] <= MAX_TRADE_ID:
+    if not 0 <= record["trade_id"] <= MAX_INT64:
         return "bad_trade_id"
     if record.get("id_space", ID_SPACE_TIME) != ID_SPACE_TIME:
         return "bad_id_space"
