@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pandas as pd
 import psutil
@@ -36,6 +35,7 @@ from coinflow.streaming import TopicKeeper, new_application, outage_config, pipe
 from feature_pipeline.sources.base import BUFFER_STAGE, RecordSource
 from feature_pipeline.sources.replay_server import KrakenReplayServer
 
+from .polling import wait_for
 from .test_feature_pipeline_e2e import PAIR, _env_for, assert_candles_equal, expected_candles, offline_view, read_topic
 
 pytestmark = pytest.mark.integration
@@ -45,16 +45,6 @@ SPEED = 4  # event time runs 4x the wall clock: one minute of trades is publishe
 # Phases in event-time seconds after the window start: before, during and after the outage, then one trade
 # of the next window, which closes the first (the live clock would otherwise close it up to a minute later).
 BEFORE, DURING, AFTER, CLOSING = (0.0, 8.0), (32.0, 48.0), (56.0, 59.9), 61.0
-
-
-def _wait(condition, timeout: float, what: str, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    tail = f"; the command's output ends:\n{log.read_text()[-4000:]}" if log else ""
-    pytest.fail(f"timed out waiting for {what}{tail}")
 
 
 @pytest.fixture
@@ -135,19 +125,19 @@ def test_live_keeps_the_trades_received_while_the_broker_is_down(own_broker, dat
         proc = subprocess.Popen([sys.executable, "-m", "feature_pipeline", "live", "--pairs", PAIR], env=env,
                                 start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait(lambda: server.published(PAIR) == len(before), 90, "the trades before the outage", log)
+        wait_for(lambda: server.published(PAIR) == len(before), 90, "the trades before the outage", log)
         time.sleep(1.0)  # the pipeline takes them in (milliseconds); what the broker still held would die with it
         _kill_broker(own_broker)
         assert server.published(PAIR) == len(before), "the outage began too late: trades were sent before it"
 
-        _wait(lambda: server.published(PAIR) == len(before) + len(during), 30, "the trades sent during the outage", log)
+        wait_for(lambda: server.published(PAIR) == len(before) + len(during), 30, "the trades sent during the outage", log)
         _restart_with_topics(own_broker, proc)
 
         expected = expected_candles(pd.DataFrame({"time_ms": [t["timestamp_ms"] for t in trades[:-1]],
                                                   "price": [t["price"] for t in trades[:-1]],
                                                   "qty": [t["qty"] for t in trades[:-1]]}))
         assert len(expected) == 1
-        _wait(lambda: len(offline_view(own_broker, "ohlcv_1m")) >= 1, 90, "the window's candle in the store", log)
+        wait_for(lambda: len(offline_view(own_broker, "ohlcv_1m")) >= 1, 90, "the window's candle in the store", log)
         assert proc.poll() is None, "live ended instead of riding out the outage"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
@@ -170,7 +160,7 @@ def test_a_finite_run_whose_broker_does_not_come_back_fails_with_one_line(own_br
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait(lambda: len(offline_view(own_broker, "ohlcv_1m")) >= 3 or proc.poll() is not None, 90,
+        wait_for(lambda: len(offline_view(own_broker, "ohlcv_1m")) >= 3 or proc.poll() is not None, 90,
               "the replay to store its first candles")
         assert proc.poll() is None, "the replay ended before its broker could be stopped"
         _kill_broker(own_broker)
@@ -239,6 +229,6 @@ def test_topics_a_restarted_memory_broker_lost_are_created_again_with_the_projec
     admin = TopicAdmin(broker.address)
     assert not names & set(admin.list_topics(timeout=5))
     with TopicKeeper(app, interval_s=0.2):
-        _wait(lambda: names <= set(admin.list_topics(timeout=5)), 30, "the topics to be created again")
+        wait_for(lambda: names <= set(admin.list_topics(timeout=5)), 30, "the topics to be created again")
     assert {name: len(meta.partitions) for name, meta in admin.list_topics(timeout=5).items() if name in names} \
         == dict.fromkeys(names, own_broker.topic_partitions)

@@ -34,6 +34,7 @@ from feature_pipeline.sources.replay_server import KrakenReplayServer, server_th
 from tests.unit.test_book_sources import SESSION
 from tests.unit.test_hostile_frames import KINDS, coinbase_trades_hostile, kraken_trade_hostile
 
+from .polling import wait_for
 from .test_feature_pipeline_e2e import _env_for
 
 pytestmark = pytest.mark.integration
@@ -42,15 +43,6 @@ LIMIT = 20_000  # not the default: the source's process must have been given it
 PAIR = "BTC/USD"
 TRADES = 200
 INJECT_AT = 100
-
-
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 @contextmanager
@@ -144,7 +136,7 @@ def test_live_kraken_keeps_streaming_through_hostile_frames(settings, tmp_path):
         env = _env_for(settings) | {"COINFLOW_KRAKEN_WS_URL": url, "COINFLOW_METRICS_PORT": "0",
                                     "COINFLOW_DEAD_LETTER_MAX_BYTES": str(LIMIT)}
         with _running(["live", "--pairs", PAIR], env, tmp_path / "live.log"):
-            _wait(lambda: server.published(PAIR) == TRADES, 120, "every trade to be published")
+            wait_for(lambda: server.published(PAIR) == TRADES, 120, "every trade to be published")
             every = set(range(1, TRADES + 1))  # those after the hostile frames included
             _collect(settings, settings.trades_topic, lambda values: every <= _trade_ids(values), "every trade")
             letters = _dead_letters(settings, "kraken_ws", len(hostile))
@@ -169,7 +161,7 @@ def test_live_coinbase_keeps_streaming_through_hostile_frames(settings, tmp_path
             # The server closes after the recording; the next connection replays it (without the hostile frames).
             "COINFLOW_RECONNECT_INITIAL_S": "5", "COINFLOW_RECONNECT_MAX_S": "5"}
         with _running(["live-books", "--exchange", "coinbase"], env, tmp_path / "live-books.log"):
-            _wait(lambda: server.finished >= 1, 120, "the recorded session to be sent")
+            wait_for(lambda: server.finished >= 1, 120, "the recorded session to be sent")
             _collect(settings, settings.trades_topic, lambda values: after <= _trade_ids(values),
                      "the trades after the hostile frames")
             letters = _dead_letters(settings, "coinbase_ws", len(hostile))

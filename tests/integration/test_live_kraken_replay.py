@@ -24,20 +24,12 @@ from coinflow.quality import Rejects
 from feature_pipeline.sources.files import read_trades_csv
 from feature_pipeline.sources.replay_server import KrakenReplayServer
 
+from .polling import wait_for
 from .test_feature_pipeline_e2e import PAIR, _env_for, assert_candles_equal, expected_candles, offline_view
 
 pytestmark = pytest.mark.integration
 
 COMPRESSION = 100  # the first 600 real trades (about 13 minutes) are replayed in about 8 s
-
-
-def _wait(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def test_live_source_through_replay_server_with_a_forced_reconnect(settings, data_dir):
@@ -61,16 +53,16 @@ def test_live_source_through_replay_server_with_a_forced_reconnect(settings, dat
     proc = subprocess.Popen([sys.executable, "-m", "feature_pipeline", "live", "--pairs", PAIR], env=env,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait(lambda: server.published(PAIR) >= 300, 90, "half of the trades to be published")
+        wait_for(lambda: server.published(PAIR) >= 300, 90, "half of the trades to be published")
         assert asyncio.run_coroutine_threadsafe(server.drop_connections(), loop).result(timeout=10) == 1
-        _wait(lambda: server.published(PAIR) == len(trades), 60, "every trade to be published")
+        wait_for(lambda: server.published(PAIR) == len(trades), 60, "every trade to be published")
         assert server.connections >= 2 and server.subscriptions >= 2
 
         expected = expected_candles(pd.DataFrame({"time_ms": [t["timestamp_ms"] for t in trades],
                                                   "price": [t["price"] for t in trades],
                                                   "qty": [t["qty"] for t in trades]}))
         # Every window closes on the wall clock's ticks once its end (plus grace) has passed.
-        _wait(lambda: len(offline_view(settings, "ohlcv_1m")) == len(expected), 120, "every candle in the store")
+        wait_for(lambda: len(offline_view(settings, "ohlcv_1m")) == len(expected), 120, "every candle in the store")
         assert proc.poll() is None
 
         proc.send_signal(signal.SIGINT)

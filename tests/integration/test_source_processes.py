@@ -26,20 +26,12 @@ from coinflow.services import SPAWN_CHILD_FLAG
 from feature_pipeline.sources.files import read_trades_csv
 from feature_pipeline.sources.replay_server import KrakenReplayServer
 
+from .polling import wait_for
 from .test_feature_pipeline_e2e import PAIR, _env_for, read_topic, replay
 
 pytestmark = pytest.mark.integration
 
 TRADES = Path("kraken") / "btcusd_trades_2019-07-01T00.csv"
-
-
-def _wait(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def _gone(proc: psutil.Process) -> bool:
@@ -79,14 +71,14 @@ def test_a_killed_live_pipeline_leaves_no_source_process(settings, data_dir, tmp
         proc = subprocess.Popen([sys.executable, "-m", "feature_pipeline", "live", "--pairs", PAIR], env=env,
                                 start_new_session=True, stdout=subprocess.DEVNULL, stderr=err)
     try:
-        _wait(lambda: server.published(PAIR) > 0 and _spawn_children(proc.pid), 90, "the source to stream")
+        wait_for(lambda: server.published(PAIR) > 0 and _spawn_children(proc.pid), 90, "the source to stream")
         # The source's INFO lines are printed by the parent's logging (before, the source process dropped them).
-        _wait(lambda: "INFO feature_pipeline.sources.ws_client: Connected to" in log.read_text(), 30,
+        wait_for(lambda: "INFO feature_pipeline.sources.ws_client: Connected to" in log.read_text(), 30,
               "the source's log line in the parent's output")
         children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        _wait(lambda: all(_gone(child) for child in children), 30, "the source process to die with its parent")
+        wait_for(lambda: all(_gone(child) for child in children), 30, "the source process to die with its parent")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # whatever is left in the group, the orphan of a failed test included
         proc.wait()
