@@ -54,8 +54,13 @@ def load_frame() -> pd.DataFrame:
     candles = pd.DataFrame(list(iter_ohlcvt_csv(SOURCE, "BTC/USDC", "1m", 60, Rejects("bench"))))
     candles[EVENT_TIMESTAMP] = pd.to_datetime(candles["window_end_ms"], unit="ms", utc=True)
     candles = candles.sort_values(EVENT_TIMESTAMP).reset_index(drop=True)
-    features = pd.concat([candles[[ENTITY, EVENT_TIMESTAMP, *OHLCV_FEATURES]],
-                          compute_indicators(candles[["open", "high", "low", "close", "volume"]])], axis=1)
+    features = pd.concat(
+        [
+            candles[[ENTITY, EVENT_TIMESTAMP, *OHLCV_FEATURES]],
+            compute_indicators(candles[["open", "high", "low", "close", "volume"]]),
+        ],
+        axis=1,
+    )
     frame = assemble(features, candles[[ENTITY, EVENT_TIMESTAMP, "close"]], timedelta(minutes=1))
     return drop_warmup(frame, FEATURES)[0]
 
@@ -101,12 +106,13 @@ def gpu_busy_share(loop: TrainingLoop, loader) -> float:
 
 
 def measure(frame: pd.DataFrame, device: str, config: DeepConfig, epochs: int, windows: int | None) -> dict:
-    rows = frame if windows is None else frame.iloc[-(windows + config.sequence_length) * 100 // 85:]
+    rows = frame if windows is None else frame.iloc[-(windows + config.sequence_length) * 100 // 85 :]
     split = int(len(rows) * 0.85)
     model = LSTMPriceModel(FEATURES, {**asdict(config), "device": device})
     prepared = model.prepare(rows.iloc[:split], rows.iloc[split:])
-    loop = TrainingLoop(model.network, replace(model.config.loop(), epochs=epochs, patience=epochs), LOSS(),
-                        prepared.generator)
+    loop = TrainingLoop(
+        model.network, replace(model.config.loop(), epochs=epochs, patience=epochs), LOSS(), prepared.generator
+    )
     loader = loop.loader(prepared.train, shuffle=True)
     bare = bare_step_rate(loop, prepared.train[list(range(min(config.batch_size, len(prepared.train))))], steps=10)
     loop.train_epoch(loader)  # warm-up: worker start, allocator, cuDNN plans, compilation
@@ -120,9 +126,16 @@ def measure(frame: pd.DataFrame, device: str, config: DeepConfig, epochs: int, w
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - began)
         rates.append(samples / seconds[-1])
-    result = {"device": device, "name": device_name(loop.device), "windows": len(prepared.train),
-              "batch": config.batch_size, "rate": float(np.median(rates)), "epoch_s": float(np.median(seconds)),
-              "bare": bare, "busy": float("nan")}
+    result = {
+        "device": device,
+        "name": device_name(loop.device),
+        "windows": len(prepared.train),
+        "batch": config.batch_size,
+        "rate": float(np.median(rates)),
+        "epoch_s": float(np.median(seconds)),
+        "bare": bare,
+        "busy": float("nan"),
+    }
     if loop.cuda:
         result["busy"] = gpu_busy_share(loop, loader)
     return result
@@ -139,7 +152,9 @@ def device_name(device: torch.device) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CPU: 2,048 windows, 1 epoch (about 1 minute on 2 cores)")
-    parser.add_argument("--devices", default="cpu,cuda", help="devices to measure; missing ones are reported and skipped")
+    parser.add_argument(
+        "--devices", default="cpu,cuda", help="devices to measure; missing ones are reported and skipped"
+    )
     parser.add_argument("--cpu-windows", type=int, default=8192, help="training windows of the CPU run (all: 0)")
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per device (after one warm-up epoch)")
     parser.add_argument("--gpu-batch", type=int, default=1024, help="batch size on a GPU (CPU: the settings' 256)")
@@ -164,20 +179,41 @@ def main() -> None:
             results.append(measure(frame, device, gpu, args.epochs, None))
     cpu_rate = next((r["rate"] for r in results if r["device"] == "cpu"), float("nan"))
     memory = psutil.virtual_memory().total / 2**30
-    table = Table(title=(f"Sequence model training (LSTM, hidden {config.hidden_size}, window {config.sequence_length}, "
-                         f"{len(FEATURES)} features) on {platform.node()}: {os.cpu_count()} cores, {memory:.0f} GiB, "
-                         f"torch {torch.__version__}, load {os.getloadavg()[0]:.1f}"))
-    for column in ("device", "windows", "batch", "samples/s", "epoch (all windows)", "bare step samples/s",
-                   "loop / bare", "vs CPU", "GPU busy"):
+    table = Table(
+        title=(
+            f"Sequence model training (LSTM, hidden {config.hidden_size}, window {config.sequence_length}, "
+            f"{len(FEATURES)} features) on {platform.node()}: {os.cpu_count()} cores, {memory:.0f} GiB, "
+            f"torch {torch.__version__}, load {os.getloadavg()[0]:.1f}"
+        )
+    )
+    for column in (
+        "device",
+        "windows",
+        "batch",
+        "samples/s",
+        "epoch (all windows)",
+        "bare step samples/s",
+        "loop / bare",
+        "vs CPU",
+        "GPU busy",
+    ):
         table.add_column(column, justify="left" if column == "device" else "right")
     for r in results:
         table.add_row(
-            f"{r['device']} ({r['name']})", f"{r['windows']:,}", str(r["batch"]), f"{r['rate']:,.0f}",
-            f"{full_windows / r['rate']:,.1f} s", f"{r['bare']:,.0f}", f"{r['rate'] / r['bare']:.2f}",
-            f"{r['rate'] / cpu_rate:.1f}x", "-" if np.isnan(r["busy"]) else f"{100 * r['busy']:.0f} %",
+            f"{r['device']} ({r['name']})",
+            f"{r['windows']:,}",
+            str(r["batch"]),
+            f"{r['rate']:,.0f}",
+            f"{full_windows / r['rate']:,.1f} s",
+            f"{r['bare']:,.0f}",
+            f"{r['rate'] / r['bare']:.2f}",
+            f"{r['rate'] / cpu_rate:.1f}x",
+            "-" if np.isnan(r["busy"]) else f"{100 * r['busy']:.0f} %",
         )
-    table.caption = (f"epoch (all windows): {full_windows:,} training windows of the bundled quarter at the measured rate. "
-                     "Targets on an H100: >= 50x the CPU samples/s, GPU busy >= 80 %.")
+    table.caption = (
+        f"epoch (all windows): {full_windows:,} training windows of the bundled quarter at the measured rate. "
+        "Targets on an H100: >= 50x the CPU samples/s, GPU busy >= 80 %."
+    )
     console.print(table)
     for line in skipped:
         console.print(f"skipped {line}")

@@ -48,6 +48,7 @@ from pathlib import Path
 
 with warnings.catch_warnings(), contextlib.suppress(ImportError):
     import authlib.deprecate  # installs an "always" filter; the "ignore" below must come after it
+
     warnings.simplefilter("ignore")  # Feast's imports warn that authlib falls back to httpx: noise here
     import authlib.integrations.httpx_client  # noqa: F401
 
@@ -75,9 +76,24 @@ FEATURE_REPO = ROOT / "feature_repo"
 HOUR_MS = 3_600_000
 
 THROUGHPUT_PAIRS = {"BTC/USD": 1.0, "ETH/USD": 0.0285, "SOL/USD": 0.0031, "XRP/USD": 0.0000365}
-LIVE_PAIRS = ["BTC/USD", "ETH/USD", "SOL/USD", "XRP/USD", "ADA/USD",
-              "DOGE/USD", "DOT/USD", "LTC/USD", "LINK/USD", "AVAX/USD",
-              "ATOM/USD", "XLM/USD", "UNI/USD", "BCH/USD", "ETC/USD", "FIL/USD"]
+LIVE_PAIRS = [
+    "BTC/USD",
+    "ETH/USD",
+    "SOL/USD",
+    "XRP/USD",
+    "ADA/USD",
+    "DOGE/USD",
+    "DOT/USD",
+    "LTC/USD",
+    "LINK/USD",
+    "AVAX/USD",
+    "ATOM/USD",
+    "XLM/USD",
+    "UNI/USD",
+    "BCH/USD",
+    "ETC/USD",
+    "FIL/USD",
+]
 
 TARGET_TRADES_PER_S = 20_000
 TARGET_P99_S = 1.0
@@ -131,9 +147,20 @@ def copy_feature_repo(dst: Path) -> Path:
     return dst
 
 
-ISOLATION_FIELDS = {"kafka_broker_address", "embedded_broker_port", "redis_url", "run_dir", "feature_repo_path",
-                    "feast_project", "feast_registry_path", "trades_topic", "candles_topic", "features_topic",
-                    "dead_letter_topic", "consumer_group"}
+ISOLATION_FIELDS = {
+    "kafka_broker_address",
+    "embedded_broker_port",
+    "redis_url",
+    "run_dir",
+    "feature_repo_path",
+    "feast_project",
+    "feast_registry_path",
+    "trades_topic",
+    "candles_topic",
+    "features_topic",
+    "dead_letter_topic",
+    "consumer_group",
+}
 
 
 def bench_settings(tmp: Path, tag: str, port: int, log_level: str, overrides: dict[str, str]) -> Settings:
@@ -159,13 +186,15 @@ def bench_settings(tmp: Path, tag: str, port: int, log_level: str, overrides: di
 
 def phase_settings(settings: Settings, phase: str) -> Settings:
     tag = settings.consumer_group.removesuffix("-pipeline")
-    return settings.model_copy(update={
-        "trades_topic": f"{tag}-{phase}-trades",
-        "candles_topic": f"{tag}-{phase}-candles",
-        "features_topic": f"{tag}-{phase}-features",
-        "dead_letter_topic": f"{tag}-{phase}-dead-letters",
-        "consumer_group": f"{tag}-{phase}-pipeline",
-    })
+    return settings.model_copy(
+        update={
+            "trades_topic": f"{tag}-{phase}-trades",
+            "candles_topic": f"{tag}-{phase}-candles",
+            "features_topic": f"{tag}-{phase}-features",
+            "dead_letter_topic": f"{tag}-{phase}-dead-letters",
+            "consumer_group": f"{tag}-{phase}-pipeline",
+        }
+    )
 
 
 def reset_stores(settings: Settings) -> None:
@@ -222,13 +251,19 @@ def preload_trades(settings: Settings, broker: services.Broker, files: dict[str,
 
     app = new_application(settings, broker, consumer_group=f"{settings.consumer_group}-setup")
     topic = pipeline_topics(app, settings).trades  # creates the pipeline's topics with the project's config
-    producer = Producer({
-        "bootstrap.servers": broker.address, "linger.ms": 20, "batch.num.messages": 10_000,
-        "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1_048_576,
-    })
+    producer = Producer(
+        {
+            "bootstrap.servers": broker.address,
+            "linger.ms": 20,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+        }
+    )
     rejects = Rejects("bench-preload")
-    merged = heapq.merge(*(iter_trades_csv(path, pair, rejects) for pair, path in files.items()),
-                         key=lambda r: r["timestamp_ms"])
+    merged = heapq.merge(
+        *(iter_trades_csv(path, pair, rejects) for pair, path in files.items()), key=lambda r: r["timestamp_ms"]
+    )
     close_after = settings.candle_seconds * 1000 + settings.window_grace_ms
     last_ts: dict[str, int] = {}
     count = 0
@@ -340,8 +375,14 @@ def app_options(consumer_extra: dict[str, str]) -> dict:
     return {"consumer_extra_config": consumer_extra} if consumer_extra else {}
 
 
-def run_reference(settings: Settings, broker: services.Broker, messages: int, timeout_s: float,
-                  consumer_extra: dict[str, str], kind: str = "reference") -> dict:
+def run_reference(
+    settings: Settings,
+    broker: services.Broker,
+    messages: int,
+    timeout_s: float,
+    consumer_extra: dict[str, str],
+    kind: str = "reference",
+) -> dict:
     """A reference Quix app over the pre-loaded trades topic.
 
     ``reference``: a bare pass-through (bytes in, bytes out). ``quix-window``:
@@ -352,32 +393,47 @@ def run_reference(settings: Settings, broker: services.Broker, messages: int, ti
     meter = CpuMeter(settings)
     clock = Clock(stop_after=messages, meter=meter)
     started = time.perf_counter()
-    app = new_application(settings, broker, consumer_group=f"{settings.consumer_group}-{kind}",
-                          on_message_processed=clock, **app_options(consumer_extra))
+    app = new_application(
+        settings,
+        broker,
+        consumer_group=f"{settings.consumer_group}-{kind}",
+        on_message_processed=clock,
+        **app_options(consumer_extra),
+    )
     clock.app = app
     config = topic_config(settings)
     if kind == "reference":
         source = app.topic(settings.trades_topic, value_deserializer="bytes", key_deserializer="bytes", config=config)
-        target = app.topic(f"{settings.trades_topic}-passthrough", value_serializer="bytes", key_serializer="bytes",
-                           config=config)
+        target = app.topic(
+            f"{settings.trades_topic}-passthrough", value_serializer="bytes", key_serializer="bytes", config=config
+        )
         app.dataframe(source).to_topic(target)
     else:
         source = app.topic(settings.trades_topic, value_deserializer="json", key_deserializer="str", config=config)
-        target = app.topic(f"{settings.trades_topic}-quix-candles", value_serializer="json", key_serializer="str",
-                           config=config)
-        (app.dataframe(source)
-         .filter(lambda r: "control" not in r)
-         .set_timestamp(lambda value, key, timestamp, headers: value["timestamp_ms"])
-         .tumbling_window(duration_ms=settings.candle_seconds * 1000, grace_ms=settings.window_grace_ms)
-         .reduce(reducer=update_candle, initializer=new_candle)
-         .final()
-         .to_topic(target))
+        target = app.topic(
+            f"{settings.trades_topic}-quix-candles", value_serializer="json", key_serializer="str", config=config
+        )
+        (
+            app.dataframe(source)
+            .filter(lambda r: "control" not in r)
+            .set_timestamp(lambda value, key, timestamp, headers: value["timestamp_ms"])
+            .tumbling_window(duration_ms=settings.candle_seconds * 1000, grace_ms=settings.window_grace_ms)
+            .reduce(reducer=update_candle, initializer=new_candle)
+            .final()
+            .to_topic(target)
+        )
     with watchdog(timeout_s, app.stop, f"The {kind} app") as fired:
         app.run()
     wall = time.perf_counter() - started
     seconds = (clock.last or time.perf_counter()) - (clock.first or started)
-    return {"messages": clock.count, "seconds": seconds, "rate": clock.count / seconds if seconds > 0 else 0.0,
-            "wall_s": wall, "timed_out": fired.is_set(), "cpu": meter.result}
+    return {
+        "messages": clock.count,
+        "seconds": seconds,
+        "rate": clock.count / seconds if seconds > 0 else 0.0,
+        "wall_s": wall,
+        "timed_out": fired.is_set(),
+        "cpu": meter.result,
+    }
 
 
 class TimedFeastSink(FeastSink):
@@ -403,8 +459,9 @@ class TimedFeastSink(FeastSink):
             self.written.setdefault((row["pair"], row["window_end_ms"]), now)
 
 
-def pipeline_app(settings: Settings, broker: services.Broker, run_id: str, pairs: set[str],
-                 consumer_extra: dict[str, str]):
+def pipeline_app(
+    settings: Settings, broker: services.Broker, run_id: str, pairs: set[str], consumer_extra: dict[str, str]
+):
     """The feature pipeline wired exactly as `feature_pipeline.__main__._run` does, plus timing hooks."""
     meter = CpuMeter(settings)
     clock = Clock(meter=meter)
@@ -418,14 +475,25 @@ def pipeline_app(settings: Settings, broker: services.Broker, run_id: str, pairs
         app.stop()
 
     completion = Completion(run_id, pairs, stop)
-    sink = TimedFeastSink(lambda: feature_store(settings), settings.sink_retries, on_end=completion.on_end,
-                          window_length=settings.online_window_length)
+    sink = TimedFeastSink(
+        lambda: feature_store(settings),
+        settings.sink_retries,
+        on_end=completion.on_end,
+        window_length=settings.online_window_length,
+    )
     rejects = build_dataflow(app, topics, settings, sink)
     return app, clock, sink, rejects, done, meter
 
 
-def run_end_to_end(settings: Settings, broker: services.Broker, run_id: str, pairs: set[str], trades: int,
-                   timeout_s: float, consumer_extra: dict[str, str]) -> dict:
+def run_end_to_end(
+    settings: Settings,
+    broker: services.Broker,
+    run_id: str,
+    pairs: set[str],
+    trades: int,
+    timeout_s: float,
+    consumer_extra: dict[str, str],
+) -> dict:
     started = time.perf_counter()
     app, clock, sink, rejects, done, meter = pipeline_app(settings, broker, run_id, pairs, consumer_extra)
     with watchdog(timeout_s, app.stop, "The end-to-end run") as fired:
@@ -443,26 +511,45 @@ def run_end_to_end(settings: Settings, broker: services.Broker, run_id: str, pai
         features=[f"{ohlcv_view(settings.candle_interval)}:close"],
         entity_rows=[{"pair": p} for p in sorted(pairs)],
     ).to_dict(include_event_timestamps=True)
-    online_ts = {p: ts for p, ts in zip(sorted(pairs), online["close__ts"])}
+    online_ts = {p: ts for p, ts in zip(sorted(pairs), online["close__ts"], strict=False)}
     last_window = {}
     for pair, end_ms in sink.written:
         last_window[pair] = max(last_window.get(pair, 0), end_ms)
     online_ok = sum(1 for p in pairs if online_ts.get(p) and online_ts[p] * 1000 == last_window.get(p))
     return {
-        "trades": trades, "seconds": seconds, "rate": trades / seconds if seconds > 0 else 0.0, "wall_s": wall,
-        "startup_s": (clock.first or started) - started, "completed": "t" in done and not fired.is_set(),
-        "messages_processed": clock.count, "rows_written": dict(sink.rows_written), "offline_rows": offline_rows,
-        "online_latest_ok": online_ok, "pairs": len(pairs), "rejects": dict(rejects.counts),
-        "sink_writes": len(sink.write_seconds), "sink_write_s_total": sum(sink.write_seconds),
-        "sink_write_s_p50": _pct(sink.write_seconds, 50), "cpu": meter.result,
+        "trades": trades,
+        "seconds": seconds,
+        "rate": trades / seconds if seconds > 0 else 0.0,
+        "wall_s": wall,
+        "startup_s": (clock.first or started) - started,
+        "completed": "t" in done and not fired.is_set(),
+        "messages_processed": clock.count,
+        "rows_written": dict(sink.rows_written),
+        "offline_rows": offline_rows,
+        "online_latest_ok": online_ok,
+        "pairs": len(pairs),
+        "rejects": dict(rejects.counts),
+        "sink_writes": len(sink.write_seconds),
+        "sink_write_s_total": sum(sink.write_seconds),
+        "sink_write_s_p50": _pct(sink.write_seconds, 50),
+        "cpu": meter.result,
     }
 
 
 # --------------------------------------------------------------------------- freshness
 
 
-def live_producer(address: str, topic: str, pairs: list[str], rate: float, duration_s: float, run_id: str,
-                  close_after_ms: int, go, out) -> None:
+def live_producer(
+    address: str,
+    topic: str,
+    pairs: list[str],
+    rate: float,
+    duration_s: float,
+    run_id: str,
+    close_after_ms: int,
+    go,
+    out,
+) -> None:
     """Child process: trades paced at `rate`/s round-robin over `pairs`, stamped with the wall clock."""
     import orjson
     from confluent_kafka import Producer
@@ -487,9 +574,15 @@ def live_producer(address: str, topic: str, pairs: list[str], rate: float, durat
             pair = pairs[sent % len(pairs)]
             src = base[sent % len(base)]
             ts = max(int(time.time() * 1000), last_ts[pair])
-            trade = {"exchange": "kraken", "pair": pair, "trade_id": next_id[pair],
-                     "price": round(src["price"] * scale[pair], 8), "qty": src["qty"], "side": src["side"],
-                     "timestamp_ms": ts}
+            trade = {
+                "exchange": "kraken",
+                "pair": pair,
+                "trade_id": next_id[pair],
+                "price": round(src["price"] * scale[pair], 8),
+                "qty": src["qty"],
+                "side": src["side"],
+                "timestamp_ms": ts,
+            }
             _produce(producer, topic, pair.encode(), orjson.dumps(trade), ts)
             next_id[pair] += 1
             last_ts[pair] = ts
@@ -526,7 +619,7 @@ def live_poller(settings: Settings, pairs: list[str], period_s: float, ready, st
         data = response.to_dict(include_event_timestamps=True)
         now = time.time()
         durations.append(time.perf_counter() - t0)
-        for pair, a, b in zip(pairs, data[f"{ohlcv}__close__ts"], data[f"{indicators}__rsi_14__ts"]):
+        for pair, a, b in zip(pairs, data[f"{ohlcv}__close__ts"], data[f"{indicators}__rsi_14__ts"], strict=False):
             ts = min(a or 0, b or 0)  # both views of the row are visible
             if ts > last[pair]:
                 last[pair] = ts
@@ -538,12 +631,27 @@ def live_poller(settings: Settings, pairs: list[str], period_s: float, ready, st
         else:
             due = time.monotonic()
     elapsed = time.monotonic() - started
-    out.put({"seen": seen, "polls": len(durations), "seconds": elapsed,
-             "poll_ms_p50": _pct(durations, 50) * 1000, "poll_ms_p99": _pct(durations, 99) * 1000})
+    out.put(
+        {
+            "seen": seen,
+            "polls": len(durations),
+            "seconds": elapsed,
+            "poll_ms_p50": _pct(durations, 50) * 1000,
+            "poll_ms_p99": _pct(durations, 99) * 1000,
+        }
+    )
 
 
-def run_freshness(settings: Settings, broker: services.Broker, pairs: list[str], rate: float, duration_s: float,
-                  poll_s: float, warmup_s: float, consumer_extra: dict[str, str]) -> dict:
+def run_freshness(
+    settings: Settings,
+    broker: services.Broker,
+    pairs: list[str],
+    rate: float,
+    duration_s: float,
+    poll_s: float,
+    warmup_s: float,
+    consumer_extra: dict[str, str],
+) -> dict:
     ctx = multiprocessing.get_context("spawn")
     run_id = uuid.uuid4().hex
     close_after = settings.candle_seconds * 1000 + settings.window_grace_ms
@@ -551,8 +659,11 @@ def run_freshness(settings: Settings, broker: services.Broker, pairs: list[str],
     ready, stop, go = ctx.Event(), ctx.Event(), ctx.Event()
     poll_out, prod_out = ctx.Queue(), ctx.Queue()
     poller = ctx.Process(target=live_poller, args=(settings, pairs, poll_s, ready, stop, poll_out), daemon=True)
-    producer = ctx.Process(target=live_producer, daemon=True, args=(
-        broker.address, settings.trades_topic, pairs, rate, duration_s, run_id, close_after, go, prod_out))
+    producer = ctx.Process(
+        target=live_producer,
+        daemon=True,
+        args=(broker.address, settings.trades_topic, pairs, rate, duration_s, run_id, close_after, go, prod_out),
+    )
     poller.start()
     producer.start()
     if not ready.wait(120):
@@ -592,17 +703,32 @@ def run_freshness(settings: Settings, broker: services.Broker, pairs: list[str],
         if (pair, end_ms) in seen:
             via_poll.append(seen[(pair, end_ms)] - end_s)
     return {
-        "pairs": len(pairs), "rate_target": rate, "duration_s": duration_s,
-        "sent": produced["sent"], "rate_achieved": produced["sent"] / produced["seconds"],
-        "producer_max_behind": produced["max_behind"], "completed": "t" in done and not fired.is_set(),
+        "pairs": len(pairs),
+        "rate_target": rate,
+        "duration_s": duration_s,
+        "sent": produced["sent"],
+        "rate_achieved": produced["sent"] / produced["seconds"],
+        "producer_max_behind": produced["max_behind"],
+        "completed": "t" in done and not fired.is_set(),
         "startup_s": (clock.first_wall or produce_started) - produce_started,
-        "candles_written": len(sink.written), "excluded_warmup": excluded_warmup, "excluded_end": excluded_end,
-        "sink": _summary(wrote), "poll": _summary(via_poll), "to_sink": _summary(to_sink),
-        "in_sink": _summary(in_sink), "poll_missed": len(wrote) - len(via_poll), "late": late,
-        "polls": polled["polls"], "poll_period_ms": polled["seconds"] / max(polled["polls"], 1) * 1000,
-        "poll_call_ms_p50": polled["poll_ms_p50"], "poll_call_ms_p99": polled["poll_ms_p99"],
-        "rejects": dict(rejects.counts), "grace_ms": grace, "commit_interval_s": settings.commit_interval_s,
-        "sink_writes": len(sink.write_seconds), "sink_write_ms_p50": _pct(sink.write_seconds, 50) * 1000,
+        "candles_written": len(sink.written),
+        "excluded_warmup": excluded_warmup,
+        "excluded_end": excluded_end,
+        "sink": _summary(wrote),
+        "poll": _summary(via_poll),
+        "to_sink": _summary(to_sink),
+        "in_sink": _summary(in_sink),
+        "poll_missed": len(wrote) - len(via_poll),
+        "late": late,
+        "polls": polled["polls"],
+        "poll_period_ms": polled["seconds"] / max(polled["polls"], 1) * 1000,
+        "poll_call_ms_p50": polled["poll_ms_p50"],
+        "poll_call_ms_p99": polled["poll_ms_p99"],
+        "rejects": dict(rejects.counts),
+        "grace_ms": grace,
+        "commit_interval_s": settings.commit_interval_s,
+        "sink_writes": len(sink.write_seconds),
+        "sink_write_ms_p50": _pct(sink.write_seconds, 50) * 1000,
         "sink_write_ms_max": max(sink.write_seconds, default=float("nan")) * 1000,
     }
 
@@ -627,16 +753,22 @@ def _runs(result: dict, unit: str) -> str:
 
 
 def _summary(values: list[float]) -> dict:
-    return {"n": len(values), "p50": _pct(values, 50), "p99": _pct(values, 99),
-            "max": max(values) if values else float("nan")}
+    return {
+        "n": len(values),
+        "p50": _pct(values, 50),
+        "p99": _pct(values, 99),
+        "max": max(values) if values else float("nan"),
+    }
 
 
 def _cpu(cpu: dict | None) -> str:
     if not cpu:
         return "n/a"
     c = cpu["cores_busy"]
-    return (f"app {c.get('app', 0):.2f}, broker {c.get('broker', 0):.2f}, others {c.get('others', 0):.2f}; "
-            f"machine {c.get('machine', 0):.2f} of {os.cpu_count()}")
+    return (
+        f"app {c.get('app', 0):.2f}, broker {c.get('broker', 0):.2f}, others {c.get('others', 0):.2f}; "
+        f"machine {c.get('machine', 0):.2f} of {os.cpu_count()}"
+    )
 
 
 def _ok(passed: bool) -> str:
@@ -650,7 +782,9 @@ def results_table(title: str, machine: dict, load_end: float, software: str) -> 
     table.add_column("value", justify="right")
     table.add_column("target", justify="right")
     table.add_column("", justify="center")
-    table.add_row("machine", f"{machine['cores']} cores ({machine['cores_usable']} usable), {machine['ram_gib']} GiB RAM")
+    table.add_row(
+        "machine", f"{machine['cores']} cores ({machine['cores_usable']} usable), {machine['ram_gib']} GiB RAM"
+    )
     table.add_row("CPU", machine["cpu_model"])
     table.add_row("load average (1 min) at start / end", f"{machine['load_start']:.2f} / {load_end:.2f}")
     table.add_row("software", software)
@@ -659,14 +793,20 @@ def results_table(title: str, machine: dict, load_end: float, software: str) -> 
 
 def report(results: dict) -> Table:
     m = results["machine"]
-    table = results_table(f"coinflow feature pipeline benchmark ({'quick' if results['quick'] else 'full'})", m,
-                          results.get("load_end", float("nan")),
-                          f"Python {m['python']}, quixstreams {m['quixstreams']}, feast {m['feast']}, "
-                          f"confluent-kafka {m['confluent_kafka']}")
+    table = results_table(
+        f"coinflow feature pipeline benchmark ({'quick' if results['quick'] else 'full'})",
+        m,
+        results.get("load_end", float("nan")),
+        f"Python {m['python']}, quixstreams {m['quixstreams']}, feast {m['feast']}, "
+        f"confluent-kafka {m['confluent_kafka']}",
+    )
     s = results["settings"]
-    table.add_row("pipeline settings", f"commit {s['commit_interval_s']} s, grace {s['window_grace_ms']} ms, "
-                                       f"{s['processing_guarantee']}, {s['candle_interval']} candles, "
-                                       f"broker {s['broker']}")
+    table.add_row(
+        "pipeline settings",
+        f"commit {s['commit_interval_s']} s, grace {s['window_grace_ms']} ms, "
+        f"{s['processing_guarantee']}, {s['candle_interval']} candles, "
+        f"broker {s['broker']}",
+    )
     if s.get("overrides"):
         table.add_row("what-if overrides (--set)", ", ".join(f"{k}={v}" for k, v in s["overrides"].items()))
     if s.get("consumer_extra"):
@@ -675,34 +815,45 @@ def report(results: dict) -> Table:
     if "input" in results:
         i = results["input"]
         table.add_section()
-        table.add_row("input", f"{i['trades']:,} real trades ({i['base_trades']:,} x {i['repetitions']} tiles) "
-                               f"over {i['pairs']} pairs")
-        table.add_row("file replay -> broker (pre-load)", f"{i['trades'] / i['seconds']:,.0f} trades/s "
-                                                         f"({i['seconds']:.1f} s)")
+        table.add_row(
+            "input",
+            f"{i['trades']:,} real trades ({i['base_trades']:,} x {i['repetitions']} tiles) over {i['pairs']} pairs",
+        )
+        table.add_row(
+            "file replay -> broker (pre-load)", f"{i['trades'] / i['seconds']:,.0f} trades/s ({i['seconds']:.1f} s)"
+        )
     if "reference" in results:
         r = results["reference"]
-        table.add_row("reference: bare Quix pass-through",
-                      f"{r['rate']:,.0f} msgs/s ({r['seconds']:.1f} s{_runs(r, 'msgs/s')})")
+        table.add_row(
+            "reference: bare Quix pass-through", f"{r['rate']:,.0f} msgs/s ({r['seconds']:.1f} s{_runs(r, 'msgs/s')})"
+        )
         table.add_row("  CPU while it ran (cores busy)", _cpu(r.get("cpu")))
     if "quix_window" in results:
         q = results["quix_window"]
-        table.add_row("reference: Quix tumbling_window().reduce().final() candles only",
-                      f"{q['rate']:,.0f} trades/s ({q['seconds']:.1f} s{_runs(q, 'trades/s')})")
+        table.add_row(
+            "reference: Quix tumbling_window().reduce().final() candles only",
+            f"{q['rate']:,.0f} trades/s ({q['seconds']:.1f} s{_runs(q, 'trades/s')})",
+        )
     if "end_to_end" in results:
         e = results["end_to_end"]
-        table.add_row("end to end: trades -> candles -> indicators -> Feast (processing)",
-                      f"{e['rate']:,.0f} trades/s ({e['seconds']:.1f} s{_runs(e, 'trades/s')})",
-                      f">= {TARGET_TRADES_PER_S:,}",
-                      _ok(e["rate"] >= TARGET_TRADES_PER_S and e["completed"]))
+        table.add_row(
+            "end to end: trades -> candles -> indicators -> Feast (processing)",
+            f"{e['rate']:,.0f} trades/s ({e['seconds']:.1f} s{_runs(e, 'trades/s')})",
+            f">= {TARGET_TRADES_PER_S:,}",
+            _ok(e["rate"] >= TARGET_TRADES_PER_S and e["completed"]),
+        )
         table.add_row("  CPU while it ran (cores busy)", _cpu(e.get("cpu")))
         if e.get("cpu", {}).get("app_cpu_s"):
             table.add_row("  app CPU per trade", f"{e['cpu']['app_cpu_s'] / e['trades'] * 1e6:.0f} µs")
-        table.add_row("end to end incl. start-up (wall)",
-                      f"{e['trades'] / e['wall_s']:,.0f} trades/s ({e['wall_s']:.1f} s, start-up {e['startup_s']:.1f} s)")
+        table.add_row(
+            "end to end incl. start-up (wall)",
+            f"{e['trades'] / e['wall_s']:,.0f} trades/s ({e['wall_s']:.1f} s, start-up {e['startup_s']:.1f} s)",
+        )
         if "input" in results:
             total = results["input"]["seconds"] + e["wall_s"]
-            table.add_row("file -> Feast incl. pre-load and start-up", f"{e['trades'] / total:,.0f} trades/s "
-                                                                      f"({total:.1f} s)")
+            table.add_row(
+                "file -> Feast incl. pre-load and start-up", f"{e['trades'] / total:,.0f} trades/s ({total:.1f} s)"
+            )
         if "reference" in results and results["reference"]["rate"]:
             ratios = results.get("ratios") or []
             per_run = f" (per run: {', '.join(f'{x:.3f}' for x in ratios)})" if len(ratios) > 1 else ""
@@ -710,38 +861,64 @@ def report(results: dict) -> Table:
         rows = ", ".join(f"{v}={n:,}" for v, n in sorted(e["rows_written"].items()))
         table.add_row("rows written (sink)", rows)
         offline_ok = all(e["offline_rows"].get(v) == n for v, n in e["rows_written"].items())
-        table.add_row("offline rows / online latest per pair",
-                      f"{', '.join(f'{n:,}' for n in e['offline_rows'].values())} / {e['online_latest_ok']}/{e['pairs']}",
-                      "", _ok(offline_ok and e["online_latest_ok"] == e["pairs"]))
-        table.add_row("sink writes (checkpoints) / time in sink",
-                      f"{e['sink_writes']} / {e['sink_write_s_total']:.1f} s (p50 {e['sink_write_s_p50'] * 1000:.0f} ms)")
+        table.add_row(
+            "offline rows / online latest per pair",
+            f"{', '.join(f'{n:,}' for n in e['offline_rows'].values())} / {e['online_latest_ok']}/{e['pairs']}",
+            "",
+            _ok(offline_ok and e["online_latest_ok"] == e["pairs"]),
+        )
+        table.add_row(
+            "sink writes (checkpoints) / time in sink",
+            f"{e['sink_writes']} / {e['sink_write_s_total']:.1f} s (p50 {e['sink_write_s_p50'] * 1000:.0f} ms)",
+        )
         table.add_row("rejects", ", ".join(f"{k}={v}" for k, v in e["rejects"].items()) or "none")
     if "freshness" in results:
         f = results["freshness"]
         table.add_section()
-        table.add_row("live load", f"{f['sent']:,} trades, {f['rate_achieved']:,.0f}/s over {f['pairs']} pairs, "
-                                   f"{f['duration_s']:.0f} s")
-        table.add_row("candles measured", f"{f['sink']['n']} (of {f['candles_written']}; excluded: "
-                                          f"{f['excluded_warmup']} warm-up, {f['excluded_end']} closed by end marker)",
-                      ">= 30" if not results["quick"] else "(full run)",
-                      _ok(f["sink"]["n"] >= 30) if not results["quick"] else "")
+        table.add_row(
+            "live load",
+            f"{f['sent']:,} trades, {f['rate_achieved']:,.0f}/s over {f['pairs']} pairs, {f['duration_s']:.0f} s",
+        )
+        table.add_row(
+            "candles measured",
+            f"{f['sink']['n']} (of {f['candles_written']}; excluded: "
+            f"{f['excluded_warmup']} warm-up, {f['excluded_end']} closed by end marker)",
+            ">= 30" if not results["quick"] else "(full run)",
+            _ok(f["sink"]["n"] >= 30) if not results["quick"] else "",
+        )
         s_ = f["sink"]
-        table.add_row("freshness: window end -> sink write done (p50 / p99 / max)",
-                      f"{s_['p50']:.3f} / {s_['p99']:.3f} / {s_['max']:.3f} s", f"p99 < {TARGET_P99_S:g} s",
-                      _ok(s_["p99"] < TARGET_P99_S))
+        table.add_row(
+            "freshness: window end -> sink write done (p50 / p99 / max)",
+            f"{s_['p50']:.3f} / {s_['p99']:.3f} / {s_['max']:.3f} s",
+            f"p99 < {TARGET_P99_S:g} s",
+            _ok(s_["p99"] < TARGET_P99_S),
+        )
         p = f["poll"]
-        table.add_row("freshness: window end -> visible via Feast get_online_features",
-                      f"{p['p50']:.3f} / {p['p99']:.3f} / {p['max']:.3f} s (n={p['n']})", f"p99 < {TARGET_P99_S:g} s",
-                      _ok(p["p99"] < TARGET_P99_S))
-        table.add_row("  poller", f"every {f['poll_period_ms']:.0f} ms (all pairs in one call, "
-                                  f"{f['poll_call_ms_p50']:.1f} ms p50), {f['poll_missed']} rows overwritten before seen")
+        table.add_row(
+            "freshness: window end -> visible via Feast get_online_features",
+            f"{p['p50']:.3f} / {p['p99']:.3f} / {p['max']:.3f} s (n={p['n']})",
+            f"p99 < {TARGET_P99_S:g} s",
+            _ok(p["p99"] < TARGET_P99_S),
+        )
+        table.add_row(
+            "  poller",
+            f"every {f['poll_period_ms']:.0f} ms (all pairs in one call, "
+            f"{f['poll_call_ms_p50']:.1f} ms p50), {f['poll_missed']} rows overwritten before seen",
+        )
         t, b = f["to_sink"], f["in_sink"]
-        table.add_row("  of which window end -> row reaches sink",
-                      f"{t['p50']:.3f} / {t['p99']:.3f} / {t['max']:.3f} s (grace {f['grace_ms']} ms included)")
-        table.add_row("  of which in sink until written (checkpoint + write)",
-                      f"{b['p50']:.3f} / {b['p99']:.3f} / {b['max']:.3f} s (commit every {f['commit_interval_s']} s)")
-        table.add_row("  sink writes", f"{f['sink_writes']}, {f['sink_write_ms_p50']:.0f} ms p50, "
-                                       f"{f['sink_write_ms_max']:.0f} ms max (Parquet merge + Redis, both views)")
+        table.add_row(
+            "  of which window end -> row reaches sink",
+            f"{t['p50']:.3f} / {t['p99']:.3f} / {t['max']:.3f} s (grace {f['grace_ms']} ms included)",
+        )
+        table.add_row(
+            "  of which in sink until written (checkpoint + write)",
+            f"{b['p50']:.3f} / {b['p99']:.3f} / {b['max']:.3f} s (commit every {f['commit_interval_s']} s)",
+        )
+        table.add_row(
+            "  sink writes",
+            f"{f['sink_writes']}, {f['sink_write_ms_p50']:.0f} ms p50, "
+            f"{f['sink_write_ms_max']:.0f} ms max (Parquet merge + Redis, both views)",
+        )
         table.add_row("rejects", ", ".join(f"{k}={v}" for k, v in f["rejects"].items()) or "none")
     return table
 
@@ -750,26 +927,42 @@ def report(results: dict) -> Table:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="smaller run: 50,000 trades, 2 minutes live")
     parser.add_argument("--trades", type=int, help="trades in the throughput run (default 200,000; quick 50,000)")
     parser.add_argument("--pairs", type=int, default=len(THROUGHPUT_PAIRS), help="pairs in the throughput run (<=4)")
-    parser.add_argument("--repeat", type=int, help="reference + end-to-end repetitions, median reported "
-                                                   "(default 3; quick 1)")
+    parser.add_argument(
+        "--repeat", type=int, help="reference + end-to-end repetitions, median reported (default 3; quick 1)"
+    )
     parser.add_argument("--live-seconds", type=float, help="length of the live run (default 240; quick 120)")
     parser.add_argument("--live-pairs", type=int, default=10, help=f"pairs of the live run (<= {len(LIVE_PAIRS)})")
     parser.add_argument("--live-rate", type=float, default=1000.0, help="trades per second of the live run, in all")
     parser.add_argument("--poll-ms", type=float, default=20.0, help="Feast polling period of the live run")
-    parser.add_argument("--warmup-s", type=float, default=2.0,
-                        help="ignore candles whose window ended before the app consumed + this")
-    parser.add_argument("--phases", default="reference,quix-window,end-to-end,freshness",
-                        help="comma-separated subset of reference,quix-window,end-to-end,freshness")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a Settings field for a what-if run, e.g. --set commit_interval_s=0.1 "
-                             "(not the isolation fields: topics, groups, ports, paths, Redis, Feast project)")
-    parser.add_argument("--consumer-set", action="append", default=[], metavar="KEY=VALUE",
-                        help="what-if librdkafka consumer setting of the benchmarked apps, e.g. fetch.wait.max.ms=20")
+    parser.add_argument(
+        "--warmup-s", type=float, default=2.0, help="ignore candles whose window ended before the app consumed + this"
+    )
+    parser.add_argument(
+        "--phases",
+        default="reference,quix-window,end-to-end,freshness",
+        help="comma-separated subset of reference,quix-window,end-to-end,freshness",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a Settings field for a what-if run, e.g. --set commit_interval_s=0.1 "
+        "(not the isolation fields: topics, groups, ports, paths, Redis, Feast project)",
+    )
+    parser.add_argument(
+        "--consumer-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="what-if librdkafka consumer setting of the benchmarked apps, e.g. fetch.wait.max.ms=20",
+    )
     parser.add_argument("--broker-port", type=int, default=19192, help="port of the bench's own embedded broker")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (printed)")
@@ -808,10 +1001,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = bench_settings(tmp, tag, args.broker_port, args.log_level, overrides)
     configure_logging(settings.log_level)
     results["settings"] = {
-        "commit_interval_s": settings.commit_interval_s, "window_grace_ms": settings.window_grace_ms,
-        "processing_guarantee": settings.processing_guarantee, "candle_interval": settings.candle_interval,
+        "commit_interval_s": settings.commit_interval_s,
+        "window_grace_ms": settings.window_grace_ms,
+        "processing_guarantee": settings.processing_guarantee,
+        "candle_interval": settings.candle_interval,
         "broker": f"embedded Tansu 127.0.0.1:{settings.embedded_broker_port}",
-        "overrides": overrides, "consumer_extra": consumer_extra,
+        "overrides": overrides,
+        "consumer_extra": consumer_extra,
     }
     console.print(f"[bold]coinflow bench[/bold] {tag}: temp dir {tmp}")
     broker_started = False
@@ -835,17 +1031,25 @@ def main(argv: list[str] | None = None) -> int:
             run_id = uuid.uuid4().hex
             console.print("Pre-loading them into the trades topic ...")
             loaded = preload_trades(tp, broker, files, run_id)
-            results["input"] = {**loaded, "pairs": len(pairs), "base_trades": len(base),
-                                "repetitions": -(-per_pair // len(base))}
+            results["input"] = {
+                **loaded,
+                "pairs": len(pairs),
+                "base_trades": len(base),
+                "repetitions": -(-per_pair // len(base)),
+            }
             console.print(f"  {loaded['trades']:,} trades in {loaded['seconds']:.1f} s")
             timeout = 120 + loaded["trades"] / 200
             ref_runs, window_runs, e2e_runs = [], [], []
             for k in range(repeat):
                 # Each repetition: fresh consumer groups, downstream topics and stores; the same pre-loaded trades.
-                rep = tp.model_copy(update={
-                    "candles_topic": f"{tp.candles_topic}-{k}", "features_topic": f"{tp.features_topic}-{k}",
-                    "dead_letter_topic": f"{tp.dead_letter_topic}-{k}", "consumer_group": f"{tp.consumer_group}-{k}",
-                })
+                rep = tp.model_copy(
+                    update={
+                        "candles_topic": f"{tp.candles_topic}-{k}",
+                        "features_topic": f"{tp.features_topic}-{k}",
+                        "dead_letter_topic": f"{tp.dead_letter_topic}-{k}",
+                        "consumer_group": f"{tp.consumer_group}-{k}",
+                    }
+                )
                 label = f" (run {k + 1}/{repeat})" if repeat > 1 else ""
                 if "reference" in phases:
                     console.print(f"Reference: bare pass-through{label} ...")
@@ -853,14 +1057,16 @@ def main(argv: list[str] | None = None) -> int:
                     console.print(f"  {ref_runs[-1]['rate']:,.0f} msgs/s")
                 if "quix-window" in phases:
                     console.print(f"Reference: Quix tumbling window candles{label} ...")
-                    window_runs.append(run_reference(rep, broker, loaded["messages"], timeout, consumer_extra,
-                                                     kind="quix-window"))
+                    window_runs.append(
+                        run_reference(rep, broker, loaded["messages"], timeout, consumer_extra, kind="quix-window")
+                    )
                     console.print(f"  {window_runs[-1]['rate']:,.0f} trades/s")
                 if "end-to-end" in phases:
                     reset_stores(rep)
                     console.print(f"End to end: candles, indicators, Feast online + offline{label} ...")
-                    e2e_runs.append(run_end_to_end(rep, broker, run_id, set(pairs), loaded["trades"], timeout,
-                                                   consumer_extra))
+                    e2e_runs.append(
+                        run_end_to_end(rep, broker, run_id, set(pairs), loaded["trades"], timeout, consumer_extra)
+                    )
                     console.print(f"  {e2e_runs[-1]['rate']:,.0f} trades/s")
             if ref_runs:
                 results["reference"] = {**_median_run(ref_runs), "runs": [r["rate"] for r in ref_runs]}
@@ -869,13 +1075,16 @@ def main(argv: list[str] | None = None) -> int:
             if e2e_runs:
                 results["end_to_end"] = {**_median_run(e2e_runs), "runs": [r["rate"] for r in e2e_runs]}
             if ref_runs and e2e_runs:
-                results["ratios"] = [e["rate"] / r["rate"] for r, e in zip(ref_runs, e2e_runs)]
+                results["ratios"] = [e["rate"] / r["rate"] for r, e in zip(ref_runs, e2e_runs, strict=False)]
 
         if "freshness" in phases:
             fr = phase_settings(settings, "live")
-            console.print(f"Freshness: {args.live_rate:,.0f} trades/s over {len(live_pairs)} pairs for {live_s:.0f} s ...")
-            results["freshness"] = run_freshness(fr, broker, live_pairs, args.live_rate, live_s,
-                                                 args.poll_ms / 1000, args.warmup_s, consumer_extra)
+            console.print(
+                f"Freshness: {args.live_rate:,.0f} trades/s over {len(live_pairs)} pairs for {live_s:.0f} s ..."
+            )
+            results["freshness"] = run_freshness(
+                fr, broker, live_pairs, args.live_rate, live_s, args.poll_ms / 1000, args.warmup_s, consumer_extra
+            )
     finally:
         clear_online_rows(settings)
         if broker_started:

@@ -107,10 +107,17 @@ def copy_feature_repo(dst: Path) -> Path:
 
 def bench_settings(tmp: Path, mlflow_port: int, redis_db: int) -> Settings:
     return Settings(
-        _env_file=None, run_dir=tmp / "run", redis_url=f"redis://127.0.0.1:6379/{redis_db}",
-        feature_repo_path=copy_feature_repo(tmp / "feature_repo"), feast_project="bench_inference",
-        mlflow_tracking_uri=None, mlflow_port=mlflow_port, serve_pairs=[PAIR], serve_horizons=[1],
-        metrics_port=0, log_level="WARNING",
+        _env_file=None,
+        run_dir=tmp / "run",
+        redis_url=f"redis://127.0.0.1:6379/{redis_db}",
+        feature_repo_path=copy_feature_repo(tmp / "feature_repo"),
+        feast_project="bench_inference",
+        mlflow_tracking_uri=None,
+        mlflow_port=mlflow_port,
+        serve_pairs=[PAIR],
+        serve_horizons=[1],
+        metrics_port=0,
+        log_level="WARNING",
     )
 
 
@@ -135,8 +142,14 @@ def register_champion(tracking_uri: str, rows: list[dict]) -> tuple[str, XGBoost
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(name)
     with mlflow.start_run(run_name="xgboost"):
-        mlflow.set_tags({"pair": PAIR, "horizon_minutes": "1", "model_type": model.model_type,
-                         "feature_service": regression_service("1m")})
+        mlflow.set_tags(
+            {
+                "pair": PAIR,
+                "horizon_minutes": "1",
+                "model_type": model.model_type,
+                "feature_service": regression_service("1m"),
+            }
+        )
         info = log_pyfunc(model, frame[list(FEATURES)].head(5), name)
     version = str(info.registered_model_version)
     MlflowClient(tracking_uri).set_registered_model_alias(name, CHAMPION, version)
@@ -210,8 +223,9 @@ def in_process_costs(settings: Settings, tracking_uri: str, row: dict, n: int) -
 
     async def both_reads() -> tuple[float, float]:
         # One event loop: the online store's async client belongs to the loop that opened it.
-        feast = await per_call(lambda: features.store.get_online_features_async(features=service,
-                                                                                entity_rows=[{ENTITY: PAIR}]))
+        feast = await per_call(
+            lambda: features.store.get_online_features_async(features=service, entity_rows=[{ENTITY: PAIR}])
+        )
         return feast, await per_call(lambda: features.read(model.feature_service, [PAIR]))
 
     feast_read_ms, online_read_ms = asyncio.run(both_reads())
@@ -238,12 +252,20 @@ def free_port() -> int:
 
 def settings_env(settings: Settings, tracking_uri: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COINFLOW_")}
-    env.update({
-        "COINFLOW_RUN_DIR": str(settings.run_dir), "COINFLOW_REDIS_URL": settings.redis_url,
-        "COINFLOW_FEATURE_REPO_PATH": str(settings.feature_repo_path), "COINFLOW_FEAST_PROJECT": settings.feast_project,
-        "MLFLOW_TRACKING_URI": tracking_uri, "COINFLOW_SERVE_PAIRS": PAIR, "COINFLOW_SERVE_HORIZONS": "1",
-        "COINFLOW_METRICS_PORT": "0", "COINFLOW_LOG_LEVEL": "WARNING", **extra,
-    })
+    env.update(
+        {
+            "COINFLOW_RUN_DIR": str(settings.run_dir),
+            "COINFLOW_REDIS_URL": settings.redis_url,
+            "COINFLOW_FEATURE_REPO_PATH": str(settings.feature_repo_path),
+            "COINFLOW_FEAST_PROJECT": settings.feast_project,
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "COINFLOW_SERVE_PAIRS": PAIR,
+            "COINFLOW_SERVE_HORIZONS": "1",
+            "COINFLOW_METRICS_PORT": "0",
+            "COINFLOW_LOG_LEVEL": "WARNING",
+            **extra,
+        }
+    )
     return env
 
 
@@ -299,13 +321,47 @@ def machine_busy() -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
-def load(url: str, path: str, body: dict, users: int, user_rps: float, warmup_s: float, seconds: float,
-         server_pid: int, out: Path) -> dict:
+def load(
+    url: str,
+    path: str,
+    body: dict,
+    users: int,
+    user_rps: float,
+    warmup_s: float,
+    seconds: float,
+    server_pid: int,
+    out: Path,
+) -> dict:
     """Run locust in its own process against `url` and summarise what it recorded after the warm-up."""
-    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users), "-r", str(users),
-           "-t", f"{int(warmup_s + seconds)}s", "--host", url, "--bench-path", path, "--bench-body", json.dumps(body),
-           "--bench-user-rps", str(user_rps), "--bench-warmup", str(warmup_s), "--bench-out", str(out),
-           "--only-summary", "--loglevel", "ERROR"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        f"{int(warmup_s + seconds)}s",
+        "--host",
+        url,
+        "--bench-path",
+        path,
+        "--bench-body",
+        json.dumps(body),
+        "--bench-user-rps",
+        str(user_rps),
+        "--bench-warmup",
+        str(warmup_s),
+        "--bench-out",
+        str(out),
+        "--only-summary",
+        "--loglevel",
+        "ERROR",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(warmup_s)
     s0, l0, m0, t0 = tree_cpu(server_pid), tree_cpu(proc.pid), machine_busy(), time.monotonic()
@@ -319,13 +375,16 @@ def load(url: str, path: str, body: dict, users: int, user_rps: float, warmup_s:
     elapsed = t1 - t0
     server_cores, locust_cores = (s1 - s0) / elapsed, (l1 - l0) / elapsed
     return {
-        "n": len(times), "failures": recorded["failures"], "statuses": recorded["statuses"],
+        "n": len(times),
+        "failures": recorded["failures"],
+        "statuses": recorded["statuses"],
         "rps": len(times) / span if span else 0.0,
         "p50": float(np.percentile(times, 50)) if len(times) else float("nan"),
         "p90": float(np.percentile(times, 90)) if len(times) else float("nan"),
         "p99": float(np.percentile(times, 99)) if len(times) else float("nan"),
         "max": float(times.max()) if len(times) else float("nan"),
-        "server_cores": server_cores, "locust_cores": locust_cores,
+        "server_cores": server_cores,
+        "locust_cores": locust_cores,
         "other_cores": max((m1 - m0) / elapsed - server_cores - locust_cores, 0.0),
         "server_cpu_ms_per_request": server_cores / (len(times) / span) * 1000 if span and len(times) else 0.0,
     }
@@ -343,22 +402,34 @@ def _latency(r: dict) -> str:
 
 
 def _cpu(r: dict) -> str:
-    return (f"server {r['server_cores']:.2f}, load generator {r['locust_cores']:.2f}, others {r['other_cores']:.2f} "
-            f"cores; server {r['server_cpu_ms_per_request']:.2f} ms CPU/request")
+    return (
+        f"server {r['server_cores']:.2f}, load generator {r['locust_cores']:.2f}, others {r['other_cores']:.2f} "
+        f"cores; server {r['server_cpu_ms_per_request']:.2f} ms CPU/request"
+    )
 
 
 def report(results: dict) -> Table:
-    table = results_table(f"coinflow prediction API benchmark ({'quick' if results['quick'] else 'full'})",
-                          results["machine"], results["load_end"], results["software"])
+    table = results_table(
+        f"coinflow prediction API benchmark ({'quick' if results['quick'] else 'full'})",
+        results["machine"],
+        results["load_end"],
+        results["software"],
+    )
     table.add_row("model", results["model"])
     c = results.get("costs")
     if c:
         table.add_section()
-        table.add_row("in process, CPU per call: Feast get_online_features_async (1 pair, FeatureService)",
-                      f"{c['feast_read_ms']:.3f} ms")
-        table.add_row("  the API's online read (the same views through Feast's provider)", f"{c['online_read_ms']:.3f} ms")
-        table.add_row("  model on a 1-row frame: pyfunc (schema enforced) / unwrapped",
-                      f"{c['pyfunc_ms']:.3f} / {c['unwrapped_ms']:.3f} ms")
+        table.add_row(
+            "in process, CPU per call: Feast get_online_features_async (1 pair, FeatureService)",
+            f"{c['feast_read_ms']:.3f} ms",
+        )
+        table.add_row(
+            "  the API's online read (the same views through Feast's provider)", f"{c['online_read_ms']:.3f} ms"
+        )
+        table.add_row(
+            "  model on a 1-row frame: pyfunc (schema enforced) / unwrapped",
+            f"{c['pyfunc_ms']:.3f} / {c['unwrapped_ms']:.3f} ms",
+        )
         table.add_row("  the API's one-row path, memo off (model on an array)", f"{c['row_ms']:.3f} ms")
         table.add_row("  model output reused for an unchanged row (memo hit)", f"{c['memo_hit_ms'] * 1000:.1f} µs")
     rate = results["rate"]
@@ -374,14 +445,23 @@ def report(results: dict) -> Table:
         if r is None:
             continue
         table.add_section()
-        table.add_row(f"{label} at {rate:g} req/s", f"{r['rps']:,.0f} req/s achieved, {r['n']:,} requests, "
-                                                     f"{r['failures']} failed")
+        table.add_row(
+            f"{label} at {rate:g} req/s", f"{r['rps']:,.0f} req/s achieved, {r['n']:,} requests, {r['failures']} failed"
+        )
         if name.startswith("api"):
-            table.add_row("  p50 / p90 / p99 / max", _latency(r), f"p99 <= {TARGET_P99_MS:g} ms",
-                          _ok(r["p99"] <= TARGET_P99_MS and r["rps"] >= 0.95 * rate and not r["failures"]))
+            table.add_row(
+                "  p50 / p90 / p99 / max",
+                _latency(r),
+                f"p99 <= {TARGET_P99_MS:g} ms",
+                _ok(r["p99"] <= TARGET_P99_MS and r["rps"] >= 0.95 * rate and not r["failures"]),
+            )
             if reference:
-                table.add_row("  p99 / Feast server's p99", f"{r['p99'] / reference['p99']:.3f}", "<= 1",
-                              _ok(r["p99"] <= reference["p99"]))
+                table.add_row(
+                    "  p99 / Feast server's p99",
+                    f"{r['p99'] / reference['p99']:.3f}",
+                    "<= 1",
+                    _ok(r["p99"] <= reference["p99"]),
+                )
         else:
             table.add_row("  p50 / p90 / p99 / max", _latency(r))
         table.add_row("  CPU", _cpu(r))
@@ -389,12 +469,18 @@ def report(results: dict) -> Table:
     if sat:
         table.add_section()
         for name, r in sat.items():
-            table.add_row(f"saturation, {SATURATION_USERS} users without pause: {labels[name].split(':')[0]}",
-                          f"{r['rps']:,.0f} req/s, p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms, {r['failures']} failed")
+            table.add_row(
+                f"saturation, {SATURATION_USERS} users without pause: {labels[name].split(':')[0]}",
+                f"{r['rps']:,.0f} req/s, p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms, {r['failures']} failed",
+            )
         if "api" in sat and ("feast-tuned" in sat or "feast" in sat):
             feast = sat.get("feast-tuned") or sat["feast"]
-            table.add_row("  throughput ratio our API / Feast server", f"{sat['api']['rps'] / feast['rps']:.2f}", ">= 1",
-                          _ok(sat["api"]["rps"] >= feast["rps"]))
+            table.add_row(
+                "  throughput ratio our API / Feast server",
+                f"{sat['api']['rps'] / feast['rps']:.2f}",
+                ">= 1",
+                _ok(sat["api"]["rps"] >= feast["rps"]),
+            )
     return table
 
 
@@ -402,15 +488,21 @@ def report(results: dict) -> Table:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="shorter phases: 20 s each after a 5 s warm-up")
     parser.add_argument("--rate", type=float, default=500.0, help="requests per second of the fixed-rate phases")
     parser.add_argument("--seconds", type=float, help="measured seconds per fixed-rate phase (default 60; quick 20)")
     parser.add_argument("--warmup", type=float, help="seconds before measuring (default 10; quick 5)")
-    parser.add_argument("--saturation-seconds", type=float, help="seconds per saturation phase (default 20; quick 10; 0: skip)")
-    parser.add_argument("--phases", default="feast,feast-tuned,api,api-nomemo",
-                        help="comma-separated subset of feast,feast-tuned,api,api-nomemo")
+    parser.add_argument(
+        "--saturation-seconds", type=float, help="seconds per saturation phase (default 20; quick 10; 0: skip)"
+    )
+    parser.add_argument(
+        "--phases",
+        default="feast,feast-tuned,api,api-nomemo",
+        help="comma-separated subset of feast,feast-tuned,api,api-nomemo",
+    )
     parser.add_argument("--mlflow-port", type=int, default=15224)
     parser.add_argument("--redis-db", type=int, default=5)
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
@@ -428,8 +520,9 @@ def main(argv: list[str] | None = None) -> int:
     from importlib.metadata import version
 
     results: dict = {"quick": args.quick, "machine": machine_info(), "rate": args.rate, "load": {}, "saturation": {}}
-    results["software"] = ", ".join(f"{p} {version(p)}" for p in ("fastapi", "uvicorn", "feast", "mlflow", "xgboost",
-                                                                   "redis", "locust"))
+    results["software"] = ", ".join(
+        f"{p} {version(p)}" for p in ("fastapi", "uvicorn", "feast", "mlflow", "xgboost", "redis", "locust")
+    )
     tmp = Path(tempfile.mkdtemp(prefix="coinflow-bench-inference-"))
     settings = bench_settings(tmp, args.mlflow_port, args.redis_db)
     live: LiveCandles | None = None
@@ -440,9 +533,11 @@ def main(argv: list[str] | None = None) -> int:
         tracking_uri = services.ensure_mlflow(settings)
         rows = feature_rows()
         complete = [r for r in rows if all(r[name] is not None for name in FEATURES)]
-        version_, _ = register_champion(tracking_uri, complete[-TRAINING_ROWS - 2000:-2000])
-        results["model"] = (f"{registered_model_name(PAIR, 1)} v{version_}: XGBoost, 300 trees of depth 4, fitted on "
-                            f"{TRAINING_ROWS:,} real 1-minute candles, {len(FEATURES)} FeatureService columns")
+        version_, _ = register_champion(tracking_uri, complete[-TRAINING_ROWS - 2000 : -2000])
+        results["model"] = (
+            f"{registered_model_name(PAIR, 1)} v{version_}: XGBoost, 300 trees of depth 4, fitted on "
+            f"{TRAINING_ROWS:,} real 1-minute candles, {len(FEATURES)} FeatureService columns"
+        )
         live = LiveCandles(settings, complete[-2000:])
         live.start()
         console.print("Measuring in-process costs ...")
@@ -453,32 +548,69 @@ def main(argv: list[str] | None = None) -> int:
         feast_body = {"feature_service": regression_service("1m"), "entities": {ENTITY: [PAIR]}}
         predict_body = {"pair": PAIR}
         targets = {
-            "feast": ([FEAST, "-c", str(settings.feature_repo_path), "serve", "-p", "{port}",
-                       "--no-access-log"], feast_env, "/get-online-features", feast_body),
-            "feast-tuned": ([FEAST, "-c", str(settings.feature_repo_path), "serve", "-p",
-                             "{port}", "--no-access-log", "--max-requests", "0"], feast_env, "/get-online-features",
-                            feast_body),
-            "api": ([sys.executable, "-m", "inference_pipeline", "serve", "--port", "{port}"],
-                    settings_env(settings, tracking_uri), "/predict", predict_body),
-            "api-nomemo": ([sys.executable, "-m", "inference_pipeline", "serve", "--port", "{port}"],
-                           settings_env(settings, tracking_uri, COINFLOW_MEMOIZE_PREDICTIONS="false"), "/predict",
-                           predict_body),
+            "feast": (
+                [FEAST, "-c", str(settings.feature_repo_path), "serve", "-p", "{port}", "--no-access-log"],
+                feast_env,
+                "/get-online-features",
+                feast_body,
+            ),
+            "feast-tuned": (
+                [
+                    FEAST,
+                    "-c",
+                    str(settings.feature_repo_path),
+                    "serve",
+                    "-p",
+                    "{port}",
+                    "--no-access-log",
+                    "--max-requests",
+                    "0",
+                ],
+                feast_env,
+                "/get-online-features",
+                feast_body,
+            ),
+            "api": (
+                [sys.executable, "-m", "inference_pipeline", "serve", "--port", "{port}"],
+                settings_env(settings, tracking_uri),
+                "/predict",
+                predict_body,
+            ),
+            "api-nomemo": (
+                [sys.executable, "-m", "inference_pipeline", "serve", "--port", "{port}"],
+                settings_env(settings, tracking_uri, COINFLOW_MEMOIZE_PREDICTIONS="false"),
+                "/predict",
+                predict_body,
+            ),
         }
         for name in phases:
             cmd, env, path, body = targets[name]
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             cmd = [part.replace("{port}", str(port)) for part in cmd]
-            ready = (lambda u=url: answers(f"{u}/ready")) if name.startswith("api") else \
-                (lambda u=url, p=path, b=body: answers(f"{u}{p}", b))
+            ready = (
+                (lambda u=url: answers(f"{u}/ready"))
+                if name.startswith("api")
+                else (lambda u=url, p=path, b=body: answers(f"{u}{p}", b))
+            )
             console.print(f"Load on {name} ({args.rate:g} req/s for {seconds:g} s) ...")
             with server(cmd, env, ready, log) as proc:
                 answers(f"{url}{path}", body)
-                results["load"][name] = load(url, path, body, USERS, args.rate / USERS, warmup, seconds, proc.pid,
-                                             tmp / f"{name}.json")
+                results["load"][name] = load(
+                    url, path, body, USERS, args.rate / USERS, warmup, seconds, proc.pid, tmp / f"{name}.json"
+                )
                 if saturation_s > 0:
-                    results["saturation"][name] = load(url, path, body, SATURATION_USERS, 0.0, min(warmup, 3.0),
-                                                       saturation_s, proc.pid, tmp / f"{name}-sat.json")
+                    results["saturation"][name] = load(
+                        url,
+                        path,
+                        body,
+                        SATURATION_USERS,
+                        0.0,
+                        min(warmup, 3.0),
+                        saturation_s,
+                        proc.pid,
+                        tmp / f"{name}-sat.json",
+                    )
         results["load_end"] = os.getloadavg()[0]
     finally:
         if live is not None:
@@ -486,7 +618,9 @@ def main(argv: list[str] | None = None) -> int:
         services.stop_services(settings)
         with contextlib.suppress(Exception):
             store = feature_store(settings)
-            store._get_provider().teardown_infra(settings.feast_project, store.list_feature_views(), store.list_entities())
+            store._get_provider().teardown_infra(
+                settings.feast_project, store.list_feature_views(), store.list_entities()
+            )
         if args.keep:
             console.print(f"Kept {tmp}")
         else:

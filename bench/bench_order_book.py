@@ -91,6 +91,7 @@ def session_events() -> tuple[list[str], list[tuple[bool, list[Level], list[Leve
 
 def back_to(book: OrderBook, target: OrderBook) -> tuple[list[Level], list[Level]]:
     """The level changes that turn ``book`` into ``target``."""
+
     def diff(side: str) -> list[Level]:
         have, want = getattr(book, side), getattr(target, side)
         changes = [(p, q) for p, q in want.items() if have.get(p) != q]
@@ -144,9 +145,16 @@ def bench_book(events, texts: list[str], min_seconds: float) -> dict:
             for event in parse_message(text).books:
                 parsed_levels += book.apply(event.bids, event.asks)
     parse_seconds = time.perf_counter() - started
-    return {"passes": passes, "levels": levels, "seconds": seconds, "rate": levels / seconds,
-            "parse_levels": parsed_levels, "parse_seconds": parse_seconds, "parse_rate": parsed_levels / parse_seconds,
-            "book_levels": len(book)}
+    return {
+        "passes": passes,
+        "levels": levels,
+        "seconds": seconds,
+        "rate": levels / seconds,
+        "parse_levels": parsed_levels,
+        "parse_seconds": parse_seconds,
+        "parse_rate": parsed_levels / parse_seconds,
+        "book_levels": len(book),
+    }
 
 
 # --------------------------------------------------------------------------- 2. end to end
@@ -154,11 +162,20 @@ def bench_book(events, texts: list[str], min_seconds: float) -> dict:
 
 def bench_settings(tmp: Path, tag: str, port: int, log_level: str) -> Settings:
     return Settings(
-        kafka_broker_address=None, embedded_broker_port=port, redis_url="redis://127.0.0.1:6379/3",
-        run_dir=tmp / "run", feature_repo_path=copy_feature_repo(tmp / "feature_repo"), feast_project="bench_books",
-        feast_registry_path=None, book_updates_topic=f"bench-{tag}-book-updates", book_topic=f"bench-{tag}-book",
-        dead_letter_topic=f"bench-{tag}-dead-letters", book_consumer_group=f"bench-{tag}-books", metrics_port=0,
-        log_level=log_level, _env_file=None,
+        kafka_broker_address=None,
+        embedded_broker_port=port,
+        redis_url="redis://127.0.0.1:6379/3",
+        run_dir=tmp / "run",
+        feature_repo_path=copy_feature_repo(tmp / "feature_repo"),
+        feast_project="bench_books",
+        feast_registry_path=None,
+        book_updates_topic=f"bench-{tag}-book-updates",
+        book_topic=f"bench-{tag}-book",
+        dead_letter_topic=f"bench-{tag}-dead-letters",
+        book_consumer_group=f"bench-{tag}-books",
+        metrics_port=0,
+        log_level=log_level,
+        _env_file=None,
     )
 
 
@@ -168,9 +185,16 @@ def preload(settings: Settings, broker: services.Broker, events, passes: int, ru
 
     app = new_application(settings, broker, consumer_group=f"{settings.book_consumer_group}-setup")
     topic = book_topics(app, settings).updates
-    producer = Producer({"bootstrap.servers": broker.address, "linger.ms": 20, "batch.num.messages": 10_000,
-                         "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1_048_576,
-                         "message.max.bytes": 2_000_000})
+    producer = Producer(
+        {
+            "bootstrap.servers": broker.address,
+            "linger.ms": 20,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+            "message.max.bytes": 2_000_000,
+        }
+    )
     counts = {"messages": 0, "update_levels": 0, "snapshot_levels": 0}
 
     def emit(key: str, record: dict) -> None:
@@ -190,8 +214,10 @@ def preload(settings: Settings, broker: services.Broker, events, passes: int, ru
             gate.update(PRODUCT, bids, asks, ts)
             counts["update_levels"] += len(bids) + len(asks)
         last_ts = ts
-    emit(book_key("coinbase", PRODUCT), {"control": CONTROL_END, "exchange": "coinbase", "product": PRODUCT,
-                                         "timestamp_ms": last_ts, "run_id": run_id})
+    emit(
+        book_key("coinbase", PRODUCT),
+        {"control": CONTROL_END, "exchange": "coinbase", "product": PRODUCT, "timestamp_ms": last_ts, "run_id": run_id},
+    )
     left = producer.flush(60)
     if left or gate.resyncs:
         raise RuntimeError(f"preload failed: {left} undelivered, resyncs {dict(gate.resyncs)}")
@@ -201,19 +227,26 @@ def preload(settings: Settings, broker: services.Broker, events, passes: int, ru
 def run_reference(settings: Settings, broker: services.Broker, messages: int, timeout_s: float) -> dict:
     meter = CpuMeter(settings)
     clock = Clock(stop_after=messages, meter=meter)
-    app = new_application(settings, broker, consumer_group=f"{settings.book_consumer_group}-reference",
-                          on_message_processed=clock)
+    app = new_application(
+        settings, broker, consumer_group=f"{settings.book_consumer_group}-reference", on_message_processed=clock
+    )
     clock.app = app
     config = topic_config(settings)
     source = app.topic(settings.book_updates_topic, value_deserializer="bytes", key_deserializer="bytes", config=config)
-    target = app.topic(f"{settings.book_updates_topic}-passthrough", value_serializer="bytes", key_serializer="bytes",
-                       config=config)
+    target = app.topic(
+        f"{settings.book_updates_topic}-passthrough", value_serializer="bytes", key_serializer="bytes", config=config
+    )
     app.dataframe(source).to_topic(target)
     with watchdog(timeout_s, app.stop, "The reference pass-through") as fired:
         app.run()
     seconds = (clock.last or time.perf_counter()) - (clock.first or time.perf_counter())
-    return {"messages": clock.count, "seconds": seconds, "rate": clock.count / seconds if seconds > 0 else 0.0,
-            "timed_out": fired.is_set(), "cpu": meter.result}
+    return {
+        "messages": clock.count,
+        "seconds": seconds,
+        "rate": clock.count / seconds if seconds > 0 else 0.0,
+        "timed_out": fired.is_set(),
+        "cpu": meter.result,
+    }
 
 
 def run_end_to_end(settings: Settings, broker: services.Broker, run_id: str, levels: int, timeout_s: float) -> dict:
@@ -229,17 +262,28 @@ def run_end_to_end(settings: Settings, broker: services.Broker, run_id: str, lev
         app.stop()
 
     completion = Completion(run_id, {book_key("coinbase", PRODUCT)}, stop)
-    sink = FeastSink(lambda: feature_store(settings), settings.sink_retries, on_end=on_book_end(completion.on_end),
-                     routes=single_view(ORDERBOOK_VIEW))
+    sink = FeastSink(
+        lambda: feature_store(settings),
+        settings.sink_retries,
+        on_end=on_book_end(completion.on_end),
+        routes=single_view(ORDERBOOK_VIEW),
+    )
     rejects, processor = build_book_dataflow(app, book_topics(app, settings), settings, sink)
     with watchdog(timeout_s, app.stop, "The end-to-end run") as fired:
         app.run()
     seconds = done.get("t", time.perf_counter()) - (clock.first or started)
-    return {"messages": clock.count, "level_updates": processor.level_updates, "seconds": seconds,
-            "rate": processor.level_updates / seconds if seconds > 0 else 0.0,
-            "update_rate": levels / seconds if seconds > 0 else 0.0,
-            "completed": "t" in done and not fired.is_set(), "rows": dict(sink.rows_written),
-            "rejects": dict(rejects.counts), "cpu": meter.result, "startup_s": (clock.first or started) - started}
+    return {
+        "messages": clock.count,
+        "level_updates": processor.level_updates,
+        "seconds": seconds,
+        "rate": processor.level_updates / seconds if seconds > 0 else 0.0,
+        "update_rate": levels / seconds if seconds > 0 else 0.0,
+        "completed": "t" in done and not fired.is_set(),
+        "rows": dict(sink.rows_written),
+        "rejects": dict(rejects.counts),
+        "cpu": meter.result,
+        "startup_s": (clock.first or started) - started,
+    }
 
 
 # --------------------------------------------------------------------------- report
@@ -250,37 +294,54 @@ def report(machine: dict, book: dict, pre: dict | None, ref: dict | None, e2e: d
     table.add_column("what")
     table.add_column("result", justify="right")
     table.add_column("notes")
-    table.add_row("machine", f"{machine['cores_usable']} of {machine['cores']} cores",
-                  f"{machine['cpu_model']}, {machine['ram_gib']} GiB, load {machine['load_start']:.2f}, "
-                  f"Python {machine['python']}, quixstreams {machine['quixstreams']}, feast {machine['feast']}")
+    table.add_row(
+        "machine",
+        f"{machine['cores_usable']} of {machine['cores']} cores",
+        f"{machine['cpu_model']}, {machine['ram_gib']} GiB, load {machine['load_start']:.2f}, "
+        f"Python {machine['python']}, quixstreams {machine['quixstreams']}, feast {machine['feast']}",
+    )
     ok = book["rate"] >= TARGET_BOOK
-    table.add_row("book structure: level updates/s (1 core)", f"{book['rate']:,.0f}",
-                  f"{'PASS' if ok else 'FAIL'} target >= {TARGET_BOOK:,}; {book['levels']:,} levels, "
-                  f"{book['passes']} passes of the session in {book['seconds']:.2f} s")
-    table.add_row("  with frame parsing (JSON + Decimal)", f"{book['parse_rate']:,.0f}",
-                  f"{book['parse_levels']:,} levels of the recorded update frames")
+    table.add_row(
+        "book structure: level updates/s (1 core)",
+        f"{book['rate']:,.0f}",
+        f"{'PASS' if ok else 'FAIL'} target >= {TARGET_BOOK:,}; {book['levels']:,} levels, "
+        f"{book['passes']} passes of the session in {book['seconds']:.2f} s",
+    )
+    table.add_row(
+        "  with frame parsing (JSON + Decimal)",
+        f"{book['parse_rate']:,.0f}",
+        f"{book['parse_levels']:,} levels of the recorded update frames",
+    )
     if pre:
-        table.add_row("input (pre-loaded)", f"{pre['messages']:,} messages",
-                      f"{pre['update_levels']:,} update levels + one {pre['snapshot_levels']:,}-level snapshot, "
-                      f"{pre['span_s'] / 60:.1f} min of session time")
+        table.add_row(
+            "input (pre-loaded)",
+            f"{pre['messages']:,} messages",
+            f"{pre['update_levels']:,} update levels + one {pre['snapshot_levels']:,}-level snapshot, "
+            f"{pre['span_s'] / 60:.1f} min of session time",
+        )
     if ref:
         table.add_row("reference: bare Quix pass-through", f"{ref['rate']:,.0f} msg/s", _cpu(ref["cpu"]))
     if e2e:
         ok = e2e["completed"] and e2e["update_rate"] >= TARGET_E2E
         msg_rate = e2e["messages"] / e2e["seconds"] if e2e["seconds"] else 0.0
         ratio = f", {msg_rate / ref['rate']:.2f}x the reference's msg/s" if ref and ref["rate"] else ""
-        table.add_row("end to end: update levels/s -> book records", f"{e2e['update_rate']:,.0f}",
-                      f"{'PASS' if ok else 'FAIL'} target >= {TARGET_E2E:,}; {msg_rate:,.0f} msg/s{ratio}; "
-                      f"all levels incl. snapshot {e2e['rate']:,.0f}/s; {e2e['seconds']:.1f} s "
-                      f"(+{e2e['startup_s']:.1f} s start-up); rows {e2e['rows']}; rejects {e2e['rejects'] or 0}; "
-                      f"{_cpu(e2e['cpu'])}")
+        table.add_row(
+            "end to end: update levels/s -> book records",
+            f"{e2e['update_rate']:,.0f}",
+            f"{'PASS' if ok else 'FAIL'} target >= {TARGET_E2E:,}; {msg_rate:,.0f} msg/s{ratio}; "
+            f"all levels incl. snapshot {e2e['rate']:,.0f}/s; {e2e['seconds']:.1f} s "
+            f"(+{e2e['startup_s']:.1f} s start-up); rows {e2e['rows']}; rejects {e2e['rejects'] or 0}; "
+            f"{_cpu(e2e['cpu'])}",
+        )
     return table
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="Fewer passes (about 1 minute).")
-    parser.add_argument("--passes", type=int, default=None, help="Passes of the session end to end (default 200, quick 50).")
+    parser.add_argument(
+        "--passes", type=int, default=None, help="Passes of the session end to end (default 200, quick 50)."
+    )
     parser.add_argument("--port", type=int, default=19792, help="Port of the bench's own embedded broker.")
     parser.add_argument("--book-only", action="store_true", help="Only the in-process book structure.")
     parser.add_argument("--keep", action="store_true", help="Keep the temporary directory.")

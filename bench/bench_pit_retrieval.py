@@ -121,12 +121,14 @@ def entity_rows(n: int, minutes: int, rng: np.random.Generator) -> pd.DataFrame:
     offsets = rng.integers(0, span_us, n) - 30 * 60 * 1_000_000
     exact = rng.random(n) < 0.05
     offsets[exact] = rng.integers(1, minutes + 1, exact.sum()) * 60_000_000
-    return pd.DataFrame({
-        "row": np.arange(n, dtype="int64"),
-        ENTITY: rng.choice(pairs, n, p=weights),
-        EVENT_TIMESTAMP: START + pd.to_timedelta(offsets, unit="us"),
-        "label": rng.normal(0, 1, n),
-    })
+    return pd.DataFrame(
+        {
+            "row": np.arange(n, dtype="int64"),
+            ENTITY: rng.choice(pairs, n, p=weights),
+            EVENT_TIMESTAMP: START + pd.to_timedelta(offsets, unit="us"),
+            "label": rng.normal(0, 1, n),
+        }
+    )
 
 
 def copy_feature_repo(dst: Path) -> Path:
@@ -166,7 +168,9 @@ def prepare(repo: Path, minutes: int, entities: int, seed: int) -> dict:
     definitions = load_definitions(repo)
     store = FeatureStore(repo_path=str(repo), config=repo_config(repo, STORES["feast"]))
     with contextlib.redirect_stdout(open(os.devnull, "w")):
-        store.apply([definitions.pair, definitions.ohlcv_1m, definitions.indicators_1m, definitions.price_regression_1m])
+        store.apply(
+            [definitions.pair, definitions.ohlcv_1m, definitions.indicators_1m, definitions.price_regression_1m]
+        )
     counts = {}
     for name, features in ((ohlcv_view("1m"), OHLCV_FEATURES), (indicators_view("1m"), INDICATOR_FEATURES)):
         view = store.get_feature_view(name)  # as registered: its entity columns are known
@@ -176,8 +180,10 @@ def prepare(repo: Path, minutes: int, entities: int, seed: int) -> dict:
         offline.write_rows(root, rows, schema)
         late = corrections(rows, 0.01, rng)
         for pair, group in late.groupby(ENTITY):
-            pq.write_table(pa.Table.from_pandas(group, schema=schema, preserve_index=False),
-                           root / pair_slug(pair) / "corrections.parquet")
+            pq.write_table(
+                pa.Table.from_pandas(group, schema=schema, preserve_index=False),
+                root / pair_slug(pair) / "corrections.parquet",
+            )
         counts[name] = {"rows": len(rows), "corrections": len(late)}
     entity_rows(entities, minutes, rng).to_parquet(repo / "entities.parquet")
     return counts
@@ -202,14 +208,22 @@ def retrieve(repo: str, offline_type: str, out: str, repeat: int, call_rows: int
     seconds = []
     for _ in range(repeat):
         started = time.perf_counter()
-        frames = [store.get_historical_features(entities.iloc[i:i + call_rows], features=service).to_df()
-                  for i in range(0, len(entities), call_rows)]
+        frames = [
+            store.get_historical_features(entities.iloc[i : i + call_rows], features=service).to_df()
+            for i in range(0, len(entities), call_rows)
+        ]
         seconds.append(time.perf_counter() - started)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     frame = pd.concat(frames, ignore_index=True)
     frame.to_parquet(out)
-    return {"seconds": statistics.median(seconds), "runs": seconds, "rows": len(frame),
-            "calls": len(frames), "rss_before_mib": rss_before, "peak_rss_mib": peak}
+    return {
+        "seconds": statistics.median(seconds),
+        "runs": seconds,
+        "rows": len(frame),
+        "calls": len(frames),
+        "rss_before_mib": rss_before,
+        "peak_rss_mib": peak,
+    }
 
 
 def in_fresh_process(*args) -> dict:
@@ -221,8 +235,10 @@ def compare(repo: Path, entities: int) -> dict:
     """Whether both results are the same frame (rows matched by the entity frame's row id)."""
     feast = pd.read_parquet(repo / "result_feast.parquet")
     asof = pd.read_parquet(repo / "result_asof.parquet")
-    in_order = {name: bool((frame["row"].to_numpy() == np.arange(entities)).all())
-                for name, frame in (("feast", feast), ("asof", asof))}
+    in_order = {
+        name: bool((frame["row"].to_numpy() == np.arange(entities)).all())
+        for name, frame in (("feast", feast), ("asof", asof))
+    }
     feast = feast.sort_values("row", kind="stable").reset_index(drop=True)
     asof = asof.sort_values("row", kind="stable").reset_index(drop=True)
     try:
@@ -231,9 +247,14 @@ def compare(repo: Path, entities: int) -> dict:
     except AssertionError as error:
         identical, detail = False, str(error)[:500]
     features = [c for c in asof.columns if c not in ("row", ENTITY, EVENT_TIMESTAMP, "label")]
-    return {"identical": identical, "detail": detail, "in_entity_order": in_order,
-            "columns": list(asof.columns), "feature_columns": len(features),
-            "rows_with_features": int(asof[features].notna().any(axis=1).sum())}
+    return {
+        "identical": identical,
+        "detail": detail,
+        "in_entity_order": in_order,
+        "columns": list(asof.columns),
+        "feature_columns": len(features),
+        "rows_with_features": int(asof[features].notna().any(axis=1).sum()),
+    }
 
 
 # --------------------------------------------------------------------------- report
@@ -241,11 +262,17 @@ def compare(repo: Path, entities: int) -> dict:
 
 def report(results: dict) -> Table:
     m = results["machine"]
-    table = results_table(f"coinflow point-in-time retrieval benchmark ({'quick' if results['quick'] else 'full'})",
-                          m, results["load_end"], f"Python {m['python']}, feast {m['feast']}, duckdb {results['duckdb']}")
+    table = results_table(
+        f"coinflow point-in-time retrieval benchmark ({'quick' if results['quick'] else 'full'})",
+        m,
+        results["load_end"],
+        f"Python {m['python']}, feast {m['feast']}, duckdb {results['duckdb']}",
+    )
     data = results["data"]
-    table.add_row("feature rows", ", ".join(f"{v}: {c['rows']:,} + {c['corrections']:,} late corrections"
-                                            for v, c in data["views"].items()))
+    table.add_row(
+        "feature rows",
+        ", ".join(f"{v}: {c['rows']:,} + {c['corrections']:,} late corrections" for v, c in data["views"].items()),
+    )
     table.add_row("entity rows", f"{data['entities']:,} ({len(PAIRS)} pairs + 1 without data)")
     table.add_section()
     feast, asof = results["feast"], results["asof"]
@@ -253,15 +280,23 @@ def report(results: dict) -> Table:
         calls = f", {r['calls']} calls of {r['rows'] // r['calls']:,} rows" if r["calls"] > 1 else ", one call"
         runs = f", median of {len(r['runs'])} runs" if len(r["runs"]) > 1 else ""
         table.add_row(label, f"{r['seconds']:.2f} s{calls}{runs}")
-        table.add_row("  rows/s, peak RSS (before the first call)",
-                      f"{r['rows'] / r['seconds']:,.0f} rows/s, {r['peak_rss_mib']:,.0f} MiB ({r['rss_before_mib']:,.0f} MiB)")
+        table.add_row(
+            "  rows/s, peak RSS (before the first call)",
+            f"{r['rows'] / r['seconds']:,.0f} rows/s, {r['peak_rss_mib']:,.0f} MiB ({r['rss_before_mib']:,.0f} MiB)",
+        )
     speedup = feast["seconds"] / asof["seconds"]
     table.add_row("speed-up", f"{speedup:.1f}x", f">= {TARGET_SPEEDUP:g}x", _ok(speedup >= TARGET_SPEEDUP))
     c = results["comparison"]
-    table.add_row("outputs identical (assert_frame_equal, rows matched by id)",
-                  "yes" if c["identical"] else f"NO: {c['detail']}", "yes", _ok(c["identical"]))
+    table.add_row(
+        "outputs identical (assert_frame_equal, rows matched by id)",
+        "yes" if c["identical"] else f"NO: {c['detail']}",
+        "yes",
+        _ok(c["identical"]),
+    )
     table.add_row("  rows with features / feature columns", f"{c['rows_with_features']:,} / {c['feature_columns']}")
-    table.add_row("  rows in entity order", f"Feast {c['in_entity_order']['feast']}, ASOF {c['in_entity_order']['asof']}")
+    table.add_row(
+        "  rows in entity order", f"Feast {c['in_entity_order']['feast']}, ASOF {c['in_entity_order']['asof']}"
+    )
     return table
 
 
@@ -270,15 +305,22 @@ def _ok(good: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="100,000 entity rows instead of 1,000,000")
     parser.add_argument("--entities", type=int, help="entity rows (overrides --quick)")
     parser.add_argument("--minutes", type=int, default=50_000, help="one-minute feature rows per pair and view")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of the ASOF store (median reported); Feast runs once")
-    parser.add_argument("--feast-call-rows", type=int, default=100_000,
-                        help="entity rows per call of Feast's store (its join holds every feature row within the TTL "
-                             "of each entity row: about 7 GiB per 100,000 rows here)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of the ASOF store (median reported); Feast runs once"
+    )
+    parser.add_argument(
+        "--feast-call-rows",
+        type=int,
+        default=100_000,
+        help="entity rows per call of Feast's store (its join holds every feature row within the TTL "
+        "of each entity row: about 7 GiB per 100,000 rows here)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (printed)")
@@ -291,16 +333,20 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="coinflow-bench-pit-"))
     try:
         repo = copy_feature_repo(tmp / "feature_repo")
-        console.print(f"Writing {len(PAIRS)} pairs x {args.minutes:,} minutes x 2 views and {entities:,} entity rows ...")
+        console.print(
+            f"Writing {len(PAIRS)} pairs x {args.minutes:,} minutes x 2 views and {entities:,} entity rows ..."
+        )
         results["data"] = {"views": prepare(repo, args.minutes, entities, args.seed), "entities": entities}
         console.print("ASOF store ...")
-        results["asof"] = in_fresh_process(str(repo), STORES["asof"], str(repo / "result_asof.parquet"), args.repeat,
-                                           entities)
+        results["asof"] = in_fresh_process(
+            str(repo), STORES["asof"], str(repo / "result_asof.parquet"), args.repeat, entities
+        )
         console.print(f"  {results['asof']['seconds']:.2f} s")
         feast_rows = min(args.feast_call_rows, entities)
         console.print(f"Feast's DuckDB store, {-(-entities // feast_rows)} call(s) of {feast_rows:,} rows ...")
-        results["feast"] = in_fresh_process(str(repo), STORES["feast"], str(repo / "result_feast.parquet"), 1,
-                                            feast_rows)
+        results["feast"] = in_fresh_process(
+            str(repo), STORES["feast"], str(repo / "result_feast.parquet"), 1, feast_rows
+        )
         console.print(f"  {results['feast']['seconds']:.2f} s")
         results["comparison"] = compare(repo, entities)
     finally:

@@ -13,7 +13,9 @@ from coinflow.logs import configure_logging
 from coinflow.redact import redact
 from coinflow.settings import Settings
 
-app = typer.Typer(help="Local services of coinflow: the Kafka-compatible broker, Redis and MLflow.", no_args_is_help=True)
+app = typer.Typer(
+    help="Local services of coinflow: the Kafka-compatible broker, Redis and MLflow.", no_args_is_help=True
+)
 console = Console()
 
 
@@ -52,7 +54,9 @@ def status() -> None:
 @app.command()
 def quickstart(
     data_dir: Annotated[Path, typer.Option(help="The bundled real data (data/kraken, data/coinbase).")] = Path("data"),
-    quick: Annotated[bool, typer.Option(help="Shorter training (5 Optuna trials, 1 LSTM epoch), as CI runs it.")] = False,
+    quick: Annotated[
+        bool, typer.Option(help="Shorter training (5 Optuna trials, 1 LSTM epoch), as CI runs it.")
+    ] = False,
 ) -> None:
     """Run all three pipelines on the bundled real data: features, training, the API and one prediction."""
     from coinflow.quickstart import run

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Optional, cast
+from typing import Any, cast
 
 import duckdb
 import ibis
@@ -69,11 +69,11 @@ class AsofDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
     type: StrictStr = "coinflow.feast_offline.AsofDuckDBOfflineStore"
     chunk_rows: StrictInt = 1_000_000
     """Entity rows joined per DuckDB query; bounds the join's working set."""
-    memory_limit: Optional[StrictStr] = "2GB"
+    memory_limit: StrictStr | None = "2GB"
     """DuckDB's memory_limit for the join (it spills to temp_directory beyond it); None: DuckDB's default."""
-    temp_directory: Optional[StrictStr] = None
+    temp_directory: StrictStr | None = None
     """Where DuckDB spills; None: a temporary directory removed after each retrieval."""
-    threads: Optional[StrictInt] = None
+    threads: StrictInt | None = None
     """DuckDB threads; None: one per core."""
 
 
@@ -119,9 +119,7 @@ def local_parquet_path(view: FeatureView, repo_path: Path | None) -> str | None:
     return path
 
 
-def view_plan(
-    view: FeatureView, path: str, feature_refs: list[str], full_feature_names: bool
-) -> ViewPlan:
+def view_plan(view: FeatureView, path: str, feature_refs: list[str], full_feature_names: bool) -> ViewPlan:
     """The columns a view is joined on and returns, named as Feast names them."""
     source = cast(FileSource, view.batch_source)  # local_parquet_path accepted it
     prefix = view.projection.name_to_use()
@@ -152,8 +150,9 @@ def view_sql(plan: ViewPlan, renames: dict[str, str], first: datetime | None, la
     """
     source = f"read_parquet({literal(plan.path)})"
     if renames:
-        source = (f"(SELECT * RENAME ({', '.join(f'{quote(o)} AS {quote(n)}' for o, n in renames.items())}) "
-                  f"FROM {source})")
+        source = (
+            f"(SELECT * RENAME ({', '.join(f'{quote(o)} AS {quote(n)}' for o, n in renames.items())}) FROM {source})"
+        )
     ts = f"CAST({quote(plan.timestamp_field)} AS TIMESTAMPTZ)"
     keys = [quote(k) for k in plan.key_map]
     columns = [f"{k} AS {quote(f'__k{i}')}" for i, k in enumerate(keys)]
@@ -188,12 +187,11 @@ def join_sql(entity_columns: list[str], timestamp_col: str, plans: list[ViewPlan
         if plan.ttl:
             micros = plan.ttl // timedelta(microseconds=1)
             fresh = f"v{i}.{quote(TS_COLUMN)} + to_microseconds({micros}) >= e.{quote(TS_COLUMN)}"
-        select += [f"CASE WHEN {fresh} THEN v{i}.{quote(f'__f{j}')} END AS {quote(out)}"
-                   for j, (_, out) in enumerate(plan.features)]
-    return (
-        f"WITH {', '.join(ctes)} SELECT {', '.join(select)} FROM e {' '.join(joins)} "
-        f"ORDER BY e.{quote(ROW_COLUMN)}"
-    )
+        select += [
+            f"CASE WHEN {fresh} THEN v{i}.{quote(f'__f{j}')} END AS {quote(out)}"
+            for j, (_, out) in enumerate(plan.features)
+        ]
+    return f"WITH {', '.join(ctes)} SELECT {', '.join(select)} FROM e {' '.join(joins)} ORDER BY e.{quote(ROW_COLUMN)}"
 
 
 def entity_table(entity_df: pd.DataFrame, timestamp_col: str) -> pa.Table:
@@ -211,8 +209,10 @@ def entity_table(entity_df: pd.DataFrame, timestamp_col: str) -> pa.Table:
         if pd.api.types.is_datetime64_any_dtype(frame[name]):
             values = frame[name].dropna()
             if (values.dt.nanosecond != 0).any():
-                raise ValueError(f"entity column {name!r} holds timestamps finer than a microsecond; "
-                                 "round them to microseconds (Feast's offline stores cannot join them)")
+                raise ValueError(
+                    f"entity column {name!r} holds timestamps finer than a microsecond; "
+                    "round them to microseconds (Feast's offline stores cannot join them)"
+                )
     schema = ibis.memtable(frame).schema().to_pyarrow()
     table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
     return table.append_column(ROW_COLUMN, pa.array(range(len(frame)), type=pa.int64()))
@@ -259,22 +259,22 @@ class AsofRetrievalJob(RetrievalJob):
         return self._on_demand_feature_views
 
     @property
-    def metadata(self) -> Optional[RetrievalMetadata]:
+    def metadata(self) -> RetrievalMetadata | None:
         return self._metadata
 
-    def _to_df_internal(self, timeout: Optional[int] = None) -> pd.DataFrame:
+    def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
         return self._to_arrow_internal(timeout).to_pandas()
 
-    def _to_arrow_internal(self, timeout: Optional[int] = None) -> pa.Table:
+    def _to_arrow_internal(self, timeout: int | None = None) -> pa.Table:
         with tempfile.TemporaryDirectory(prefix="coinflow-asof-") as spill, self._connect(spill) as con:
             renames = [self._present_renames(con, plan) for plan in self._plans]
             parts = [self._join_chunk(con, chunk, renames) for chunk in self._chunks()]
         return pa.concat_tables(parts)
 
-    def persist(self, storage: SavedDatasetStorage, allow_overwrite: bool = False,
-                timeout: Optional[int] = None) -> None:
-        _write_data_source(ibis.memtable(self.to_arrow()), storage.to_data_source(), self._repo_path,
-                           "overwrite", allow_overwrite)
+    def persist(self, storage: SavedDatasetStorage, allow_overwrite: bool = False, timeout: int | None = None) -> None:
+        _write_data_source(
+            ibis.memtable(self.to_arrow()), storage.to_data_source(), self._repo_path, "overwrite", allow_overwrite
+        )
 
     def _connect(self, spill: str) -> duckdb.DuckDBPyConnection:
         config: dict[str, Any] = {"temp_directory": self._store_config.temp_directory or spill}
@@ -302,7 +302,7 @@ class AsofRetrievalJob(RetrievalJob):
         try:
             ts = f"CAST({quote(self._timestamp_col)} AS TIMESTAMPTZ)"
             first, last = con.sql(f"SELECT min({ts}), max({ts}) FROM entity_input").fetchall()[0]
-            view_sqls = [view_sql(plan, names, first, last) for plan, names in zip(self._plans, renames)]
+            view_sqls = [view_sql(plan, names, first, last) for plan, names in zip(self._plans, renames, strict=True)]
             entity_columns = [c for c in chunk.column_names if c != ROW_COLUMN]
             sql = join_sql(entity_columns, self._timestamp_col, self._plans, view_sqls)
             return con.sql(sql).to_arrow_table()
@@ -342,13 +342,23 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
         if fallback:
             logger.info("historical retrieval uses Feast's DuckDB join: %s", fallback)
             return DuckDBOfflineStore.get_historical_features(
-                config, feature_views, feature_refs, entity_df, registry, project,
-                full_feature_names, filter_by_created_timestamp,
+                config,
+                feature_views,
+                feature_refs,
+                entity_df,
+                registry,
+                project,
+                full_feature_names,
+                filter_by_created_timestamp,
             )
 
-        timestamp_col = offline_utils.infer_event_timestamp_from_entity_df(dict(zip(entity_df.columns, entity_df.dtypes)))
-        plans = [view_plan(view, cast(str, path), feature_refs, full_feature_names)
-                 for view, path in zip(feature_views, paths)]
+        timestamp_col = offline_utils.infer_event_timestamp_from_entity_df(
+            dict(zip(entity_df.columns, entity_df.dtypes, strict=True))
+        )
+        plans = [
+            view_plan(view, cast(str, path), feature_refs, full_feature_names)
+            for view, path in zip(feature_views, paths, strict=True)
+        ]
         expected = {timestamp_col} | {key for plan in plans for key in plan.key_map.values()}
         missing = expected - set(entity_df.columns)
         if missing:

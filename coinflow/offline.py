@@ -86,7 +86,9 @@ def tail_rows(root: Path, key: str, n: int) -> pd.DataFrame:
             break
     if not parts:
         return pd.DataFrame()
-    return pd.concat(parts, ignore_index=True).sort_values(EVENT_TIMESTAMP, kind="stable").tail(n).reset_index(drop=True)
+    return (
+        pd.concat(parts, ignore_index=True).sort_values(EVENT_TIMESTAMP, kind="stable").tail(n).reset_index(drop=True)
+    )
 
 
 def read_rows(root: Path) -> pd.DataFrame:

@@ -67,8 +67,15 @@ def dead_letter(stage: str, reason: str, raw: Any, max_bytes: int | None = None)
     else:
         text, encoding = _as_text(raw)
         size = len(text.encode("utf-8", "surrogatepass"))
-    record = {"stage": stage, "reason": reason, "raw": "", "encoding": encoding, "raw_bytes": size,
-              "truncated": False, "rejected_at_ms": int(time.time() * 1000)}
+    record = {
+        "stage": stage,
+        "reason": reason,
+        "raw": "",
+        "encoding": encoding,
+        "raw_bytes": size,
+        "truncated": False,
+        "rejected_at_ms": int(time.time() * 1000),
+    }
     budget = max(0, (max_bytes or _max_bytes) - len(json.dumps(record)))
     if encoding == "base64":
         kept = data if 4 * -(-size // 3) <= budget else data[: budget // 4 * 3]

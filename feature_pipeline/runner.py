@@ -62,7 +62,9 @@ def run_pipeline(
     topics = pipeline_topics(app, settings)
     completion = Completion(run_id, finite_pairs, app.stop) if finite_pairs else None
     sink = FeastSink(
-        lambda: feature_store(settings), settings.sink_retries, on_end=completion.on_end if completion else None,
+        lambda: feature_store(settings),
+        settings.sink_retries,
+        on_end=completion.on_end if completion else None,
         window_length=settings.online_window_length,
         dead_letter=dead_letter_writer(app, topics.dead_letters.name),
     )

@@ -19,6 +19,7 @@ from feast.value_type import ValueType
 
 from feature_repo.names import (
     BOOK_ENTITY,
+    CANDLE_FEATURES,
     CREATED_TIMESTAMP,
     ENTITY,
     EVENT_TIMESTAMP,
@@ -28,7 +29,6 @@ from feature_repo.names import (
     ORDERBOOK_SERVICE,
     ORDERBOOK_VIEW,
     indicators_view,
-    CANDLE_FEATURES,
     ohlcv_view,
     regression_service,
     window_feature,
@@ -91,8 +91,8 @@ def _windows(interval: str) -> FeatureView:
         source=_push_source(window_view(interval)),
         online=True,
         description=f"Online only: the last COINFLOW_ONLINE_WINDOW_LENGTH {interval} candles with their indicators, "
-                    "one list per feature, oldest first, stamped at the latest candle's window end (the input "
-                    "window of the sequence models; training builds its windows from the offline views).",
+        "one list per feature, oldest first, stamped at the latest candle's window end (the input "
+        "window of the sequence models; training builds its windows from the offline views).",
     )
 
 
@@ -130,8 +130,8 @@ orderbook_4s = FeatureView(
     source=_push_source(ORDERBOOK_VIEW),
     online=True,
     description="L2 order-book features every 4 s (depth shares in 0.1 % buckets within 2 % of the mid, "
-                "averaged over 3 samples; the mid every 30 s over 5 minutes; spread, microprice, imbalance), "
-                "stamped at the end of each 4 s window.",
+    "averaged over 3 samples; the mid every 30 s over 5 minutes; spread, microprice, imbalance), "
+    "stamped at the end of each 4 s window.",
 )
 orderbook_deep_4s = FeatureService(
     name=ORDERBOOK_SERVICE,

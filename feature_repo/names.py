@@ -6,8 +6,19 @@ definitions.py builds the Feast objects from them.
 
 OHLCV_FEATURES = ("open", "high", "low", "close", "volume", "vwap", "trade_count")
 INDICATOR_FEATURES = (
-    "sma_14", "ema_14", "rsi_14", "macd", "macd_signal", "macd_hist",
-    "bb_upper", "bb_middle", "bb_lower", "atr_14", "obv", "log_return", "realized_vol_30",
+    "sma_14",
+    "ema_14",
+    "rsi_14",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+    "bb_upper",
+    "bb_middle",
+    "bb_lower",
+    "atr_14",
+    "obv",
+    "log_return",
+    "realized_vol_30",
 )
 ENTITY = "pair"
 EVENT_TIMESTAMP = "event_timestamp"

@@ -18,8 +18,10 @@ from inference_pipeline.app import create_app
 from inference_pipeline.runner import limit_native_threads, run_live_evaluation, run_prediction_stream
 
 console = Console()
-app = typer.Typer(help="The inference pipeline: registered models + online features -> predictions (REST and stream).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The inference pipeline: registered models + online features -> predictions (REST and stream).",
+    no_args_is_help=True,
+)
 
 
 def _settings(**overrides) -> Settings:
@@ -55,16 +57,36 @@ def _metrics_server(port: int) -> None:
     console.print(f"Prometheus metrics on http://127.0.0.1:{port}/metrics")
 
 
-PairsOption = Annotated[str | None, typer.Option(
-    "--pairs", help="Comma-separated pairs to serve (default: COINFLOW_SERVE_PAIRS, else the training pairs).")]
-HorizonsOption = Annotated[str | None, typer.Option(
-    "--horizons", help="Comma-separated horizons in minutes (default: COINFLOW_SERVE_HORIZONS, else COINFLOW_HORIZON_MINUTES).")]
-AliasOption = Annotated[str | None, typer.Option(
-    "--model-alias", help="Registry alias to serve and watch (default: COINFLOW_SERVE_MODEL_ALIAS = champion).")]
-VersionOption = Annotated[int | None, typer.Option(
-    "--model-version", min=1, help="Serve this registered version instead of an alias.")]
-MetricsPortOption = Annotated[int | None, typer.Option(
-    "--metrics-port", min=0, help="Prometheus port (default: COINFLOW_METRICS_PORT; give each long-running command its own).")]
+PairsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--pairs", help="Comma-separated pairs to serve (default: COINFLOW_SERVE_PAIRS, else the training pairs)."
+    ),
+]
+HorizonsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--horizons",
+        help="Comma-separated horizons in minutes (default: COINFLOW_SERVE_HORIZONS, else COINFLOW_HORIZON_MINUTES).",
+    ),
+]
+AliasOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model-alias", help="Registry alias to serve and watch (default: COINFLOW_SERVE_MODEL_ALIAS = champion)."
+    ),
+]
+VersionOption = Annotated[
+    int | None, typer.Option("--model-version", min=1, help="Serve this registered version instead of an alias.")
+]
+MetricsPortOption = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        min=0,
+        help="Prometheus port (default: COINFLOW_METRICS_PORT; give each long-running command its own).",
+    ),
+]
 
 
 @app.command()
@@ -73,30 +95,52 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default: COINFLOW_SERVE_PORT = 8000).")] = None,
     model_alias: AliasOption = None,
     model_version: VersionOption = None,
-    max_feature_age: Annotated[float | None, typer.Option(
-        "--max-feature-age", min=0.0,
-        help="Refuse (503) features older than SECONDS; 0 turns the check off (replayed or historical data).")] = None,
+    max_feature_age: Annotated[
+        float | None,
+        typer.Option(
+            "--max-feature-age",
+            min=0.0,
+            help="Refuse (503) features older than SECONDS; 0 turns the check off (replayed or historical data).",
+        ),
+    ] = None,
     pairs: PairsOption = None,
     horizons: HorizonsOption = None,
     access_log: Annotated[bool, typer.Option(help="Log every request (the metrics count them anyway).")] = False,
 ) -> None:
     """Serve predictions over REST (OpenAPI docs at /docs) until Ctrl-C."""
-    settings = _settings(serve_host=host, serve_port=port, serve_model_alias=model_alias,
-                         serve_model_version=model_version, max_feature_age_s=max_feature_age,
-                         serve_pairs=_split(pairs), serve_horizons=_split(horizons))
+    settings = _settings(
+        serve_host=host,
+        serve_port=port,
+        serve_model_alias=model_alias,
+        serve_model_version=model_version,
+        max_feature_age_s=max_feature_age,
+        serve_pairs=_split(pairs),
+        serve_horizons=_split(horizons),
+    )
     tracking_uri = _tracking_uri(settings)
     if not services.redis_healthy(settings.redis_url):
-        console.print(f"[yellow]The online store {redact(settings.redis_url)} does not answer: predictions get 503 until it does "
-                      "(`make up` starts it).[/yellow]")
+        console.print(
+            f"[yellow]The online store {redact(settings.redis_url)} does not answer: predictions get 503 until it does "
+            "(`make up` starts it).[/yellow]"
+        )
     if not settings.api_key and settings.serve_host not in services.LOCAL_HOSTS:
-        console.print(f"[yellow]Listening on {settings.serve_host} without COINFLOW_API_KEY: whoever reaches the port "
-                      "can call every route.[/yellow]")
+        console.print(
+            f"[yellow]Listening on {settings.serve_host} without COINFLOW_API_KEY: whoever reaches the port "
+            "can call every route.[/yellow]"
+        )
     limit_native_threads()
-    console.print(f"Serving {', '.join(settings.serve_pairs)} (horizons {settings.serve_horizons} min) on "
-                  f"http://{settings.serve_host}:{settings.serve_port}/docs, models from {redact(tracking_uri)}"
-                  f"{'; API key required' if settings.api_key else ''}")
-    uvicorn.run(create_app(settings, tracking_uri), host=settings.serve_host, port=settings.serve_port,
-                log_level=settings.log_level.lower(), access_log=access_log)
+    console.print(
+        f"Serving {', '.join(settings.serve_pairs)} (horizons {settings.serve_horizons} min) on "
+        f"http://{settings.serve_host}:{settings.serve_port}/docs, models from {redact(tracking_uri)}"
+        f"{'; API key required' if settings.api_key else ''}"
+    )
+    uvicorn.run(
+        create_app(settings, tracking_uri),
+        host=settings.serve_host,
+        port=settings.serve_port,
+        log_level=settings.log_level.lower(),
+        access_log=access_log,
+    )
 
 
 @app.command("predict-stream")
@@ -108,8 +152,12 @@ def predict_stream(
     metrics_port: MetricsPortOption = None,
 ) -> None:
     """Predict every candle of the features topic with the served models -> predictions topic + offline store."""
-    settings = _settings(serve_model_alias=model_alias, serve_model_version=model_version,
-                         serve_pairs=_split(pairs), serve_horizons=_split(horizons))
+    settings = _settings(
+        serve_model_alias=model_alias,
+        serve_model_version=model_version,
+        serve_pairs=_split(pairs),
+        serve_horizons=_split(horizons),
+    )
     tracking_uri = _tracking_uri(settings)
     _metrics_server(settings.metrics_port if metrics_port is None else metrics_port)
     try:

@@ -45,16 +45,23 @@ from inference_pipeline.schemas import (
 )
 from inference_pipeline.service import Prediction, PredictionError, Predictor
 
-
 PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "The body is not JSON: not UTF-8, malformed, or with NaN, Infinity "
-                                                  "or a number beyond a float's range."},
-    401: {"model": ErrorResponse, "description": "COINFLOW_API_KEY is set and the request lacks it (X-API-Key or "
-                                                  "Authorization: Bearer)."},
+    400: {
+        "model": ErrorResponse,
+        "description": "The body is not JSON: not UTF-8, malformed, or with NaN, Infinity "
+        "or a number beyond a float's range.",
+    },
+    401: {
+        "model": ErrorResponse,
+        "description": "COINFLOW_API_KEY is set and the request lacks it (X-API-Key or Authorization: Bearer).",
+    },
     404: {"model": ErrorResponse, "description": "Pair or horizon not served (the answer names the served ones)."},
     413: {"content": {"text/plain": {}}, "description": "The body is larger than COINFLOW_SERVE_MAX_BODY_BYTES."},
-    503: {"model": ErrorResponse, "description": "No model for the alias, features missing or too old (with their "
-                                                  "age), or the online store unreachable."},
+    503: {
+        "model": ErrorResponse,
+        "description": "No model for the alias, features missing or too old (with their "
+        "age), or the online store unreachable.",
+    },
 }
 
 
@@ -81,8 +88,9 @@ class Runtime:
         self.models = ModelStore.from_settings(settings, tracking_uri, store.get_feature_service, self._observe)
         self.predictor = Predictor(self.models, self.features, settings.max_feature_age_s)
         timeout = settings.online_store_timeout_s
-        self.redis = redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=timeout,
-                                                  socket_connect_timeout=timeout)
+        self.redis = redis.asyncio.Redis.from_url(
+            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
         self._frozen_at = -1
 
     def _observe(self, store: ModelStore) -> None:
@@ -171,8 +179,12 @@ def create_app(settings: Settings, tracking_uri: str) -> FastAPI:
         """Liveness: the process answers."""
         return Health(status="ok")
 
-    @app.get("/ready", response_model=Readiness, responses={503: {"model": Readiness, "description": "Not ready."}},
-             tags=["operations"])
+    @app.get(
+        "/ready",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Not ready."}},
+        tags=["operations"],
+    )
     async def ready(runtime: RuntimeDep) -> JSONResponse:
         """Readiness: the online store answers and every served pair and horizon has a model loaded."""
         store_up = await runtime.online_store_up()
@@ -180,8 +192,13 @@ def create_app(settings: Settings, tracking_uri: str) -> FastAPI:
         problems = [p for k in models.keys if (p := models.problem(k))]
         if not store_up:
             problems.insert(0, f"online store {redact(runtime.settings.redis_url)} does not answer")
-        body = Readiness(ready=store_up and models.ready(), online_store=store_up, models_loaded=len(models.models()),
-                         models_expected=len(models.keys), problems=problems)
+        body = Readiness(
+            ready=store_up and models.ready(),
+            online_store=store_up,
+            models_loaded=len(models.models()),
+            models_expected=len(models.keys),
+            problems=problems,
+        )
         return JSONResponse(status_code=200 if body.ready else 503, content=body.model_dump())
 
     @app.get("/models", response_model=ModelsResponse, tags=["operations"])
@@ -191,20 +208,36 @@ def create_app(settings: Settings, tracking_uri: str) -> FastAPI:
         infos = []
         for key in store.keys:
             model, status = store.get(key), store.status[key]
-            info = ModelInfo(pair=key.pair, horizon=key.horizon_minutes, registered_model=key.registered_name,
-                             loaded=model is not None, problem=store.problem(key), last_error=status.last_error,
-                             checked_at=status.checked_at)
+            info = ModelInfo(
+                pair=key.pair,
+                horizon=key.horizon_minutes,
+                registered_model=key.registered_name,
+                loaded=model is not None,
+                problem=store.problem(key),
+                last_error=status.last_error,
+                checked_at=status.checked_at,
+            )
             if model is not None:
-                info = info.model_copy(update={
-                    "version": model.version, "alias": model.alias, "run_id": model.run_id,
-                    "model_type": model.model_type, "feature_service": model.feature_service,
-                    "features": list(model.features), "loaded_at": model.loaded_at,
-                })
+                info = info.model_copy(
+                    update={
+                        "version": model.version,
+                        "alias": model.alias,
+                        "run_id": model.run_id,
+                        "model_type": model.model_type,
+                        "feature_service": model.feature_service,
+                        "features": list(model.features),
+                        "loaded_at": model.loaded_at,
+                    }
+                )
             infos.append(info)
         return ModelsResponse(selector=store.selector, poll_interval_seconds=store.poll_interval_s, models=infos)
 
-    @app.get("/metrics", tags=["operations"], response_class=Response,
-             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."}})
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."}},
+    )
     async def prometheus() -> Response:
         """Prometheus metrics: requests and latencies by route and status, feature age, model versions, live evaluation."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -34,17 +34,27 @@ LIVE_TAG = "live_evaluation"
 MODEL_TAG = "registered_model"
 VERSION_TAG = "model_version"
 
-DUPLICATES = Counter("coinflow_live_duplicate_predictions", "Predictions scored before (re-delivered) and dropped.",
-                     ["model", "version"])
-LIVE_GAUGE = Gauge("coinflow_live_metric", "Live evaluation per model version: mae, baseline_mae, mae_ratio, "
-                   "directional_accuracy, evaluated.", ["model", "version", "metric"])
+DUPLICATES = Counter(
+    "coinflow_live_duplicate_predictions", "Predictions scored before (re-delivered) and dropped.", ["model", "version"]
+)
+LIVE_GAUGE = Gauge(
+    "coinflow_live_metric",
+    "Live evaluation per model version: mae, baseline_mae, mae_ratio, directional_accuracy, evaluated.",
+    ["model", "version", "metric"],
+)
 
 
 def new_score() -> dict[str, float]:
     """Running sums of one model version on one pair (JSON-serialisable, for the stream state), and the target time
     of the last prediction scored."""
-    return {"n": 0, "abs_error": 0.0, "baseline_abs_error": 0.0, "moves": 0, "direction_score": 0.0,
-            "last_target_ms": -1}
+    return {
+        "n": 0,
+        "abs_error": 0.0,
+        "baseline_abs_error": 0.0,
+        "moves": 0,
+        "direction_score": 0.0,
+        "last_target_ms": -1,
+    }
 
 
 def already_scored(score: dict[str, float], target_time_ms: int) -> bool:
@@ -54,8 +64,9 @@ def already_scored(score: dict[str, float], target_time_ms: int) -> bool:
     return target_time_ms <= score.get("last_target_ms", -1)
 
 
-def update_score(score: dict[str, float], current: float, actual: float, predicted: float,
-                 target_time_ms: int) -> dict[str, float]:
+def update_score(
+    score: dict[str, float], current: float, actual: float, predicted: float, target_time_ms: int
+) -> dict[str, float]:
     """The sums after one realised prediction (a new dict)."""
     score = dict(score)
     score["last_target_ms"] = target_time_ms
@@ -98,12 +109,18 @@ def score_step(record: dict[str, Any], state) -> dict[str, Any] | None:
     if already_scored(score, record["target_time_ms"]):
         DUPLICATES.labels(record["model_name"], record["model_version"]).inc()
         return None
-    score = update_score(score, record["current_price"], record["realised_price"], record["predicted_price"],
-                         record["target_time_ms"])
+    score = update_score(
+        score, record["current_price"], record["realised_price"], record["predicted_price"], record["target_time_ms"]
+    )
     state.set(key, score)
-    return {"model_name": record["model_name"], "model_version": record["model_version"], "pair": record["pair"],
-            "horizon_minutes": record["horizon_minutes"], "target_time_ms": record["target_time_ms"],
-            **score_metrics(score)}
+    return {
+        "model_name": record["model_name"],
+        "model_version": record["model_version"],
+        "pair": record["pair"],
+        "horizon_minutes": record["horizon_minutes"],
+        "target_time_ms": record["target_time_ms"],
+        **score_metrics(score),
+    }
 
 
 def _live_filter(name: str, version: str) -> str:
@@ -148,9 +165,16 @@ class LiveMetricsSink(BatchingSink):
             experiment_id = self._client.get_run(model_version.run_id).info.experiment_id
             run_id = find_live_run(self._client, experiment_id, name, version)
             if run_id is None:
-                run_id = self._client.create_run(experiment_id, run_name=f"live-v{version}", tags={
-                    LIVE_TAG: "true", MODEL_TAG: name, VERSION_TAG: version, "source_run": model_version.run_id,
-                }).info.run_id
+                run_id = self._client.create_run(
+                    experiment_id,
+                    run_name=f"live-v{version}",
+                    tags={
+                        LIVE_TAG: "true",
+                        MODEL_TAG: name,
+                        VERSION_TAG: version,
+                        "source_run": model_version.run_id,
+                    },
+                ).info.run_id
             self._runs[key] = run_id
         return self._runs[key]
 
@@ -162,8 +186,9 @@ class LiveMetricsSink(BatchingSink):
         try:
             self._client.log_batch(self._run_id(name, version), metrics=metrics)
         except Exception as exc:  # noqa: BLE001 - the registry being down must not stop the evaluation
-            logger.warning("Live metrics of %s v%s not logged to MLflow (retried later): %s", name, version,
-                           redact(exc))
+            logger.warning(
+                "Live metrics of %s v%s not logged to MLflow (retried later): %s", name, version, redact(exc)
+            )
             return False
         return True
 
@@ -171,10 +196,10 @@ class LiveMetricsSink(BatchingSink):
         """Log the versions scored since their last log whose interval has passed (all of them when `force`)."""
         now = time.monotonic()
         for key, record in list(self._unlogged.items()):
-            if force or now - self._logged_at.get(key, -math.inf) >= self._log_interval_s:
-                if self._log(*key, record):
-                    self._logged_at[key] = now
-                    del self._unlogged[key]
+            due = force or now - self._logged_at.get(key, -math.inf) >= self._log_interval_s
+            if due and self._log(*key, record):
+                self._logged_at[key] = now
+                del self._unlogged[key]
 
     def write(self, batch: SinkBatch) -> None:
         for item in batch:

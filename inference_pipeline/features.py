@@ -136,9 +136,9 @@ class OnlineFeatures:
 
     async def _read_views(self, layout: Sequence[ViewRead], keys: list[EntityKey]) -> list[ViewRows]:
         provider, config = self.store.provider, self.store.config
-        return await asyncio.gather(*(
-            provider.online_read_async(config, read.view, keys, list(read.features)) for read in layout
-        ))
+        return await asyncio.gather(
+            *(provider.online_read_async(config, read.view, keys, list(read.features)) for read in layout)
+        )
 
     async def read(self, service_name: str, pairs: Sequence[str]) -> list[FeatureRow]:
         """One online read of `service_name` for all `pairs`; raises OnlineStoreUnavailable when Redis fails."""

@@ -55,8 +55,11 @@ class ApiKeyMiddleware:
         self.open_paths = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in self.open_paths \
-                and not key_matches(presented_key(Headers(scope=scope)), self.key):
+        if (
+            scope["type"] == "http"
+            and scope["path"] not in self.open_paths
+            and not key_matches(presented_key(Headers(scope=scope)), self.key)
+        ):
             response = JSONResponse({"detail": UNAUTHORIZED}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
             await response(scope, receive, send)
             return
@@ -122,8 +125,9 @@ def validation_errors(errors: Any) -> list[dict[str, Any]]:
         if "input" in error:
             item["input"] = echo(error["input"])
         if error.get("ctx"):
-            item["ctx"] = {k: echo(v if isinstance(v, int | float | str | bool) else str(v))
-                           for k, v in error["ctx"].items()}
+            item["ctx"] = {
+                k: echo(v if isinstance(v, int | float | str | bool) else str(v)) for k, v in error["ctx"].items()
+            }
         out.append(item)
     return out
 

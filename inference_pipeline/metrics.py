@@ -25,31 +25,61 @@ class ApiMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = Counter("coinflow_api_requests_total", "HTTP requests by route, method and status.",
-                                ["route", "method", "status"], registry=r)
-        self.latency = Histogram("coinflow_api_request_duration_seconds", "HTTP request latency by route and method.",
-                                 ["route", "method"], buckets=LATENCY_BUCKETS, registry=r)
-        self.feature_age = Histogram("coinflow_prediction_feature_age_seconds",
-                                     "Age of the features behind each prediction (now - candle close).",
-                                     ["pair"], buckets=AGE_BUCKETS, registry=r)
-        self.predictions = Counter("coinflow_predictions_total", "Predictions served, by registered model and version.",
-                                   ["model", "version"], registry=r)
-        self.refused = Counter("coinflow_prediction_errors_total", "Requests refused, by reason (error class).",
-                               ["reason"], registry=r)
-        self.model_version = Gauge("coinflow_model_version", "Version of the registered model served per pair and horizon "
-                                   "(absent: none loaded).", ["model", "pair", "horizon", "selector"], registry=r)
-        self.model_loads = Gauge("coinflow_model_loads", "Model versions loaded since start (first loads and swaps).",
-                                 registry=r)
-        self.model_load_failures = Gauge("coinflow_model_load_failures", "Registered versions that failed to load.",
-                                         registry=r)
-        self.live = Gauge("coinflow_live_metric", "Live evaluation of a served model version (from MLflow): "
-                          "MAE of the price, MAE of the last-price baseline, their ratio, directional accuracy, rows.",
-                          ["model", "version", "metric"], registry=r)
+        self.requests = Counter(
+            "coinflow_api_requests_total",
+            "HTTP requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "coinflow_api_request_duration_seconds",
+            "HTTP request latency by route and method.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.feature_age = Histogram(
+            "coinflow_prediction_feature_age_seconds",
+            "Age of the features behind each prediction (now - candle close).",
+            ["pair"],
+            buckets=AGE_BUCKETS,
+            registry=r,
+        )
+        self.predictions = Counter(
+            "coinflow_predictions_total",
+            "Predictions served, by registered model and version.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.refused = Counter(
+            "coinflow_prediction_errors_total", "Requests refused, by reason (error class).", ["reason"], registry=r
+        )
+        self.model_version = Gauge(
+            "coinflow_model_version",
+            "Version of the registered model served per pair and horizon (absent: none loaded).",
+            ["model", "pair", "horizon", "selector"],
+            registry=r,
+        )
+        self.model_loads = Gauge(
+            "coinflow_model_loads", "Model versions loaded since start (first loads and swaps).", registry=r
+        )
+        self.model_load_failures = Gauge(
+            "coinflow_model_load_failures", "Registered versions that failed to load.", registry=r
+        )
+        self.live = Gauge(
+            "coinflow_live_metric",
+            "Live evaluation of a served model version (from MLflow): "
+            "MAE of the price, MAE of the last-price baseline, their ratio, directional accuracy, rows.",
+            ["model", "version", "metric"],
+            registry=r,
+        )
         self._versions: set[tuple[str, ...]] = set()
         self._live: set[tuple[str, ...]] = set()
 
     @staticmethod
-    def _replace(gauge: Gauge, values: dict[tuple[str, ...], float], previous: set[tuple[str, ...]]) -> set[tuple[str, ...]]:
+    def _replace(
+        gauge: Gauge, values: dict[tuple[str, ...], float], previous: set[tuple[str, ...]]
+    ) -> set[tuple[str, ...]]:
         """Set a gauge's label sets to exactly `values` (those that vanished are removed); returns the label sets."""
         for labels in previous - values.keys():
             gauge.remove(*labels)
@@ -59,16 +89,20 @@ class ApiMetrics:
 
     def observe_models(self, store: ModelStore) -> None:
         """Refresh the model gauges from the store (called after each registry check)."""
-        versions = {(m.name, m.key.pair, str(m.key.horizon_minutes), store.selector): float(m.version)
-                    for m in store.models()}
+        versions = {
+            (m.name, m.key.pair, str(m.key.horizon_minutes), store.selector): float(m.version) for m in store.models()
+        }
         self._versions = self._replace(self.model_version, versions, self._versions)
         self.model_loads.set(store.loads)
         self.model_load_failures.set(store.load_failures)
 
     def observe_live(self, values: Iterable[tuple[str, str, dict[str, float]]]) -> None:
         """Set the live-evaluation gauges: (model, version, {metric: value}) per served version."""
-        live = {(name, version, metric.removeprefix("live_")): value
-                for name, version, metrics in values for metric, value in metrics.items()}
+        live = {
+            (name, version, metric.removeprefix("live_")): value
+            for name, version, metrics in values
+            for metric, value in metrics.items()
+        }
         self._live = self._replace(self.live, live, self._live)
 
 

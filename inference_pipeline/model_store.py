@@ -115,6 +115,7 @@ class ServedModel:
         A `price_model` scores it on an array (the same numbers as the pyfunc,
         without its DataFrame and schema checks); any other pyfunc is called.
         """
+
         def compute() -> tuple[float, float]:
             if self.price_model is None:
                 out = self.predict(pd.DataFrame([values], columns=list(self.features)))
@@ -129,6 +130,7 @@ class ServedModel:
     def predict_window(self, rows: tuple[tuple[float, ...], ...]) -> tuple[float, float]:
         """(log return, price) of a sequence model from the last `history` candles (oldest first), in `features`
         order; the forecast is the one of the latest candle."""
+
         def compute() -> tuple[float, float]:
             frame = pd.DataFrame(list(rows), columns=list(self.features))
             if self.price_model is None:
@@ -213,14 +215,27 @@ class ModelStore:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, tracking_uri: str, feature_services: Callable[[str], FeatureService],
-                      after_refresh: Callable[[ModelStore], None] | None = None) -> ModelStore:
+    def from_settings(
+        cls,
+        settings: Settings,
+        tracking_uri: str,
+        feature_services: Callable[[str], FeatureService],
+        after_refresh: Callable[[ModelStore], None] | None = None,
+    ) -> ModelStore:
         """The served pairs x horizons, by the configured alias or pinned version."""
         keys = [ModelKey(p, h) for p in settings.serve_pairs for h in settings.serve_horizons]
-        return cls(MlflowClient(tracking_uri, registry_uri=tracking_uri), tracking_uri, feature_services, keys,
-                   alias=settings.serve_model_alias, version=settings.serve_model_version,
-                   poll_interval_s=settings.alias_poll_interval_s, after_refresh=after_refresh,
-                   memoize=settings.memoize_predictions, window_length=settings.online_window_length)
+        return cls(
+            MlflowClient(tracking_uri, registry_uri=tracking_uri),
+            tracking_uri,
+            feature_services,
+            keys,
+            alias=settings.serve_model_alias,
+            version=settings.serve_model_version,
+            poll_interval_s=settings.alias_poll_interval_s,
+            after_refresh=after_refresh,
+            memoize=settings.memoize_predictions,
+            window_length=settings.online_window_length,
+        )
 
     @property
     def selector(self) -> str:
@@ -294,14 +309,26 @@ class ModelStore:
             status.last_error = f"v{found.version}: {error}"
             if current is None:
                 status.problem = f"{key.registered_name} v{found.version} could not be loaded: {error}"
-            logger.error("%s v%s could not be loaded (%s); keeping %s", key.registered_name, found.version, error,
-                         f"v{current.version}" if current else "none")
+            logger.error(
+                "%s v%s could not be loaded (%s); keeping %s",
+                key.registered_name,
+                found.version,
+                error,
+                f"v{current.version}" if current else "none",
+            )
             return
         self._publish(key, model)
         self.loads += 1
         status.problem, status.last_error = None, None
-        logger.info("%s: serving v%s (%s, run %s, %s) for %s", key.registered_name, model.version, model.model_type,
-                    model.run_id, model.feature_service, self.selector)
+        logger.info(
+            "%s: serving v%s (%s, run %s, %s) for %s",
+            key.registered_name,
+            model.version,
+            model.model_type,
+            model.run_id,
+            model.feature_service,
+            self.selector,
+        )
 
     def load(self, key: ModelKey, found: ModelVersion) -> ServedModel:
         """Download and load one registered version, checking it against its FeatureService."""
@@ -322,16 +349,29 @@ class ModelStore:
         views, features = service_layout(self._feature_services(service_name))
         source = self._client.get_model_version_download_uri(found.name, found.version)
         with tempfile.TemporaryDirectory(prefix="coinflow-model-") as tmp:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=self._tracking_uri)
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=source, dst_path=tmp, tracking_uri=self._tracking_uri
+            )
             pyfunc = mlflow.pyfunc.load_model(local)
         schema = pyfunc.metadata.get_input_schema()
         if schema is not None:
             check_inputs(schema.input_names(), features, f"{found.name} v{found.version}")
         return ServedModel(
-            key=key, name=found.name, version=str(found.version), alias=self.alias, run_id=found.run_id,
-            model_type=tags.get("model_type", "unknown"), feature_service=service_name, views=views,
-            features=features, loaded_at=datetime.now(UTC), pyfunc=pyfunc, history=history, memoize=self.memoize,
-            window_view=window, price_model=price_model_of(pyfunc),
+            key=key,
+            name=found.name,
+            version=str(found.version),
+            alias=self.alias,
+            run_id=found.run_id,
+            model_type=tags.get("model_type", "unknown"),
+            feature_service=service_name,
+            views=views,
+            features=features,
+            loaded_at=datetime.now(UTC),
+            pyfunc=pyfunc,
+            history=history,
+            memoize=self.memoize,
+            window_view=window,
+            price_model=price_model_of(pyfunc),
         )
 
     def _watch(self, refresh_first: bool) -> None:

@@ -23,7 +23,6 @@ from inference_pipeline.streaming import (
 )
 
 
-
 def limit_native_threads() -> None:
     """One thread for OpenMP and BLAS: a model scoring one row gains nothing from more, and on a small shared
     machine XGBoost's default of every core makes a one-row prediction several times slower."""

@@ -8,8 +8,16 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-Pair = Annotated[str, Field(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9]+/[A-Za-z0-9]+$",
-                            description="A pair in BASE/QUOTE form, as the feature store keys it.", examples=["BTC/USDC"])]
+Pair = Annotated[
+    str,
+    Field(
+        min_length=3,
+        max_length=32,
+        pattern=r"^[A-Za-z0-9]+/[A-Za-z0-9]+$",
+        description="A pair in BASE/QUOTE form, as the feature store keys it.",
+        examples=["BTC/USDC"],
+    ),
+]
 
 
 def _integer_only(value: object) -> object:
@@ -20,8 +28,13 @@ def _integer_only(value: object) -> object:
 
 
 Minutes = Annotated[int, Field(ge=1, le=10_080), BeforeValidator(_integer_only)]
-Horizon = Annotated[Minutes | None, Field(examples=[1], description="Forecast horizon in minutes (an integer, not true "
-                                                                    "or '1'); default: the first served.")]
+Horizon = Annotated[
+    Minutes | None,
+    Field(
+        examples=[1],
+        description="Forecast horizon in minutes (an integer, not true or '1'); default: the first served.",
+    ),
+]
 MAX_BATCH = 100
 
 
@@ -33,20 +46,35 @@ class PredictRequest(BaseModel):
 
 
 class BatchPredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid",
-                              json_schema_extra={"examples": [{"pairs": ["BTC/USDC", "ETH/USD"], "horizon": 1}]})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"pairs": ["BTC/USDC", "ETH/USD"], "horizon": 1}]}
+    )
 
     pairs: list[Pair] = Field(min_length=1, max_length=MAX_BATCH, description="Pairs to predict, in the order wanted.")
     horizon: Horizon = None
 
 
 class PredictionResponse(BaseModel):
-    model_config = ConfigDict(protected_namespaces=(), json_schema_extra={"examples": [{
-        "pair": "BTC/USDC", "horizon": 1, "predicted_price": 28491.7, "predicted_return": 0.00021,
-        "current_price": 28485.7, "feature_time": "2023-03-31T23:59:00Z", "feature_age_seconds": 12.4,
-        "model_name": "price-BTCUSDC-1m", "model_version": "6", "model_alias": "champion",
-        "prediction_id": "5f0c1d2e3a4b4c5d9e8f7a6b5c4d3e2f",
-    }]})
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "pair": "BTC/USDC",
+                    "horizon": 1,
+                    "predicted_price": 28491.7,
+                    "predicted_return": 0.00021,
+                    "current_price": 28485.7,
+                    "feature_time": "2023-03-31T23:59:00Z",
+                    "feature_age_seconds": 12.4,
+                    "model_name": "price-BTCUSDC-1m",
+                    "model_version": "6",
+                    "model_alias": "champion",
+                    "prediction_id": "5f0c1d2e3a4b4c5d9e8f7a6b5c4d3e2f",
+                }
+            ]
+        },
+    )
 
     pair: str
     horizon: int = Field(description="Minutes ahead of feature_time that the prediction is for.")
@@ -68,11 +96,19 @@ class BatchPredictionResponse(BaseModel):
 class ErrorResponse(BaseModel):
     """Why a request could not be served."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
-        {"detail": "pair DOGE/USD is not served; served pairs: BTC/USDC", "served_pairs": ["BTC/USDC"]},
-        {"detail": "BTC/USDC: features are 412 s old (from 2023-03-31T23:52:00+00:00), older than the 180 s limit",
-         "feature_age_seconds": 412.0, "max_feature_age_seconds": 180.0},
-    ]})
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {"detail": "pair DOGE/USD is not served; served pairs: BTC/USDC", "served_pairs": ["BTC/USDC"]},
+                {
+                    "detail": "BTC/USDC: features are 412 s old (from 2023-03-31T23:52:00+00:00), older than the 180 s limit",
+                    "feature_age_seconds": 412.0,
+                    "max_feature_age_seconds": 180.0,
+                },
+            ]
+        },
+    )
 
     detail: str
     served_pairs: list[str] | None = None
@@ -105,7 +141,9 @@ class ModelInfo(BaseModel):
 
 
 class ModelsResponse(BaseModel):
-    selector: str = Field(description="What is served: an alias (watched) or a pinned version.", examples=["alias 'champion'"])
+    selector: str = Field(
+        description="What is served: an alias (watched) or a pinned version.", examples=["alias 'champion'"]
+    )
     poll_interval_seconds: float
     models: list[ModelInfo]
 

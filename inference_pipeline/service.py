@@ -91,8 +91,10 @@ def check_row(row: FeatureRow, model: ServedModel, now: float, max_age_s: float)
             return problem, None
     age = feature_age(row, now)
     if max_age_s and age > max_age_s:
-        return (f"{row.pair}: features are {age:.0f} s old (from {row.feature_time.isoformat()}), "
-                f"older than the {max_age_s:g} s limit"), age
+        return (
+            f"{row.pair}: features are {age:.0f} s old (from {row.feature_time.isoformat()}), "
+            f"older than the {max_age_s:g} s limit"
+        ), age
     return None, None
 
 
@@ -100,17 +102,21 @@ def window_problem(row: FeatureRow, model: ServedModel) -> str | None:
     """Why a window row cannot feed a sequence model: fewer candles than it reads, or values still warming up."""
     held = min(len(row.values[name]) for name in model.features)
     if held < model.history:
-        return (f"{row.pair}: the online window holds {held} candles; the model reads {model.history} "
-                "(the feature pipeline has not seen enough candles of this pair yet)")
-    warming = [name for name in model.features if any(math.isnan(v) for v in row.values[name][-model.history:])]
+        return (
+            f"{row.pair}: the online window holds {held} candles; the model reads {model.history} "
+            "(the feature pipeline has not seen enough candles of this pair yet)"
+        )
+    warming = [name for name in model.features if any(math.isnan(v) for v in row.values[name][-model.history :])]
     if warming:
-        return f"{row.pair}: features {warming} have no value in the last {model.history} candles (indicators warming up)"
+        return (
+            f"{row.pair}: features {warming} have no value in the last {model.history} candles (indicators warming up)"
+        )
     return None
 
 
 def window_rows(row: FeatureRow, model: ServedModel) -> tuple[tuple[float, ...], ...]:
     """The last `model.history` candles of a window row, oldest first, each in `model.features` order."""
-    return tuple(zip(*(row.values[name][-model.history:] for name in model.features), strict=True))
+    return tuple(zip(*(row.values[name][-model.history :] for name in model.features), strict=True))
 
 
 def source_of(model: ServedModel) -> tuple:
@@ -133,11 +139,15 @@ class Predictor:
         horizon = self.horizons[0] if horizon is None else horizon
         unknown = [p for p in dict.fromkeys(pairs) if p not in self.pairs]
         if unknown:
-            raise NotServed(f"pair {', '.join(unknown)} is not served; served pairs: {', '.join(self.pairs)}",
-                            served_pairs=list(self.pairs))
+            raise NotServed(
+                f"pair {', '.join(unknown)} is not served; served pairs: {', '.join(self.pairs)}",
+                served_pairs=list(self.pairs),
+            )
         if horizon not in self.horizons:
-            raise NotServed(f"horizon {horizon} min is not served; served horizons: {', '.join(map(str, self.horizons))}",
-                            served_horizons=list(self.horizons))
+            raise NotServed(
+                f"horizon {horizon} min is not served; served horizons: {', '.join(map(str, self.horizons))}",
+                served_horizons=list(self.horizons),
+            )
         return [ModelKey(p, horizon) for p in pairs]
 
     def _models_for(self, keys: Sequence[ModelKey]) -> dict[ModelKey, ServedModel]:
@@ -184,8 +194,11 @@ class Predictor:
             if stale_age is not None:
                 stale_ages.append(stale_age)
         if problems:
-            extra = {"feature_age_seconds": round(max(stale_ages), 3),
-                     "max_feature_age_seconds": self.max_feature_age_s} if stale_ages else {}
+            extra = (
+                {"feature_age_seconds": round(max(stale_ages), 3), "max_feature_age_seconds": self.max_feature_age_s}
+                if stale_ages
+                else {}
+            )
             raise FeaturesUnavailable("; ".join(dict.fromkeys(problems)), **extra)
         out: dict[ModelKey, Prediction] = {}
         for key, model in models.items():
@@ -195,13 +208,21 @@ class Predictor:
                 predicted_return, predicted_price = model.predict_window(window)
                 current_price = window[-1][model.features.index("close")]
             else:
-                predicted_return, predicted_price = model.predict_row(tuple(row.values[name] for name in model.features))
+                predicted_return, predicted_price = model.predict_row(
+                    tuple(row.values[name] for name in model.features)
+                )
                 current_price = row.values["close"]
             out[key] = Prediction(
-                pair=key.pair, horizon=key.horizon_minutes, predicted_price=predicted_price,
+                pair=key.pair,
+                horizon=key.horizon_minutes,
+                predicted_price=predicted_price,
                 predicted_return=predicted_return,
-                current_price=float(current_price), feature_time=row.feature_time,
-                feature_age_seconds=round(feature_age(row, now), 3), model_name=model.name,
-                model_version=model.version, model_alias=model.alias, prediction_id=uuid.uuid4().hex,
+                current_price=float(current_price),
+                feature_time=row.feature_time,
+                feature_age_seconds=round(feature_age(row, now), 3),
+                model_name=model.name,
+                model_version=model.version,
+                model_alias=model.alias,
+                prediction_id=uuid.uuid4().hex,
             )
         return [out[key] for key in keys]

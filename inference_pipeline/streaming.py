@@ -39,17 +39,24 @@ from feature_repo.names import CANDLE_FEATURES, CREATED_TIMESTAMP, ENTITY, EVENT
 from inference_pipeline.evaluation import realised, score_step
 from inference_pipeline.model_store import ModelKey, ModelStore, ServedModel
 
-
 MINUTE_MS = 60_000
 WINDOWS_STATE = "windows"
 PREDICTION_COLUMNS = {
-    "target_timestamp": pa.timestamp("us", tz="UTC"), "horizon_minutes": pa.int64(), "current_price": pa.float64(),
-    "predicted_price": pa.float64(), "predicted_return": pa.float64(), "model_name": pa.string(),
-    "model_version": pa.string(), "prediction_id": pa.string(),
+    "target_timestamp": pa.timestamp("us", tz="UTC"),
+    "horizon_minutes": pa.int64(),
+    "current_price": pa.float64(),
+    "predicted_price": pa.float64(),
+    "predicted_return": pa.float64(),
+    "model_name": pa.string(),
+    "model_version": pa.string(),
+    "prediction_id": pa.string(),
 }
 PREDICTIONS_SCHEMA = pa.schema(
-    [pa.field(ENTITY, pa.string()), pa.field(EVENT_TIMESTAMP, pa.timestamp("us", tz="UTC")),
-     pa.field(CREATED_TIMESTAMP, pa.timestamp("us", tz="UTC"))]
+    [
+        pa.field(ENTITY, pa.string()),
+        pa.field(EVENT_TIMESTAMP, pa.timestamp("us", tz="UTC")),
+        pa.field(CREATED_TIMESTAMP, pa.timestamp("us", tz="UTC")),
+    ]
     + [pa.field(name, kind) for name, kind in PREDICTION_COLUMNS.items()]
 )
 
@@ -64,16 +71,25 @@ def serves_interval(model: ServedModel, interval: str) -> bool:
     return set(model.views) <= {ohlcv_view(interval), indicators_view(interval)}
 
 
-def prediction_record(model: ServedModel, row: dict[str, Any], predicted_return: float, predicted_price: float,
-                      now_ms: int) -> dict[str, Any]:
+def prediction_record(
+    model: ServedModel, row: dict[str, Any], predicted_return: float, predicted_price: float, now_ms: int
+) -> dict[str, Any]:
     """The predictions-topic record of one model's forecast from one feature row."""
     feature_ms = row["window_end_ms"]
     return {
-        "pair": row["pair"], "interval": row["interval"], "horizon_minutes": model.key.horizon_minutes,
-        "feature_time_ms": feature_ms, "target_time_ms": feature_ms + model.key.horizon_minutes * MINUTE_MS,
-        "current_price": float(row["close"]), "predicted_price": predicted_price, "predicted_return": predicted_return,
-        "model_name": model.name, "model_version": model.version, "model_alias": model.alias,
-        "prediction_id": uuid.uuid4().hex, "predicted_at_ms": now_ms,
+        "pair": row["pair"],
+        "interval": row["interval"],
+        "horizon_minutes": model.key.horizon_minutes,
+        "feature_time_ms": feature_ms,
+        "target_time_ms": feature_ms + model.key.horizon_minutes * MINUTE_MS,
+        "current_price": float(row["close"]),
+        "predicted_price": predicted_price,
+        "predicted_return": predicted_return,
+        "model_name": model.name,
+        "model_version": model.version,
+        "model_alias": model.alias,
+        "prediction_id": uuid.uuid4().hex,
+        "predicted_at_ms": now_ms,
     }
 
 
@@ -83,7 +99,7 @@ def recent_rows(window: list[list[float | None]], model: ServedModel) -> tuple[t
     if len(window) < model.history:
         return None
     columns = [CANDLE_FEATURES.index(name) for name in model.features]
-    rows = tuple(tuple(values[i] for i in columns) for values in window[-model.history:])
+    rows = tuple(tuple(values[i] for i in columns) for values in window[-model.history :])
     return None if any(v is None for r in rows for v in r) else rows
 
 
@@ -113,21 +129,31 @@ class StreamPredictor:
         for horizon in self.horizons:
             model = self.models.get(ModelKey(row["pair"], horizon))
             if model is None:
-                self.rejects.reject("no_model", {"pair": row["pair"], "horizon_minutes": horizon,
-                                                 "problem": self.models.problem(ModelKey(row["pair"], horizon))})
+                self.rejects.reject(
+                    "no_model",
+                    {
+                        "pair": row["pair"],
+                        "horizon_minutes": horizon,
+                        "problem": self.models.problem(ModelKey(row["pair"], horizon)),
+                    },
+                )
                 continue
             if not serves_interval(model, row["interval"]):
                 continue
             if model.sequence:
                 rows = recent_rows(window, model)
                 if rows is None:
-                    self.rejects.reject("incomplete_window", {"pair": row["pair"], "window_end_ms": row["window_end_ms"]})
+                    self.rejects.reject(
+                        "incomplete_window", {"pair": row["pair"], "window_end_ms": row["window_end_ms"]}
+                    )
                     continue
                 predicted_return, predicted_price = model.predict_window(rows)
             else:
                 values = [row.get(name) for name in model.features]
                 if any(v is None for v in values):
-                    self.rejects.reject("incomplete_features", {"pair": row["pair"], "window_end_ms": row["window_end_ms"]})
+                    self.rejects.reject(
+                        "incomplete_features", {"pair": row["pair"], "window_end_ms": row["window_end_ms"]}
+                    )
                     continue
                 predicted_return, predicted_price = model.predict_row(tuple(values))
             out.append(prediction_record(model, row, predicted_return, predicted_price, int(time.time() * 1000)))
@@ -159,24 +185,34 @@ class PredictionsSink(BatchingSink):
 
 
 def predictions_topic(app: Application, settings: Settings) -> Topic:
-    return app.topic(settings.predictions_topic, value_deserializer="json", value_serializer="json",
-                     key_deserializer="str", key_serializer="str", config=topic_config(settings))
+    return app.topic(
+        settings.predictions_topic,
+        value_deserializer="json",
+        value_serializer="json",
+        key_deserializer="str",
+        key_serializer="str",
+        config=topic_config(settings),
+    )
 
 
-def build_prediction_stream(app: Application, topics: Topics, predictions: Topic, predictor: Callable,
-                            sink: BaseSink) -> None:
+def build_prediction_stream(
+    app: Application, topics: Topics, predictions: Topic, predictor: Callable, sink: BaseSink
+) -> None:
     """features topic -> predictions (topic and offline store)."""
     sdf = app.dataframe(topics.features).apply(predictor, stateful=True, expand=True)
     sdf.sink(sink)
     sdf.to_topic(predictions)
 
 
-def build_live_evaluation(app: Application, topics: Topics, predictions: Topic, settings: Settings,
-                          sink: BaseSink) -> None:
+def build_live_evaluation(
+    app: Application, topics: Topics, predictions: Topic, settings: Settings, sink: BaseSink
+) -> None:
     """predictions x realised candles (exact target time, same pair and interval) -> running scores -> sink."""
     predicted = app.dataframe(predictions).set_timestamp(lambda value, key, ts, headers: value["target_time_ms"])
     candles = app.dataframe(topics.features).filter(lambda row: invalid_candle_reason(row) is None)
     candles = candles.set_timestamp(lambda value, key, ts, headers: value["window_end_ms"])
-    joined = predicted.join_interval(candles, how="inner", on_merge=realised, grace_ms=settings.evaluation_grace_s * 1000)
+    joined = predicted.join_interval(
+        candles, how="inner", on_merge=realised, grace_ms=settings.evaluation_grace_s * 1000
+    )
     joined = joined.filter(lambda record: record is not None)
     joined.apply(score_step, stateful=True).filter(lambda record: record is not None).sink(sink)

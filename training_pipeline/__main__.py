@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 ACTION = "action"
 
 console = Console(width=None if sys.stdout.isatty() else 140)
-app = typer.Typer(help="The training pipeline: Feast features -> baselines, Lasso, XGBoost -> MLflow registry.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The training pipeline: Feast features -> baselines, Lasso, XGBoost -> MLflow registry.", no_args_is_help=True
+)
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -40,20 +41,28 @@ def _fmt(value: float, digits: int = 4) -> str:
 
 def _table(result: PairResult) -> Table:
     ds, split = result.dataset, result.split
-    table = Table(title=(
-        f"{result.name}: {len(ds.frame):,} rows {ds.start:%Y-%m-%d %H:%M} to {ds.end:%Y-%m-%d %H:%M} UTC; "
-        f"train {len(split.train):,} / validation {len(split.validation):,} / test {len(split.test):,} rows; "
-        f"{result.seconds:.0f} s"
-    ))
+    table = Table(
+        title=(
+            f"{result.name}: {len(ds.frame):,} rows {ds.start:%Y-%m-%d %H:%M} to {ds.end:%Y-%m-%d %H:%M} UTC; "
+            f"train {len(split.train):,} / validation {len(split.validation):,} / test {len(split.test):,} rows; "
+            f"{result.seconds:.0f} s"
+        )
+    )
     for column in ("model", "test MAE", "ratio", "RMSE", "MAPE %", "direction", "walk-fwd", "version", "decision"):
         table.add_column(column, justify="left" if column in ("model", "decision") else "right", no_wrap=True)
     baseline = result.baseline_test
     for m in result.models:
         decision = "champion" if m.promoted else "refused" if m.version else "-"
         table.add_row(
-            m.model_type, _fmt(m.test["mae"], 3), _fmt(m.test["mae"] / baseline["mae"]), _fmt(m.test["rmse"], 3),
-            _fmt(100 * m.test["mape"]), _fmt(m.test["directional_accuracy"], 3), _fmt(m.walk_forward_mean),
-            m.version or "-", decision,
+            m.model_type,
+            _fmt(m.test["mae"], 3),
+            _fmt(m.test["mae"] / baseline["mae"]),
+            _fmt(m.test["rmse"], 3),
+            _fmt(100 * m.test["mape"]),
+            _fmt(m.test["directional_accuracy"], 3),
+            _fmt(m.walk_forward_mean),
+            m.version or "-",
+            decision,
         )
     table.caption = (
         "ratio, walk-fwd: MAE / last-price MAE on the test period and on walk-forward folds of the earlier history "
@@ -64,31 +73,66 @@ def _table(result: PairResult) -> Table:
 
 @app.command()
 def train(
-    pair: Annotated[list[str] | None, typer.Option(
-        "--pair", help="Pair to train, e.g. BTC/USD; repeat or comma-separate (default: COINFLOW_TRAINING_PAIRS).")] = None,
-    horizon: Annotated[int | None, typer.Option(
-        help="Forecast horizon in minutes, a multiple of the interval (default: COINFLOW_HORIZON_MINUTES).", min=1)] = None,
-    models: Annotated[str, typer.Option(
-        help=f"Comma-separated models from {', '.join(MODEL_CHOICES)}, {ACTION} (baseline: last price and mean of the "
-             "last 10; lstm, gru: sequence models over the last COINFLOW_DEEP_SEQUENCE_LENGTH candles; action: the "
-             "order-book action model of each --product).")]
-        = ",".join(DEFAULT_MODELS),
-    trials: Annotated[int | None, typer.Option(
-        help="Optuna trials for XGBoost, 3 walk-forward fits each (default: COINFLOW_OPTUNA_TRIALS = 20, chosen so "
-             "that `make train` on the bundled 30,000-row history takes under a minute on 2 busy cores; 50 trials "
-             "add about 30 s).", min=1)] = None,
-    interval: Annotated[str | None, typer.Option(
-        help=f"Candle interval of the features: {', '.join(INTERVALS_SECONDS)} (default: COINFLOW_CANDLE_INTERVAL).")] = None,
-    epochs: Annotated[int | None, typer.Option(
-        help="Most epochs of the lstm/gru/action models (default: COINFLOW_DEEP_EPOCHS).", min=1)] = None,
-    device: Annotated[str | None, typer.Option(
-        help="Torch device of the lstm/gru/action models: auto, cuda, mps or cpu (default: COINFLOW_DEEP_DEVICE).")] = None,
-    product: Annotated[list[str] | None, typer.Option(
-        "--product", help="Book of the action model, <exchange>:<product> e.g. coinbase:ETH-USD; repeat or "
-                          "comma-separate (default: COINFLOW_ACTION_PRODUCTS).")] = None,
-    checkpoint_dir: Annotated[str | None, typer.Option(
-        help="Folder or fsspec URL (s3://...) for per-epoch checkpoints; a restarted run resumes from it "
-             "(default: COINFLOW_DEEP_CHECKPOINT_DIR).")] = None,
+    pair: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pair", help="Pair to train, e.g. BTC/USD; repeat or comma-separate (default: COINFLOW_TRAINING_PAIRS)."
+        ),
+    ] = None,
+    horizon: Annotated[
+        int | None,
+        typer.Option(
+            help="Forecast horizon in minutes, a multiple of the interval (default: COINFLOW_HORIZON_MINUTES).", min=1
+        ),
+    ] = None,
+    models: Annotated[
+        str,
+        typer.Option(
+            help=f"Comma-separated models from {', '.join(MODEL_CHOICES)}, {ACTION} (baseline: last price and mean of the "
+            "last 10; lstm, gru: sequence models over the last COINFLOW_DEEP_SEQUENCE_LENGTH candles; action: the "
+            "order-book action model of each --product)."
+        ),
+    ] = ",".join(DEFAULT_MODELS),
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            help="Optuna trials for XGBoost, 3 walk-forward fits each (default: COINFLOW_OPTUNA_TRIALS = 20, chosen so "
+            "that `make train` on the bundled 30,000-row history takes under a minute on 2 busy cores; 50 trials "
+            "add about 30 s).",
+            min=1,
+        ),
+    ] = None,
+    interval: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Candle interval of the features: {', '.join(INTERVALS_SECONDS)} (default: COINFLOW_CANDLE_INTERVAL)."
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(help="Most epochs of the lstm/gru/action models (default: COINFLOW_DEEP_EPOCHS).", min=1),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="Torch device of the lstm/gru/action models: auto, cuda, mps or cpu (default: COINFLOW_DEEP_DEVICE)."
+        ),
+    ] = None,
+    product: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--product",
+            help="Book of the action model, <exchange>:<product> e.g. coinbase:ETH-USD; repeat or "
+            "comma-separate (default: COINFLOW_ACTION_PRODUCTS).",
+        ),
+    ] = None,
+    checkpoint_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Folder or fsspec URL (s3://...) for per-epoch checkpoints; a restarted run resumes from it "
+            "(default: COINFLOW_DEEP_CHECKPOINT_DIR)."
+        ),
+    ] = None,
 ) -> None:
     """Train, evaluate on a held-out test period, log to MLflow, register, and promote a champion if one qualifies."""
     overrides = {"deep_epochs": epochs, "deep_device": device, "deep_checkpoint_dir": checkpoint_dir}
@@ -106,8 +150,13 @@ def train(
     action = ACTION in chosen
     price_models = [m for m in chosen if m != ACTION]
     try:
-        options = TrainingOptions.from_settings(settings, price_models, horizon_minutes=horizon, interval=interval,
-                                                trials=trials) if price_models or not action else None
+        options = (
+            TrainingOptions.from_settings(
+                settings, price_models, horizon_minutes=horizon, interval=interval, trials=trials
+            )
+            if price_models or not action
+            else None
+        )
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
@@ -157,16 +206,24 @@ def train(
 def _action_table(result: ActionResult) -> Table:
     """The action model's test period: decisions against the labels, and the simulated accounts."""
     ds, split, m = result.dataset, result.split, result.metrics
-    table = Table(title=(
-        f"{result.name}: {len(ds.frame):,} samples {ds.start:%Y-%m-%d %H:%M:%S} to {ds.end:%Y-%m-%d %H:%M:%S} UTC; "
-        f"train {len(split.train):,} / validation {len(split.validation):,} / test {len(split.test):,}; "
-        f"fit {result.seconds:.0f} s on {result.summary.get('device', '?')}"
-    ))
+    table = Table(
+        title=(
+            f"{result.name}: {len(ds.frame):,} samples {ds.start:%Y-%m-%d %H:%M:%S} to {ds.end:%Y-%m-%d %H:%M:%S} UTC; "
+            f"train {len(split.train):,} / validation {len(split.validation):,} / test {len(split.test):,}; "
+            f"fit {result.seconds:.0f} s on {result.summary.get('device', '?')}"
+        )
+    )
     for column in ("account", "PnL", "return %", "Sharpe", "max drawdown %", "trades"):
         table.add_column(column, justify="left" if column == "account" else "right")
     for outcome in result.outcomes:
-        table.add_row(outcome.name, f"{outcome.pnl:,.2f}", _fmt(100 * outcome.total_return, 3), _fmt(outcome.sharpe, 2),
-                      _fmt(100 * outcome.max_drawdown, 3), str(outcome.fills))
+        table.add_row(
+            outcome.name,
+            f"{outcome.pnl:,.2f}",
+            _fmt(100 * outcome.total_return, 3),
+            _fmt(outcome.sharpe, 2),
+            _fmt(100 * outcome.max_drawdown, 3),
+            str(outcome.fills),
+        )
     table.caption = (
         f"decisions: {m['accuracy']:.1%} optimal; chosen actions worth {m['mean_value_bps']:.2f} bps of the mid "
         f"(best possible {m['oracle_value_bps']:.2f}, always waiting {m['noop_value_bps']:.2f}); confusion matrix "
@@ -178,12 +235,19 @@ def _action_table(result: ActionResult) -> Table:
 @app.command()
 def simulate(
     run_id: Annotated[str, typer.Option("--run-id", help="MLflow run of a model logged by `train`.")],
-    threshold: Annotated[float | None, typer.Option(
-        help="Buy (sell) when the predicted log return is above (below minus) this (default: COINFLOW_SIMULATION_THRESHOLD).",
-        min=0.0)] = None,
-    passive: Annotated[bool, typer.Option(
-        help="Trade with passive orders one tick inside the price (maker fee, may not fill) instead of market orders.")]
-        = False,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Buy (sell) when the predicted log return is above (below minus) this (default: COINFLOW_SIMULATION_THRESHOLD).",
+            min=0.0,
+        ),
+    ] = None,
+    passive: Annotated[
+        bool,
+        typer.Option(
+            help="Trade with passive orders one tick inside the price (maker fee, may not fill) instead of market orders."
+        ),
+    ] = False,
 ) -> None:
     """Simulate trading on the model's test period against buy-and-hold and no-op, and log it to MLflow: a price model
     candle by candle (--threshold, --passive), the order-book action model at every book sample."""
@@ -194,21 +258,32 @@ def simulate(
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         tracking_uri = services.ensure_mlflow(settings)
-        report = simulate_run(settings, run_id, tracking_uri, settings.simulation_threshold if threshold is None
-                              else threshold, passive)
+        report = simulate_run(
+            settings, run_id, tracking_uri, settings.simulation_threshold if threshold is None else threshold, passive
+        )
     except (services.ServiceError, DataCheckError, ValueError, MlflowException) as exc:
         console.print(f"[red]{redact(exc)}[/red]")
         raise typer.Exit(1) from exc
-    table = Table(title=f"{report.pair} {report.model} (run {report.run_id}): {report.start:%Y-%m-%d %H:%M} to "
-                        f"{report.end:%Y-%m-%d %H:%M} UTC")
+    table = Table(
+        title=f"{report.pair} {report.model} (run {report.run_id}): {report.start:%Y-%m-%d %H:%M} to "
+        f"{report.end:%Y-%m-%d %H:%M} UTC"
+    )
     for column in ("account", "PnL", "return %", "Sharpe", "max drawdown %", "trades", "fees"):
         table.add_column(column, justify="left" if column == "account" else "right")
     for outcome in report.outcomes:
-        table.add_row(outcome.name, f"{outcome.pnl:,.2f}", _fmt(100 * outcome.total_return, 3), _fmt(outcome.sharpe, 2),
-                      _fmt(100 * outcome.max_drawdown, 3), str(outcome.fills), f"{outcome.fees:,.2f}")
+        table.add_row(
+            outcome.name,
+            f"{outcome.pnl:,.2f}",
+            _fmt(100 * outcome.total_return, 3),
+            _fmt(outcome.sharpe, 2),
+            _fmt(100 * outcome.max_drawdown, 3),
+            str(outcome.fills),
+            f"{outcome.fees:,.2f}",
+        )
     console.print(table)
-    console.print(f"Logged as run {report.simulation_run_id} (nested under {report.run_id}). "
-                  f"MLflow: {redact(tracking_uri)}")
+    console.print(
+        f"Logged as run {report.simulation_run_id} (nested under {report.run_id}). MLflow: {redact(tracking_uri)}"
+    )
 
 
 @app.command("mlflow-ui")

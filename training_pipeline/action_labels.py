@@ -41,8 +41,9 @@ class LabelCosts:
     tick: float
 
 
-def _step(action: Action, position: int, k: np.ndarray, bid: np.ndarray, ask: np.ndarray,
-          costs: LabelCosts) -> tuple[int, np.ndarray, np.ndarray]:
+def _step(
+    action: Action, position: int, k: np.ndarray, bid: np.ndarray, ask: np.ndarray, costs: LabelCosts
+) -> tuple[int, np.ndarray, np.ndarray]:
     """Taking `action` in `position` at sample indices `k`: (new position if it happens, cash flow, whether it happens)."""
     n = len(k)
     never = np.zeros(n, bool)
@@ -67,8 +68,15 @@ def _close_out(position: int, k: np.ndarray, bid: np.ndarray, ask: np.ndarray, c
     return np.zeros(len(k))
 
 
-def _advance(layer: dict[int, np.ndarray], action: Action, k: np.ndarray, bid: np.ndarray, ask: np.ndarray,
-             costs: LabelCosts, into: dict[int, np.ndarray]) -> None:
+def _advance(
+    layer: dict[int, np.ndarray],
+    action: Action,
+    k: np.ndarray,
+    bid: np.ndarray,
+    ask: np.ndarray,
+    costs: LabelCosts,
+    into: dict[int, np.ndarray],
+) -> None:
     """Apply `action` to every state of `layer` at samples `k`, keeping the best cash per resulting position."""
     for position, cash in layer.items():
         moved, flow, happens = _step(action, position, k, bid, ask, costs)

@@ -33,7 +33,6 @@ from training_pipeline.deep.action import ACTION_NAMES, DECISION, ActionModel, d
 from training_pipeline.deep.regressor import DeepConfig
 from training_pipeline.simulation import Costs, Market, Outcome, benchmarks, equity_curves, simulate
 from training_pipeline.splits import Split, time_split
-from training_pipeline.train import EXAMPLE_ROWS
 from training_pipeline.tracking import (
     CHALLENGER,
     CHAMPION,
@@ -43,6 +42,7 @@ from training_pipeline.tracking import (
     git_commit,
     log_action_pyfunc,
 )
+from training_pipeline.train import EXAMPLE_ROWS
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +68,14 @@ class ActionResult:
 def split_book(dataset: BookDataset, settings: Settings) -> Split:
     """Time split of the samples; a sample's label is known ``horizon`` after it, which the purge respects."""
     times = dataset.frame[EVENT_TIMESTAMP]
-    return time_split(times, times + dataset.step * dataset.horizon_steps, settings.validation_fraction,
-                      settings.test_fraction)
+    return time_split(
+        times, times + dataset.step * dataset.horizon_steps, settings.validation_fraction, settings.test_fraction
+    )
 
 
-def simulate_decisions(test: pd.DataFrame, actions: np.ndarray, dataset: BookDataset, settings: Settings,
-                       name: str) -> list[Outcome]:
+def simulate_decisions(
+    test: pd.DataFrame, actions: np.ndarray, dataset: BookDataset, settings: Settings, name: str
+) -> list[Outcome]:
     """The decisions traded every sample of the test period, then buy-and-hold and no-op on the same market."""
     market = Market.from_book(test, dataset.costs.tick)
     costs = Costs(settings.simulation_taker_fee, settings.simulation_maker_fee, settings.simulation_touch_fill)
@@ -81,8 +83,9 @@ def simulate_decisions(test: pd.DataFrame, actions: np.ndarray, dataset: BookDat
     return [strategy, *benchmarks(market, costs, settings.simulation_initial_quote)]
 
 
-def _champion_pnl(client: MlflowClient, name: str, test: pd.DataFrame, dataset: BookDataset,
-                  settings: Settings) -> tuple[float | None, str, str | None]:
+def _champion_pnl(
+    client: MlflowClient, name: str, test: pd.DataFrame, dataset: BookDataset, settings: Settings
+) -> tuple[float | None, str, str | None]:
     """The current champion's simulated PnL on this test period: (pnl or None, label, error or None)."""
     current = champion_version(client, name)
     if current is None:
@@ -97,12 +100,16 @@ def _champion_pnl(client: MlflowClient, name: str, test: pd.DataFrame, dataset: 
     return simulate_decisions(test, actions, dataset, settings, label)[0].pnl, label, None
 
 
-def train_action(settings: Settings, product: str, tracking_uri: str, store: FeatureStore | None = None) -> ActionResult:
+def train_action(
+    settings: Settings, product: str, tracking_uri: str, store: FeatureStore | None = None
+) -> ActionResult:
     """Build the dataset of one book, train the action model, evaluate, simulate, log, register and judge it."""
     dataset = build_book_dataset(settings, product, store)
     split = split_book(dataset, settings)
     frame = dataset.frame
-    train, validation, test = (frame.iloc[rows].reset_index(drop=True) for rows in (split.train, split.validation, split.test))
+    train, validation, test = (
+        frame.iloc[rows].reset_index(drop=True) for rows in (split.train, split.validation, split.test)
+    )
     model = ActionModel(dataset.features, asdict(DeepConfig.from_settings(settings)), settings.action_loss)
     started = time.perf_counter()
     model.fit(train, validation)
@@ -114,9 +121,15 @@ def train_action(settings: Settings, product: str, tracking_uri: str, store: Fea
     outcomes = simulate_decisions(test, chosen, dataset, settings, f"action model ({settings.action_loss})")
     name = action_model_name(product)
     result = ActionResult(name, dataset, split, metrics, confusion, outcomes, seconds, summary=model.summary)
-    logger.info("%s: test accuracy %.3f, chosen value %.3f bps (oracle %.3f, no-op %.3f), simulated PnL %.2f", product,
-                metrics["accuracy"], metrics["mean_value_bps"], metrics["oracle_value_bps"], metrics["noop_value_bps"],
-                outcomes[0].pnl)
+    logger.info(
+        "%s: test accuracy %.3f, chosen value %.3f bps (oracle %.3f, no-op %.3f), simulated PnL %.2f",
+        product,
+        metrics["accuracy"],
+        metrics["mean_value_bps"],
+        metrics["oracle_value_bps"],
+        metrics["noop_value_bps"],
+        outcomes[0].pnl,
+    )
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
@@ -126,25 +139,52 @@ def train_action(settings: Settings, product: str, tracking_uri: str, store: Fea
     commit, dirty = git_commit(Path(training_pipeline.__file__).resolve().parents[1])
     with mlflow.start_run(run_name=f"action {settings.action_loss}") as run:
         result.run_id = run.info.run_id
-        mlflow.set_tags({"product": product, "model_type": model.model_type, "feature_service": dataset.feature_service,
-                         "registered_model": name, "dataset_hash": dataset.fingerprint(),
-                         "mlflow.source.git.commit": commit, "git_dirty": str(dirty).lower()})
-        mlflow.log_params({**_params(dataset, split, settings), **{f"model_{k}": v for k, v in model.params().items()},
-                           "fit_seconds": round(seconds, 3)})
+        mlflow.set_tags(
+            {
+                "product": product,
+                "model_type": model.model_type,
+                "feature_service": dataset.feature_service,
+                "registered_model": name,
+                "dataset_hash": dataset.fingerprint(),
+                "mlflow.source.git.commit": commit,
+                "git_dirty": str(dirty).lower(),
+            }
+        )
+        mlflow.log_params(
+            {
+                **_params(dataset, split, settings),
+                **{f"model_{k}": v for k, v in model.params().items()},
+                "fit_seconds": round(seconds, 3),
+            }
+        )
         test_metrics = {f"test_{k}": v for k, v in metrics.items()}
         for prefix, outcome in zip(("sim", "buy_and_hold", "noop"), outcomes, strict=True):
             test_metrics |= {f"{prefix}_{k}": v for k, v in outcome.metrics().items()}
         mlflow.log_metrics({k: v for k, v in test_metrics.items() if np.isfinite(v)})
         for record in model.training_curve():
             mlflow.log_metrics({f"epoch_{k}": v for k, v in record.items() if k != "epoch"}, step=int(record["epoch"]))
-        mlflow.log_dict({"labels": list(ACTION_NAMES), "rows": "optimal action", "columns": "predicted action",
-                         "counts": confusion.tolist()}, "evaluation/confusion_matrix.json")
-        mlflow.log_figure(plots.confusion_matrix(confusion, list(ACTION_NAMES), f"{product}: test period"),
-                          "plots/confusion_matrix.png")
-        mlflow.log_figure(equity_curves(test[EVENT_TIMESTAMP], outcomes,
-                                        f"{product} action model: simulated trading every "
-                                        f"{dataset.step.total_seconds():g} s on the test period"),
-                          "plots/equity_curve.png")
+        mlflow.log_dict(
+            {
+                "labels": list(ACTION_NAMES),
+                "rows": "optimal action",
+                "columns": "predicted action",
+                "counts": confusion.tolist(),
+            },
+            "evaluation/confusion_matrix.json",
+        )
+        mlflow.log_figure(
+            plots.confusion_matrix(confusion, list(ACTION_NAMES), f"{product}: test period"),
+            "plots/confusion_matrix.png",
+        )
+        mlflow.log_figure(
+            equity_curves(
+                test[EVENT_TIMESTAMP],
+                outcomes,
+                f"{product} action model: simulated trading every "
+                f"{dataset.step.total_seconds():g} s on the test period",
+            ),
+            "plots/equity_curve.png",
+        )
         example = test[dataset.model_columns].head(EXAMPLE_ROWS).reset_index(drop=True)
         info = log_action_pyfunc(model, example, name)
         result.version = str(info.registered_model_version)
@@ -170,18 +210,36 @@ def _params(dataset: BookDataset, split: Split, settings: Settings) -> dict[str,
         return times.iloc[rows[0]].isoformat(), times.iloc[rows[-1]].isoformat()
 
     (train_start, train_end), (validation_start, validation_end), (test_start, test_end) = (
-        period(split.train), period(split.validation), period(split.test))
+        period(split.train),
+        period(split.validation),
+        period(split.test),
+    )
     labels = dataset.frame[BEST_ACTION].value_counts(normalize=True)
     return {
-        "product": dataset.product, "feature_service": dataset.feature_service, "features": ",".join(dataset.features),
-        "step_seconds": dataset.step.total_seconds(), "horizon_steps": dataset.horizon_steps,
-        "horizon_seconds": dataset.step.total_seconds() * dataset.horizon_steps, "segments": dataset.segments,
-        "taker_fee": dataset.costs.taker_fee, "maker_fee": dataset.costs.maker_fee, "tick": dataset.costs.tick,
-        "touch_fill": settings.simulation_touch_fill, "initial_quote": settings.simulation_initial_quote,
-        "data_start": dataset.start.isoformat(), "data_end": dataset.end.isoformat(),
-        "dataset_hash": dataset.fingerprint(), "train_start": train_start, "train_end": train_end,
-        "validation_start": validation_start, "validation_end": validation_end, "test_start": test_start,
-        "test_end": test_end, "rows_train": len(split.train), "rows_validation": len(split.validation),
-        "rows_test": len(split.test), "seed": settings.training_seed,
+        "product": dataset.product,
+        "feature_service": dataset.feature_service,
+        "features": ",".join(dataset.features),
+        "step_seconds": dataset.step.total_seconds(),
+        "horizon_steps": dataset.horizon_steps,
+        "horizon_seconds": dataset.step.total_seconds() * dataset.horizon_steps,
+        "segments": dataset.segments,
+        "taker_fee": dataset.costs.taker_fee,
+        "maker_fee": dataset.costs.maker_fee,
+        "tick": dataset.costs.tick,
+        "touch_fill": settings.simulation_touch_fill,
+        "initial_quote": settings.simulation_initial_quote,
+        "data_start": dataset.start.isoformat(),
+        "data_end": dataset.end.isoformat(),
+        "dataset_hash": dataset.fingerprint(),
+        "train_start": train_start,
+        "train_end": train_end,
+        "validation_start": validation_start,
+        "validation_end": validation_end,
+        "test_start": test_start,
+        "test_end": test_end,
+        "rows_train": len(split.train),
+        "rows_validation": len(split.validation),
+        "rows_test": len(split.test),
+        "seed": settings.training_seed,
         **{f"label_share_{ACTION_NAMES[int(a)]}": round(float(share), 4) for a, share in labels.items()},
     }

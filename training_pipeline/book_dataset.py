@@ -67,7 +67,9 @@ def segment_ids(times: pd.Series, step: timedelta) -> np.ndarray:
     return np.cumsum(breaks) - 1
 
 
-def label_book(samples: pd.DataFrame, step: timedelta, horizon_steps: int, costs: LabelCosts) -> tuple[pd.DataFrame, int]:
+def label_book(
+    samples: pd.DataFrame, step: timedelta, horizon_steps: int, costs: LabelCosts
+) -> tuple[pd.DataFrame, int]:
     """The action values of every sample with `horizon_steps` samples after it in its segment, and the segment count.
 
     `samples` holds one book's (entity, event_timestamp, mid, spread) in time
@@ -80,7 +82,7 @@ def label_book(samples: pd.DataFrame, step: timedelta, horizon_steps: int, costs
         rows = np.flatnonzero(segments == segment)
         values = action_values(bid[rows], ask[rows], horizon_steps, costs)
         if len(values):
-            part = samples.iloc[rows[:len(values)]][[BOOK_ENTITY, EVENT_TIMESTAMP]].reset_index(drop=True)
+            part = samples.iloc[rows[: len(values)]][[BOOK_ENTITY, EVENT_TIMESTAMP]].reset_index(drop=True)
             part[list(VALUE_COLUMNS)] = values
             labelled.append(part)
     columns = [BOOK_ENTITY, EVENT_TIMESTAMP, *VALUE_COLUMNS]
@@ -115,14 +117,22 @@ def build_book_dataset(settings: Settings, product: str, store: FeatureStore | N
     labels, segments = label_book(samples, step, horizon_steps, costs)
     service = store.get_feature_service(ORDERBOOK_SERVICE)
     features = tuple(f.name for projection in service.feature_view_projections for f in projection.features)
-    retrieved = store.get_historical_features(entity_df=labels[[BOOK_ENTITY, EVENT_TIMESTAMP]], features=service).to_df()
+    retrieved = store.get_historical_features(
+        entity_df=labels[[BOOK_ENTITY, EVENT_TIMESTAMP]], features=service
+    ).to_df()
     retrieved[EVENT_TIMESTAMP] = retrieved[EVENT_TIMESTAMP].astype(TIMESTAMP_DTYPE)
     frame = retrieved[[BOOK_ENTITY, EVENT_TIMESTAMP, *features]].merge(
-        labels, on=[BOOK_ENTITY, EVENT_TIMESTAMP], how="inner", validate="one_to_one")
+        labels, on=[BOOK_ENTITY, EVENT_TIMESTAMP], how="inner", validate="one_to_one"
+    )
     frame = frame.sort_values(EVENT_TIMESTAMP, kind="stable").reset_index(drop=True)
     required = [name for name in features if not name.startswith("mid_30s_")]
     checks.check_features(frame, product, required, price="mid")
     checks.check_history(frame, product, settings.action_min_samples)
-    logger.info("%s: %d labelled samples in %d segment(s), %s", product, len(frame), segments,
-                checks.span(frame[EVENT_TIMESTAMP]))
+    logger.info(
+        "%s: %d labelled samples in %d segment(s), %s",
+        product,
+        len(frame),
+        segments,
+        checks.span(frame[EVENT_TIMESTAMP]),
+    )
     return BookDataset(product, service.name, features, frame, step, horizon_steps, costs, segments)

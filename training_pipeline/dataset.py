@@ -91,8 +91,13 @@ def read_entity_rows(store: FeatureStore, view: str, entity: str, key: str, colu
     files = sorted((dataset_root(source.path) / pair_slug(key)).glob("*.parquet"))
     wanted = [entity, EVENT_TIMESTAMP, *columns]
     if not files:
-        return pd.DataFrame({entity: pd.Series(dtype=str), EVENT_TIMESTAMP: pd.Series(dtype=TIMESTAMP_DTYPE),
-                             **{c: pd.Series(dtype=float) for c in columns}})
+        return pd.DataFrame(
+            {
+                entity: pd.Series(dtype=str),
+                EVENT_TIMESTAMP: pd.Series(dtype=TIMESTAMP_DTYPE),
+                **{c: pd.Series(dtype=float) for c in columns},
+            }
+        )
     rows = pq.ParquetDataset(files).read(columns=wanted).to_pandas()
     rows[EVENT_TIMESTAMP] = rows[EVENT_TIMESTAMP].astype(TIMESTAMP_DTYPE)
     return rows[rows[entity] == key].sort_values(EVENT_TIMESTAMP).reset_index(drop=True)
@@ -108,13 +113,18 @@ def assemble(features: pd.DataFrame, candles: pd.DataFrame, horizon: timedelta) 
 
     Pure: the unit tests build `features` without Feast.
     """
-    labelled = features.merge(make_labels(candles, horizon), on=[ENTITY, EVENT_TIMESTAMP], how="inner", validate="one_to_one")
-    labelled = labelled.merge(recent_mean_close(candles), on=[ENTITY, EVENT_TIMESTAMP], how="left", validate="one_to_one")
+    labelled = features.merge(
+        make_labels(candles, horizon), on=[ENTITY, EVENT_TIMESTAMP], how="inner", validate="one_to_one"
+    )
+    labelled = labelled.merge(
+        recent_mean_close(candles), on=[ENTITY, EVENT_TIMESTAMP], how="left", validate="one_to_one"
+    )
     return labelled.sort_values(EVENT_TIMESTAMP, kind="stable").reset_index(drop=True)
 
 
-def build_dataset(settings: Settings, pair: str, interval: str, horizon_minutes: int,
-                  store: FeatureStore | None = None) -> Dataset:
+def build_dataset(
+    settings: Settings, pair: str, interval: str, horizon_minutes: int, store: FeatureStore | None = None
+) -> Dataset:
     """Read, check and label the history of one pair; raises `checks.DataCheckError` naming what is wrong."""
     horizon = horizon_delta(horizon_minutes, interval)
     store = store or feature_store(settings)

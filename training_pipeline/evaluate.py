@@ -27,5 +27,8 @@ def walk_forward_mae_ratios(make_model: Callable[[], PriceModel], rows: pd.DataF
     for train, block in walk_forward(rows[EVENT_TIMESTAMP], rows[LABEL_TIMESTAMP], folds):
         fold_train, fold_block = rows.iloc[train], rows.iloc[block]
         model = make_model().fit(fold_train)
-        ratios.append(price_mae(fold_block, model.predict_price(fold_block)) / price_mae(fold_block, fold_block["close"].to_numpy()))
+        ratios.append(
+            price_mae(fold_block, model.predict_price(fold_block))
+            / price_mae(fold_block, fold_block["close"].to_numpy())
+        )
     return ratios

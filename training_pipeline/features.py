@@ -60,8 +60,9 @@ def _layout(columns: tuple[str, ...]) -> _Layout:
         else:
             names.append(name)
         sources.append(position)
-    return _Layout(tuple(names), _index(sources), columns.index("close"), _index(levels), _index(differences),
-                   _index(counts))
+    return _Layout(
+        tuple(names), _index(sources), columns.index("close"), _index(levels), _index(differences), _index(counts)
+    )
 
 
 def _index(positions: list[int]) -> np.ndarray:

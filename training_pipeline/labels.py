@@ -52,6 +52,10 @@ def recent_mean_close(candles: pd.DataFrame, n: int = BASELINE_WINDOW) -> pd.Dat
     """
     ordered = candles.sort_values([ENTITY, EVENT_TIMESTAMP])
     means = ordered.groupby(ENTITY, sort=False)["close"].transform(lambda s: s.rolling(n, min_periods=n).mean())
-    return pd.DataFrame({
-        ENTITY: ordered[ENTITY], EVENT_TIMESTAMP: ordered[EVENT_TIMESTAMP], recent_mean_column(n): means,
-    }).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            ENTITY: ordered[ENTITY],
+            EVENT_TIMESTAMP: ordered[EVENT_TIMESTAMP],
+            recent_mean_column(n): means,
+        }
+    ).reset_index(drop=True)

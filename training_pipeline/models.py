@@ -91,7 +91,7 @@ class PriceModel(ABC):
     def _state(self) -> dict[str, Any]:
         return {}
 
-    def _save_artifacts(self, path: Path) -> None:
+    def _save_artifacts(self, path: Path) -> None:  # noqa: B027 - optional hook, most models keep everything in _state
         """Write what `_state` cannot hold (fitted estimators)."""
 
     @classmethod
@@ -102,7 +102,9 @@ class PriceModel(ABC):
 def load_model(path: Path) -> PriceModel:
     """Load a model written by `PriceModel.save`."""
     meta = json.loads((path / META_FILE).read_text())
-    kinds: dict[str, type[PriceModel]] = {cls.model_type: cls for cls in (LastPrice, MeanLastN, LassoModel, XGBoostModel)}
+    kinds: dict[str, type[PriceModel]] = {
+        cls.model_type: cls for cls in (LastPrice, MeanLastN, LassoModel, XGBoostModel)
+    }
     if meta["model_type"] not in kinds:
         from training_pipeline.deep.regressor import SEQUENCE_MODELS  # imports torch only for the deep models
 
@@ -141,7 +143,9 @@ class MeanLastN(PriceModel):
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         column = recent_mean_column(self.n)
         if column not in features.columns:
-            raise ValueError(f"{self.model_type} needs the column {column!r} (the mean close of the last {self.n} candles)")
+            raise ValueError(
+                f"{self.model_type} needs the column {column!r} (the mean close of the last {self.n} candles)"
+            )
         return np.log(features[column].to_numpy(dtype=float) / features["close"].to_numpy(dtype=float))
 
     def params(self) -> dict[str, Any]:
@@ -164,11 +168,13 @@ class LassoModel(PriceModel):
 
     def fit(self, train: pd.DataFrame, validation: pd.DataFrame | None = None) -> LassoModel:
         folds = walk_forward(train[EVENT_TIMESTAMP], train[LABEL_TIMESTAMP], self.folds)
-        self.pipeline = Pipeline([
-            ("inputs", FunctionTransformer(model_inputs)),
-            ("scale", StandardScaler()),
-            ("lasso", LassoCV(cv=folds, eps=LASSO_EPS, random_state=self.seed, max_iter=5000)),
-        ])
+        self.pipeline = Pipeline(
+            [
+                ("inputs", FunctionTransformer(model_inputs)),
+                ("scale", StandardScaler()),
+                ("lasso", LassoCV(cv=folds, eps=LASSO_EPS, random_state=self.seed, max_iter=5000)),
+            ]
+        )
         self.pipeline.fit(train[self.features], train[TARGET_LOG_RETURN].to_numpy())
         return self
 
@@ -248,8 +254,14 @@ class XGBoostModel(PriceModel):
 
     model_type = "xgboost"
     DEFAULTS: ClassVar[dict[str, Any]] = {
-        "max_depth": 4, "learning_rate": 0.05, "min_child_weight": 10.0, "subsample": 0.8,
-        "colsample_bytree": 0.8, "reg_lambda": 1.0, "n_estimators": 300, "objective": "reg:absoluteerror",
+        "max_depth": 4,
+        "learning_rate": 0.05,
+        "min_child_weight": 10.0,
+        "subsample": 0.8,
+        "colsample_bytree": 0.8,
+        "reg_lambda": 1.0,
+        "n_estimators": 300,
+        "objective": "reg:absoluteerror",
     }
     MAX_ROUNDS = 500
     EARLY_STOPPING_ROUNDS = 30
@@ -257,7 +269,9 @@ class XGBoostModel(PriceModel):
     # for each other than computing (measured: 1.0 s with one thread, 5.6 s with two, for the same fit).
     THREADS = 1
 
-    def __init__(self, features: Sequence[str], hyper: dict[str, Any] | None = None, device: str = "cpu", seed: int = 0) -> None:
+    def __init__(
+        self, features: Sequence[str], hyper: dict[str, Any] | None = None, device: str = "cpu", seed: int = 0
+    ) -> None:
         self.features = list(features)
         self.hyper = {**self.DEFAULTS, **(hyper or {})}
         self.device = device
@@ -267,7 +281,11 @@ class XGBoostModel(PriceModel):
     def _regressor(self, early_stopping: bool) -> xgb.XGBRegressor:
         hyper = {**self.hyper, "n_estimators": self.MAX_ROUNDS} if early_stopping else self.hyper
         return xgb.XGBRegressor(
-            **hyper, tree_method="hist", device=self.device, random_state=self.seed, n_jobs=self.THREADS,
+            **hyper,
+            tree_method="hist",
+            device=self.device,
+            random_state=self.seed,
+            n_jobs=self.THREADS,
             early_stopping_rounds=self.EARLY_STOPPING_ROUNDS if early_stopping else None,
         )
 
@@ -276,7 +294,9 @@ class XGBoostModel(PriceModel):
         eval_set = None
         if validation is not None:
             eval_set = [(model_inputs(validation[self.features]), validation[TARGET_LOG_RETURN].to_numpy())]
-        regressor.fit(model_inputs(train[self.features]), train[TARGET_LOG_RETURN].to_numpy(), eval_set=eval_set, verbose=False)
+        regressor.fit(
+            model_inputs(train[self.features]), train[TARGET_LOG_RETURN].to_numpy(), eval_set=eval_set, verbose=False
+        )
         if validation is not None:
             self.hyper["n_estimators"] = int(regressor.best_iteration) + 1
         self.booster = regressor.get_booster()
@@ -324,7 +344,12 @@ class XGBoostModel(PriceModel):
 
 
 def tune_xgboost(
-    train: pd.DataFrame, features: Sequence[str], folds: int, trials: int, device: str, seed: int,
+    train: pd.DataFrame,
+    features: Sequence[str],
+    folds: int,
+    trials: int,
+    device: str,
+    seed: int,
 ) -> tuple[dict[str, Any], float]:
     """Optuna search of XGBoost's hyper-parameters on walk-forward folds of the training rows.
 
@@ -352,7 +377,9 @@ def tune_xgboost(
         for step, (fit_rows, val_rows) in enumerate(splits):
             fold_train, fold_val = train.iloc[fit_rows], train.iloc[val_rows]
             model = XGBoostModel(features, hyper, device, seed).fit(fold_train, fold_val)
-            ratios.append(price_mae(fold_val, model.predict_price(fold_val)) / price_mae(fold_val, fold_val["close"].to_numpy()))
+            ratios.append(
+                price_mae(fold_val, model.predict_price(fold_val)) / price_mae(fold_val, fold_val["close"].to_numpy())
+            )
             trial.report(float(np.mean(ratios)), step)
             if trial.should_prune():
                 raise optuna.TrialPruned()

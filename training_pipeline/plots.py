@@ -21,8 +21,9 @@ def _figure(width: float, height: float, rows: int = 1) -> tuple[Figure, list]:
     return figure, [figure.add_subplot(rows, 1, i + 1) for i in range(rows)]
 
 
-def prediction_vs_actual(times: pd.Series, current: np.ndarray, actual: np.ndarray, predicted: np.ndarray,
-                         title: str) -> Figure:
+def prediction_vs_actual(
+    times: pd.Series, current: np.ndarray, actual: np.ndarray, predicted: np.ndarray, title: str
+) -> Figure:
     """The last few hundred test forecasts against the actual prices, and predicted vs actual price change and price
     over the whole test period."""
     figure = Figure(figsize=(11, 8), layout="constrained")

@@ -65,8 +65,11 @@ class Market:
         """A market of time-ordered candles (event_timestamp, low, high, close); the tick is inferred when not given."""
         close = candles["close"].to_numpy(dtype=float)
         return cls(
-            times=candles["event_timestamp"].reset_index(drop=True), bid=close, ask=close,
-            low=candles["low"].to_numpy(dtype=float), high=candles["high"].to_numpy(dtype=float),
+            times=candles["event_timestamp"].reset_index(drop=True),
+            bid=close,
+            ask=close,
+            low=candles["low"].to_numpy(dtype=float),
+            high=candles["high"].to_numpy(dtype=float),
             tick=tick if tick is not None else infer_tick(close),
         )
 
@@ -79,7 +82,9 @@ class Market:
         step's low is its best offer and its high its best bid.
         """
         bid, ask = best_quotes(samples)
-        return cls(times=samples["event_timestamp"].reset_index(drop=True), bid=bid, ask=ask, low=ask, high=bid, tick=tick)
+        return cls(
+            times=samples["event_timestamp"].reset_index(drop=True), bid=bid, ask=ask, low=ask, high=bid, tick=tick
+        )
 
     def __len__(self) -> int:
         return len(self.bid)
@@ -119,8 +124,14 @@ class Outcome:
         return max_drawdown(self.equity)
 
     def metrics(self) -> dict[str, float]:
-        return {"pnl": self.pnl, "return": self.total_return, "sharpe": self.sharpe, "max_drawdown": self.max_drawdown,
-                "trades": float(self.fills), "fees": self.fees}
+        return {
+            "pnl": self.pnl,
+            "return": self.total_return,
+            "sharpe": self.sharpe,
+            "max_drawdown": self.max_drawdown,
+            "trades": float(self.fills),
+            "fees": self.fees,
+        }
 
 
 def infer_tick(prices: np.ndarray) -> float:
@@ -167,8 +178,14 @@ def passive_fill(side: Action, limit: float, low: float, high: float, tick: floa
     return 1.0 if through else touch_fill if touched else 0.0
 
 
-def simulate(market: Market, actions: np.ndarray, costs: Costs, initial_quote: float, trade_fraction: float = 1.0,
-             name: str = "strategy") -> Outcome:
+def simulate(
+    market: Market,
+    actions: np.ndarray,
+    costs: Costs,
+    initial_quote: float,
+    trade_fraction: float = 1.0,
+    name: str = "strategy",
+) -> Outcome:
     """Run the account through the market, taking `actions[t]` at step ``t``; see the module docstring."""
     if len(actions) != len(market):
         raise ValueError(f"{len(actions)} actions for {len(market)} market steps")
@@ -225,8 +242,10 @@ def benchmarks(market: Market, costs: Costs, initial_quote: float) -> tuple[Outc
     hold = np.full(len(market), Action.NOOP, dtype=np.int64)
     hold[0] = Action.FORCE_BUY
     noop = np.full(len(market), Action.NOOP, dtype=np.int64)
-    return (simulate(market, hold, costs, initial_quote, name="buy and hold"),
-            simulate(market, noop, costs, initial_quote, name="no-op"))
+    return (
+        simulate(market, hold, costs, initial_quote, name="buy and hold"),
+        simulate(market, noop, costs, initial_quote, name="no-op"),
+    )
 
 
 def equity_curves(times: pd.Series, outcomes: list[Outcome], title: str) -> Figure:

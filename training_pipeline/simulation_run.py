@@ -43,8 +43,9 @@ def test_period(frame: pd.DataFrame, start: str, end: str) -> pd.Series:
     return (times >= pd.Timestamp(start)) & (times <= pd.Timestamp(end))
 
 
-def _regression_outcomes(settings: Settings, run, threshold: float, passive: bool,
-                         store: FeatureStore | None) -> tuple[str, pd.DataFrame, list[Outcome], dict]:
+def _regression_outcomes(
+    settings: Settings, run, threshold: float, passive: bool, store: FeatureStore | None
+) -> tuple[str, pd.DataFrame, list[Outcome], dict]:
     """A price model's thresholded decisions, candle by candle, on its test period."""
     params = run.data.params
     missing = {"pair", "interval", "horizon_minutes", "features", "test_start", "test_end"} - set(params)
@@ -56,19 +57,29 @@ def _regression_outcomes(settings: Settings, run, threshold: float, passive: boo
     predicted = model.predict(frame[params["features"].split(",")].reset_index(drop=True))[PREDICTED_RETURN]
     in_test = test_period(frame, params["test_start"], params["test_end"]).to_numpy()
     if not in_test.any():
-        raise ValueError(f"no rows of {params['pair']} in the run's test period {params['test_start']} to {params['test_end']}")
+        raise ValueError(
+            f"no rows of {params['pair']} in the run's test period {params['test_start']} to {params['test_end']}"
+        )
     test = frame[in_test].reset_index(drop=True)
     market = Market.from_candles(test)
     costs = Costs(settings.simulation_taker_fee, settings.simulation_maker_fee, settings.simulation_touch_fill)
     actions = regression_actions(np.asarray(predicted)[in_test], threshold, passive)
-    strategy = simulate(market, actions, costs, settings.simulation_initial_quote, name=run.data.tags.get("model_type", "model"))
+    strategy = simulate(
+        market, actions, costs, settings.simulation_initial_quote, name=run.data.tags.get("model_type", "model")
+    )
     outcomes = [strategy, *benchmarks(market, costs, settings.simulation_initial_quote)]
-    described = {"threshold": threshold, "orders": "passive" if passive else "market",
-                 "decision_every": f"candle ({params['interval']})", "tick": market.tick}
+    described = {
+        "threshold": threshold,
+        "orders": "passive" if passive else "market",
+        "decision_every": f"candle ({params['interval']})",
+        "tick": market.tick,
+    }
     return params["pair"], test, outcomes, described
 
 
-def _action_outcomes(settings: Settings, run, store: FeatureStore | None) -> tuple[str, pd.DataFrame, list[Outcome], dict]:
+def _action_outcomes(
+    settings: Settings, run, store: FeatureStore | None
+) -> tuple[str, pd.DataFrame, list[Outcome], dict]:
     """An action model's decisions, every book sample, on its test period."""
     from training_pipeline.action_train import simulate_decisions  # imports torch only for action models
     from training_pipeline.book_dataset import build_book_dataset
@@ -81,19 +92,29 @@ def _action_outcomes(settings: Settings, run, store: FeatureStore | None) -> tup
     dataset = build_book_dataset(settings, params["product"], store)
     in_test = test_period(dataset.frame, params["test_start"], params["test_end"]).to_numpy()
     if not in_test.any():
-        raise ValueError(f"no samples of {params['product']} in the run's test period {params['test_start']} to "
-                         f"{params['test_end']}")
+        raise ValueError(
+            f"no samples of {params['product']} in the run's test period {params['test_start']} to {params['test_end']}"
+        )
     test = dataset.frame[in_test].reset_index(drop=True)
     chosen = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").predict(test[dataset.model_columns])[DECISION]
     actions = np.array([ACTION_NAMES.index(a) for a in chosen], dtype=np.int64)
     outcomes = simulate_decisions(test, actions, dataset, settings, "action model")
-    described = {"orders": "the model's five actions", "decision_every": f"book sample ({dataset.step.total_seconds():g} s)",
-                 "tick": dataset.costs.tick}
+    described = {
+        "orders": "the model's five actions",
+        "decision_every": f"book sample ({dataset.step.total_seconds():g} s)",
+        "tick": dataset.costs.tick,
+    }
     return params["product"], test, outcomes, described
 
 
-def simulate_run(settings: Settings, run_id: str, tracking_uri: str, threshold: float, passive: bool,
-                 store: FeatureStore | None = None) -> SimulationReport:
+def simulate_run(
+    settings: Settings,
+    run_id: str,
+    tracking_uri: str,
+    threshold: float,
+    passive: bool,
+    store: FeatureStore | None = None,
+) -> SimulationReport:
     """Simulate the model of `run_id` on its test period and log a nested ``simulation`` run.
 
     Price models trade their thresholded forecast candle by candle (`threshold`,
@@ -109,14 +130,23 @@ def simulate_run(settings: Settings, run_id: str, tracking_uri: str, threshold: 
     else:
         pair, test, outcomes, described = _regression_outcomes(settings, run, threshold, passive, store)
     times = test[EVENT_TIMESTAMP]
-    with mlflow.start_run(experiment_id=run.info.experiment_id, run_name=f"simulation {model_type}",
-                          tags={"mlflow.parentRunId": run_id, "model_run_id": run_id, "pair": pair}) as sim:
-        mlflow.log_params({
-            "model_run_id": run_id, **described, "taker_fee": settings.simulation_taker_fee,
-            "maker_fee": settings.simulation_maker_fee, "touch_fill": settings.simulation_touch_fill,
-            "initial_quote": settings.simulation_initial_quote, "start": times.iloc[0].isoformat(),
-            "end": times.iloc[-1].isoformat(),
-        })
+    with mlflow.start_run(
+        experiment_id=run.info.experiment_id,
+        run_name=f"simulation {model_type}",
+        tags={"mlflow.parentRunId": run_id, "model_run_id": run_id, "pair": pair},
+    ) as sim:
+        mlflow.log_params(
+            {
+                "model_run_id": run_id,
+                **described,
+                "taker_fee": settings.simulation_taker_fee,
+                "maker_fee": settings.simulation_maker_fee,
+                "touch_fill": settings.simulation_touch_fill,
+                "initial_quote": settings.simulation_initial_quote,
+                "start": times.iloc[0].isoformat(),
+                "end": times.iloc[-1].isoformat(),
+            }
+        )
         for prefix, outcome in zip(("sim", "buy_and_hold", "noop"), outcomes, strict=True):
             mlflow.log_metrics({f"{prefix}_{k}": v for k, v in outcome.metrics().items() if np.isfinite(v)})
         title = f"{pair} {model_type}: simulated trading on the test period"

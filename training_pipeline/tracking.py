@@ -56,13 +56,16 @@ class PriceForecaster(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.model = load_model(Path(context.artifacts["model"]))
 
-    def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
-                params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         returns = self.model.predict(model_input)
-        return pd.DataFrame({
-            PREDICTED_RETURN: returns,
-            PREDICTED_PRICE: model_input["close"].to_numpy(dtype=float) * np.exp(returns),
-        })
+        return pd.DataFrame(
+            {
+                PREDICTED_RETURN: returns,
+                PREDICTED_PRICE: model_input["close"].to_numpy(dtype=float) * np.exp(returns),
+            }
+        )
 
 
 def pip_requirements(extra: Sequence[str] = ()) -> list[str]:
@@ -73,8 +76,14 @@ def pip_requirements(extra: Sequence[str] = ()) -> list[str]:
     return [f"{name}=={version(name).split('+')[0]}" for name in (*REQUIREMENTS, *extra)]
 
 
-def _log_python_model(python_model: mlflow.pyfunc.PythonModel, save: Callable[[Path], None], example: pd.DataFrame,
-                      name: str, entry: str, requirements: Sequence[str]) -> ModelInfo:
+def _log_python_model(
+    python_model: mlflow.pyfunc.PythonModel,
+    save: Callable[[Path], None],
+    example: pd.DataFrame,
+    name: str,
+    entry: str,
+    requirements: Sequence[str],
+) -> ModelInfo:
     """Log `python_model` (models from code: `entry` in this package) with its saved model as the artifact, a
     signature and input example, in the active run, and register it as `name`."""
     with warnings.catch_warnings():
@@ -116,8 +125,9 @@ class ActionPolicy(mlflow.pyfunc.PythonModel):
 
         self.model = ActionModel.load(Path(context.artifacts["model"]))
 
-    def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
-                params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         from training_pipeline.deep.action import ACTION_NAMES, DECISION, SCORE_COLUMNS
 
         scores = self.model.scores(model_input)
@@ -147,8 +157,13 @@ def predict_with_alias(name: str, alias: str, features: pd.DataFrame) -> np.ndar
     return loaded.predict(features)[PREDICTED_PRICE].to_numpy(dtype=float)
 
 
-def decide_promotion(candidate_mae: float, baseline_mae: float, champion_mae: float | None, margin: float,
-                     champion_label: str = "the champion") -> tuple[bool, str]:
+def decide_promotion(
+    candidate_mae: float,
+    baseline_mae: float,
+    champion_mae: float | None,
+    margin: float,
+    champion_label: str = "the champion",
+) -> tuple[bool, str]:
     """Whether a candidate becomes champion, and why.
 
     It must have a test MAE at least `margin` (a fraction) below the
@@ -173,15 +188,18 @@ def decide_promotion(candidate_mae: float, baseline_mae: float, champion_mae: fl
     )
 
 
-def decide_action_promotion(candidate_pnl: float, champion_pnl: float | None,
-                            champion_label: str = "the champion") -> tuple[bool, str]:
+def decide_action_promotion(
+    candidate_pnl: float, champion_pnl: float | None, champion_label: str = "the champion"
+) -> tuple[bool, str]:
     """Whether an action model becomes champion, and why: its simulated PnL on the test period must be above the
     no-op policy's (0) and above the current champion's on the same period."""
     if not candidate_pnl > 0:
         return False, f"refused: simulated PnL {candidate_pnl:,.2f} on the test period does not beat no-op (0)"
     if champion_pnl is not None and not candidate_pnl > champion_pnl:
-        return False, (f"refused: simulated PnL {candidate_pnl:,.2f} beats no-op but not {champion_label}'s "
-                       f"{champion_pnl:,.2f} on the same test period")
+        return False, (
+            f"refused: simulated PnL {candidate_pnl:,.2f} beats no-op but not {champion_label}'s "
+            f"{champion_pnl:,.2f} on the same test period"
+        )
     against = "" if champion_pnl is None else f" and {champion_label}'s {champion_pnl:,.2f}"
     return True, f"promoted: simulated PnL {candidate_pnl:,.2f} on the test period beats no-op (0){against}"
 
@@ -189,9 +207,17 @@ def decide_action_promotion(candidate_pnl: float, champion_pnl: float | None,
 def git_commit(repo: Path) -> tuple[str, bool]:
     """The commit checked out in `repo` and whether the working tree has changes; ("unknown", False) outside git."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True, timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
-                                text=True, check=True, timeout=10)
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True, timeout=10
+        )
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown", False
     return head.stdout.strip(), bool(status.stdout.strip())

@@ -100,12 +100,18 @@ class TrainingOptions:
     trials: int
 
     @classmethod
-    def from_settings(cls, settings: Settings, models: Sequence[str] = DEFAULT_MODELS, **overrides: Any) -> TrainingOptions:
+    def from_settings(
+        cls, settings: Settings, models: Sequence[str] = DEFAULT_MODELS, **overrides: Any
+    ) -> TrainingOptions:
         unknown = set(models) - set(MODEL_CHOICES)
         if unknown:
             raise ValueError(f"unknown models {sorted(unknown)}; choose from {', '.join(MODEL_CHOICES)}")
-        values = {"horizon_minutes": settings.horizon_minutes, "interval": settings.candle_interval,
-                  "trials": settings.optuna_trials, **{k: v for k, v in overrides.items() if v is not None}}
+        values = {
+            "horizon_minutes": settings.horizon_minutes,
+            "interval": settings.candle_interval,
+            "trials": settings.optuna_trials,
+            **{k: v for k, v in overrides.items() if v is not None},
+        }
         horizon_delta(values["horizon_minutes"], values["interval"])
         return cls(models=tuple(m for m in MODEL_CHOICES if m in models), **values)
 
@@ -114,7 +120,9 @@ def _period(rows: pd.DataFrame) -> tuple[str, str]:
     return rows[EVENT_TIMESTAMP].iloc[0].isoformat(), rows[EVENT_TIMESTAMP].iloc[-1].isoformat()
 
 
-def _fit(make_model: Callable[[], PriceModel], train: pd.DataFrame, validation: pd.DataFrame) -> tuple[PriceModel, float]:
+def _fit(
+    make_model: Callable[[], PriceModel], train: pd.DataFrame, validation: pd.DataFrame
+) -> tuple[PriceModel, float]:
     start = time.perf_counter()
     model = make_model().fit(train, validation)
     return model, time.perf_counter() - start
@@ -130,8 +138,9 @@ class PairTrainer:
         self.client = client
         self.name = registered_model_name(dataset.pair, dataset.horizon_minutes)
         rows = dataset.frame
-        self.split = time_split(rows[EVENT_TIMESTAMP], rows["label_timestamp"], settings.validation_fraction,
-                                settings.test_fraction)
+        self.split = time_split(
+            rows[EVENT_TIMESTAMP], rows["label_timestamp"], settings.validation_fraction, settings.test_fraction
+        )
         self.train = rows.iloc[self.split.train]
         self.validation = rows.iloc[self.split.validation]
         self.test = rows.iloc[self.split.test]
@@ -142,23 +151,31 @@ class PairTrainer:
 
     def run(self) -> PairResult:
         start = time.perf_counter()
-        result = PairResult(self.dataset.pair, self.dataset.horizon_minutes, self.name, self.dataset, self.split,
-                            self.baseline_test)
+        result = PairResult(
+            self.dataset.pair, self.dataset.horizon_minutes, self.name, self.dataset, self.split, self.baseline_test
+        )
         features = self.dataset.features
         seed = self.settings.training_seed
         if "baseline" in self.options.models:
             result.models.append(self._train_one(LastPrice, {}))
             result.models.append(self._train_one(MeanLastN, {}))
         if "lasso" in self.options.models:
-            result.models.append(self._train_one(lambda: LassoModel(features, self.settings.walk_forward_folds, seed), {}))
+            result.models.append(
+                self._train_one(lambda: LassoModel(features, self.settings.walk_forward_folds, seed), {})
+            )
         if "xgboost" in self.options.models:
             device = resolve_device(self.settings.xgboost_device)
-            tuned, score = tune_xgboost(self.train, features, self.settings.walk_forward_folds, self.options.trials,
-                                        device, seed)
+            tuned, score = tune_xgboost(
+                self.train, features, self.settings.walk_forward_folds, self.options.trials, device, seed
+            )
             logger.info("%s: best XGBoost trial, walk-forward MAE ratio %.5f: %s", self.dataset.pair, score, tuned)
-            result.models.append(self._train_one(lambda: XGBoostModel(features, tuned, device, seed),
-                                                 {"optuna_trials": self.options.trials},
-                                                 {"optuna_best_mae_ratio": score}))
+            result.models.append(
+                self._train_one(
+                    lambda: XGBoostModel(features, tuned, device, seed),
+                    {"optuna_trials": self.options.trials},
+                    {"optuna_best_mae_ratio": score},
+                )
+            )
         for model_type in ("lstm", "gru"):
             if model_type in self.options.models:
                 result.models.append(self._train_one(self._sequence_model(model_type), {}))
@@ -173,24 +190,38 @@ class PairTrainer:
 
         return lambda: sequence_model(model_type, self.dataset.features, self.settings)
 
-    def _train_one(self, make_model: Callable[[], PriceModel], extra_params: dict[str, Any],
-                   extra_metrics: dict[str, float] | None = None) -> ModelResult:
+    def _train_one(
+        self,
+        make_model: Callable[[], PriceModel],
+        extra_params: dict[str, Any],
+        extra_metrics: dict[str, float] | None = None,
+    ) -> ModelResult:
         model, seconds = _fit(make_model, self.train, self.validation)
         validation, _ = evaluate(model, self.validation)
         test, predicted = evaluate(model, self.test)
         folds = walk_forward_mae_ratios(model.unfitted, self.development, self.settings.walk_forward_folds)
         result = ModelResult(model.model_type, validation, test, folds, seconds)
-        logger.info("%s %s: test MAE %.4f (baseline %.4f), walk-forward MAE ratio %.4f", self.dataset.pair,
-                    model.model_type, test["mae"], self.baseline_test["mae"], result.walk_forward_mean)
+        logger.info(
+            "%s %s: test MAE %.4f (baseline %.4f), walk-forward MAE ratio %.4f",
+            self.dataset.pair,
+            model.model_type,
+            test["mae"],
+            self.baseline_test["mae"],
+            result.walk_forward_mean,
+        )
         with mlflow.start_run(run_name=model.model_type) as run:
             result.run_id = run.info.run_id
             mlflow.set_tags(self._tags(model))
-            mlflow.log_params({**self._params(), **{f"model_{k}": v for k, v in model.params().items()}, **extra_params})
+            mlflow.log_params(
+                {**self._params(), **{f"model_{k}": v for k, v in model.params().items()}, **extra_params}
+            )
             mlflow.log_metrics(self._metrics(result, extra_metrics or {}))
             for step, ratio in enumerate(folds):
                 mlflow.log_metric("walk_forward_mae_ratio", ratio, step=step)
             for record in model.training_curve():
-                mlflow.log_metrics({f"epoch_{k}": v for k, v in record.items() if k != "epoch"}, step=int(record["epoch"]))
+                mlflow.log_metrics(
+                    {f"epoch_{k}": v for k, v in record.items() if k != "epoch"}, step=int(record["epoch"])
+                )
             self._log_plots(model, predicted)
             if model.learned:
                 example = self.test[list(self.dataset.features)].head(EXAMPLE_ROWS).reset_index(drop=True)
@@ -218,20 +249,36 @@ class PairTrainer:
         validation_start, validation_end = _period(self.validation)
         test_start, test_end = _period(self.test)
         return {
-            "pair": ds.pair, "interval": ds.interval, "horizon_minutes": ds.horizon_minutes,
-            "feature_service": ds.feature_service, "features": ",".join(ds.features),
-            "data_start": ds.start.isoformat(), "data_end": ds.end.isoformat(), "dataset_hash": ds.fingerprint(),
-            "train_start": train_start, "train_end": train_end, "validation_start": validation_start,
-            "validation_end": validation_end, "test_start": test_start, "test_end": test_end,
-            "rows_train": len(self.train), "rows_validation": len(self.validation), "rows_test": len(self.test),
-            "warmup_rows_dropped": ds.warmup_rows, "validation_fraction": s.validation_fraction,
-            "test_fraction": s.test_fraction, "walk_forward_folds": s.walk_forward_folds, "seed": s.training_seed,
+            "pair": ds.pair,
+            "interval": ds.interval,
+            "horizon_minutes": ds.horizon_minutes,
+            "feature_service": ds.feature_service,
+            "features": ",".join(ds.features),
+            "data_start": ds.start.isoformat(),
+            "data_end": ds.end.isoformat(),
+            "dataset_hash": ds.fingerprint(),
+            "train_start": train_start,
+            "train_end": train_end,
+            "validation_start": validation_start,
+            "validation_end": validation_end,
+            "test_start": test_start,
+            "test_end": test_end,
+            "rows_train": len(self.train),
+            "rows_validation": len(self.validation),
+            "rows_test": len(self.test),
+            "warmup_rows_dropped": ds.warmup_rows,
+            "validation_fraction": s.validation_fraction,
+            "test_fraction": s.test_fraction,
+            "walk_forward_folds": s.walk_forward_folds,
+            "seed": s.training_seed,
             "promotion_margin": s.promotion_margin,
         }
 
     def _metrics(self, result: ModelResult, extra: dict[str, float]) -> dict[str, float]:
         metrics = {f"test_{k}": v for k, v in (result.test | ratios(result.test, self.baseline_test)).items()}
-        metrics |= {f"val_{k}": v for k, v in (result.validation | ratios(result.validation, self.baseline_validation)).items()}
+        metrics |= {
+            f"val_{k}": v for k, v in (result.validation | ratios(result.validation, self.baseline_validation)).items()
+        }
         metrics |= {f"baseline_test_{k}": self.baseline_test[k] for k in METRICS}
         metrics |= {"walk_forward_mae_ratio_mean": result.walk_forward_mean, "fit_seconds": result.fit_seconds, **extra}
         return {k: v for k, v in metrics.items() if np.isfinite(v)}
@@ -241,8 +288,9 @@ class PairTrainer:
         actual = self.test["target_close"].to_numpy(dtype=float)
         title = f"{self.dataset.pair} {model.model_type}"
         current = self.test["close"].to_numpy(dtype=float)
-        mlflow.log_figure(plots.prediction_vs_actual(times, current, actual, predicted, title),
-                          "plots/prediction_vs_actual.png")
+        mlflow.log_figure(
+            plots.prediction_vs_actual(times, current, actual, predicted, title), "plots/prediction_vs_actual.png"
+        )
         mlflow.log_figure(plots.residuals_over_time(times, actual - predicted, title), "plots/residuals.png")
         importance = model.feature_importance()
         if importance is not None:
@@ -270,8 +318,13 @@ class PairTrainer:
             if error is not None:
                 promote, reason = False, f"refused: {label} could not be scored on this test period ({error})"
             else:
-                promote, reason = decide_promotion(candidate.test["mae"], self.baseline_test["mae"], champion_mae,
-                                                   self.settings.promotion_margin, label or "the champion")
+                promote, reason = decide_promotion(
+                    candidate.test["mae"],
+                    self.baseline_test["mae"],
+                    champion_mae,
+                    self.settings.promotion_margin,
+                    label or "the champion",
+                )
             if promote:
                 self.client.set_registered_model_alias(self.name, CHAMPION, candidate.version)
                 champion_mae, label = candidate.test["mae"], f"champion v{candidate.version}"
@@ -281,8 +334,9 @@ class PairTrainer:
             logger.info("%s v%s (%s): %s", self.name, candidate.version, candidate.model_type, reason)
 
 
-def train_pair(settings: Settings, pair: str, options: TrainingOptions, tracking_uri: str,
-               store: FeatureStore | None = None) -> PairResult:
+def train_pair(
+    settings: Settings, pair: str, options: TrainingOptions, tracking_uri: str, store: FeatureStore | None = None
+) -> PairResult:
     """Build the dataset of `pair`, train the chosen models and register them under one experiment."""
     dataset = build_dataset(settings, pair, options.interval, options.horizon_minutes, store)
     # The registry is the tracking server's; an earlier set_registry_uri in the process must not redirect it.

@@ -43,7 +43,9 @@ from feature_repo.names import (
 
 logger = logging.getLogger(__name__)
 
-ROWS_WRITTEN = Counter("coinflow_feature_rows_written_total", "Feature rows written, by view and store.", ["view", "store"])
+ROWS_WRITTEN = Counter(
+    "coinflow_feature_rows_written_total", "Feature rows written, by view and store.", ["view", "store"]
+)
 WRITE_SECONDS = Histogram("coinflow_feature_write_seconds", "Time to write one checkpoint's rows to the feature store.")
 FRESHNESS_SECONDS = Histogram(
     "coinflow_feature_freshness_seconds",
@@ -183,8 +185,9 @@ class FeastSink(BatchingSink):
             for ts in latest_per_pair(group, view_entity(views[0][0]))[EVENT_TIMESTAMP]:
                 FRESHNESS_SECONDS.observe(max((now - ts).total_seconds(), 0.0))
             for view, schema in views:
-                offline.write_rows(offline.dataset_root(view.batch_source.path), group[schema.names], schema,
-                                   view_entity(view))
+                offline.write_rows(
+                    offline.dataset_root(view.batch_source.path), group[schema.names], schema, view_entity(view)
+                )
                 ROWS_WRITTEN.labels(view.name, "offline").inc(len(group))
                 self.rows_written[view.name] += len(group)
         if self._window_length and "interval" in frame.columns:
@@ -196,9 +199,12 @@ class FeastSink(BatchingSink):
         for interval, group in frame.groupby("interval", sort=False):
             rows = []
             for pair in group[ENTITY].unique():
-                tails = [offline.tail_rows(offline.dataset_root(self._view(name)[0].batch_source.path), pair,
-                                           self._window_length)
-                         for name in (ohlcv_view(interval), indicators_view(interval))]
+                tails = [
+                    offline.tail_rows(
+                        offline.dataset_root(self._view(name)[0].batch_source.path), pair, self._window_length
+                    )
+                    for name in (ohlcv_view(interval), indicators_view(interval))
+                ]
                 history = tails[0].merge(tails[1][[EVENT_TIMESTAMP, *INDICATOR_FEATURES]], on=EVENT_TIMESTAMP)
                 rows.append(window_row(history.tail(self._window_length), pair))
             name = window_view(interval)
@@ -228,11 +234,17 @@ class FeastSink(BatchingSink):
                             continue
                     attempt += 1
                     if attempt == self._retries:
-                        logger.error("Feature store write failed %d times (%s); Quix will re-deliver the batch in %.0f s",
-                                     attempt, exc, self._retry_after_s)
+                        logger.error(
+                            "Feature store write failed %d times (%s); Quix will re-deliver the batch in %.0f s",
+                            attempt,
+                            exc,
+                            self._retry_after_s,
+                        )
                         raise SinkBackpressureError(retry_after=self._retry_after_s) from exc
                     delay = min(0.2 * 2 ** (attempt - 1), 5.0)
-                    logger.warning("Feature store write failed (%s); retry %d/%d in %.1f s", exc, attempt, self._retries, delay)
+                    logger.warning(
+                        "Feature store write failed (%s); retry %d/%d in %.1f s", exc, attempt, self._retries, delay
+                    )
                     time.sleep(delay)
             WRITE_SECONDS.observe(time.perf_counter() - started)
         if self._on_end is not None:

@@ -36,8 +36,13 @@ class RecordSource(Source):
 
     link: SourceLink | None = None  # set in the parent by `SourceRelay.attach`, before the source is started
 
-    def __init__(self, name: str, dead_letter_topic: str, shutdown_timeout: float = 10.0,
-                 dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        name: str,
+        dead_letter_topic: str,
+        shutdown_timeout: float = 10.0,
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
+    ) -> None:
         super().__init__(name=name, shutdown_timeout=shutdown_timeout)
         self.dead_letter_topic = dead_letter_topic
         self.dead_letter_max_bytes = dead_letter_max_bytes  # the source's process keeps its dead letters to it
@@ -65,15 +70,26 @@ class RecordSource(Source):
         """Keep a dead-letter record (see `coinflow.quality.dead_letter`) on the dead-letter topic."""
         self.produce_to(self.dead_letter_topic, record["stage"], json.dumps(record).encode())
 
-    def produce_to(self, topic: str, key: str | bytes | None, value: bytes | None, timestamp: int | None = None,
-                   ) -> None:
+    def produce_to(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes | None,
+        timestamp: int | None = None,
+    ) -> None:
         """Produce one record to ``topic``, kept in the buffer while the broker is away (see the class)."""
         if self._undeliverable:
             return
         try:
             # No retries on a full queue here: Quix's would block this source (and its WebSocket) for minutes.
-            self.producer.produce(topic=topic, key=key, value=value, timestamp=timestamp,
-                                  buffer_error_max_tries=0, on_delivery=self._delivered)
+            self.producer.produce(
+                topic=topic,
+                key=key,
+                value=value,
+                timestamp=timestamp,
+                buffer_error_max_tries=0,
+                on_delivery=self._delivered,
+            )
         except BufferError:
             self._drop(value, "broker_unreachable")
             return
@@ -107,14 +123,23 @@ class RecordSource(Source):
         if error is not None and error.code() != KafkaError._MSG_TIMED_OUT:
             self._count(message.value(), "broker_refused")
         if self._full_at and self._pending <= self._full_at // 10:
-            logger.error("%s: the broker is back and took the buffered records; %d records were dropped while the "
-                         "buffer was full", self.name, self._dropped)
+            logger.error(
+                "%s: the broker is back and took the buffered records; %d records were dropped while the "
+                "buffer was full",
+                self.name,
+                self._dropped,
+            )
             self._full_at, self._dropped = 0, 0
 
     def _drop(self, value: bytes | None, reason: str) -> None:
         if reason == "broker_unreachable" and not self._full_at:
-            logger.error("%s: the broker is unreachable and the buffer of %d records is full; newer records are "
-                         "dropped (counted as %s rejects) until it drains", self.name, self._pending, BUFFER_STAGE)
+            logger.error(
+                "%s: the broker is unreachable and the buffer of %d records is full; newer records are "
+                "dropped (counted as %s rejects) until it drains",
+                self.name,
+                self._pending,
+                BUFFER_STAGE,
+            )
             self._full_at = max(self._pending, 1)
         self._count(value, reason)
         self._dropped += 1

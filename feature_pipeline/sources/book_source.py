@@ -37,7 +37,8 @@ from feature_pipeline.transforms.book import (
 logger = logging.getLogger(__name__)
 
 RESYNCS_TOTAL = PromCounter(
-    "coinflow_book_resyncs_total", "Books dropped and rebuilt from a fresh snapshot, by exchange, product and reason.",
+    "coinflow_book_resyncs_total",
+    "Books dropped and rebuilt from a fresh snapshot, by exchange, product and reason.",
     ["exchange", "product", "reason"],
 )
 SNAPSHOT_CHUNK_LEVELS = 5000  # keeps every message far below the broker's 1 MB default
@@ -67,8 +68,15 @@ class BookGate:
         self._emit = emit
         self._resubscribe = resubscribe
 
-    def snapshot(self, product: str, bids: list[Level], asks: list[Level], timestamp_ms: int,
-                 sequence_num: int | None = None, checksum: Callable[[OrderBook], bool] | None = None) -> OrderBook | None:
+    def snapshot(
+        self,
+        product: str,
+        bids: list[Level],
+        asks: list[Level],
+        timestamp_ms: int,
+        sequence_num: int | None = None,
+        checksum: Callable[[OrderBook], bool] | None = None,
+    ) -> OrderBook | None:
         """Replace the product's book; returns it, or None when the snapshot itself is unusable (then resyncs)."""
         book = OrderBook(self.depth)
         book.apply(bids, asks)
@@ -83,8 +91,15 @@ class BookGate:
         self._emit_snapshot(product, book, timestamp_ms, sequence_num, checksum_ok)
         return book
 
-    def update(self, product: str, bids: list[Level], asks: list[Level], timestamp_ms: int,
-               sequence_num: int | None = None, checksum: Callable[[OrderBook], bool] | None = None) -> bool:
+    def update(
+        self,
+        product: str,
+        bids: list[Level],
+        asks: list[Level],
+        timestamp_ms: int,
+        sequence_num: int | None = None,
+        checksum: Callable[[OrderBook], bool] | None = None,
+    ) -> bool:
         """Apply an update; False when it was discarded (no book yet) or broke the book (then resyncs)."""
         book = self.books.get(product)
         if book is None:
@@ -96,9 +111,16 @@ class BookGate:
             self.drop(product, "bad_checksum" if checksum_ok is False else "crossed", timestamp_ms)
             return False
         self.last_time_ms[product] = timestamp_ms
-        frame = BookFrame(exchange=self.exchange, product=product, kind=FRAME_UPDATE, bids=wire_levels(bids),
-                          asks=wire_levels(asks), sequence_num=sequence_num, checksum_ok=checksum_ok,
-                          timestamp_ms=timestamp_ms)
+        frame = BookFrame(
+            exchange=self.exchange,
+            product=product,
+            kind=FRAME_UPDATE,
+            bids=wire_levels(bids),
+            asks=wire_levels(asks),
+            sequence_num=sequence_num,
+            checksum_ok=checksum_ok,
+            timestamp_ms=timestamp_ms,
+        )
         self._emit(book_key(self.exchange, product), frame)
         return True
 
@@ -119,23 +141,33 @@ class BookGate:
         self.books.pop(product, None)
         ts = timestamp_ms if timestamp_ms is not None else self.last_time_ms.get(product)
         if ts is not None:
-            self._emit(book_key(self.exchange, product),
-                       {"control": CONTROL_RESET, "exchange": self.exchange, "product": product, "timestamp_ms": ts})
+            self._emit(
+                book_key(self.exchange, product),
+                {"control": CONTROL_RESET, "exchange": self.exchange, "product": product, "timestamp_ms": ts},
+            )
 
     def reset_all(self) -> None:
         """The connection is gone: every book is unknown from its last known time on."""
         for product in list(self.books):
             self.reset(product)
 
-    def _emit_snapshot(self, product: str, book: OrderBook, timestamp_ms: int, sequence_num: int | None,
-                       checksum_ok: bool | None) -> None:
+    def _emit_snapshot(
+        self, product: str, book: OrderBook, timestamp_ms: int, sequence_num: int | None, checksum_ok: bool | None
+    ) -> None:
         bids, asks = list(book.top_bids(len(book.bids))), list(book.top_asks(len(book.asks)))
         chunks = max(1, -(-max(len(bids), len(asks)) // SNAPSHOT_CHUNK_LEVELS))
         for i in range(chunks):
             part = slice(i * SNAPSHOT_CHUNK_LEVELS, (i + 1) * SNAPSHOT_CHUNK_LEVELS)
-            frame = BookFrame(exchange=self.exchange, product=product, kind=FRAME_SNAPSHOT if i == 0 else FRAME_UPDATE,
-                              bids=wire_levels(bids[part]), asks=wire_levels(asks[part]), sequence_num=sequence_num,
-                              checksum_ok=checksum_ok, timestamp_ms=timestamp_ms)
+            frame = BookFrame(
+                exchange=self.exchange,
+                product=product,
+                kind=FRAME_SNAPSHOT if i == 0 else FRAME_UPDATE,
+                bids=wire_levels(bids[part]),
+                asks=wire_levels(asks[part]),
+                sequence_num=sequence_num,
+                checksum_ok=checksum_ok,
+                timestamp_ms=timestamp_ms,
+            )
             if i < chunks - 1:
                 frame["partial"] = True  # type: ignore[typeddict-unknown-key]
             self._emit(book_key(self.exchange, product), frame)
@@ -150,8 +182,15 @@ class BookSource(RecordSource):
     ``dead_letter_max_bytes`` (the source's process is configured with it).
     """
 
-    def __init__(self, name: str, dead_letter_topic: str, trades_topic: str | None, run_id: str | None,
-                 trade_close_after_ms: int = 0, dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        name: str,
+        dead_letter_topic: str,
+        trades_topic: str | None,
+        run_id: str | None,
+        trade_close_after_ms: int = 0,
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
+    ) -> None:
         super().__init__(name, dead_letter_topic, dead_letter_max_bytes=dead_letter_max_bytes)
         self.trades_topic = trades_topic
         self.run_id = run_id
@@ -207,9 +246,24 @@ class BookSource(RecordSource):
         for key in books:
             exchange, _, product = key.partition(":")
             end_ms = self._last_book_ms.get(key, last_ms)
-            self.produce_record(key, {"control": CONTROL_END, "exchange": exchange, "product": product,
-                                      "timestamp_ms": end_ms, "run_id": self.run_id}, end_ms)
+            self.produce_record(
+                key,
+                {
+                    "control": CONTROL_END,
+                    "exchange": exchange,
+                    "product": product,
+                    "timestamp_ms": end_ms,
+                    "run_id": self.run_id,
+                },
+                end_ms,
+            )
         for pair in pairs if self.trades_topic else ():
             end_ms = self._last_trade_ms.get(pair, last_ms) + self.trade_close_after_ms
-            self.produce_to(self.trades_topic, pair, json.dumps(
-                {"control": CONTROL_END, "pair": pair, "timestamp_ms": end_ms, "run_id": self.run_id}).encode(), end_ms)
+            self.produce_to(
+                self.trades_topic,
+                pair,
+                json.dumps(
+                    {"control": CONTROL_END, "pair": pair, "timestamp_ms": end_ms, "run_id": self.run_id}
+                ).encode(),
+                end_ms,
+            )

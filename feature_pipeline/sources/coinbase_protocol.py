@@ -107,7 +107,9 @@ def pair_of(product: str) -> str:
     return f"{base}/{quote}"
 
 
-def subscribe_message(channel: str, products: Sequence[str], jwt: str | None = None, *, unsubscribe: bool = False) -> str:
+def subscribe_message(
+    channel: str, products: Sequence[str], jwt: str | None = None, *, unsubscribe: bool = False
+) -> str:
     """A (un)subscribe request for one channel; ``jwt`` when a CDP key is configured."""
     body: dict[str, Any] = {"type": "unsubscribe" if unsubscribe else "subscribe", "channel": channel}
     if channel != HEARTBEATS or products:
@@ -133,7 +135,8 @@ def cdp_signing_key(private_key_pem: str) -> Any:
         raise ValueError("not a PEM private key (expected -----BEGIN EC PRIVATE KEY----- ..., unencrypted)") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise ValueError(  # noqa: TRY004 - the secret's content is wrong, not the argument's type
-            "not an EC private key on the P-256 curve, which CDP API keys (ES256) are")
+            "not an EC private key on the P-256 curve, which CDP API keys (ES256) are"
+        )
     return key
 
 
@@ -188,9 +191,14 @@ def _parse_object(message: dict, products: frozenset[str] | None) -> Message:
         subscriptions = events[0].get("subscriptions") if events and isinstance(events[0], dict) else None
         if not isinstance(subscriptions, dict):
             return Rejected("malformed_subscriptions")
-        return Frame(channel, sequence_num, timestamp_ms, subscriptions={
-            k: [p for p in v if isinstance(p, str)] for k, v in subscriptions.items() if isinstance(v, list)
-        })
+        return Frame(
+            channel,
+            sequence_num,
+            timestamp_ms,
+            subscriptions={
+                k: [p for p in v if isinstance(p, str)] for k, v in subscriptions.items() if isinstance(v, list)
+            },
+        )
     elif channel != HEARTBEATS:
         frame.rejects.append(("unknown_channel", channel))
     return frame
@@ -262,8 +270,15 @@ def parse_trade(entry: Any) -> Trade | str:
         timestamp_ms = rfc3339_to_ms(entry["time"])
     except (ValueError, TypeError):
         return "bad_timestamp"
-    return Trade(exchange=EXCHANGE, pair=pair, trade_id=trade_id, price=float(level[0]), qty=float(level[1]),
-                 side=side, timestamp_ms=timestamp_ms)
+    return Trade(
+        exchange=EXCHANGE,
+        pair=pair,
+        trade_id=trade_id,
+        price=float(level[0]),
+        qty=float(level[1]),
+        side=side,
+        timestamp_ms=timestamp_ms,
+    )
 
 
 def _trade_id(value: Any) -> int | None:
@@ -327,22 +342,38 @@ def with_sequence_num(text: str, sequence_num: int) -> str:
 def format_subscriptions(subscriptions: Mapping[str, Iterable[str]], sequence_num: int, now_ms: int) -> str:
     """The ``subscriptions`` message answering every (un)subscribe: the connection's subscriptions now."""
     state = {channel: sorted(products) for channel, products in subscriptions.items() if products}
-    return json.dumps({"channel": SUBSCRIPTIONS, "client_id": "", "timestamp": _ns_time(now_ms),
-                       "sequence_num": sequence_num, "events": [{"subscriptions": state}]})
+    return json.dumps(
+        {
+            "channel": SUBSCRIPTIONS,
+            "client_id": "",
+            "timestamp": _ns_time(now_ms),
+            "sequence_num": sequence_num,
+            "events": [{"subscriptions": state}],
+        }
+    )
 
 
 def format_l2_snapshot(product: str, book: OrderBook, sequence_num: int, now_ms: int) -> str:
     """An ``l2_data`` snapshot of a whole book (bids best first, then offers best first)."""
     stamp = ms_to_rfc3339(now_ms)
-    updates = [{"side": "bid", "event_time": stamp, "price_level": format(p, "f"), "new_quantity": format(q, "f")}
-               for p, q in book.top_bids(len(book.bids))]
-    updates += [{"side": "offer", "event_time": stamp, "price_level": format(p, "f"), "new_quantity": format(q, "f")}
-                for p, q in book.top_asks(len(book.asks))]
-    return json.dumps({"channel": DATA_CHANNEL[LEVEL2], "client_id": "", "timestamp": _ns_time(now_ms),
-                       "sequence_num": sequence_num,
-                       "events": [{"type": "snapshot", "product_id": product, "updates": updates}]})
+    updates = [
+        {"side": "bid", "event_time": stamp, "price_level": format(p, "f"), "new_quantity": format(q, "f")}
+        for p, q in book.top_bids(len(book.bids))
+    ]
+    updates += [
+        {"side": "offer", "event_time": stamp, "price_level": format(p, "f"), "new_quantity": format(q, "f")}
+        for p, q in book.top_asks(len(book.asks))
+    ]
+    return json.dumps(
+        {
+            "channel": DATA_CHANNEL[LEVEL2],
+            "client_id": "",
+            "timestamp": _ns_time(now_ms),
+            "sequence_num": sequence_num,
+            "events": [{"type": "snapshot", "product_id": product, "updates": updates}],
+        }
+    )
 
 
 def _ns_time(now_ms: int) -> str:
     return ms_to_rfc3339(now_ms)[:-1] + "000Z"
-

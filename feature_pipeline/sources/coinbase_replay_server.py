@@ -157,9 +157,13 @@ class CoinbaseReplayServer:
         l2 = ()
         if channel == DATA_CHANNEL[LEVEL2]:
             l2 = tuple(
-                (event["product_id"], event.get("type") == "snapshot",
-                 tuple((u["side"], u["price_level"], u["new_quantity"]) for u in event.get("updates", [])))
-                for event in message.get("events", []) if isinstance(event, dict) and "product_id" in event
+                (
+                    event["product_id"],
+                    event.get("type") == "snapshot",
+                    tuple((u["side"], u["price_level"], u["new_quantity"]) for u in event.get("updates", [])),
+                )
+                for event in message.get("events", [])
+                if isinstance(event, dict) and "product_id" in event
             )
         return _Entry(frame, channel if isinstance(channel, str) else None, frozenset(frame_products(message)), l2)
 
@@ -167,8 +171,12 @@ class CoinbaseReplayServer:
         """Listen; returns the URL (with the bound port)."""
         self._server = await ws_serve(self._serve_client, self.host, self.port, max_size=None)
         self.port = self._server.sockets[0].getsockname()[1]
-        logger.info("Coinbase replay server on %s: %d frames of %s", self.url, len(self._entries),
-                    ", ".join(sorted(self.products)))
+        logger.info(
+            "Coinbase replay server on %s: %d frames of %s",
+            self.url,
+            len(self._entries),
+            ", ".join(sorted(self.products)),
+        )
         return self.url
 
     async def stop(self) -> None:

@@ -86,9 +86,16 @@ class CoinbaseStream(ReconnectingClient):
     ) -> None:
         if not products:
             raise ValueError("CoinbaseStream needs at least one product")
-        super().__init__(url, CoinbaseStats(), rejects, reconnect_initial_s=reconnect_initial_s,
-                         reconnect_max_s=reconnect_max_s, silence_timeout_s=silence_timeout_s,
-                         open_timeout_s=open_timeout_s, draw=draw)
+        super().__init__(
+            url,
+            CoinbaseStats(),
+            rejects,
+            reconnect_initial_s=reconnect_initial_s,
+            reconnect_max_s=reconnect_max_s,
+            silence_timeout_s=silence_timeout_s,
+            open_timeout_s=open_timeout_s,
+            draw=draw,
+        )
         self.products = list(products)
         self._known = frozenset(products)
         self._emit = emit
@@ -103,10 +110,14 @@ class CoinbaseStream(ReconnectingClient):
     def _schedule_resubscribe(self, product: str, reason: str) -> None:
         self._resync_due.add(product)
 
-    def _subscribe_requests(self, products: Sequence[str], channels: Sequence[str], unsubscribe: bool = False) -> list[str]:
+    def _subscribe_requests(
+        self, products: Sequence[str], channels: Sequence[str], unsubscribe: bool = False
+    ) -> list[str]:
         token = self._jwt() if self._jwt else None
-        return [subscribe_message(channel, [] if channel == HEARTBEATS else products, token, unsubscribe=unsubscribe)
-                for channel in channels]
+        return [
+            subscribe_message(channel, [] if channel == HEARTBEATS else products, token, unsubscribe=unsubscribe)
+            for channel in channels
+        ]
 
     def _connection_ended(self) -> None:
         self._ws = None
@@ -185,8 +196,10 @@ class CoinbaseStream(ReconnectingClient):
 
     def _tick(self, timestamp_ms: int) -> None:
         for product in self.gate.books:
-            self._emit(book_key(EXCHANGE, product),
-                       {"control": CONTROL_TICK, "exchange": EXCHANGE, "product": product, "timestamp_ms": timestamp_ms})
+            self._emit(
+                book_key(EXCHANGE, product),
+                {"control": CONTROL_TICK, "exchange": EXCHANGE, "product": product, "timestamp_ms": timestamp_ms},
+            )
 
 
 class CoinbaseSource(BookSource):
@@ -232,9 +245,18 @@ class CoinbaseSource(BookSource):
                 return cdp_jwt(key, secret, int(time.time()))
 
         self._rejects = Rejects("coinbase_ws", forward=self.produce_dead_letter)
-        return CoinbaseStream(self.url, self.products, self.emit, self.emit_trades, self._rejects, jwt=jwt,
-                              finite=self.run_id is not None, reconnect_initial_s=self.reconnect_initial_s,
-                              reconnect_max_s=self.reconnect_max_s, silence_timeout_s=self.silence_timeout_s)
+        return CoinbaseStream(
+            self.url,
+            self.products,
+            self.emit,
+            self.emit_trades,
+            self._rejects,
+            jwt=jwt,
+            finite=self.run_id is not None,
+            reconnect_initial_s=self.reconnect_initial_s,
+            reconnect_max_s=self.reconnect_max_s,
+            silence_timeout_s=self.silence_timeout_s,
+        )
 
     def summary(self, client: CoinbaseStream) -> str:
         return f"{client.stats}; {self._rejects.summary()}"

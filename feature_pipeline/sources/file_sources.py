@@ -41,8 +41,17 @@ class FiniteFileSource(RecordSource):
 
     stage: str  # of its rejects and dead letters: one per kind of file (the source's name is unique per run)
 
-    def __init__(self, name: str, path: Path, pair: str, run_id: str, dead_letter_topic: str, close_after_ms: int,
-                 max_future_ms: int = MAX_FUTURE_MS, dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        pair: str,
+        run_id: str,
+        dead_letter_topic: str,
+        close_after_ms: int,
+        max_future_ms: int = MAX_FUTURE_MS,
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
+    ) -> None:
         super().__init__(name, dead_letter_topic, dead_letter_max_bytes=dead_letter_max_bytes)
         self.max_future_ms = max_future_ms
         self.path = Path(path)
@@ -80,11 +89,28 @@ class TradesFileSource(FiniteFileSource):
 
     stage = "trades_file"
 
-    def __init__(self, path: Path, pair: str, run_id: str, dead_letter_topic: str, close_after_ms: int,
-                 speed: float = 0.0, exchange: str = "kraken", max_future_ms: int = MAX_FUTURE_MS,
-                 dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES) -> None:
-        super().__init__(f"trades-file-{run_id}", path, pair, run_id, dead_letter_topic, close_after_ms,
-                         max_future_ms, dead_letter_max_bytes)
+    def __init__(
+        self,
+        path: Path,
+        pair: str,
+        run_id: str,
+        dead_letter_topic: str,
+        close_after_ms: int,
+        speed: float = 0.0,
+        exchange: str = "kraken",
+        max_future_ms: int = MAX_FUTURE_MS,
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
+    ) -> None:
+        super().__init__(
+            f"trades-file-{run_id}",
+            path,
+            pair,
+            run_id,
+            dead_letter_topic,
+            close_after_ms,
+            max_future_ms,
+            dead_letter_max_bytes,
+        )
         self.speed = speed
         self.exchange = exchange
 
@@ -101,16 +127,27 @@ class CandlesFileSource(FiniteFileSource):
 
     stage = "candles_file"
 
-    def __init__(self, path: Path, pair: str, run_id: str, dead_letter_topic: str, interval: str, seconds: int,
-                 max_future_ms: int = MAX_FUTURE_MS, dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES) -> None:
-        super().__init__(f"candles-file-{run_id}", path, pair, run_id, dead_letter_topic, 0, max_future_ms,
-                         dead_letter_max_bytes)
+    def __init__(
+        self,
+        path: Path,
+        pair: str,
+        run_id: str,
+        dead_letter_topic: str,
+        interval: str,
+        seconds: int,
+        max_future_ms: int = MAX_FUTURE_MS,
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
+    ) -> None:
+        super().__init__(
+            f"candles-file-{run_id}", path, pair, run_id, dead_letter_topic, 0, max_future_ms, dead_letter_max_bytes
+        )
         self.interval = interval
         self.seconds = seconds
 
     def records(self, rejects: Rejects) -> Iterable[dict]:
-        return iter_ohlcvt_csv(self.path, self.pair, self.interval, self.seconds, rejects,
-                               max_future_ms=self.max_future_ms)
+        return iter_ohlcvt_csv(
+            self.path, self.pair, self.interval, self.seconds, rejects, max_future_ms=self.max_future_ms
+        )
 
     def event_time(self, record: dict) -> int:
         return record["window_end_ms"]

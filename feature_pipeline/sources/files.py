@@ -81,8 +81,10 @@ def trades_columns(header: list[str]) -> dict[str, int]:
     missing = [name for name in TRADES_CSV_COLUMNS if name not in names]
     if missing:
         expected = ",".join(TRADES_CSV_COLUMNS)
-        raise FileFormatError(f"row 1: expected a header {expected}[,{TRADE_ID_COLUMN}], "
-                              f"missing {','.join(missing)}; found {_shown(header)}")
+        raise FileFormatError(
+            f"row 1: expected a header {expected}[,{TRADE_ID_COLUMN}], "
+            f"missing {','.join(missing)}; found {_shown(header)}"
+        )
     wanted = (*TRADES_CSV_COLUMNS, TRADE_ID_COLUMN)
     return {name: names.index(name) for name in wanted if name in names}
 
@@ -167,7 +169,11 @@ def check_trades_csv(path: Path) -> None:
 
 
 def iter_trades_csv(
-    path: Path, pair: str, rejects: Rejects, exchange: str = "kraken", now_ms: int | None = None,
+    path: Path,
+    pair: str,
+    rejects: Rejects,
+    exchange: str = "kraken",
+    now_ms: int | None = None,
     max_future_ms: int = MAX_FUTURE_MS,
 ) -> Iterator[Trade]:
     """Trades of a CSV with columns time_ms,timestamp,price,qty,side and optionally trade_id (the exchange's).
@@ -217,8 +223,9 @@ def check_ohlcvt_csv(path: Path) -> None:
         )
 
 
-def parse_ohlcvt_row(fields: list[str], pair: str, interval: str, seconds: int, now_ms: int,
-                     max_future_ms: int) -> Candle | str:
+def parse_ohlcvt_row(
+    fields: list[str], pair: str, interval: str, seconds: int, now_ms: int, max_future_ms: int
+) -> Candle | str:
     """One row of an OHLCVT export as a Candle, or why it is rejected."""
     if len(fields) < len(OHLCVT_COLUMNS):
         return "malformed_row"
@@ -256,7 +263,12 @@ def parse_ohlcvt_row(fields: list[str], pair: str, interval: str, seconds: int, 
 
 
 def iter_ohlcvt_csv(
-    path: Path, pair: str, interval: str, seconds: int, rejects: Rejects, now_ms: int | None = None,
+    path: Path,
+    pair: str,
+    interval: str,
+    seconds: int,
+    rejects: Rejects,
+    now_ms: int | None = None,
     max_future_ms: int = MAX_FUTURE_MS,
 ) -> Iterator[Candle]:
     """Candles of Kraken's OHLCVT export (no header: unix,open,high,low,close,volume,trades).

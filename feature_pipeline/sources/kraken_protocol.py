@@ -304,7 +304,9 @@ def parse_book_entry(entry: Any, snapshot: bool) -> BookMessage | str:
         levels: list[Level] = []
         raw = entry.get(name, [])
         for level in raw if isinstance(raw, list) else [None]:
-            parsed = checked_level(level.get("price"), level.get("qty")) if isinstance(level, dict) else "malformed_level"
+            parsed = (
+                checked_level(level.get("price"), level.get("qty")) if isinstance(level, dict) else "malformed_level"
+            )
             if isinstance(parsed, str):
                 reject = reject or parsed
             else:
@@ -434,14 +436,23 @@ def format_trades(trades: Iterable[Trade], kind: Literal["snapshot", "update"]) 
     return json.dumps({"channel": TRADE_CHANNEL, "type": kind, "data": data})
 
 
-def format_book(symbol: str, bids: Iterable[Level], asks: Iterable[Level], checksum: int, now_ms: int,
-                kind: Literal["snapshot", "update"]) -> str:
+def format_book(
+    symbol: str,
+    bids: Iterable[Level],
+    asks: Iterable[Level],
+    checksum: int,
+    now_ms: int,
+    kind: Literal["snapshot", "update"],
+) -> str:
     """A ``book`` channel message for one symbol (exact decimals written as JSON numbers, as Kraken does)."""
+
     def levels(side: Iterable[Level]) -> str:
         return "[" + ",".join(f'{{"price":{format(p, "f")},"qty":{format(q, "f")}}}' for p, q in side) + "]"
 
-    return (f'{{"channel":"book","type":"{kind}","data":[{{"symbol":{json.dumps(symbol)},"bids":{levels(bids)},'
-            f'"asks":{levels(asks)},"checksum":{checksum},"timestamp":"{ms_to_rfc3339(now_ms)}"}}]}}')
+    return (
+        f'{{"channel":"book","type":"{kind}","data":[{{"symbol":{json.dumps(symbol)},"bids":{levels(bids)},'
+        f'"asks":{levels(asks)},"checksum":{checksum},"timestamp":"{ms_to_rfc3339(now_ms)}"}}]}}'
+    )
 
 
 def format_subscribe_ack(

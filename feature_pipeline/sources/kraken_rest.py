@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
-from feature_pipeline.sources.base import RecordSource
 from tqdm import tqdm
 
 from coinflow.quality import DEAD_LETTER_MAX_BYTES, Rejects
 from coinflow.schemas import Control, Trade
+from feature_pipeline.sources.base import RecordSource
 from feature_pipeline.sources.kraken_protocol import (
     RATE_LIMIT_ERROR,
     RestTradesPage,
@@ -285,4 +285,3 @@ class KrakenRestSource(RecordSource):
         deadline = time.monotonic() + seconds
         while self.running and (left := deadline - time.monotonic()) > 0:
             time.sleep(min(left, 0.1))
-

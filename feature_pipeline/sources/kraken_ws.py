@@ -32,7 +32,14 @@ from feature_pipeline.sources.kraken_protocol import (
 from feature_pipeline.sources.ws_client import ConnectionStats, ReconnectingClient, backoff_delay
 from feature_pipeline.transforms.book import OrderBook, book_key
 
-__all__ = ["KrakenBookSource", "KrakenBookStream", "KrakenTradeSource", "KrakenTradeStream", "StreamStats", "backoff_delay"]
+__all__ = [
+    "KrakenBookSource",
+    "KrakenBookStream",
+    "KrakenTradeSource",
+    "KrakenTradeStream",
+    "StreamStats",
+    "backoff_delay",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +225,6 @@ class KrakenTradeSource(RecordSource):
             self.produce_record(pair, tick, now_ms)
 
 
-
 @dataclass
 class BookStreamStats(ConnectionStats):
     subscribe_requests: int = 0
@@ -257,9 +263,16 @@ class KrakenBookStream(ReconnectingClient):
     ) -> None:
         if not symbols:
             raise ValueError("KrakenBookStream needs at least one symbol")
-        super().__init__(url, BookStreamStats(), rejects, reconnect_initial_s=reconnect_initial_s,
-                         reconnect_max_s=reconnect_max_s, silence_timeout_s=silence_timeout_s,
-                         open_timeout_s=open_timeout_s, draw=draw)
+        super().__init__(
+            url,
+            BookStreamStats(),
+            rejects,
+            reconnect_initial_s=reconnect_initial_s,
+            reconnect_max_s=reconnect_max_s,
+            silence_timeout_s=silence_timeout_s,
+            open_timeout_s=open_timeout_s,
+            draw=draw,
+        )
         self.symbols = list(symbols)
         self.depth = depth
         self._known = frozenset(symbols)
@@ -303,8 +316,10 @@ class KrakenBookStream(ReconnectingClient):
             self.stats.heartbeats += 1
             now_ms = int(time.time() * 1000) - self._tick_lag_ms
             for symbol in self.gate.books:
-                self._emit(book_key(EXCHANGE, symbol),
-                           {"control": CONTROL_TICK, "exchange": EXCHANGE, "product": symbol, "timestamp_ms": now_ms})
+                self._emit(
+                    book_key(EXCHANGE, symbol),
+                    {"control": CONTROL_TICK, "exchange": EXCHANGE, "product": symbol, "timestamp_ms": now_ms},
+                )
         elif isinstance(message, Rejected):
             self._rejects.reject(message.reason, frame)
         # Status, pongs and trade frames carry nothing for books.
@@ -331,11 +346,21 @@ class KrakenBookStream(ReconnectingClient):
 class KrakenBookSource(BookSource):
     """Kraken v2 books onto the book-updates topic (Kraken trades come from `KrakenTradeSource`)."""
 
-    def __init__(self, url: str, symbols: Sequence[str], depth: int, dead_letter_topic: str, *,
-                 reconnect_initial_s: float = 0.5, reconnect_max_s: float = 30.0,
-                 dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES, name: str = "kraken-books") -> None:
-        super().__init__(name, dead_letter_topic, trades_topic=None, run_id=None,
-                         dead_letter_max_bytes=dead_letter_max_bytes)
+    def __init__(
+        self,
+        url: str,
+        symbols: Sequence[str],
+        depth: int,
+        dead_letter_topic: str,
+        *,
+        reconnect_initial_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
+        name: str = "kraken-books",
+    ) -> None:
+        super().__init__(
+            name, dead_letter_topic, trades_topic=None, run_id=None, dead_letter_max_bytes=dead_letter_max_bytes
+        )
         self.url = url
         self.symbols = list(symbols)
         self.depth = depth
@@ -344,8 +369,15 @@ class KrakenBookSource(BookSource):
 
     def make_client(self) -> KrakenBookStream:
         self._rejects = Rejects("kraken_book_ws", forward=self.produce_dead_letter)
-        return KrakenBookStream(self.url, self.symbols, self.depth, self.emit, self._rejects,
-                                reconnect_initial_s=self.reconnect_initial_s, reconnect_max_s=self.reconnect_max_s)
+        return KrakenBookStream(
+            self.url,
+            self.symbols,
+            self.depth,
+            self.emit,
+            self._rejects,
+            reconnect_initial_s=self.reconnect_initial_s,
+            reconnect_max_s=self.reconnect_max_s,
+        )
 
     def summary(self, client: KrakenBookStream) -> str:
         return f"{client.stats}; resyncs {dict(client.gate.resyncs)}; {self._rejects.summary()}"

@@ -49,8 +49,10 @@ def die_with_parent(grace_s: float) -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-            logger.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d); the watchdog alone stops this source "
-                           "when its parent dies", ctypes.get_errno())
+            logger.warning(
+                "prctl(PR_SET_PDEATHSIG) failed (errno %d); the watchdog alone stops this source when its parent dies",
+                ctypes.get_errno(),
+            )
     threading.Thread(target=_watch, args=(parent, grace_s), name="parent-watchdog", daemon=True).start()
 
 

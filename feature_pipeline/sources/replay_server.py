@@ -101,8 +101,7 @@ class KrakenReplayServer:
         for trade in trades:
             by_pair.setdefault(trade["pair"], []).append(trade)
         self._feeds = {
-            pair: _Feed(sorted(ts, key=lambda t: (t["timestamp_ms"], t["trade_id"])))
-            for pair, ts in by_pair.items()
+            pair: _Feed(sorted(ts, key=lambda t: (t["timestamp_ms"], t["trade_id"]))) for pair, ts in by_pair.items()
         }
         for (pair, position), frames in (inject or {}).items():
             self._feeds[pair].inject[position] = list(frames)
@@ -254,8 +253,11 @@ class KrakenReplayServer:
 
     def _batch_end(self, feed: _Feed, anchor: tuple[float, int]) -> int:
         """End of the next batch: the trades due by now, at most ``batch_size``, none past an injection."""
-        limit = min(len(feed.trades), feed.published + self.batch_size,
-                    *(position for position in feed.inject if position > feed.published))
+        limit = min(
+            len(feed.trades),
+            feed.published + self.batch_size,
+            *(position for position in feed.inject if position > feed.published),
+        )
         now = time.monotonic()
         end = feed.published
         while end < limit and self._due(anchor, feed.trades[end]["timestamp_ms"]) <= now:
@@ -302,9 +304,7 @@ def server_thread(server: Any) -> Iterator[str]:
         loop.close()
 
 
-def serve(
-    path: Path, pair: str, host: str = "127.0.0.1", port: int = 0, speed: float | None = 1.0
-) -> None:
+def serve(path: Path, pair: str, host: str = "127.0.0.1", port: int = 0, speed: float | None = 1.0) -> None:
     """Replay a trades CSV (`read_trades_csv`) as ``pair`` over Kraken v2 until interrupted."""
     rejects = Rejects("replay_csv")
     trades = read_trades_csv(Path(path), pair, rejects)

@@ -104,8 +104,7 @@ class ReconnectingClient:
         """Connect and run sessions, reconnecting until `stop` is called (a session may call it too)."""
         while not self._stopped.is_set():
             try:
-                async with connect(self.url, open_timeout=self._open_timeout_s, close_timeout=1.0,
-                                   max_size=None) as ws:
+                async with connect(self.url, open_timeout=self._open_timeout_s, close_timeout=1.0, max_size=None) as ws:
                     self.stats.connects += 1
                     if self.stats.connects > 1:
                         self.stats.reconnects += 1

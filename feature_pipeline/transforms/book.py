@@ -243,7 +243,6 @@ def book_key(exchange: str, product: str) -> str:
     return f"{exchange}:{product}"
 
 
-
 def book_state_schema():
     """The Arrow schema of book-state records (for files of them)."""
     import pyarrow as pa
@@ -252,6 +251,10 @@ def book_state_schema():
     return pa.schema(
         [pa.field("exchange", pa.string()), pa.field("product", pa.string())]
         + [pa.field(name, pa.float64()) for name in floats]
-        + [pa.field("levels", pa.int64()), pa.field("sequence_num", pa.int64()), pa.field("checksum_ok", pa.bool_()),
-           pa.field("timestamp_ms", pa.int64())]
+        + [
+            pa.field("levels", pa.int64()),
+            pa.field("sequence_num", pa.int64()),
+            pa.field("checksum_ok", pa.bool_()),
+            pa.field("timestamp_ms", pa.int64()),
+        ]
     )

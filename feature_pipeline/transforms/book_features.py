@@ -83,8 +83,10 @@ class BookSampler:
         if until_ms <= self.clock_ms:
             return []
         rows = []
-        due = sorted(set(boundaries(self.clock_ms, until_ms, MID_EVERY_MS))
-                     | set(boundaries(self.clock_ms, until_ms, self.sample_ms)))
+        due = sorted(
+            set(boundaries(self.clock_ms, until_ms, MID_EVERY_MS))
+            | set(boundaries(self.clock_ms, until_ms, self.sample_ms))
+        )
         mid = _mid(book)
         for boundary in due:
             if boundary % MID_EVERY_MS == 0:
@@ -106,8 +108,14 @@ class BookSampler:
         mids = [m for _, m in reversed(self._mids)]
         mids += [math.nan] * (len(MID_HISTORY_FEATURES) - len(mids))
         bid, ask = book.best_bid(), book.best_ask()
-        row = {BOOK_ENTITY: self.key, "window_end_ms": at_ms, "mid": float(mid), "spread": float(ask[0] - bid[0]),
-               "microprice": microprice(bid, ask), "imbalance": imbalance(book, self.imbalance_levels)}
+        row = {
+            BOOK_ENTITY: self.key,
+            "window_end_ms": at_ms,
+            "mid": float(mid),
+            "spread": float(ask[0] - bid[0]),
+            "microprice": microprice(bid, ask),
+            "imbalance": imbalance(book, self.imbalance_levels),
+        }
         row.update(zip(BID_SHARE_FEATURES, bid_avg, strict=True))
         row.update(zip(ASK_SHARE_FEATURES, ask_avg, strict=True))
         row.update(zip(MID_HISTORY_FEATURES, mids, strict=True))

@@ -31,9 +31,15 @@ def new_candle(trade: Mapping) -> dict:
     """An accumulator holding one trade."""
     price, qty, ts = trade["price"], trade["qty"], trade["timestamp_ms"]
     return {
-        "open": price, "high": price, "low": price, "close": price,
-        "volume": qty, "notional": price * qty, "trade_count": 1,
-        "open_ts": ts, "close_ts": ts,
+        "open": price,
+        "high": price,
+        "low": price,
+        "close": price,
+        "volume": qty,
+        "notional": price * qty,
+        "trade_count": 1,
+        "open_ts": ts,
+        "close_ts": ts,
     }
 
 
@@ -119,7 +125,7 @@ def close_windows(state: dict, pair: str, interval: str, duration_ms: int, grace
     if not windows or windows[0][0] + duration_ms > horizon:
         return []
     closed = [entry for entry in windows if entry[0] + duration_ms <= horizon]
-    state["open"] = windows[len(closed):]
+    state["open"] = windows[len(closed) :]
     return [finalize_candle(acc, pair, interval, start, duration_ms) for start, acc in closed]
 
 

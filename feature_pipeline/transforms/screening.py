@@ -11,7 +11,15 @@ from collections.abc import Mapping
 
 from coinflow.schemas import ID_SPACE_TIME, MAX_INT64, time_problem
 
-TRADE_FIELDS = {"exchange": str, "pair": str, "trade_id": int, "price": (int, float), "qty": (int, float), "side": str, "timestamp_ms": int}
+TRADE_FIELDS = {
+    "exchange": str,
+    "pair": str,
+    "trade_id": int,
+    "price": (int, float),
+    "qty": (int, float),
+    "side": str,
+    "timestamp_ms": int,
+}
 SIDES = frozenset({"buy", "sell"})
 
 

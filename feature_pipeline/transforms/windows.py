@@ -20,7 +20,9 @@ def window_row(history: pd.DataFrame, pair: str) -> dict:
     """The window row of `pair` from its last candle rows (time-ordered, all `CANDLE_FEATURES`), stamped at the
     latest one's time."""
     return {
-        ENTITY: pair, EVENT_TIMESTAMP: history[EVENT_TIMESTAMP].iloc[-1], CREATED_TIMESTAMP: pd.Timestamp.now(tz="UTC"),
+        ENTITY: pair,
+        EVENT_TIMESTAMP: history[EVENT_TIMESTAMP].iloc[-1],
+        CREATED_TIMESTAMP: pd.Timestamp.now(tz="UTC"),
         **{window_feature(name): history[name].to_numpy(dtype=float).tolist() for name in CANDLE_FEATURES},
     }
 

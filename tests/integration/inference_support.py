@@ -40,8 +40,13 @@ MINUTE_MS = 60_000
 @pytest.fixture(scope="module")
 def tracking_uri(base_settings: Settings, tmp_path_factory) -> Iterator[str]:
     """The project's MLflow server on the tests' port, with a database of this module only."""
-    settings = base_settings.model_copy(update={
-        "run_dir": tmp_path_factory.mktemp("mlflow-run"), "mlflow_port": MLFLOW_PORT, "mlflow_tracking_uri": None})
+    settings = base_settings.model_copy(
+        update={
+            "run_dir": tmp_path_factory.mktemp("mlflow-run"),
+            "mlflow_port": MLFLOW_PORT,
+            "mlflow_tracking_uri": None,
+        }
+    )
     yield services.ensure_mlflow(settings)
     services.stop_services(settings)
 
@@ -54,7 +59,11 @@ def feature_rows(pair: str, count: int, last_end_ms: int | None = None) -> list[
     shift = last_end_ms - candles[-1]["window_end_ms"]
     state, rows = new_indicator_state(), []
     for candle in candles:
-        candle = {**candle, "window_start_ms": candle["window_start_ms"] + shift, "window_end_ms": candle["window_end_ms"] + shift}
+        candle = {
+            **candle,
+            "window_start_ms": candle["window_start_ms"] + shift,
+            "window_end_ms": candle["window_end_ms"] + shift,
+        }
         rows.append({**candle, **update_indicators(state, candle)})
     return rows
 
@@ -77,8 +86,9 @@ def fit_xgboost(rows: list[dict], trees: int = 50) -> XGBoostModel:
     return XGBoostModel(FEATURES, {"n_estimators": trees}).fit(training_frame(rows))
 
 
-def register(tracking_uri: str, pair: str, horizon: int, model: PriceModel, rows: list[dict],
-             alias: str | None = "champion") -> str:
+def register(
+    tracking_uri: str, pair: str, horizon: int, model: PriceModel, rows: list[dict], alias: str | None = "champion"
+) -> str:
     """Log `model` as the training pipeline does (tags, pyfunc, registered name) and point `alias` at it."""
     name = registered_model_name(pair, horizon)
     example = training_frame(rows)[list(FEATURES)].head(5)
@@ -86,15 +96,20 @@ def register(tracking_uri: str, pair: str, horizon: int, model: PriceModel, rows
     mlflow.set_registry_uri(tracking_uri)
     mlflow.set_experiment(name)
     with mlflow.start_run(run_name=model.model_type):
-        mlflow.set_tags({"pair": pair, "horizon_minutes": str(horizon), "model_type": model.model_type,
-                         "feature_service": regression_service("1m")})
+        mlflow.set_tags(
+            {
+                "pair": pair,
+                "horizon_minutes": str(horizon),
+                "model_type": model.model_type,
+                "feature_service": regression_service("1m"),
+            }
+        )
         mlflow.log_params({"interval": "1m", **{f"model_{k}": v for k, v in model.params().items()}})
         info = log_pyfunc(model, example, name)
     version = str(info.registered_model_version)
     if alias:
         MlflowClient(tracking_uri).set_registered_model_alias(name, alias, version)
     return version
-
 
 
 def free_port() -> int:

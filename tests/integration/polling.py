@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str, log: Path | None = None,
-             every_s: float = 0.2) -> None:
+def wait_for(
+    condition: Callable[[], object], timeout: float, what: str, log: Path | None = None, every_s: float = 0.2
+) -> None:
     """Poll ``condition`` every ``every_s`` until it is truthy; past ``timeout`` fail naming ``what`` (and ``log``'s tail)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

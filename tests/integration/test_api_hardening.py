@@ -41,16 +41,29 @@ REDIS_DOWN, MLFLOW_DOWN, MLFLOW_AUTH, REDIS_PASSWORD, SERVE = (BASE_PORT + i for
 PASSWORD = "PLANTED-pw-7f3a9c"
 API_KEY = "PLANTED-key-51b2e0"
 PAIR = "BTC/USDC"
-HOSTILE_BODIES = [b'{"pair":"BTC/USDC","horizon":NaN}', b'{"pair":"BTC/USDC","horizon":Infinity}',
-                  b'{"pair":"BTC/USDC","horizon":-Infinity}', b'{"pairs":[NaN]}',
-                  b'{"pairs":["BTC/USDC"],"horizon":1e400}',
-                  b'{"pair":"BTC/USDC","horizon":' + b"9" * 5000 + b"}", b"[" * 20_000, b'\xff{"pair"}', b"{not json"]
+HOSTILE_BODIES = [
+    b'{"pair":"BTC/USDC","horizon":NaN}',
+    b'{"pair":"BTC/USDC","horizon":Infinity}',
+    b'{"pair":"BTC/USDC","horizon":-Infinity}',
+    b'{"pairs":[NaN]}',
+    b'{"pairs":["BTC/USDC"],"horizon":1e400}',
+    b'{"pair":"BTC/USDC","horizon":' + b"9" * 5000 + b"}",
+    b"[" * 20_000,
+    b'\xff{"pair"}',
+    b"{not json",
+]
 
 
 def _planted(settings: Settings) -> Settings:
-    return settings.model_copy(update={
-        "redis_url": f"redis://:{PASSWORD}@127.0.0.1:{REDIS_DOWN}/0", "serve_pairs": [PAIR], "serve_horizons": [1],
-        "api_key": SecretStr(API_KEY), "alias_poll_interval_s": 0.5})
+    return settings.model_copy(
+        update={
+            "redis_url": f"redis://:{PASSWORD}@127.0.0.1:{REDIS_DOWN}/0",
+            "serve_pairs": [PAIR],
+            "serve_horizons": [1],
+            "api_key": SecretStr(API_KEY),
+            "alias_poll_interval_s": 0.5,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +82,13 @@ def test_no_response_or_log_record_holds_a_credential(hardened, caplog):
     caplog.set_level(logging.INFO)
     client = hardened.client
     responses = [client.get(path) for path in ("/ready", "/health", "/models", "/metrics", "/docs", "/openapi.json")]
-    responses += [client.post("/predict", json={"pair": PAIR}), client.post("/predict/batch", json={"pairs": [PAIR]}),
-                  client.post("/predict", json={"pair": "DOGE/USD"}), client.post("/predict", json={"pair": 1}),
-                  httpx.get(f"{hardened.url}/ready")]
+    responses += [
+        client.post("/predict", json={"pair": PAIR}),
+        client.post("/predict/batch", json={"pairs": [PAIR]}),
+        client.post("/predict", json={"pair": "DOGE/USD"}),
+        client.post("/predict", json={"pair": 1}),
+        httpx.get(f"{hardened.url}/ready"),
+    ]
     wait_until(lambda: "registry" in caplog.text)
     ready = responses[0].json()
     assert responses[0].status_code == 503 and ready["online_store"] is False
@@ -85,10 +102,23 @@ def test_no_response_or_log_record_holds_a_credential(hardened, caplog):
 
 def test_every_route_but_health_needs_the_key(hardened):
     url = hardened.url
-    routes = [("GET", "/ready"), ("GET", "/models"), ("GET", "/metrics"), ("GET", "/docs"), ("GET", "/openapi.json"),
-              ("POST", "/predict"), ("POST", "/predict/batch"), ("GET", "/no-such-route")]
-    for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": API_KEY[:-1]}, {"Authorization": f"Basic {API_KEY}"},
-                    {"Authorization": "Bearer wrong"}):
+    routes = [
+        ("GET", "/ready"),
+        ("GET", "/models"),
+        ("GET", "/metrics"),
+        ("GET", "/docs"),
+        ("GET", "/openapi.json"),
+        ("POST", "/predict"),
+        ("POST", "/predict/batch"),
+        ("GET", "/no-such-route"),
+    ]
+    for headers in (
+        {},
+        {"X-API-Key": "wrong"},
+        {"X-API-Key": API_KEY[:-1]},
+        {"Authorization": f"Basic {API_KEY}"},
+        {"Authorization": "Bearer wrong"},
+    ):
         for method, path in routes:
             response = httpx.request(method, f"{url}{path}", headers=headers, content=b"{not json")
             assert response.status_code == 401, (method, path, headers)
@@ -111,8 +141,12 @@ def test_bodies_that_are_not_json_get_400_with_a_clean_body(hardened, path):
 
 def test_strict_types_bounded_echoes_and_a_body_limit(hardened):
     client = hardened.client
-    for body in ({"pair": PAIR, "horizon": True}, {"pair": PAIR, "horizon": "1"}, {"pair": PAIR, "horizon": 1.5},
-                 {"pairs": [PAIR], "horizon": False}):
+    for body in (
+        {"pair": PAIR, "horizon": True},
+        {"pair": PAIR, "horizon": "1"},
+        {"pair": PAIR, "horizon": 1.5},
+        {"pairs": [PAIR], "horizon": False},
+    ):
         path = "/predict/batch" if "pairs" in body else "/predict"
         response = client.post(path, json=body)
         assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "horizon"], body
@@ -121,26 +155,39 @@ def test_strict_types_bounded_echoes_and_a_body_limit(hardened):
     assert long_pair.json()["detail"][0]["input"].endswith("(60000 characters)")
     surrogate = client.post("/predict", content=b'{"pair": "\\ud800"}', headers={"content-type": "application/json"})
     assert surrogate.status_code == 422 and surrogate.content.isascii()
-    huge = client.post("/predict", content=b'{"pair": "' + b"A" * 10_000_000 + b'"}',
-                       headers={"content-type": "application/json"})
+    huge = client.post(
+        "/predict", content=b'{"pair": "' + b"A" * 10_000_000 + b'"}', headers={"content-type": "application/json"}
+    )
     assert huge.status_code == 413 and len(huge.content) < 100
     assert client.post("/predict", json={"pair": PAIR}).status_code == 503  # the limit leaves small bodies alone
     assert client.post("/predict", json={"pair": PAIR, "horizon": 1.0}).status_code == 503  # JSON Schema's integer
 
 
-JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(10 ** 30), max_value=10 ** 30),
-                         st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=40), st.just(PAIR))
+JSON_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=40),
+    st.just(PAIR),
+)
 JSON_VALUES = st.recursive(
-    JSON_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-    max_leaves=8)
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
 
 
-@given(body=st.one_of(
-    st.fixed_dictionaries({"pair": JSON_VALUES}, optional={"horizon": JSON_VALUES}),
-    st.fixed_dictionaries({"pairs": st.lists(JSON_VALUES, max_size=5) | JSON_VALUES},
-                          optional={"horizon": JSON_VALUES}),
-    JSON_VALUES,
-), path=st.sampled_from(["/predict", "/predict/batch"]))
+@given(
+    body=st.one_of(
+        st.fixed_dictionaries({"pair": JSON_VALUES}, optional={"horizon": JSON_VALUES}),
+        st.fixed_dictionaries(
+            {"pairs": st.lists(JSON_VALUES, max_size=5) | JSON_VALUES}, optional={"horizon": JSON_VALUES}
+        ),
+        JSON_VALUES,
+    ),
+    path=st.sampled_from(["/predict", "/predict/batch"]),
+)
 @hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_fuzzed_bodies_with_nan_infinity_and_booleans_never_get_a_server_error(hardened, body, path):
     """Python's json writes NaN, Infinity and -Infinity for non-finite floats: the parser gets those literals."""
@@ -156,9 +203,25 @@ def test_fuzzed_bodies_with_nan_infinity_and_booleans_never_get_a_server_error(h
 def password_redis(tmp_path_factory) -> str:
     """A throwaway redis-server that requires a password (stopped at the end)."""
     directory = tmp_path_factory.mktemp("redis-pw")
-    process = subprocess.Popen([services._redis_binary(), "--port", str(REDIS_PASSWORD), "--bind", "127.0.0.1",
-                                "--requirepass", PASSWORD, "--save", "", "--appendonly", "no", "--dir", str(directory)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            services._redis_binary(),
+            "--port",
+            str(REDIS_PASSWORD),
+            "--bind",
+            "127.0.0.1",
+            "--requirepass",
+            PASSWORD,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"redis://:{PASSWORD}@127.0.0.1:{REDIS_PASSWORD}/0"
     try:
         wait_until(lambda: services.redis_healthy(url), timeout_s=20)
@@ -173,10 +236,16 @@ def _cli_env(settings: Settings, tmp_path, **extra: str) -> dict[str, str]:
     env.pop("REDIS_URL", None)
     env.pop("KAFKA_BROKER_ADDRESS", None)
     return env | {
-        "COINFLOW_RUN_DIR": str(tmp_path / "run"), "COINFLOW_FEATURE_REPO_PATH": str(settings.feature_repo_path),
-        "COINFLOW_FEAST_PROJECT": settings.feast_project, "COINFLOW_SERVE_PORT": str(SERVE),
-        "COINFLOW_METRICS_PORT": "0", "MLFLOW_TRACKING_URI": f"http://bob:{PASSWORD}@127.0.0.1:{MLFLOW_DOWN}",
-        "COINFLOW_API_KEY": API_KEY, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "COLUMNS": "300", **extra,
+        "COINFLOW_RUN_DIR": str(tmp_path / "run"),
+        "COINFLOW_FEATURE_REPO_PATH": str(settings.feature_repo_path),
+        "COINFLOW_FEAST_PROJECT": settings.feast_project,
+        "COINFLOW_SERVE_PORT": str(SERVE),
+        "COINFLOW_METRICS_PORT": "0",
+        "MLFLOW_TRACKING_URI": f"http://bob:{PASSWORD}@127.0.0.1:{MLFLOW_DOWN}",
+        "COINFLOW_API_KEY": API_KEY,
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "COLUMNS": "300",
+        **extra,
     }
 
 
@@ -185,8 +254,12 @@ def _cli(args: list[str], env: dict[str, str], timeout_s: float = 120) -> subpro
 
 
 def test_commands_print_no_credential(base_settings, password_redis, tmp_path):
-    env = _cli_env(base_settings, tmp_path, REDIS_URL=password_redis,
-                   KAFKA_BROKER_ADDRESS=f"127.0.0.1:{base_settings.embedded_broker_port}")
+    env = _cli_env(
+        base_settings,
+        tmp_path,
+        REDIS_URL=password_redis,
+        KAFKA_BROKER_ADDRESS=f"127.0.0.1:{base_settings.embedded_broker_port}",
+    )
     up = _cli(["coinflow", "up"], env)
     assert up.returncode == 0, up.stdout + up.stderr
     assert f"redis:  redis://:***@127.0.0.1:{REDIS_PASSWORD}/0" in up.stdout
@@ -202,10 +275,16 @@ def test_commands_print_no_credential(base_settings, password_redis, tmp_path):
 
 
 def test_serve_prints_no_credential_and_requires_the_key(base_settings, tmp_path):
-    env = _cli_env(base_settings, tmp_path, REDIS_URL=f"redis://:{PASSWORD}@127.0.0.1:{REDIS_DOWN}/0",
-                   COINFLOW_SERVE_PAIRS=PAIR)
-    process = subprocess.Popen([sys.executable, "-m", "inference_pipeline", "serve"], env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = _cli_env(
+        base_settings, tmp_path, REDIS_URL=f"redis://:{PASSWORD}@127.0.0.1:{REDIS_DOWN}/0", COINFLOW_SERVE_PAIRS=PAIR
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inference_pipeline", "serve"],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{SERVE}"
     try:
         wait_until(lambda: services._port_open("127.0.0.1", SERVE) or process.poll() is not None, timeout_s=120)
@@ -239,11 +318,18 @@ def mlflow_credentials():
         os.environ.pop(name, None)
 
 
-def test_mlflow_basic_auth_refuses_anonymous_clients_and_serves_the_projects(base_settings, tmp_path,
-                                                                             mlflow_credentials):
-    settings = base_settings.model_copy(update={
-        "run_dir": tmp_path / "run", "mlflow_port": MLFLOW_AUTH, "mlflow_tracking_uri": None,
-        "mlflow_auth_username": "coinflow-admin", "mlflow_auth_password": SecretStr(PASSWORD)})
+def test_mlflow_basic_auth_refuses_anonymous_clients_and_serves_the_projects(
+    base_settings, tmp_path, mlflow_credentials
+):
+    settings = base_settings.model_copy(
+        update={
+            "run_dir": tmp_path / "run",
+            "mlflow_port": MLFLOW_AUTH,
+            "mlflow_tracking_uri": None,
+            "mlflow_auth_username": "coinflow-admin",
+            "mlflow_auth_password": SecretStr(PASSWORD),
+        }
+    )
     try:
         uri = services.ensure_mlflow(settings)
         anonymous = httpx.get(f"{uri}/api/2.0/mlflow/experiments/search", params={"max_results": 1})
@@ -263,8 +349,10 @@ def test_mlflow_basic_auth_refuses_anonymous_clients_and_serves_the_projects(bas
         version = client.create_model_version("auth-model", f"runs:/{run.info.run_id}/model", run.info.run_id)
         client.set_registered_model_alias("auth-model", "champion", version.version)
         assert client.get_model_version_by_alias("auth-model", "champion").version == version.version
-        for wrong, expected in (({"mlflow_auth_password": SecretStr("not-it")}, "refuses the user"),
-                                ({"mlflow_auth_password": None}, "requires authentication")):
+        for wrong, expected in (
+            ({"mlflow_auth_password": SecretStr("not-it")}, "refuses the user"),
+            ({"mlflow_auth_password": None}, "requires authentication"),
+        ):
             with pytest.raises(services.ServiceError, match=expected):
                 services.ensure_mlflow(settings.model_copy(update=wrong))
         log = (settings.run_dir / "mlflow.log").read_text()

@@ -50,8 +50,9 @@ BEFORE, DURING, AFTER, CLOSING = (0.0, 8.0), (32.0, 48.0), (56.0, 59.9), 61.0
 @pytest.fixture
 def own_broker(settings: Settings, tmp_path) -> Settings:
     """The test's settings on an embedded broker of its own, stopped afterwards."""
-    mine = settings.model_copy(update={"run_dir": tmp_path / "run",
-                                       "embedded_broker_port": settings.embedded_broker_port + 1})
+    mine = settings.model_copy(
+        update={"run_dir": tmp_path / "run", "embedded_broker_port": settings.embedded_broker_port + 1}
+    )
     services.ensure_broker(mine)
     yield mine
     services.stop_services(mine, names=("broker",))
@@ -83,8 +84,10 @@ def _restart_with_topics(settings: Settings, pipeline: subprocess.Popen) -> None
     os.killpg(pipeline.pid, signal.SIGSTOP)
     try:
         admin = AdminClient({"bootstrap.servers": services.ensure_broker(settings).address})
-        topics = [NewTopic(name, config.num_partitions, config.replication_factor, config=config.extra_config)
-                  for name in names]
+        topics = [
+            NewTopic(name, config.num_partitions, config.replication_factor, config=config.extra_config)
+            for name in names
+        ]
         for future in admin.create_topics(topics).values():
             future.result(timeout=10)
     finally:
@@ -93,9 +96,18 @@ def _restart_with_topics(settings: Settings, pipeline: subprocess.Popen) -> None
 
 def _phase(rows: pd.DataFrame, start_ms: int, span_s: tuple[float, float], first_id: int) -> list[dict]:
     offsets = pd.Series(range(len(rows))) * (span_s[1] - span_s[0]) * 1000 / max(len(rows) - 1, 1)
-    return [{"exchange": "kraken", "pair": PAIR, "trade_id": first_id + i, "price": float(r.price), "qty": float(r.qty),
-             "side": r.side, "timestamp_ms": start_ms + int(span_s[0] * 1000 + offsets[i])}
-            for i, r in enumerate(rows.itertuples())]
+    return [
+        {
+            "exchange": "kraken",
+            "pair": PAIR,
+            "trade_id": first_id + i,
+            "price": float(r.price),
+            "qty": float(r.qty),
+            "side": r.side,
+            "timestamp_ms": start_ms + int(span_s[0] * 1000 + offsets[i]),
+        }
+        for i, r in enumerate(rows.itertuples())
+    ]
 
 
 def test_live_keeps_the_trades_received_while_the_broker_is_down(own_broker, data_dir, tmp_path):
@@ -122,20 +134,33 @@ def test_live_keeps_the_trades_received_while_the_broker_is_down(own_broker, dat
     }
     log = tmp_path / "live.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "feature_pipeline", "live", "--pairs", PAIR], env=env,
-                                start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "feature_pipeline", "live", "--pairs", PAIR],
+            env=env,
+            start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_for(lambda: server.published(PAIR) == len(before), 90, "the trades before the outage", log)
         time.sleep(1.0)  # the pipeline takes them in (milliseconds); what the broker still held would die with it
         _kill_broker(own_broker)
         assert server.published(PAIR) == len(before), "the outage began too late: trades were sent before it"
 
-        wait_for(lambda: server.published(PAIR) == len(before) + len(during), 30, "the trades sent during the outage", log)
+        wait_for(
+            lambda: server.published(PAIR) == len(before) + len(during), 30, "the trades sent during the outage", log
+        )
         _restart_with_topics(own_broker, proc)
 
-        expected = expected_candles(pd.DataFrame({"time_ms": [t["timestamp_ms"] for t in trades[:-1]],
-                                                  "price": [t["price"] for t in trades[:-1]],
-                                                  "qty": [t["qty"] for t in trades[:-1]]}))
+        expected = expected_candles(
+            pd.DataFrame(
+                {
+                    "time_ms": [t["timestamp_ms"] for t in trades[:-1]],
+                    "price": [t["price"] for t in trades[:-1]],
+                    "qty": [t["qty"] for t in trades[:-1]],
+                }
+            )
+        )
         assert len(expected) == 1
         wait_for(lambda: len(offline_view(own_broker, "ohlcv_1m")) >= 1, 90, "the window's candle in the store", log)
         assert proc.poll() is None, "live ended instead of riding out the outage"
@@ -160,8 +185,11 @@ def test_a_finite_run_whose_broker_does_not_come_back_fails_with_one_line(own_br
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: len(offline_view(own_broker, "ohlcv_1m")) >= 3 or proc.poll() is not None, 90,
-              "the replay to store its first candles")
+        wait_for(
+            lambda: len(offline_view(own_broker, "ohlcv_1m")) >= 3 or proc.poll() is not None,
+            90,
+            "the replay to store its first candles",
+        )
         assert proc.poll() is None, "the replay ended before its broker could be stopped"
         _kill_broker(own_broker)
         proc.wait(timeout=60)
@@ -187,7 +215,8 @@ class _Probe(RecordSource):
 
 
 def test_a_source_buffers_while_the_broker_does_not_answer_drops_the_overflow_and_delivers_the_rest_in_order(
-        own_broker, caplog):
+    own_broker, caplog
+):
     broker = services.ensure_broker(own_broker)
     small = own_broker.model_copy(update={"source_buffer_messages": 50})
     app = new_application(small, broker)
@@ -213,8 +242,9 @@ def test_a_source_buffers_while_the_broker_does_not_answer_drops_the_overflow_an
             source.flush(30)
     finally:
         frozen.resume()
-    drained = [r.getMessage() for r in caplog.records if "took the buffered records; 30 records were dropped"
-               in r.getMessage()]
+    drained = [
+        r.getMessage() for r in caplog.records if "took the buffered records; 30 records were dropped" in r.getMessage()
+    ]
     assert len(drained) == 1
     delivered = [json.loads(m.value())["n"] for m in read_topic(own_broker, small.trades_topic)]
     assert delivered == list(range(51))  # the one before the outage, then the buffer, in order
@@ -230,5 +260,6 @@ def test_topics_a_restarted_memory_broker_lost_are_created_again_with_the_projec
     assert not names & set(admin.list_topics(timeout=5))
     with TopicKeeper(app, interval_s=0.2):
         wait_for(lambda: names <= set(admin.list_topics(timeout=5)), 30, "the topics to be created again")
-    assert {name: len(meta.partitions) for name, meta in admin.list_topics(timeout=5).items() if name in names} \
-        == dict.fromkeys(names, own_broker.topic_partitions)
+    assert {
+        name: len(meta.partitions) for name, meta in admin.list_topics(timeout=5).items() if name in names
+    } == dict.fromkeys(names, own_broker.topic_partitions)

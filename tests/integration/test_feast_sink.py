@@ -21,8 +21,9 @@ PAIR = "BTC/USD"
 
 def feature_rows(data_dir, count: int) -> list[dict]:
     """Real one-minute candles with their indicators, as the dataflow hands them to the sink."""
-    candles = list(iter_ohlcvt_csv(data_dir / "kraken" / "ohlcvt_XBTUSDC_1m_2023Q1.csv", PAIR, "1m", 60,
-                                   Rejects("test")))[:count]
+    candles = list(
+        iter_ohlcvt_csv(data_dir / "kraken" / "ohlcvt_XBTUSDC_1m_2023Q1.csv", PAIR, "1m", 60, Rejects("test"))
+    )[:count]
     state = new_indicator_state()
     return [{**candle, **update_indicators(state, candle)} for candle in candles]
 

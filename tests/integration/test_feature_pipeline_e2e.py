@@ -36,11 +36,17 @@ def expected_candles(trades: pd.DataFrame) -> pd.DataFrame:
     """Independent pandas candles: one per minute with trades, stamped at the window end."""
     frame = trades.assign(window_end=(trades.time_ms // MINUTE_MS + 1) * MINUTE_MS, notional=trades.price * trades.qty)
     grouped = frame.sort_values("time_ms", kind="stable").groupby("window_end")
-    out = pd.DataFrame({
-        "open": grouped.price.first(), "high": grouped.price.max(), "low": grouped.price.min(),
-        "close": grouped.price.last(), "volume": grouped.qty.sum(),
-        "vwap": grouped.notional.sum() / grouped.qty.sum(), "trade_count": grouped.price.size(),
-    })
+    out = pd.DataFrame(
+        {
+            "open": grouped.price.first(),
+            "high": grouped.price.max(),
+            "low": grouped.price.min(),
+            "close": grouped.price.last(),
+            "volume": grouped.qty.sum(),
+            "vwap": grouped.notional.sum() / grouped.qty.sum(),
+            "trade_count": grouped.price.size(),
+        }
+    )
     out.index = pd.to_datetime(out.index, unit="ms", utc=True)
     return out
 
@@ -61,18 +67,28 @@ def replay(settings: Settings, path: Path, speed: float = 0.0):
 def assert_candles_equal(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
     assert list(actual.index) == list(expected.index)
     for column in OHLCV_FEATURES:
-        np.testing.assert_allclose(actual[column].to_numpy(float), expected[column].to_numpy(float), rtol=1e-9, err_msg=column)
+        np.testing.assert_allclose(
+            actual[column].to_numpy(float), expected[column].to_numpy(float), rtol=1e-9, err_msg=column
+        )
 
 
 def online_row(settings: Settings, interval: str = "1m") -> dict:
-    refs = [f"ohlcv_{interval}:{f}" for f in OHLCV_FEATURES] + [f"indicators_{interval}:{f}" for f in INDICATOR_FEATURES]
+    refs = [f"ohlcv_{interval}:{f}" for f in OHLCV_FEATURES] + [
+        f"indicators_{interval}:{f}" for f in INDICATOR_FEATURES
+    ]
     result = feature_store(settings).get_online_features(features=refs, entity_rows=[{"pair": PAIR}]).to_dict()
     return {k: v[0] for k, v in result.items()}
 
 
 def read_topic(settings: Settings, topic: str) -> list:
-    consumer = Consumer({"bootstrap.servers": f"127.0.0.1:{settings.embedded_broker_port}", "group.id": uuid.uuid4().hex,
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": f"127.0.0.1:{settings.embedded_broker_port}",
+            "group.id": uuid.uuid4().hex,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([TopicPartition(topic, 0, 0)])
     messages = []
     while (message := consumer.poll(3.0)) is not None:
@@ -94,7 +110,9 @@ def test_replay_real_trades_fills_online_and_offline_stores(settings, data_dir):
     indicators = offline_view(settings, "indicators_1m")
     batch = compute_indicators(expected.reset_index(drop=True))
     for name in INDICATOR_FEATURES:
-        np.testing.assert_allclose(indicators[name].to_numpy(float), batch[name].to_numpy(float), rtol=1e-9, equal_nan=True, err_msg=name)
+        np.testing.assert_allclose(
+            indicators[name].to_numpy(float), batch[name].to_numpy(float), rtol=1e-9, equal_nan=True, err_msg=name
+        )
 
     online = online_row(settings)
     last = {**candles.iloc[-1].to_dict(), **indicators.iloc[-1].to_dict()}
@@ -103,13 +121,19 @@ def test_replay_real_trades_fills_online_and_offline_stores(settings, data_dir):
 
     # The window of sequence models: the last COINFLOW_ONLINE_WINDOW_LENGTH offline rows, oldest first, in one
     # online row (NaN where an indicator was still warming up), and nothing of it offline.
-    window = feature_store(settings).get_online_features(
-        features=[f"{window_view('1m')}:{window_feature(n)}" for n in CANDLE_FEATURES], entity_rows=[{"pair": PAIR}],
-    ).to_dict()
+    window = (
+        feature_store(settings)
+        .get_online_features(
+            features=[f"{window_view('1m')}:{window_feature(n)}" for n in CANDLE_FEATURES],
+            entity_rows=[{"pair": PAIR}],
+        )
+        .to_dict()
+    )
     tail = pd.concat([candles, indicators[list(INDICATOR_FEATURES)]], axis=1).tail(settings.online_window_length)
     for name in CANDLE_FEATURES:
-        np.testing.assert_allclose(window[window_feature(name)][0], tail[name].to_numpy(float), rtol=1e-12,
-                                   equal_nan=True, err_msg=name)
+        np.testing.assert_allclose(
+            window[window_feature(name)][0], tail[name].to_numpy(float), rtol=1e-12, equal_nan=True, err_msg=name
+        )
     windows_source = feature_store(settings).get_feature_view(window_view("1m")).batch_source.path
     assert not offline.dataset_root(windows_source).exists()
 
@@ -125,17 +149,33 @@ def test_historical_features_are_point_in_time(settings, data_dir):
     expected = expected_candles(pd.read_csv(path))
     k = 30
     known_at = expected.index[k]
-    entities = pd.DataFrame({"pair": [PAIR, PAIR], "event_timestamp": [known_at, known_at - pd.Timedelta(milliseconds=1)]})
-    frame = feature_store(settings).get_historical_features(
-        entity_df=entities, features=["ohlcv_1m:close", "ohlcv_1m:volume"]
-    ).to_df().sort_values("event_timestamp")
+    entities = pd.DataFrame(
+        {"pair": [PAIR, PAIR], "event_timestamp": [known_at, known_at - pd.Timedelta(milliseconds=1)]}
+    )
+    frame = (
+        feature_store(settings)
+        .get_historical_features(entity_df=entities, features=["ohlcv_1m:close", "ohlcv_1m:volume"])
+        .to_df()
+        .sort_values("event_timestamp")
+    )
     # One millisecond before a window ends, only the previous candle is known.
     assert frame["close"].tolist() == pytest.approx([expected["close"].iloc[k - 1], expected["close"].iloc[k]])
 
 
 def _env_for(settings: Settings) -> dict[str, str]:
-    fields = ("run_dir", "embedded_broker_port", "redis_url", "feature_repo_path", "feast_project", "trades_topic",
-              "candles_topic", "features_topic", "dead_letter_topic", "consumer_group", "commit_interval_s")
+    fields = (
+        "run_dir",
+        "embedded_broker_port",
+        "redis_url",
+        "feature_repo_path",
+        "feast_project",
+        "trades_topic",
+        "candles_topic",
+        "features_topic",
+        "dead_letter_topic",
+        "consumer_group",
+        "commit_interval_s",
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("COINFLOW_")}
     env.update({f"COINFLOW_{name.upper()}": str(getattr(settings, name)) for name in fields})
     return env
@@ -145,8 +185,9 @@ def test_killed_mid_stream_then_restarted_loses_and_duplicates_nothing(settings,
     path = data_dir / "kraken" / "btcusd_trades_2019-07-01T00.csv"
     expected = expected_candles(pd.read_csv(path))
     cmd = [sys.executable, "-m", "feature_pipeline", "replay-trades", str(path), "--pair", PAIR, "--speed", "300"]
-    proc = subprocess.Popen(cmd, env=_env_for(settings), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, env=_env_for(settings), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
@@ -169,8 +210,15 @@ def test_killed_mid_stream_then_restarted_loses_and_duplicates_nothing(settings,
 def test_bad_input_is_counted_dead_lettered_and_skipped(settings, data_dir):
     trades = pd.read_csv(data_dir / "kraken" / "btcusd_trades_2019-07-01T00.csv").head(400)
     good = [
-        {"exchange": "kraken", "pair": PAIR, "trade_id": i + 1, "price": r.price, "qty": r.qty, "side": r.side,
-         "timestamp_ms": int(r.time_ms)}
+        {
+            "exchange": "kraken",
+            "pair": PAIR,
+            "trade_id": i + 1,
+            "price": r.price,
+            "qty": r.qty,
+            "side": r.side,
+            "timestamp_ms": int(r.time_ms),
+        }
         for i, r in enumerate(trades.itertuples())
     ]
     now_ms = int(time.time() * 1000)
@@ -225,7 +273,9 @@ def test_backfill_ohlcv_then_indicators_match_batch(settings, data_dir, tmp_path
     indicators = offline_view(settings, "indicators_5m")
     batch = compute_indicators(raw[["open", "high", "low", "close", "volume"]])
     for name in INDICATOR_FEATURES:
-        np.testing.assert_allclose(indicators[name].to_numpy(float), batch[name].to_numpy(float), rtol=1e-9, equal_nan=True, err_msg=name)
+        np.testing.assert_allclose(
+            indicators[name].to_numpy(float), batch[name].to_numpy(float), rtol=1e-9, equal_nan=True, err_msg=name
+        )
     online = online_row(settings, "5m")
     assert online["close"] == raw["close"].iloc[-1]
     assert online["rsi_14"] == pytest.approx(batch["rsi_14"].iloc[-1], rel=1e-12)

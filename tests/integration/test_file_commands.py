@@ -21,10 +21,15 @@ ROW = b"1561939203172,2019-07-01T00:00:03.172Z,10749.4,0.004,sell\n"
 def run_command(tmp_path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COINFLOW_") and k not in ("REDIS_URL",)}
     # Where anything would go if the command wrongly went on: this test's own directory, broker port and database.
-    env.update(COINFLOW_RUN_DIR=str(tmp_path / "run"), COINFLOW_EMBEDDED_BROKER_PORT="19452",
-               REDIS_URL=f"redis://127.0.0.1:6379/{os.environ.get('COINFLOW_IT_REDIS_DB', '13')}", COLUMNS="80")
-    return subprocess.run([sys.executable, "-m", "feature_pipeline", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+    env.update(
+        COINFLOW_RUN_DIR=str(tmp_path / "run"),
+        COINFLOW_EMBEDDED_BROKER_PORT="19452",
+        REDIS_URL=f"redis://127.0.0.1:6379/{os.environ.get('COINFLOW_IT_REDIS_DB', '13')}",
+        COLUMNS="80",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "feature_pipeline", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize(
@@ -37,8 +42,14 @@ def run_command(tmp_path, *args: str) -> subprocess.CompletedProcess:
         ("backfill-ohlcv", HEADER + ROW, "row 1: expected OHLCVT rows"),
         ("backfill-ohlcv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 32, "row 1: not UTF-8 text"),
     ],
-    ids=["trades-missing-columns", "trades-no-header", "trades-binary", "trades-empty", "ohlcvt-trades-file",
-         "ohlcvt-binary"],
+    ids=[
+        "trades-missing-columns",
+        "trades-no-header",
+        "trades-binary",
+        "trades-empty",
+        "ohlcvt-trades-file",
+        "ohlcvt-binary",
+    ],
 )
 def test_a_file_that_is_not_its_format_is_one_line_and_exit_code_2(tmp_path, command, data, problem):
     path = tmp_path / "a-file-with-a-rather-long-name-so-that-the-message-is-wider-than-a-terminal.csv"

@@ -72,14 +72,36 @@ def test_a_file_after_live_trades_is_not_taken_for_duplicates(settings, data_dir
     producer = producer_for(settings)
 
     def send(record: dict) -> None:
-        producer.produce(settings.trades_topic, key=PAIR.encode(), value=json.dumps(record).encode(),
-                         timestamp=max(record["timestamp_ms"], 1))
+        producer.produce(
+            settings.trades_topic,
+            key=PAIR.encode(),
+            value=json.dumps(record).encode(),
+            timestamp=max(record["timestamp_ms"], 1),
+        )
 
-    send({"exchange": "kraken", "pair": PAIR, "trade_id": 89_999_999, "price": 10_000.0, "qty": 1.0, "side": "buy",
-          "timestamp_ms": 1_000})
+    send(
+        {
+            "exchange": "kraken",
+            "pair": PAIR,
+            "trade_id": 89_999_999,
+            "price": 10_000.0,
+            "qty": 1.0,
+            "side": "buy",
+            "timestamp_ms": 1_000,
+        }
+    )
     for i, r in enumerate(live.itertuples()):
-        send({"exchange": "kraken", "pair": PAIR, "trade_id": 90_000_000 + i, "price": r.price, "qty": r.qty,
-              "side": r.side, "timestamp_ms": int(r.time_ms)})
+        send(
+            {
+                "exchange": "kraken",
+                "pair": PAIR,
+                "trade_id": 90_000_000 + i,
+                "price": r.price,
+                "qty": r.qty,
+                "side": r.side,
+                "timestamp_ms": int(r.time_ms),
+            }
+        )
     run_id = uuid.uuid4().hex
     end_ts = int(live.time_ms.iloc[-1]) + settings.candle_seconds * 1000 + settings.window_grace_ms
     send({"control": "end", "pair": PAIR, "timestamp_ms": end_ts, "run_id": run_id})
@@ -101,7 +123,7 @@ def backfill(settings: Settings, path: Path):
 
 
 def candle_lines(data_dir: Path, start: int, count: int) -> list[str]:
-    return (data_dir / "kraken" / CANDLES).read_text().splitlines()[start:start + count]
+    return (data_dir / "kraken" / CANDLES).read_text().splitlines()[start : start + count]
 
 
 def window_ends(lines: list[str]) -> list[pd.Timestamp]:
@@ -110,8 +132,11 @@ def window_ends(lines: list[str]) -> list[pd.Timestamp]:
 
 def test_a_poison_row_in_a_candle_file_is_rejected_once_and_the_good_rows_written(settings, data_dir, tmp_path):
     good = candle_lines(data_dir, 0, 200)
-    poison = [f"{YEAR_5138_S},16500,16510,16490,16500,1,3", "1e30,16500,16510,16490,16500,1,3",
-              "inf,16500,16510,16490,16500,1,3"]
+    poison = [
+        f"{YEAR_5138_S},16500,16510,16490,16500,1,3",
+        "1e30,16500,16510,16490,16500,1,3",
+        "inf,16500,16510,16490,16500,1,3",
+    ]
     path = tmp_path / "candles.csv"
     path.write_text("\n".join([*good[:100], *poison, *good[100:]]) + "\n")
     summary = backfill(settings, path)
@@ -126,18 +151,37 @@ def test_a_poison_candle_on_the_topic_is_rejected_once_and_later_backfills_run_p
     good = candle_lines(data_dir, 0, 200)
     producer = producer_for(settings)
     candles = [
-        {"pair": PAIR, "interval": "1m", "window_start_ms": int(line.split(",")[0]) * 1000,
-         "window_end_ms": (int(line.split(",")[0]) + 60) * 1000, "open": float(o), "high": float(h), "low": float(lo),
-         "close": float(c), "volume": float(v), "vwap": (float(h) + float(lo) + float(c)) / 3, "trade_count": int(n)}
-        for line in good for _, o, h, lo, c, v, n in [line.split(",")]
+        {
+            "pair": PAIR,
+            "interval": "1m",
+            "window_start_ms": int(line.split(",")[0]) * 1000,
+            "window_end_ms": (int(line.split(",")[0]) + 60) * 1000,
+            "open": float(o),
+            "high": float(h),
+            "low": float(lo),
+            "close": float(c),
+            "volume": float(v),
+            "vwap": (float(h) + float(lo) + float(c)) / 3,
+            "trade_count": int(n),
+        }
+        for line in good
+        for _, o, h, lo, c, v, n in [line.split(",")]
     ]
     poison = {**candles[100], "window_start_ms": YEAR_5138_S * 1000, "window_end_ms": (YEAR_5138_S + 60) * 1000}
     for record in [*candles[:100], poison, *candles[100:]]:
-        producer.produce(settings.candles_topic, key=PAIR.encode(), value=json.dumps(record).encode(),
-                         timestamp=candles[0]["window_end_ms"])
+        producer.produce(
+            settings.candles_topic,
+            key=PAIR.encode(),
+            value=json.dumps(record).encode(),
+            timestamp=candles[0]["window_end_ms"],
+        )
     run_id = uuid.uuid4().hex
-    producer.produce(settings.candles_topic, key=PAIR.encode(), timestamp=candles[-1]["window_end_ms"],
-                     value=json.dumps({"control": "end", "pair": PAIR, "timestamp_ms": 0, "run_id": run_id}).encode())
+    producer.produce(
+        settings.candles_topic,
+        key=PAIR.encode(),
+        timestamp=candles[-1]["window_end_ms"],
+        value=json.dumps({"control": "end", "pair": PAIR, "timestamp_ms": 0, "run_id": run_id}).encode(),
+    )
     producer.flush()
 
     summary = run_pipeline(settings, None, into_candles=True, finite_pairs={PAIR}, run_id=run_id)

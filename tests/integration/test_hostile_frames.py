@@ -49,8 +49,13 @@ INJECT_AT = 100
 def _running(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
     """A pipeline command in its own process group; asserts it is still running, then stops it with Ctrl-C."""
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "feature_pipeline", *args], env=env, start_new_session=True,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "feature_pipeline", *args],
+            env=env,
+            start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         yield proc
         assert proc.poll() is None, log.read_text()[-3000:]
@@ -62,15 +67,21 @@ def _running(args: list[str], env: dict[str, str], log: Path) -> Iterator[subpro
             proc.wait()
 
 
-def _collect(settings: Settings, topic: str, enough: Callable[[list[bytes]], bool], what: str,
-             timeout: float = 60) -> list[bytes]:
+def _collect(
+    settings: Settings, topic: str, enough: Callable[[list[bytes]], bool], what: str, timeout: float = 60
+) -> list[bytes]:
     """A topic's messages from its start, read until they are ``enough`` (then one more second, for any extra).
 
     One consumer reads on: a live topic never falls silent (ticks), and the embedded broker's high watermark
     can lag behind what it holds.
     """
-    consumer = Consumer({"bootstrap.servers": f"127.0.0.1:{settings.embedded_broker_port}", "group.id": uuid.uuid4().hex,
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": f"127.0.0.1:{settings.embedded_broker_port}",
+            "group.id": uuid.uuid4().hex,
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([TopicPartition(topic, 0, 0)])
     values: list[bytes] = []
     deadline, done_at = time.monotonic() + timeout, None
@@ -94,12 +105,19 @@ def _trade_ids(values: list[bytes]) -> set[int]:
 
 def _dead_letters(settings: Settings, stage: str, count: int) -> list[tuple[int, dict]]:
     """(message size, record) of the stage's dead letters, once there are ``count``."""
+
     def of_stage(values: list[bytes]) -> list[tuple[int, dict]]:
         letters = [(len(value), json.loads(value)) for value in values]
         return [(size, record) for size, record in letters if record["stage"] == stage]
 
-    return of_stage(_collect(settings, settings.dead_letter_topic, lambda values: len(of_stage(values)) >= count,
-                             f"{count} dead letters of {stage}"))
+    return of_stage(
+        _collect(
+            settings,
+            settings.dead_letter_topic,
+            lambda values: len(of_stage(values)) >= count,
+            f"{count} dead letters of {stage}",
+        )
+    )
 
 
 def _as_sent(frame: str | bytes, record: dict) -> bytes:
@@ -128,13 +146,26 @@ def _assert_one_fitting_dead_letter_per_frame(letters: list[tuple[int, dict]], h
 
 def test_live_kraken_keeps_streaming_through_hostile_frames(settings, tmp_path):
     start_ms = int(time.time() * 1000)
-    trades = [{"exchange": "kraken", "pair": PAIR, "trade_id": i, "price": 30_000.0 + i, "qty": 0.01,
-               "side": "buy" if i % 2 else "sell", "timestamp_ms": start_ms + 10 * i} for i in range(1, TRADES + 1)]
+    trades = [
+        {
+            "exchange": "kraken",
+            "pair": PAIR,
+            "trade_id": i,
+            "price": 30_000.0 + i,
+            "qty": 0.01,
+            "side": "buy" if i % 2 else "sell",
+            "timestamp_ms": start_ms + 10 * i,
+        }
+        for i in range(1, TRADES + 1)
+    ]
     hostile = {kind: kraken_trade_hostile(kind) for kind in KINDS}
     server = KrakenReplayServer(trades, speed=None, inject={(PAIR, INJECT_AT): [f for f, _ in hostile.values()]})
     with server_thread(server) as url:
-        env = _env_for(settings) | {"COINFLOW_KRAKEN_WS_URL": url, "COINFLOW_METRICS_PORT": "0",
-                                    "COINFLOW_DEAD_LETTER_MAX_BYTES": str(LIMIT)}
+        env = _env_for(settings) | {
+            "COINFLOW_KRAKEN_WS_URL": url,
+            "COINFLOW_METRICS_PORT": "0",
+            "COINFLOW_DEAD_LETTER_MAX_BYTES": str(LIMIT),
+        }
         with _running(["live", "--pairs", PAIR], env, tmp_path / "live.log"):
             wait_for(lambda: server.published(PAIR) == TRADES, 120, "every trade to be published")
             every = set(range(1, TRADES + 1))  # those after the hostile frames included
@@ -147,22 +178,36 @@ def test_live_kraken_keeps_streaming_through_hostile_frames(settings, tmp_path):
 def test_live_coinbase_keeps_streaming_through_hostile_frames(settings, tmp_path):
     frames = read_session(SESSION)
     inject_at = 300
-    after = {t["trade_id"] for f in frames[inject_at:] if (m := parse_message(f.data)) and getattr(m, "trades", None)
-             for t in m.trades}
+    after = {
+        t["trade_id"]
+        for f in frames[inject_at:]
+        if (m := parse_message(f.data)) and getattr(m, "trades", None)
+        for t in m.trades
+    }
     assert after
     hostile = {kind: coinbase_trades_hostile(kind) for kind in KINDS}
     server = CoinbaseReplayServer(frames, inject={inject_at: [f for f, _ in hostile.values()]})
     tag = uuid.uuid4().hex[:8]
     with server_thread(server) as url:
         env = _env_for(settings) | {
-            "COINFLOW_COINBASE_WS_URL": url, "COINFLOW_COINBASE_PRODUCTS": "ETH-USD", "COINFLOW_METRICS_PORT": "0",
-            "COINFLOW_DEAD_LETTER_MAX_BYTES": str(LIMIT), "COINFLOW_BOOK_UPDATES_TOPIC": f"book-updates-{tag}",
-            "COINFLOW_BOOK_TOPIC": f"book-{tag}", "COINFLOW_BOOK_CONSUMER_GROUP": f"it-books-{tag}",
+            "COINFLOW_COINBASE_WS_URL": url,
+            "COINFLOW_COINBASE_PRODUCTS": "ETH-USD",
+            "COINFLOW_METRICS_PORT": "0",
+            "COINFLOW_DEAD_LETTER_MAX_BYTES": str(LIMIT),
+            "COINFLOW_BOOK_UPDATES_TOPIC": f"book-updates-{tag}",
+            "COINFLOW_BOOK_TOPIC": f"book-{tag}",
+            "COINFLOW_BOOK_CONSUMER_GROUP": f"it-books-{tag}",
             # The server closes after the recording; the next connection replays it (without the hostile frames).
-            "COINFLOW_RECONNECT_INITIAL_S": "5", "COINFLOW_RECONNECT_MAX_S": "5"}
+            "COINFLOW_RECONNECT_INITIAL_S": "5",
+            "COINFLOW_RECONNECT_MAX_S": "5",
+        }
         with _running(["live-books", "--exchange", "coinbase"], env, tmp_path / "live-books.log"):
             wait_for(lambda: server.finished >= 1, 120, "the recorded session to be sent")
-            _collect(settings, settings.trades_topic, lambda values: after <= _trade_ids(values),
-                     "the trades after the hostile frames")
+            _collect(
+                settings,
+                settings.trades_topic,
+                lambda values: after <= _trade_ids(values),
+                "the trades after the hostile frames",
+            )
             letters = _dead_letters(settings, "coinbase_ws", len(hostile))
     _assert_one_fitting_dead_letter_per_frame(letters, hostile)

@@ -42,8 +42,8 @@ from tests.integration.inference_support import (
     free_port,
     register,
     running,
-    training_frame,
     tracking_uri,  # noqa: F401 - a fixture
+    training_frame,
     wait_until,
     write_features,
 )
@@ -68,10 +68,14 @@ def world(base_settings: Settings, tracking_uri: str, monkeypatch_module) -> Sim
     write_features(base_settings, rows[-70:] + stale[-70:] + moving[-70:])
     model = fit_xgboost(rows[:-1])
     versions = {pair: register(tracking_uri, pair, 1, model, rows) for pair in (FRESH, STALE, MOVING)}
-    settings = base_settings.model_copy(update={
-        "mlflow_tracking_uri": tracking_uri, "serve_pairs": [FRESH, STALE], "serve_horizons": [1],
-        "alias_poll_interval_s": 0.5,
-    })
+    settings = base_settings.model_copy(
+        update={
+            "mlflow_tracking_uri": tracking_uri,
+            "serve_pairs": [FRESH, STALE],
+            "serve_horizons": [1],
+            "alias_poll_interval_s": 0.5,
+        }
+    )
     return SimpleNamespace(settings=settings, uri=tracking_uri, last=rows[-1], versions=versions)
 
 
@@ -105,7 +109,11 @@ def test_the_champion_predicts_from_the_freshest_features(api, world):
     assert body["horizon"] == 1 and body["current_price"] == last["close"]
     feature_time = pd.Timestamp(body["feature_time"])
     assert feature_time == pd.Timestamp(last["window_end_ms"], unit="ms", tz="UTC")
-    assert before - feature_time.timestamp() - 1 <= body["feature_age_seconds"] <= time.time() - feature_time.timestamp() + 1
+    assert (
+        before - feature_time.timestamp() - 1
+        <= body["feature_age_seconds"]
+        <= time.time() - feature_time.timestamp() + 1
+    )
     # The same number as the registered model itself gives on the row written to the online store.
     mlflow.set_registry_uri(world.uri)
     reference = mlflow.pyfunc.load_model(f"models:/{registered_model_name(FRESH, 1)}@champion")
@@ -121,8 +129,9 @@ def test_online_read_equals_feasts_get_online_features(world):
     store = serving_store(world.settings)
     pairs = [FRESH, "NEVER/WRITTEN", STALE]
     rows = asyncio.run(OnlineFeatures(store).read(regression_service("1m"), pairs))
-    expected = store.get_online_features(features=store.get_feature_service(regression_service("1m")),
-                                         entity_rows=[{ENTITY: p} for p in pairs]).to_dict(include_event_timestamps=True)
+    expected = store.get_online_features(
+        features=store.get_feature_service(regression_service("1m")), entity_rows=[{ENTITY: p} for p in pairs]
+    ).to_dict(include_event_timestamps=True)
     for i, row in enumerate(rows):
         assert row.pair == pairs[i]
         assert list(row.values) == list(FEATURES)
@@ -137,8 +146,9 @@ def test_a_sequence_model_is_served_from_its_pairs_online_window(world):
     """An LSTM champion reads the last N candles from the window view (one online row) and answers what its pyfunc
     answers on the same candles; a model reading more candles than the window holds is refused with the reason."""
     rows = feature_rows(FRESH, 600)
-    lstm = LSTMPriceModel(FEATURES, {"sequence_length": 10, "epochs": 1, "hidden_size": 8, "batch_size": 64,
-                                     "device": "cpu"})
+    lstm = LSTMPriceModel(
+        FEATURES, {"sequence_length": 10, "epochs": 1, "hidden_size": 8, "batch_size": 64, "device": "cpu"}
+    )
     frame = training_frame(rows[:-1])
     lstm.fit(frame.assign(event_timestamp=pd.to_datetime(frame["window_end_ms"], unit="ms", utc=True)))
     version = register(world.uri, FRESH, 5, lstm, rows)
@@ -150,10 +160,13 @@ def test_a_sequence_model_is_served_from_its_pairs_online_window(world):
         assert body["model_version"] == version and body["current_price"] == world.last["close"]
         assert pd.Timestamp(body["feature_time"]) == pd.Timestamp(world.last["window_end_ms"], unit="ms", tz="UTC")
         reference = mlflow.pyfunc.load_model(f"models:/{registered_model_name(FRESH, 5)}/{version}").predict(
-            pd.DataFrame(rows[-10:])[list(FEATURES)])
+            pd.DataFrame(rows[-10:])[list(FEATURES)]
+        )
         assert body["predicted_price"] == pytest.approx(reference["predicted_price"].iloc[-1], rel=1e-6)
-    with serve(world, serve_pairs=[FRESH], serve_horizons=[5], online_window_length=5) as url, \
-            httpx.Client(base_url=url, timeout=30) as client:
+    with (
+        serve(world, serve_pairs=[FRESH], serve_horizons=[5], online_window_length=5) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
         problem = wait_until(lambda: client.get("/models").json()["models"][0]["problem"])
         assert "10 candles per prediction; the online window holds 5" in problem
         assert client.post("/predict", json={"pair": FRESH, "horizon": 5}).status_code == 503
@@ -178,10 +191,20 @@ def test_bad_requests_get_4xx_naming_what_is_served(api):
     assert unknown.json()["served_pairs"] == [FRESH, STALE] and "DOGE/USD" in unknown.json()["detail"]
     horizon = api.client.post("/predict", json={"pair": FRESH, "horizon": 5})
     assert horizon.status_code == 404 and horizon.json()["served_horizons"] == [1]
-    for body in ({}, {"pair": 42}, {"pair": "BTCUSDC"}, {"pair": FRESH, "horizon": 0}, {"pair": FRESH, "extra": 1},
-                 {"pairs": []}, [FRESH]):
+    for body in (
+        {},
+        {"pair": 42},
+        {"pair": "BTCUSDC"},
+        {"pair": FRESH, "horizon": 0},
+        {"pair": FRESH, "extra": 1},
+        {"pairs": []},
+        [FRESH],
+    ):
         assert api.client.post("/predict", json=body).status_code == 422, body
-    assert api.client.post("/predict", content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+    assert (
+        api.client.post("/predict", content=b"{not json", headers={"content-type": "application/json"}).status_code
+        == 400
+    )
     assert api.client.post("/predict/batch", json={"pairs": []}).status_code == 422
     assert api.client.post("/predict/batch", json={"pairs": [FRESH] * 101}).status_code == 422
 
@@ -233,8 +256,10 @@ def test_no_model_for_the_alias_is_503_and_not_ready(world):
 
 
 def test_a_pinned_version_is_served_without_alias(world):
-    with serve(world, serve_model_version=int(world.versions[FRESH]), serve_pairs=[FRESH]) as url, \
-            httpx.Client(base_url=url, timeout=30) as client:
+    with (
+        serve(world, serve_model_version=int(world.versions[FRESH]), serve_pairs=[FRESH]) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
         wait_until(lambda: client.get("/ready").status_code == 200)
         body = client.post("/predict", json={"pair": FRESH}).json()
         assert body["model_version"] == world.versions[FRESH] and body["model_alias"] is None
@@ -249,8 +274,10 @@ def test_metrics_count_requests_feature_age_and_model_version(api, world):
     assert 'coinflow_api_requests_total{method="POST",route="/predict",status="404"}' in text
     assert 'coinflow_api_request_duration_seconds_bucket{le="0.01",method="POST",route="/predict"}' in text
     assert 'coinflow_prediction_feature_age_seconds_count{pair="BTC/USDC"}' in text
-    version_line = (f'coinflow_model_version{{horizon="1",model="{registered_model_name(FRESH, 1)}",pair="{FRESH}",'
-                    f'selector="alias \'champion\'"}} {float(world.versions[FRESH])}')
+    version_line = (
+        f'coinflow_model_version{{horizon="1",model="{registered_model_name(FRESH, 1)}",pair="{FRESH}",'
+        f"selector=\"alias 'champion'\"}} {float(world.versions[FRESH])}"
+    )
     assert version_line in text
 
 
@@ -297,8 +324,21 @@ def own_redis(tmp_path, world):
     """A redis-server of this test on a spare port (append-only file, so a restart keeps the rows)."""
     port = free_port()
     binary = services._redis_binary()
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-               "--appendfsync", "always", "--dir", str(tmp_path)]
+    command = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        str(tmp_path),
+    ]
     state = {}
 
     def start() -> None:
@@ -316,14 +356,17 @@ def own_redis(tmp_path, world):
 
 
 def test_a_redis_restart_gives_503_then_recovers(world, own_redis, tmp_path):
-    settings = world.settings.model_copy(update={"redis_url": own_redis.url, "serve_pairs": [FRESH],
-                                                 "feast_registry_path": tmp_path / "registry.db"})
+    settings = world.settings.model_copy(
+        update={"redis_url": own_redis.url, "serve_pairs": [FRESH], "feast_registry_path": tmp_path / "registry.db"}
+    )
     apply_feature_repo(settings)
     write_features(settings, feature_rows(FRESH, 60)[-2:])
     statuses: list[int] = []
     stop = threading.Event()
-    with serve(world, **{k: getattr(settings, k) for k in ("redis_url", "serve_pairs", "feast_registry_path")}) as url, \
-            httpx.Client(base_url=url, timeout=30) as client:
+    with (
+        serve(world, **{k: getattr(settings, k) for k in ("redis_url", "serve_pairs", "feast_registry_path")}) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
         wait_until(lambda: client.get("/ready").status_code == 200)
 
         def requests() -> None:

@@ -70,11 +70,17 @@ def run_until(app, sink_class, count: int, *args):
 def test_stream_predictions_and_live_evaluation(settings: Settings, tracking_uri: str, monkeypatch):  # noqa: F811
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     tag = uuid.uuid4().hex[:8]
-    settings = settings.model_copy(update={
-        "predictions_topic": f"predictions-{tag}", "prediction_consumer_group": f"predict-{tag}",
-        "evaluation_consumer_group": f"evaluate-{tag}", "mlflow_tracking_uri": tracking_uri,
-        "serve_pairs": [PAIR], "serve_horizons": [1], "evaluation_log_interval_s": 0.0,
-    })
+    settings = settings.model_copy(
+        update={
+            "predictions_topic": f"predictions-{tag}",
+            "prediction_consumer_group": f"predict-{tag}",
+            "evaluation_consumer_group": f"evaluate-{tag}",
+            "mlflow_tracking_uri": tracking_uri,
+            "serve_pairs": [PAIR],
+            "serve_horizons": [1],
+            "evaluation_log_interval_s": 0.0,
+        }
+    )
     history = feature_rows(PAIR, 800)
     version = register(tracking_uri, PAIR, 1, fit_xgboost(history[:-STREAMED]), history)
     # The same last candles with indicators started afresh: the first rows are still warming up.
@@ -90,8 +96,9 @@ def test_stream_predictions_and_live_evaluation(settings: Settings, tracking_uri
     predictions = predictions_topic(app, settings)
     producer = Producer({"bootstrap.servers": broker.address})
     for row in streamed:
-        producer.produce(settings.features_topic, key=PAIR.encode(), value=json.dumps(row).encode(),
-                         timestamp=row["window_end_ms"])
+        producer.produce(
+            settings.features_topic, key=PAIR.encode(), value=json.dumps(row).encode(), timestamp=row["window_end_ms"]
+        )
     producer.flush(10)
 
     models = ModelStore.from_settings(settings, tracking_uri, feature_store(settings).get_feature_service)
@@ -119,8 +126,9 @@ def test_stream_predictions_and_live_evaluation(settings: Settings, tracking_uri
     evaluation = new_application(settings, broker, consumer_group=settings.evaluation_consumer_group)
     client = MlflowClient(tracking_uri)
     scores = run_until(evaluation, LiveMetricsSink, len(realisable), client, settings.evaluation_log_interval_s)
-    build_live_evaluation(evaluation, pipeline_topics(evaluation, settings), predictions_topic(evaluation, settings),
-                          settings, scores)
+    build_live_evaluation(
+        evaluation, pipeline_topics(evaluation, settings), predictions_topic(evaluation, settings), settings, scores
+    )
     watchdog = threading.Timer(WATCHDOG_S, evaluation.stop)
     watchdog.start()
     evaluation.run()
@@ -137,8 +145,10 @@ def test_stream_predictions_and_live_evaluation(settings: Settings, tracking_uri
     expected_metrics = price_metrics(current, actual, predicted)
     baseline = price_metrics(current, actual, current)
 
-    runs = client.search_runs([client.get_experiment_by_name(registered_model_name(PAIR, 1)).experiment_id],
-                              filter_string=f"tags.{LIVE_TAG} = 'true'")
+    runs = client.search_runs(
+        [client.get_experiment_by_name(registered_model_name(PAIR, 1)).experiment_id],
+        filter_string=f"tags.{LIVE_TAG} = 'true'",
+    )
     assert len(runs) == 1 and runs[0].info.run_name == f"live-v{version}"
     logged = runs[0].data.metrics
     assert logged["live_evaluated"] == len(realisable)

@@ -50,17 +50,28 @@ def test_live_source_through_replay_server_with_a_forced_reconnect(settings, dat
         "COINFLOW_RECONNECT_MAX_S": "1",
         "COINFLOW_METRICS_PORT": "0",
     }
-    proc = subprocess.Popen([sys.executable, "-m", "feature_pipeline", "live", "--pairs", PAIR], env=env,
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "feature_pipeline", "live", "--pairs", PAIR],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: server.published(PAIR) >= 300, 90, "half of the trades to be published")
         assert asyncio.run_coroutine_threadsafe(server.drop_connections(), loop).result(timeout=10) == 1
         wait_for(lambda: server.published(PAIR) == len(trades), 60, "every trade to be published")
         assert server.connections >= 2 and server.subscriptions >= 2
 
-        expected = expected_candles(pd.DataFrame({"time_ms": [t["timestamp_ms"] for t in trades],
-                                                  "price": [t["price"] for t in trades],
-                                                  "qty": [t["qty"] for t in trades]}))
+        expected = expected_candles(
+            pd.DataFrame(
+                {
+                    "time_ms": [t["timestamp_ms"] for t in trades],
+                    "price": [t["price"] for t in trades],
+                    "qty": [t["qty"] for t in trades],
+                }
+            )
+        )
         # Every window closes on the wall clock's ticks once its end (plus grace) has passed.
         wait_for(lambda: len(offline_view(settings, "ohlcv_1m")) == len(expected), 120, "every candle in the store")
         assert proc.poll() is None

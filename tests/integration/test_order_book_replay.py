@@ -22,10 +22,19 @@ pytestmark = pytest.mark.integration
 def test_replay_session_stores_book_states_and_order_book_features(settings, tmp_path):
     tag = uuid.uuid4().hex[:8]
     book_out = tmp_path / "books.parquet"
-    env = _env_for(settings) | {"COINFLOW_BOOK_UPDATES_TOPIC": f"book-updates-{tag}", "COINFLOW_BOOK_TOPIC": f"book-{tag}",
-                                "COINFLOW_BOOK_CONSUMER_GROUP": f"it-books-{tag}", "COINFLOW_METRICS_PORT": "0"}
-    done = subprocess.run([sys.executable, "-m", "feature_pipeline", "replay-session", str(SESSION),
-                           "--book-out", str(book_out)], env=env, capture_output=True, text=True, timeout=240)
+    env = _env_for(settings) | {
+        "COINFLOW_BOOK_UPDATES_TOPIC": f"book-updates-{tag}",
+        "COINFLOW_BOOK_TOPIC": f"book-{tag}",
+        "COINFLOW_BOOK_CONSUMER_GROUP": f"it-books-{tag}",
+        "COINFLOW_METRICS_PORT": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "feature_pipeline", "replay-session", str(SESSION), "--book-out", str(book_out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
     states = pd.read_parquet(book_out)
@@ -41,9 +50,14 @@ def test_replay_session_stores_book_states_and_order_book_features(settings, tmp
     first, last = states.timestamp_ms.min(), states.timestamp_ms.max()
     assert rows.index.min().value // 1_000_000 > first and rows.index.max().value // 1_000_000 <= last
 
-    online = feature_store(settings).get_online_features(
-        features=[f"{ORDERBOOK_VIEW}:{name}" for name in ORDERBOOK_FEATURES],
-        entity_rows=[{"product": "coinbase:ETH-USD"}]).to_dict()
+    online = (
+        feature_store(settings)
+        .get_online_features(
+            features=[f"{ORDERBOOK_VIEW}:{name}" for name in ORDERBOOK_FEATURES],
+            entity_rows=[{"product": "coinbase:ETH-USD"}],
+        )
+        .to_dict()
+    )
     latest = rows.iloc[-1]
     assert online["mid"] == [pytest.approx(latest["mid"])]
     assert online["bid_share_00"] == [pytest.approx(latest["bid_share_00"])]

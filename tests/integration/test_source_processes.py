@@ -65,16 +65,28 @@ def test_a_killed_live_pipeline_leaves_no_source_process(settings, data_dir, tmp
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     url = asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=10)
-    env = _env_for(settings) | {"COINFLOW_KRAKEN_WS_URL": url, "COINFLOW_METRICS_PORT": "0", "COINFLOW_LOG_LEVEL": "INFO"}
+    env = _env_for(settings) | {
+        "COINFLOW_KRAKEN_WS_URL": url,
+        "COINFLOW_METRICS_PORT": "0",
+        "COINFLOW_LOG_LEVEL": "INFO",
+    }
     log = tmp_path / "live.log"
     with open(log, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "feature_pipeline", "live", "--pairs", PAIR], env=env,
-                                start_new_session=True, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "feature_pipeline", "live", "--pairs", PAIR],
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     try:
         wait_for(lambda: server.published(PAIR) > 0 and _spawn_children(proc.pid), 90, "the source to stream")
         # The source's INFO lines are printed by the parent's logging (before, the source process dropped them).
-        wait_for(lambda: "INFO feature_pipeline.sources.ws_client: Connected to" in log.read_text(), 30,
-              "the source's log line in the parent's output")
+        wait_for(
+            lambda: "INFO feature_pipeline.sources.ws_client: Connected to" in log.read_text(),
+            30,
+            "the source's log line in the parent's output",
+        )
         children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
@@ -104,9 +116,17 @@ def test_status_lists_a_source_process_left_behind(tmp_path):
     try:
         assert planter.returncode == -signal.SIGKILL
         env = {k: v for k, v in os.environ.items() if not k.startswith("COINFLOW_")} | {
-            "COINFLOW_RUN_DIR": str(tmp_path / "run")}
-        status = subprocess.run([sys.executable, "-m", "coinflow", "status"], capture_output=True, text=True, check=False,
-                                env=env, cwd=tmp_path, timeout=60)
+            "COINFLOW_RUN_DIR": str(tmp_path / "run")
+        }
+        status = subprocess.run(
+            [sys.executable, "-m", "coinflow", "status"],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+        )
         assert status.returncode == 0, status.stderr
         lines = status.stdout.splitlines()
         listed = [line for line in lines if line.strip().startswith(f"pid {orphan.pid}: ")]
@@ -118,15 +138,23 @@ def test_status_lists_a_source_process_left_behind(tmp_path):
 
 
 def _rejected_total(stage: str) -> float:
-    return sum(sample.value for metric in REGISTRY.collect() if metric.name == "coinflow_rejected"
-               for sample in metric.samples
-               if sample.name == "coinflow_rejected_total" and sample.labels["stage"] == stage)
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "coinflow_rejected"
+        for sample in metric.samples
+        if sample.name == "coinflow_rejected_total" and sample.labels["stage"] == stage
+    )
 
 
 def test_a_file_sources_rejects_and_logs_reach_the_run(settings, data_dir, tmp_path, caplog):
     lines = (data_dir / TRADES).read_text().splitlines()
-    bad = ["1561939260000,2019-07-01T00:01:00Z,-5,0.1,buy", "1561939260000,2019-07-01T00:01:00Z,10500,0,sell",
-           "1561939260000,2019-07-01T00:01:00Z,nan,0.1,buy", "1561939260000,2019-07-01T00:01:00Z,10500,0.1,hold"]
+    bad = [
+        "1561939260000,2019-07-01T00:01:00Z,-5,0.1,buy",
+        "1561939260000,2019-07-01T00:01:00Z,10500,0,sell",
+        "1561939260000,2019-07-01T00:01:00Z,nan,0.1,buy",
+        "1561939260000,2019-07-01T00:01:00Z,10500,0.1,hold",
+    ]
     path = tmp_path / "trades_with_bad_rows.csv"
     path.write_text("\n".join([lines[0], *lines[1:150], *bad, *lines[150:301]]) + "\n")
     caplog.set_level(logging.INFO)

@@ -98,7 +98,9 @@ def test_ensure_mlflow_reuses_the_running_server(training_settings: Settings, ur
 
 
 def test_train_register_promote_and_serve_the_champion_by_alias(training_settings: Settings, uri: str):
-    result = train_pair(training_settings, PREDICTABLE, _options(training_settings, ("baseline", "lasso", "xgboost")), uri)
+    result = train_pair(
+        training_settings, PREDICTABLE, _options(training_settings, ("baseline", "lasso", "xgboost")), uri
+    )
     name = registered_model_name(PREDICTABLE, 1)
     assert name == result.name == "price-BTCUSD-1m"
     client = MlflowClient(uri)
@@ -138,7 +140,9 @@ def test_train_register_promote_and_serve_the_champion_by_alias(training_setting
     predicted = served.predict(test[list(FEATURES)].reset_index(drop=True))
     assert set(predicted.columns) == {PREDICTED_PRICE, "predicted_log_return"}
     champion_run = client.get_run(champion.run_id)
-    assert price_mae(test, predicted[PREDICTED_PRICE].to_numpy()) == pytest.approx(champion_run.data.metrics["test_mae"])
+    assert price_mae(test, predicted[PREDICTED_PRICE].to_numpy()) == pytest.approx(
+        champion_run.data.metrics["test_mae"]
+    )
     assert champion_run.data.metrics["test_mae"] < 0.95 * champion_run.data.metrics["baseline_test_mae"]
 
 
@@ -161,7 +165,10 @@ def test_on_a_random_walk_nothing_is_promoted_and_the_runs_say_why(training_sett
         assert not m.promoted
         reason = client.get_run(m.run_id).data.tags["promotion"]
         assert reason.startswith("refused") and "last-price baseline" in reason
-    assert client.get_model_version_by_alias(registered_model_name(RANDOM_WALK, 1), CHALLENGER).version == result.models[-1].version
+    assert (
+        client.get_model_version_by_alias(registered_model_name(RANDOM_WALK, 1), CHALLENGER).version
+        == result.models[-1].version
+    )
 
 
 def test_a_pair_without_history_is_a_clear_error(training_settings: Settings, uri: str):
@@ -171,9 +178,12 @@ def test_a_pair_without_history_is_a_clear_error(training_settings: Settings, ur
 
 def test_the_cli_trains_and_prints_the_table(training_settings: Settings, uri: str, monkeypatch):
     for field, value in {
-        "COINFLOW_RUN_DIR": training_settings.run_dir, "REDIS_URL": training_settings.redis_url,
-        "COINFLOW_FEATURE_REPO_PATH": training_settings.feature_repo_path, "COINFLOW_FEAST_PROJECT": training_settings.feast_project,
-        "COINFLOW_MLFLOW_PORT": training_settings.mlflow_port, "COINFLOW_MIN_TRAINING_ROWS": training_settings.min_training_rows,
+        "COINFLOW_RUN_DIR": training_settings.run_dir,
+        "REDIS_URL": training_settings.redis_url,
+        "COINFLOW_FEATURE_REPO_PATH": training_settings.feature_repo_path,
+        "COINFLOW_FEAST_PROJECT": training_settings.feast_project,
+        "COINFLOW_MLFLOW_PORT": training_settings.mlflow_port,
+        "COINFLOW_MIN_TRAINING_ROWS": training_settings.min_training_rows,
     }.items():
         monkeypatch.setenv(field, str(value))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -192,4 +202,3 @@ def test_the_served_model_needs_the_raw_feature_columns(training_settings: Setti
         served.predict(frame[[f for f in FEATURES if f != "close"]].head(3))
     row = frame[list(FEATURES)].tail(1).reset_index(drop=True)
     assert np.isfinite(served.predict(row)[PREDICTED_PRICE]).all()
-

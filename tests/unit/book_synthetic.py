@@ -19,8 +19,15 @@ STEP_MS = 4000
 MID_EVERY_MS = 30_000
 
 
-def book_rows(n: int, product: str = "coinbase:ETH-USD", seed: int = 0, tick: float = 0.01, start_price: float = 3000.0,
-              start_ms: int = START_MS, pressure_effect: float = 4e-5) -> list[dict]:
+def book_rows(
+    n: int,
+    product: str = "coinbase:ETH-USD",
+    seed: int = 0,
+    tick: float = 0.01,
+    start_price: float = 3000.0,
+    start_ms: int = START_MS,
+    pressure_effect: float = 4e-5,
+) -> list[dict]:
     """`n` consecutive 4-second samples of one book, as feature rows keyed by ``window_end_ms``."""
     rng = np.random.default_rng(seed)
     pressure = np.empty(n)
@@ -28,7 +35,9 @@ def book_rows(n: int, product: str = "coinbase:ETH-USD", seed: int = 0, tick: fl
     for i in range(n):
         level = 0.97 * level + rng.normal(0.0, 0.25)
         pressure[i] = level
-    log_price = math.log(start_price) + np.cumsum(pressure_effect * np.r_[0.0, pressure[:-1]] + rng.normal(0.0, 3e-5, n))
+    log_price = math.log(start_price) + np.cumsum(
+        pressure_effect * np.r_[0.0, pressure[:-1]] + rng.normal(0.0, 3e-5, n)
+    )
     bid = np.floor(np.exp(log_price) / tick) * tick
     ask = bid + tick * rng.choice([1, 1, 1, 2], n)
     mid = (bid + ask) / 2
@@ -40,9 +49,14 @@ def book_rows(n: int, product: str = "coinbase:ETH-USD", seed: int = 0, tick: fl
         asks = rng.dirichlet(np.ones(20)) * 0.7
         bids[0] += 0.15 * (1 + tilt)
         asks[0] += 0.15 * (1 - tilt)
-        row = {BOOK_ENTITY: product, "window_end_ms": int(times[i]), "mid": float(mid[i]),
-               "spread": float(ask[i] - bid[i]), "imbalance": tilt * 0.8,
-               "microprice": float(mid[i] + tilt * (ask[i] - bid[i]) / 2)}
+        row = {
+            BOOK_ENTITY: product,
+            "window_end_ms": int(times[i]),
+            "mid": float(mid[i]),
+            "spread": float(ask[i] - bid[i]),
+            "imbalance": tilt * 0.8,
+            "microprice": float(mid[i] + tilt * (ask[i] - bid[i]) / 2),
+        }
         row.update(zip(BID_SHARE_FEATURES, (bids / bids.sum()).tolist(), strict=True))
         row.update(zip(ASK_SHARE_FEATURES, (asks / asks.sum()).tolist(), strict=True))
         latest = times[i] // MID_EVERY_MS * MID_EVERY_MS

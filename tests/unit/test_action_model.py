@@ -20,8 +20,17 @@ from training_pipeline.tracking import decide_action_promotion
 
 STEP = timedelta(seconds=4)
 COSTS = LabelCosts(taker_fee=0.0002, maker_fee=0.0, tick=0.01)
-CONFIG = {"hidden_size": 16, "embedding_dim": 2, "epochs": 3, "batch_size": 64, "learning_rate": 3e-3, "patience": 5,
-          "device": "cpu", "seed": 0, "dropout": 0.0}
+CONFIG = {
+    "hidden_size": 16,
+    "embedding_dim": 2,
+    "epochs": 3,
+    "batch_size": 64,
+    "learning_rate": 3e-3,
+    "patience": 5,
+    "device": "cpu",
+    "seed": 0,
+    "dropout": 0.0,
+}
 
 
 def samples(rows: list[dict]) -> pd.DataFrame:
@@ -117,10 +126,13 @@ def test_unknown_loss_is_refused():
 
 
 def test_a_book_market_fills_passive_orders_when_the_other_side_reaches_the_limit():
-    frame = pd.DataFrame({
-        EVENT_TIMESTAMP: pd.date_range("2026-01-01", periods=3, freq="4s", tz="UTC"),
-        "mid": [100.005, 100.005, 99.995], "spread": [0.01, 0.01, 0.01],
-    })
+    frame = pd.DataFrame(
+        {
+            EVENT_TIMESTAMP: pd.date_range("2026-01-01", periods=3, freq="4s", tz="UTC"),
+            "mid": [100.005, 100.005, 99.995],
+            "spread": [0.01, 0.01, 0.01],
+        }
+    )
     market = Market.from_book(frame, tick=0.01)
     np.testing.assert_allclose(market.bid, [100.0, 100.0, 99.99])
     np.testing.assert_allclose(market.ask, [100.01, 100.01, 100.0])

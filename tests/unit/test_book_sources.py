@@ -120,12 +120,16 @@ def test_bad_coinbase_input_is_counted_and_a_broken_book_is_rebuilt():
     stream = CoinbaseStream("ws://unused", ["ETH-USD"], lambda k, r: emitted.append((k, r)), lambda t: None, rejects)
 
     def frame(seq: int, channel: str, events: list) -> str:
-        return json.dumps({"channel": channel, "timestamp": "2026-08-09T21:05:48.1Z", "sequence_num": seq,
-                           "events": events})
+        return json.dumps(
+            {"channel": channel, "timestamp": "2026-08-09T21:05:48.1Z", "sequence_num": seq, "events": events}
+        )
 
     def l2(kind: str, product: str, *updates: tuple[str, str, str]) -> dict:
-        return {"type": kind, "product_id": product,
-                "updates": [{"side": s, "price_level": p, "new_quantity": q} for s, p, q in updates]}
+        return {
+            "type": kind,
+            "product_id": product,
+            "updates": [{"side": s, "price_level": p, "new_quantity": q} for s, p, q in updates],
+        }
 
     stream._dispatch(frame(0, "l2_data", [l2("snapshot", "ETH-USD", ("bid", "100", "1"), ("offer", "101", "1"))]))
     stream._dispatch("{not json")
@@ -138,11 +142,22 @@ def test_bad_coinbase_input_is_counted_and_a_broken_book_is_rebuilt():
     stream._dispatch(frame(5, "l2_data", [l2("update", "ETH-USD", ("offer", "1O1", "1"))]))
     stream._dispatch(frame(6, "l2_data", [l2("snapshot", "ETH-USD", ("bid", "100", "1"), ("offer", "101", "1"))]))
     stream._dispatch(frame(7, "l2_data", [l2("update", "ETH-USD", ("bid", "102", "1"))]))  # would cross the book
-    assert rejects.counts == {"malformed_json": 1, "unknown_channel": 1, "unsubscribed_symbol": 1, "negative_qty": 1,
-                              "not_a_decimal": 1}
+    assert rejects.counts == {
+        "malformed_json": 1,
+        "unknown_channel": 1,
+        "unsubscribed_symbol": 1,
+        "negative_qty": 1,
+        "not_a_decimal": 1,
+    }
     assert stream.gate.resyncs == {"negative_qty": 1, "not_a_decimal": 1, "crossed": 1}
     assert [r.get("kind") or r["control"] for _, r in emitted] == [
-        "snapshot", "reset", "snapshot", "reset", "snapshot", "reset"]
+        "snapshot",
+        "reset",
+        "snapshot",
+        "reset",
+        "snapshot",
+        "reset",
+    ]
 
 
 # --- Kraken v2 book: captured levels and Kraken's own checksums -------------------------------
@@ -156,8 +171,10 @@ def captured_kraken_book(pair: str = "XBT/CHF") -> tuple[list, list[tuple[list, 
         if not sep or not body.startswith("[") or not body.endswith(f'"{pair}"]'):
             continue
         parts = json.loads(body)[1:-2]
-        levels = {k: [(Decimal(p), Decimal(q)) for part in parts for p, q, *_ in part.get(k, [])]
-                  for k in ("bs", "as", "b", "a")}
+        levels = {
+            k: [(Decimal(p), Decimal(q)) for part in parts for p, q, *_ in part.get(k, [])]
+            for k in ("bs", "as", "b", "a")
+        }
         if levels["bs"] or levels["as"]:
             snapshot = (levels["bs"], levels["as"])
         else:
@@ -226,7 +243,10 @@ def test_kraken_checksums_validate_a_captured_book_and_a_corrupted_update_trigge
     stream, final = asyncio.run(run())
     assert stream.stats.checksum_failures == 1 and stream.gate.resyncs == {"bad_checksum": 1}
     assert [(r.method, r.channel) for r in server.requests[:3]] == [
-        ("subscribe", "book"), ("unsubscribe", "book"), ("subscribe", "book")]
+        ("subscribe", "book"),
+        ("unsubscribe", "book"),
+        ("subscribe", "book"),
+    ]
     kinds = [r.get("kind") or r["control"] for r in emitted]
     assert kinds.count("snapshot") == 2 and kinds.count("reset") >= 1
     assert all(r["checksum_ok"] for r in emitted if "kind" in r)  # nothing unverified was passed on

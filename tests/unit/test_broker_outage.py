@@ -44,8 +44,16 @@ def test_exactly_once_keeps_the_message_timeout_within_the_transaction_timeout()
     assert config["message.timeout.ms"] == 60_000
 
 
-@pytest.mark.parametrize("code", [KafkaError._WAIT_COORD, KafkaError._TRANSPORT, KafkaError.UNKNOWN_MEMBER_ID,
-                                  KafkaError.ILLEGAL_GENERATION, KafkaError.COORDINATOR_NOT_AVAILABLE])
+@pytest.mark.parametrize(
+    "code",
+    [
+        KafkaError._WAIT_COORD,
+        KafkaError._TRANSPORT,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+    ],
+)
 def test_a_commit_failing_because_the_broker_is_away_is_skipped(code, caplog):
     def commit(**_):
         raise KafkaException(KafkaError(code))
@@ -85,9 +93,17 @@ def test_a_resumable_source_stops_without_recording_progress_past_records_the_br
     # Served as Kraken's own trades (the exchange's ids), as in test_kraken_rest.
     trades = [{k: v for k, v in t.items() if k != "id_space"} for t in read_trades_csv(TRADES_CSV, PAIR, Rejects("t"))]
     checkpoint = tmp_path / "backfill.json"
-    source = KrakenRestSource([PAIR], days=365 * 40, checkpoint_path=checkpoint, dead_letter_topic="dead-letters",
-                              close_after_ms=60_000, run_id="run-1", min_interval_s=0.0, progress=False,
-                              transport=FakeKraken(trades[:250], page_size=100).transport())
+    source = KrakenRestSource(
+        [PAIR],
+        days=365 * 40,
+        checkpoint_path=checkpoint,
+        dead_letter_topic="dead-letters",
+        close_after_ms=60_000,
+        run_id="run-1",
+        min_interval_s=0.0,
+        progress=False,
+        transport=FakeKraken(trades[:250], page_size=100).transport(),
+    )
     producer = _UnreachableProducer()
     source.configure(Topic("trades", key_serializer="string", value_serializer="json"), producer)
     with caplog.at_level(logging.ERROR, logger="feature_pipeline.sources.base"):
@@ -98,4 +114,5 @@ def test_a_resumable_source_stops_without_recording_progress_past_records_the_br
     assert not source.running
     assert [r.getMessage() for r in caplog.records if "the source stops" in r.getMessage()] == [
         "kraken-rest-trades: the broker did not take the records in time (100 records not delivered: "
-        "'100' messages failed to be produced before the producer flush timeout); the source stops"]
+        "'100' messages failed to be produced before the producer flush timeout); the source stops"
+    ]

@@ -19,7 +19,15 @@ GRACE = 500
 
 
 def trade(ts, price=100.0, qty=1.0, trade_id=1, exchange="kraken"):
-    return {"exchange": exchange, "pair": "BTC/USD", "trade_id": trade_id, "price": price, "qty": qty, "side": "buy", "timestamp_ms": ts}
+    return {
+        "exchange": exchange,
+        "pair": "BTC/USD",
+        "trade_id": trade_id,
+        "price": price,
+        "qty": qty,
+        "side": "buy",
+        "timestamp_ms": ts,
+    }
 
 
 def run(records, end_ms=None):
@@ -52,14 +60,23 @@ def test_candles_from_real_trades_equal_pandas(data_dir):
     pd.testing.assert_series_equal(ours.high, g.price.max(), check_names=False, check_index_type=False)
     pd.testing.assert_series_equal(ours.low, g.price.min(), check_names=False, check_index_type=False)
     pd.testing.assert_series_equal(ours.volume, g.qty.sum(), check_names=False, check_index_type=False, rtol=1e-12)
-    pd.testing.assert_series_equal(ours.vwap, g.notional.sum() / g.qty.sum(), check_names=False, check_index_type=False, rtol=1e-12)
+    pd.testing.assert_series_equal(
+        ours.vwap, g.notional.sum() / g.qty.sum(), check_names=False, check_index_type=False, rtol=1e-12
+    )
     assert ours.trade_count.tolist() == g.size().tolist()
     assert (ours.window_start_ms == ours.index - MINUTE).all()
 
 
 def test_out_of_order_trades_keep_open_and_close_by_event_time():
-    candles, _ = run([trade(10_000, 100.0, trade_id=1), trade(5_000, 90.0, trade_id=2),
-                      trade(20_000, 110.0, trade_id=3), trade(15_000, 105.0, trade_id=4)], end_ms=MINUTE + GRACE)
+    candles, _ = run(
+        [
+            trade(10_000, 100.0, trade_id=1),
+            trade(5_000, 90.0, trade_id=2),
+            trade(20_000, 110.0, trade_id=3),
+            trade(15_000, 105.0, trade_id=4),
+        ],
+        end_ms=MINUTE + GRACE,
+    )
     [candle] = candles
     assert (candle["open"], candle["close"], candle["high"], candle["low"]) == (90.0, 110.0, 110.0, 90.0)
 
@@ -67,8 +84,10 @@ def test_out_of_order_trades_keep_open_and_close_by_event_time():
 def test_duplicates_are_rejected_per_exchange_and_leave_the_candle_unchanged():
     _, rejected = run([trade(1_000, trade_id=5), trade(2_000, trade_id=5)])
     assert rejected == {5: "duplicate"}
-    candles, rejected = run([trade(1_000, trade_id=5), trade(2_000, trade_id=4), trade(3_000, trade_id=5, exchange="coinbase")],
-                            end_ms=MINUTE + GRACE)
+    candles, rejected = run(
+        [trade(1_000, trade_id=5), trade(2_000, trade_id=4), trade(3_000, trade_id=5, exchange="coinbase")],
+        end_ms=MINUTE + GRACE,
+    )
     assert rejected == {4: "duplicate"}
     assert candles[0]["trade_count"] == 2
 
@@ -104,7 +123,9 @@ def test_the_clock_never_moves_back_and_a_quiet_pair_is_closed_by_ticks():
 
 def test_shuffled_within_grace_gives_the_same_candles_as_in_order():
     rng = random.Random(7)
-    ordered = [trade(t, 100.0 + rng.random(), 0.1 + rng.random(), i + 1) for i, t in enumerate(range(0, 5 * MINUTE, 350))]
+    ordered = [
+        trade(t, 100.0 + rng.random(), 0.1 + rng.random(), i + 1) for i, t in enumerate(range(0, 5 * MINUTE, 350))
+    ]
     jittered = sorted(ordered, key=lambda r: r["timestamp_ms"] + rng.uniform(0, GRACE - 1))
     # Ids follow arrival order on an exchange, so renumber in arrival order.
     arrived = [{**r, "trade_id": i + 1} for i, r in enumerate(jittered)]
@@ -112,7 +133,9 @@ def test_shuffled_within_grace_gives_the_same_candles_as_in_order():
     expected, _ = run(ordered, end_ms=end)
     got, rejected = run(arrived, end_ms=end)
     assert rejected == {}
-    assert [c["window_end_ms"] for c in got] == [c["window_end_ms"] for c in expected] == [MINUTE * k for k in range(1, 6)]
+    assert (
+        [c["window_end_ms"] for c in got] == [c["window_end_ms"] for c in expected] == [MINUTE * k for k in range(1, 6)]
+    )
     for a, b in zip(got, expected, strict=True):
         assert a == pytest.approx(b)
 
@@ -129,8 +152,19 @@ YEAR_5138 = 99_999_999_999_000
 
 
 def candle(**overrides):
-    base = {"pair": "A", "interval": "1m", "window_start_ms": END - MINUTE, "window_end_ms": END, "trade_count": 1,
-            "open": 1, "high": 2, "low": 1, "close": 2, "volume": 0, "vwap": 1}
+    base = {
+        "pair": "A",
+        "interval": "1m",
+        "window_start_ms": END - MINUTE,
+        "window_end_ms": END,
+        "trade_count": 1,
+        "open": 1,
+        "high": 2,
+        "low": 1,
+        "close": 2,
+        "volume": 0,
+        "vwap": 1,
+    }
     return {**base, **overrides}
 
 
@@ -172,8 +206,10 @@ def test_file_time_keys_and_exchange_ids_are_deduplicated_apart():
     trades of the other duplicates, and each space still drops its own repeats."""
     t0 = 1_561_939_203_172
     live = [trade(t0 + i * 1000, trade_id=5_000_000 + i) for i in range(3)]
-    keyed = [{**trade(t0 + 3_600_000 + i * 1000, trade_id=(t0 + 3_600_000 + i * 1000) * 1000), "id_space": "time"}
-             for i in range(3)]
+    keyed = [
+        {**trade(t0 + 3_600_000 + i * 1000, trade_id=(t0 + 3_600_000 + i * 1000) * 1000), "id_space": "time"}
+        for i in range(3)
+    ]
     state = new_pair_state()
     assert [accept_trade(state, r, MINUTE, GRACE) for r in live + keyed] == [None] * 6
     assert state["last_id"] == {"kraken": 5_000_002, "kraken:time": keyed[-1]["trade_id"]}

@@ -32,8 +32,11 @@ def _frame(n: int = 900, phi: float = 0.6, pair: str = "BTC/USD", seed: int = 0)
 
 
 def _two_pairs() -> pd.DataFrame:
-    return pd.concat([_frame(pair="BTC/USD", seed=0), _frame(pair="ETH/USD", seed=5)]).sort_values(
-        EVENT_TIMESTAMP, kind="stable").reset_index(drop=True)
+    return (
+        pd.concat([_frame(pair="BTC/USD", seed=0), _frame(pair="ETH/USD", seed=5)])
+        .sort_values(EVENT_TIMESTAMP, kind="stable")
+        .reset_index(drop=True)
+    )
 
 
 def test_windows_hold_only_past_rows_of_the_same_pair():
@@ -70,7 +73,9 @@ def _loop_data(n: int = 600, length: int = 10) -> tuple[WindowBatches, WindowBat
     targets = (values[:, 0] + 0.5 * np.roll(values[:, 1], 1)).astype(np.float32)
     series = lay_out(pd.DataFrame(index=range(n)), values, np.ones(n, np.int64), targets)
     ends = series.full_windows(length)
-    return WindowBatches(series, ends[: len(ends) * 3 // 4], length), WindowBatches(series, ends[len(ends) * 3 // 4:], length)
+    return WindowBatches(series, ends[: len(ends) * 3 // 4], length), WindowBatches(
+        series, ends[len(ends) * 3 // 4 :], length
+    )
 
 
 def _loop(checkpoints: CheckpointStore | None, epochs: int = 4, lr: float = 1e-2, patience: int = 10) -> TrainingLoop:
@@ -135,8 +140,16 @@ def test_early_stopping_keeps_the_best_epoch():
 def test_sequence_model_beats_last_price_on_a_predictable_series_and_round_trips(tmp_path, model_class):
     frame = _frame(n=2500, phi=0.6)
     train, validation, test = frame.iloc[:1700], frame.iloc[1700:2100], frame.iloc[2100:]
-    model = model_class(FEATURES, {**SMALL, "epochs": 4, "learning_rate": 3e-3,
-                                   "checkpoint_root": str(tmp_path / "ck"), "tensorboard_root": str(tmp_path / "tb")})
+    model = model_class(
+        FEATURES,
+        {
+            **SMALL,
+            "epochs": 4,
+            "learning_rate": 3e-3,
+            "checkpoint_root": str(tmp_path / "ck"),
+            "tensorboard_root": str(tmp_path / "tb"),
+        },
+    )
     model.fit(train, validation)
     predicted = model.predict_price(test)
     assert price_mae(test, predicted) < 0.97 * price_mae(test, test["close"].to_numpy())
@@ -157,14 +170,17 @@ def test_an_unavailable_device_is_a_clear_error():
     assert resolve_device("auto").type in ("mps", "cpu")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine: GPU paths run only where one is")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA GPU on this machine: GPU paths run only where one is"
+)
 @pytest.mark.parametrize("compile_model", [False, True])
 def test_gpu_training_with_bf16_autocast_and_pinned_batches(compile_model):
     train, validation = _loop_data()
     generator = seed_everything(7)
     network = SequenceRegressor(3, 1, "lstm", hidden_size=8)
-    config = LoopConfig(epochs=3, batch_size=32, learning_rate=1e-2, patience=5, device="cuda", compile=compile_model,
-                        loader_workers=2)
+    config = LoopConfig(
+        epochs=3, batch_size=32, learning_rate=1e-2, patience=5, device="cuda", compile=compile_model, loader_workers=2
+    )
     loop = TrainingLoop(network, config, nn.MSELoss(), generator)
     before = loop.evaluate(loop.loader(validation, shuffle=False))
     result = loop.fit(train, validation)

@@ -118,14 +118,15 @@ def test_predictions_equal_the_previous_code_path(models, periods, name):
     assert np.std(reference) > 0
     np.testing.assert_allclose(model.predict(test), reference, rtol=RTOL, atol=0)
     columns, values = served_order(test)
-    one_by_one = np.concatenate([model.predict_values(columns, values[i:i + 1]) for i in range(0, len(values), 7)])
+    one_by_one = np.concatenate([model.predict_values(columns, values[i : i + 1]) for i in range(0, len(values), 7)])
     np.testing.assert_allclose(one_by_one, reference[::7], rtol=RTOL, atol=0)
 
 
 def test_missing_values_are_missing_for_xgboost_and_refused_by_lasso(models, periods):
     warmup = periods[3]
-    np.testing.assert_allclose(models["xgboost"].predict(warmup), reference_xgboost(models["xgboost"], warmup),
-                               rtol=RTOL, atol=0)
+    np.testing.assert_allclose(
+        models["xgboost"].predict(warmup), reference_xgboost(models["xgboost"], warmup), rtol=RTOL, atol=0
+    )
     with pytest.raises(ValueError, match="missing or infinite"):
         models["lasso"].predict(warmup)
 
@@ -138,14 +139,28 @@ def test_a_served_row_equals_the_pyfunc_output(models, periods, tmp_path, name):
     test = periods[2]
     np.testing.assert_allclose(reloaded.predict(test), models[name].predict(test), rtol=RTOL, atol=0)
     model_file = Path(__file__).resolve().parents[2] / "training_pipeline" / "served_model.py"
-    mlflow.pyfunc.save_model(tmp_path / "pyfunc", python_model=str(model_file),
-                             artifacts={"model": str(tmp_path / "model")}, pip_requirements=[])
+    mlflow.pyfunc.save_model(
+        tmp_path / "pyfunc",
+        python_model=str(model_file),
+        artifacts={"model": str(tmp_path / "model")},
+        pip_requirements=[],
+    )
     pyfunc = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc"))
     assert price_model_of(pyfunc) is not None
     served = ServedModel(
-        key=ModelKey("BTC/USDC", 1), name="price-BTCUSDC-1m", version="1", alias="champion", run_id="r",
-        model_type=name, feature_service="price_regression_1m", views=(), features=SERVED,
-        loaded_at=datetime.now(UTC), pyfunc=pyfunc, memoize=False, price_model=price_model_of(pyfunc),
+        key=ModelKey("BTC/USDC", 1),
+        name="price-BTCUSDC-1m",
+        version="1",
+        alias="champion",
+        run_id="r",
+        model_type=name,
+        feature_service="price_regression_1m",
+        views=(),
+        features=SERVED,
+        loaded_at=datetime.now(UTC),
+        pyfunc=pyfunc,
+        memoize=False,
+        price_model=price_model_of(pyfunc),
     )
     _, values = served_order(test.iloc[::50])
     expected = pyfunc.predict(test.iloc[::50][list(FEATURES)])

@@ -34,8 +34,16 @@ def test_real_trades_file_parses_with_time_keys_as_ids(data_dir):
     rejects = Rejects("test")
     trades = read_trades_csv(data_dir / "kraken" / TRADES, "BTC/USD", rejects)
     assert len(trades) == 2672 and not rejects.counts
-    assert trades[0] == {"exchange": "kraken", "pair": "BTC/USD", "trade_id": T0 * 1000, "id_space": "time",
-                         "price": 10749.4, "qty": 0.004, "side": "sell", "timestamp_ms": T0}
+    assert trades[0] == {
+        "exchange": "kraken",
+        "pair": "BTC/USD",
+        "trade_id": T0 * 1000,
+        "id_space": "time",
+        "price": 10749.4,
+        "qty": 0.004,
+        "side": "sell",
+        "timestamp_ms": T0,
+    }
     ids = [t["trade_id"] for t in trades]
     assert ids == sorted(set(ids))
     # The file holds trades sharing a millisecond: they get ordinals 0, 1, ... in file order.
@@ -63,9 +71,17 @@ def test_a_later_file_gets_higher_ids_and_the_same_file_the_same(tmp_path, data_
 
 
 def test_a_trade_id_column_gives_exchange_ids(tmp_path):
-    path = write(tmp_path, rows("time_ms,timestamp,price,qty,side,trade_id", f"{T0},x,10,1,buy,41",
-                                f"{T0 + 1},x,10,1,buy,abc", f"{T0 + 2},x,10,1,buy,-3", f"{T0 + 3},x,11,2,sell,42",
-                                f"{T0 + 4},x,11,2,sell,{2**64}"))
+    path = write(
+        tmp_path,
+        rows(
+            "time_ms,timestamp,price,qty,side,trade_id",
+            f"{T0},x,10,1,buy,41",
+            f"{T0 + 1},x,10,1,buy,abc",
+            f"{T0 + 2},x,10,1,buy,-3",
+            f"{T0 + 3},x,11,2,sell,42",
+            f"{T0 + 4},x,11,2,sell,{2**64}",
+        ),
+    )
     rejects = Rejects("test")
     trades = read_trades_csv(path, "BTC/USD", rejects)
     assert [t["trade_id"] for t in trades] == [41, 42]
@@ -80,10 +96,19 @@ def test_columns_are_found_by_name(tmp_path):
 
 
 def test_bad_trade_rows_are_counted_by_reason(tmp_path):
-    path = write(tmp_path, HEADER + rows(
-        f"{T0},x,10,1,buy", f"{T0 + 1},x,-1,1,buy", f"{T0 + 2},x,nan,1,sell", f"{T0 + 3},x,10,1,hold",
-        "abc,x,1,1,buy", f"{T0 + 5},x", f"{T0 + 6},x,11,2,s",
-    ))
+    path = write(
+        tmp_path,
+        HEADER
+        + rows(
+            f"{T0},x,10,1,buy",
+            f"{T0 + 1},x,-1,1,buy",
+            f"{T0 + 2},x,nan,1,sell",
+            f"{T0 + 3},x,10,1,hold",
+            "abc,x,1,1,buy",
+            f"{T0 + 5},x",
+            f"{T0 + 6},x,11,2,s",
+        ),
+    )
     rejects = Rejects("test")
     trades = read_trades_csv(path, "BTC/USD", rejects)
     assert [t["timestamp_ms"] for t in trades] == [T0, T0 + 6]
@@ -93,8 +118,18 @@ def test_bad_trade_rows_are_counted_by_reason(tmp_path):
 
 def test_implausible_trade_times_are_rejected(tmp_path):
     """1970 (a zero clock), a 31-digit time_ms and a time far ahead are rejected; the good rows around them stay."""
-    path = write(tmp_path, HEADER + rows(f"{T0},x,10,1,buy", "1000,x,10,1,buy", f"{EARLIEST_EVENT_MS - 1},x,10,1,buy",
-                                         f"{'9' * 31},x,10,1,buy", f"{T0 + 10**12},x,10,1,buy", f"{T0 + 1},x,10,1,buy"))
+    path = write(
+        tmp_path,
+        HEADER
+        + rows(
+            f"{T0},x,10,1,buy",
+            "1000,x,10,1,buy",
+            f"{EARLIEST_EVENT_MS - 1},x,10,1,buy",
+            f"{'9' * 31},x,10,1,buy",
+            f"{T0 + 10**12},x,10,1,buy",
+            f"{T0 + 1},x,10,1,buy",
+        ),
+    )
     rejects = Rejects("test")
     trades = read_trades_csv(path, "BTC/USD", rejects)
     assert [t["timestamp_ms"] for t in trades] == [T0, T0 + 1]
@@ -109,8 +144,13 @@ def test_a_utf8_bom_is_handled(tmp_path):
 
 
 def test_a_row_with_a_latin1_byte_is_rejected_and_dead_lettered_with_its_bytes(tmp_path):
-    path = write(tmp_path, HEADER + rows(f"{T0},x,10,1,buy") + f"{T0 + 1},caf\xe9,10,1,buy\n".encode("latin-1")
-                 + rows(f"{T0 + 2},x,10,1,sell"))
+    path = write(
+        tmp_path,
+        HEADER
+        + rows(f"{T0},x,10,1,buy")
+        + f"{T0 + 1},caf\xe9,10,1,buy\n".encode("latin-1")
+        + rows(f"{T0 + 2},x,10,1,sell"),
+    )
     dead = []
     rejects = Rejects("test", forward=dead.append)
     trades = read_trades_csv(path, "BTC/USD", rejects)
@@ -174,20 +214,42 @@ S0 = 1_672_531_200  # 2023-01-01T00:00:00Z, in seconds
 
 
 def test_bad_ohlcvt_rows_are_counted(tmp_path):
-    path = write(tmp_path, rows(f"{S0},1,2,0.5,1.5,3,4", f"{S0 + 60},1,2,0.5", f"{S0 + 120},1,0.9,0.5,1,3,4",
-                                f"{S0 + 180},1,2,0.5,1.5,-3,4", f"{S0 + 240},x,2,1,1,1,1", f"{S0 + 300},1,2,1,1,1,inf",
-                                f"{S0 + 360},1,2,1,1,1,-2"))
+    path = write(
+        tmp_path,
+        rows(
+            f"{S0},1,2,0.5,1.5,3,4",
+            f"{S0 + 60},1,2,0.5",
+            f"{S0 + 120},1,0.9,0.5,1,3,4",
+            f"{S0 + 180},1,2,0.5,1.5,-3,4",
+            f"{S0 + 240},x,2,1,1,1,1",
+            f"{S0 + 300},1,2,1,1,1,inf",
+            f"{S0 + 360},1,2,1,1,1,-2",
+        ),
+    )
     rejects = Rejects("test")
     candles = list(iter_ohlcvt_csv(path, "BTC/USD", "1m", 60, rejects))
     assert [c["window_start_ms"] for c in candles] == [S0 * 1000]
-    assert dict(rejects.counts) == {"malformed_row": 2, "inconsistent_ohlc": 1, "non_positive_or_nan": 1,
-                                    "bad_trade_count": 2}
+    assert dict(rejects.counts) == {
+        "malformed_row": 2,
+        "inconsistent_ohlc": 1,
+        "non_positive_or_nan": 1,
+        "bad_trade_count": 2,
+    }
 
 
 def test_implausible_ohlcvt_times_are_rejected_and_the_rest_is_read(tmp_path):
-    path = write(tmp_path, rows(f"{S0},1,2,0.5,1.5,3,4", "1e30,1,2,0.5,1.5,3,4", "inf,1,2,0.5,1.5,3,4",
-                                "nan,1,2,0.5,1.5,3,4", "60,1,2,0.5,1.5,3,4", "99999999999,1,2,0.5,1.5,3,4",
-                                f"{S0 + 60}.0,1,2,0.5,1.5,3,4"))
+    path = write(
+        tmp_path,
+        rows(
+            f"{S0},1,2,0.5,1.5,3,4",
+            "1e30,1,2,0.5,1.5,3,4",
+            "inf,1,2,0.5,1.5,3,4",
+            "nan,1,2,0.5,1.5,3,4",
+            "60,1,2,0.5,1.5,3,4",
+            "99999999999,1,2,0.5,1.5,3,4",
+            f"{S0 + 60}.0,1,2,0.5,1.5,3,4",
+        ),
+    )
     check_ohlcvt_csv(path)
     rejects = Rejects("test")
     candles = list(iter_ohlcvt_csv(path, "BTC/USD", "1m", 60, rejects))

@@ -37,10 +37,18 @@ COINBASE_PRODUCT, COINBASE_OTHER = "ETH-USD", "BTC-USD"
 # --- frame builders (also used by tests/integration/test_hostile_frames.py) ----------------------------
 
 
-def kraken_trade(trade_id: int, timestamp: str = STAMP, *, symbol: str = KRAKEN_PAIR, price: object = 100.5,
-                 qty: object = 0.25) -> dict:
-    return {"symbol": symbol, "side": "buy", "price": price, "qty": qty, "ord_type": "market", "trade_id": trade_id,
-            "timestamp": timestamp}
+def kraken_trade(
+    trade_id: int, timestamp: str = STAMP, *, symbol: str = KRAKEN_PAIR, price: object = 100.5, qty: object = 0.25
+) -> dict:
+    return {
+        "symbol": symbol,
+        "side": "buy",
+        "price": price,
+        "qty": qty,
+        "ord_type": "market",
+        "trade_id": trade_id,
+        "timestamp": timestamp,
+    }
 
 
 def kraken_trades_frame(*entries: dict) -> str:
@@ -49,18 +57,24 @@ def kraken_trades_frame(*entries: dict) -> str:
 
 def kraken_book_frame(*, symbol: str = KRAKEN_PAIR, price: str = "100.5", checksum: int = 1) -> str:
     """A book update written as Kraken writes it (numbers as JSON numbers, ``price`` verbatim)."""
-    return (f'{{"channel":"book","type":"update","data":[{{"symbol":{json.dumps(symbol)},'
-            f'"bids":[{{"price":{price},"qty":1.5}}],"asks":[],"checksum":{checksum},"timestamp":"{STAMP}"}}]}}')
+    return (
+        f'{{"channel":"book","type":"update","data":[{{"symbol":{json.dumps(symbol)},'
+        f'"bids":[{{"price":{price},"qty":1.5}}],"asks":[],"checksum":{checksum},"timestamp":"{STAMP}"}}]}}'
+    )
 
 
 def coinbase_frame(channel: str, events: list, sequence_num: int = 0) -> str:
-    return json.dumps({"channel": channel, "client_id": "", "timestamp": STAMP, "sequence_num": sequence_num,
-                       "events": events})
+    return json.dumps(
+        {"channel": channel, "client_id": "", "timestamp": STAMP, "sequence_num": sequence_num, "events": events}
+    )
 
 
 def coinbase_l2_event(product: str = COINBASE_PRODUCT, price: str = "100.5") -> dict:
-    return {"type": "update", "product_id": product,
-            "updates": [{"side": "bid", "event_time": STAMP, "price_level": price, "new_quantity": "1.5"}]}
+    return {
+        "type": "update",
+        "product_id": product,
+        "updates": [{"side": "bid", "event_time": STAMP, "price_level": price, "new_quantity": "1.5"}],
+    }
 
 
 def coinbase_trade(trade_id: str, time: str = STAMP, *, product: str = COINBASE_PRODUCT, price: str = "100.5") -> dict:
@@ -112,8 +126,10 @@ def coinbase_l2_hostile(kind: str, sequence_num: int = 0) -> tuple[str | bytes, 
         "id_2_64": (coinbase_frame("l2_data", [coinbase_l2_event()], 2**64), "bad_sequence_num"),
         "ten_mb": (_ten_mb(prefix), "malformed_json"),
         "binary": (_binary(prefix), "malformed_json"),
-        "unsubscribed": (coinbase_frame("l2_data", [coinbase_l2_event(COINBASE_OTHER)], sequence_num),
-                         "unsubscribed_symbol"),
+        "unsubscribed": (
+            coinbase_frame("l2_data", [coinbase_l2_event(COINBASE_OTHER)], sequence_num),
+            "unsubscribed_symbol",
+        ),
     }[kind]
 
 
@@ -200,7 +216,8 @@ def test_good_frames_still_parse_and_numbers_at_the_edges_are_kept() -> None:
     book = kraken_protocol.parse_message(kraken_book_frame(price="0.00000001"), frozenset({KRAKEN_PAIR}))
     assert book.books[0].reject is None and str(book.books[0].bids[0][0]) == "1E-8"  # type: ignore[union-attr]
     trades = coinbase_protocol.parse_message(
-        coinbase_frame("market_trades", [{"type": "update", "trades": [coinbase_trade(str(2**63 - 1))]}]))
+        coinbase_frame("market_trades", [{"type": "update", "trades": [coinbase_trade(str(2**63 - 1))]}])
+    )
     assert [t["trade_id"] for t in trades.trades] == [2**63 - 1]  # type: ignore[union-attr]
     for bad_id in ("-1", "1_000", " 5", "0x10"):
         assert coinbase_protocol.parse_trade(coinbase_trade(bad_id)) == "bad_trade_id"
@@ -323,8 +340,9 @@ def test_the_process_limit_is_configurable() -> None:
 
 
 def _pem(key) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    ).decode()
 
 
 def test_a_cdp_key_must_be_a_p256_ec_private_key() -> None:
@@ -332,13 +350,17 @@ def test_a_cdp_key_must_be_a_p256_ec_private_key() -> None:
     token = coinbase_protocol.cdp_jwt("organizations/x/apiKeys/y", _pem(good), 1_700_000_000)
     import jwt
 
-    claims = jwt.decode(token, good.public_key(), algorithms=["ES256"], options={"verify_exp": False,
-                                                                              "verify_nbf": False})
+    claims = jwt.decode(
+        token, good.public_key(), algorithms=["ES256"], options={"verify_exp": False, "verify_nbf": False}
+    )
     assert claims["sub"] == "organizations/x/apiKeys/y"
     secret = "-----BEGIN EC PRIVATE KEY-----\nSECRETSTUFF\n-----END EC PRIVATE KEY-----\n"
-    for bad, message in ((secret, "not a PEM private key"), ("hunter2", "not a PEM private key"),
-                         (_pem(ec.generate_private_key(ec.SECP384R1())), "P-256"),
-                         (_pem(rsa.generate_private_key(65537, 2048)), "not an EC private key")):
+    for bad, message in (
+        (secret, "not a PEM private key"),
+        ("hunter2", "not a PEM private key"),
+        (_pem(ec.generate_private_key(ec.SECP384R1())), "P-256"),
+        (_pem(rsa.generate_private_key(65537, 2048)), "not an EC private key"),
+    ):
         with pytest.raises(ValueError, match=message) as raised:
             coinbase_protocol.cdp_signing_key(bad)
         assert "SECRETSTUFF" not in str(raised.value) and "hunter2" not in str(raised.value)

@@ -16,8 +16,8 @@ from feast.protos.feast.types.Value_pb2 import Value
 
 from coinflow import offline
 from coinflow.settings import Settings
-from feature_repo import definitions
 from feature_pipeline.transforms.windows import push_row
+from feature_repo import definitions
 from feature_repo.names import CANDLE_FEATURES, INDICATOR_FEATURES, OHLCV_FEATURES
 from inference_pipeline.evaluation import new_score, realised, score_metrics, score_step, update_score
 from inference_pipeline.features import FeatureRow, ViewRead, rows_from_reads
@@ -56,15 +56,27 @@ class CountingModel:
     def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
         self.calls += 1
         returns = np.full(len(rows), 0.001)
-        return pd.DataFrame({PREDICTED_RETURN: returns, PREDICTED_PRICE: rows["close"].to_numpy(float) * np.exp(returns)})
+        return pd.DataFrame(
+            {PREDICTED_RETURN: returns, PREDICTED_PRICE: rows["close"].to_numpy(float) * np.exp(returns)}
+        )
 
 
-def served(pair: str = "BTC/USD", horizon: int = 1, memoize: bool = True, views=("ohlcv_1m", "indicators_1m"),
-           pyfunc=None) -> ServedModel:
+def served(
+    pair: str = "BTC/USD", horizon: int = 1, memoize: bool = True, views=("ohlcv_1m", "indicators_1m"), pyfunc=None
+) -> ServedModel:
     return ServedModel(
-        key=ModelKey(pair, horizon), name=f"price-{pair.replace('/', '')}-{horizon}m", version="3", alias="champion",
-        run_id="r1", model_type="xgboost", feature_service="price_regression_1m", views=views, features=FEATURES,
-        loaded_at=datetime.now(UTC), pyfunc=pyfunc or CountingModel(), memoize=memoize,
+        key=ModelKey(pair, horizon),
+        name=f"price-{pair.replace('/', '')}-{horizon}m",
+        version="3",
+        alias="champion",
+        run_id="r1",
+        model_type="xgboost",
+        feature_service="price_regression_1m",
+        views=views,
+        features=FEATURES,
+        loaded_at=datetime.now(UTC),
+        pyfunc=pyfunc or CountingModel(),
+        memoize=memoize,
     )
 
 
@@ -77,19 +89,26 @@ def stored(value) -> Value:
 
 def view_rows(features, rows) -> tuple:
     """One view's read: its features and, per pair, (event time, values) or (None, None) when never written."""
-    return ViewRead(view=None, features=tuple(features)), [(None, None) if r is None else (datetime.fromtimestamp(r[0], UTC),
-                                                      {n: stored(v) for n, v in r[1].items()}) for r in rows]
+    return ViewRead(view=None, features=tuple(features)), [
+        (None, None) if r is None else (datetime.fromtimestamp(r[0], UTC), {n: stored(v) for n, v in r[1].items()})
+        for r in rows
+    ]
 
 
 def test_online_rows_keep_request_order_and_flag_missing_values():
     full = {name: 1.0 for name in INDICATOR_FEATURES}
     reads = [
-        view_rows(OHLCV_FEATURES, [(T0, {**{n: 1.0 for n in OHLCV_FEATURES}, "close": 100.0, "trade_count": 7}),
-                                   (T0, {**{n: 1.0 for n in OHLCV_FEATURES}, "close": 5.0}),
-                                   None]),
-        view_rows(INDICATOR_FEATURES, [(T0 - 60, {**full, "rsi_14": 50.0}),
-                                       (T0, {**full, "rsi_14": float("nan")}),
-                                       None]),
+        view_rows(
+            OHLCV_FEATURES,
+            [
+                (T0, {**{n: 1.0 for n in OHLCV_FEATURES}, "close": 100.0, "trade_count": 7}),
+                (T0, {**{n: 1.0 for n in OHLCV_FEATURES}, "close": 5.0}),
+                None,
+            ],
+        ),
+        view_rows(
+            INDICATOR_FEATURES, [(T0 - 60, {**full, "rsi_14": 50.0}), (T0, {**full, "rsi_14": float("nan")}), None]
+        ),
     ]
     btc, eth, sol = rows_from_reads(reads, ["BTC/USD", "ETH/USD", "SOL/USD"])
     assert (btc.pair, eth.pair, sol.pair) == ("BTC/USD", "ETH/USD", "SOL/USD")
@@ -173,8 +192,12 @@ def test_the_stream_keeps_a_window_per_pair_for_sequence_models():
 
 
 def _predictor(pairs=("BTC/USD", "ETH/USD"), horizons=(1, 5)) -> Predictor:
-    store = ModelStore(client=None, tracking_uri="", feature_services=lambda name: None,
-                       keys=[ModelKey(p, h) for p in pairs for h in horizons])
+    store = ModelStore(
+        client=None,
+        tracking_uri="",
+        feature_services=lambda name: None,
+        keys=[ModelKey(p, h) for p in pairs for h in horizons],
+    )
     return Predictor(store, features=None, max_feature_age_s=180)
 
 
@@ -262,8 +285,15 @@ class DictState:
 
 def test_a_redelivered_prediction_is_scored_once():
     state = DictState()
-    record = {"model_name": "price-BTCUSD-1m", "model_version": "3", "pair": "BTC/USD", "horizon_minutes": 1,
-              "current_price": 100.0, "realised_price": 101.0, "predicted_price": 100.5}
+    record = {
+        "model_name": "price-BTCUSD-1m",
+        "model_version": "3",
+        "pair": "BTC/USD",
+        "horizon_minutes": 1,
+        "current_price": 100.0,
+        "realised_price": 101.0,
+        "predicted_price": 100.5,
+    }
     first = score_step({**record, "target_time_ms": 120_000}, state)
     assert first["live_evaluated"] == 1 and first["live_mae"] == pytest.approx(0.5)
     assert score_step({**record, "target_time_ms": 120_000}, state) is None

@@ -146,7 +146,9 @@ async def _tcp_hangup() -> tuple[str, Callable[[], Awaitable[None]]]:
     return f"ws://127.0.0.1:{port}/v2", close
 
 
-async def _ws_server(handler: Callable[[ServerConnection], Awaitable[None]]) -> tuple[str, Callable[[], Awaitable[None]]]:
+async def _ws_server(
+    handler: Callable[[ServerConnection], Awaitable[None]],
+) -> tuple[str, Callable[[], Awaitable[None]]]:
     server = await serve(handler, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
 

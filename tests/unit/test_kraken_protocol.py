@@ -282,8 +282,10 @@ def test_rest_error_list_is_surfaced() -> None:
 
 
 def test_book_messages_keep_exact_decimals_and_name_bad_levels():
-    text = ('{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[{"price":45283.50,"qty":0.10000000}],'
-            '"asks":[],"checksum":123,"timestamp":"2023-10-06T17:35:55.440295Z"}]}')
+    text = (
+        '{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[{"price":45283.50,"qty":0.10000000}],'
+        '"asks":[],"checksum":123,"timestamp":"2023-10-06T17:35:55.440295Z"}]}'
+    )
     batch = parse_message(text)
     (book,) = batch.books
     assert book.bids == [(Decimal("45283.50"), Decimal("0.10000000"))] and book.checksum == 123 and not book.snapshot
@@ -292,4 +294,8 @@ def test_book_messages_keep_exact_decimals_and_name_bad_levels():
     assert bad.books[0].reject == "negative_qty"
     assert parse_message(text.replace(',"checksum":123', "")).rejects[0][0] == "missing_checksum"
     assert json.loads(book_request(["BTC/USD"], 25, req_id=3))["params"] == {
-        "channel": "book", "symbol": ["BTC/USD"], "depth": 25, "snapshot": True}
+        "channel": "book",
+        "symbol": ["BTC/USD"],
+        "depth": 25,
+        "snapshot": True,
+    }

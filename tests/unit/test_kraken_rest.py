@@ -229,9 +229,11 @@ def test_a_consumer_that_stops_early_gets_the_unconfirmed_page_again(trades: lis
 
 def test_unknown_pair_raises_a_clear_error_without_retrying(trades: list[Trade], tmp_path: Path) -> None:
     fake = FakeKraken(trades)
-    with _client(fake) as client:
-        with pytest.raises(KrakenApiError, match=r"FOO/USD \(FOOUSD\).*EQuery:Unknown asset pair"):
-            list(backfill_trades(client, "FOO/USD", 0, 10**13, tmp_path / "c.json", progress=False))
+    with (
+        _client(fake) as client,
+        pytest.raises(KrakenApiError, match=r"FOO/USD \(FOOUSD\).*EQuery:Unknown asset pair"),
+    ):
+        list(backfill_trades(client, "FOO/USD", 0, 10**13, tmp_path / "c.json", progress=False))
     assert len(fake.requests) == 1
 
 
@@ -289,7 +291,12 @@ def test_rest_source_produces_trades_then_an_end_marker(trades: list[Trade], tmp
     *trade_messages, end = producer.messages
     assert [m["value"] for m in trade_messages] == trades[:250]
     assert [m["timestamp"] for m in trade_messages] == [t["timestamp_ms"] for t in trades[:250]]
-    assert end["value"] == {"control": "end", "pair": PAIR, "timestamp_ms": trades[249]["timestamp_ms"] + 60_000, "run_id": "run-1"}
+    assert end["value"] == {
+        "control": "end",
+        "pair": PAIR,
+        "timestamp_ms": trades[249]["timestamp_ms"] + 60_000,
+        "run_id": "run-1",
+    }
     assert end["timestamp"] == end["value"]["timestamp_ms"]
     assert producer.flushes >= 3  # once per page, before the checkpoint moves on
 

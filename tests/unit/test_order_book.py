@@ -40,7 +40,9 @@ def test_levels_are_exact_decimals_and_zero_removes():
 
 def test_top_of_book_depth_and_truncation():
     book = OrderBook(depth=3)
-    book.apply([(D(p), D("1")) for p in ("99", "98", "97", "96")], [(D(p), D("2")) for p in ("101", "102", "103", "104")])
+    book.apply(
+        [(D(p), D("1")) for p in ("99", "98", "97", "96")], [(D(p), D("2")) for p in ("101", "102", "103", "104")]
+    )
     assert [p for p, _ in book.top_bids(10)] == [D("99"), D("98"), D("97")]  # the worst bid fell out of scope
     assert [p for p, _ in book.top_asks(2)] == [D("101"), D("102")]
     assert [p for p, _ in book.bids_down_to(D("98"))] == [D("99"), D("98")]
@@ -62,9 +64,15 @@ def test_a_crossed_or_one_sided_book_has_no_state():
 
 @pytest.mark.parametrize(
     ("price", "qty", "reason"),
-    [("abc", "1", "not_a_decimal"), ("1", "-0.5", "negative_qty"), ("0", "1", "non_positive_price"),
-     ("NaN", "1", "not_a_decimal"), ("1", "Infinity", "not_a_decimal"), (1.5, "1", "not_a_decimal"),
-     (None, "1", "not_a_decimal")],
+    [
+        ("abc", "1", "not_a_decimal"),
+        ("1", "-0.5", "negative_qty"),
+        ("0", "1", "non_positive_price"),
+        ("NaN", "1", "not_a_decimal"),
+        ("1", "Infinity", "not_a_decimal"),
+        (1.5, "1", "not_a_decimal"),
+        (None, "1", "not_a_decimal"),
+    ],
 )
 def test_bad_levels_are_named(price, qty, reason):
     assert to_level(price, qty) == reason
@@ -157,7 +165,8 @@ def test_features_agree_with_an_independent_pandas_computation():
         ts = frame.timestamp_ms
         if clock is not None and ts // 1000 > clock // 1000:
             snapshot = pd.DataFrame(
-                [(side, float(p), float(q)) for (side, p), q in reference.items()], columns=["side", "price", "qty"])
+                [(side, float(p), float(q)) for (side, p), q in reference.items()], columns=["side", "price", "qty"]
+            )
             best_bid = snapshot[snapshot.side == "bid"].price.max()
             best_ask = snapshot[snapshot.side == "offer"].price.min()
             for boundary in range(clock // 1000 + 1, ts // 1000 + 1):

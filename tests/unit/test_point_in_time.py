@@ -138,10 +138,14 @@ FEATURES = ["candles:close", "candles:trades"]
 
 def test_a_row_known_one_microsecond_after_the_label_time_is_not_used(small):
     label_time = T0 + pd.Timedelta(minutes=10)
-    feast, asof = small(candles([
-        ("BTC/USD", label_time - pd.Timedelta(minutes=1), label_time - pd.Timedelta(minutes=1), 1.0),
-        ("BTC/USD", label_time + US, label_time + US, 2.0),
-    ]))
+    feast, asof = small(
+        candles(
+            [
+                ("BTC/USD", label_time - pd.Timedelta(minutes=1), label_time - pd.Timedelta(minutes=1), 1.0),
+                ("BTC/USD", label_time + US, label_time + US, 2.0),
+            ]
+        )
+    )
     ents = entities([("BTC/USD", label_time), ("BTC/USD", label_time + US)])
     frame = both(feast, asof, ents, FEATURES)
     assert frame["close"].tolist() == [1.0, 2.0]
@@ -149,10 +153,15 @@ def test_a_row_known_one_microsecond_after_the_label_time_is_not_used(small):
 
 def test_ttl_bounds_are_inclusive_and_ttl_zero_means_none(small):
     feast, asof = small(candles([("BTC/USD", T0, T0, 1.0)]))
-    ents = entities([("BTC/USD", T0 - US), ("BTC/USD", T0), ("BTC/USD", T0 + pd.Timedelta(hours=1)),
-                     ("BTC/USD", T0 + pd.Timedelta(hours=1) + US)])
-    assert both(feast, asof, ents, FEATURES)["close"].tolist() == pytest.approx([np.nan, 1.0, 1.0, np.nan],
-                                                                               nan_ok=True)
+    ents = entities(
+        [
+            ("BTC/USD", T0 - US),
+            ("BTC/USD", T0),
+            ("BTC/USD", T0 + pd.Timedelta(hours=1)),
+            ("BTC/USD", T0 + pd.Timedelta(hours=1) + US),
+        ]
+    )
+    assert both(feast, asof, ents, FEATURES)["close"].tolist() == pytest.approx([np.nan, 1.0, 1.0, np.nan], nan_ok=True)
 
 
 def test_without_ttl_any_older_row_is_used(tmp_path):
@@ -165,8 +174,13 @@ def test_without_ttl_any_older_row_is_used(tmp_path):
 def test_ties_on_event_time_go_to_the_newest_created(small):
     t = T0 + pd.Timedelta(minutes=1)
     newest_first = candles([("BTC/USD", t, t + pd.Timedelta(seconds=9), 3.0), ("ETH/USD", t, None, 7.0)])
-    older = candles([("BTC/USD", t, t + pd.Timedelta(seconds=1), 1.0), ("BTC/USD", t, t + pd.Timedelta(seconds=5), 2.0),
-                     ("ETH/USD", t, t, 6.0)])
+    older = candles(
+        [
+            ("BTC/USD", t, t + pd.Timedelta(seconds=1), 1.0),
+            ("BTC/USD", t, t + pd.Timedelta(seconds=5), 2.0),
+            ("ETH/USD", t, t, 6.0),
+        ]
+    )
     feast, asof = small([newest_first, older])
     frame = both(feast, asof, entities([("BTC/USD", t), ("ETH/USD", t + US)]), FEATURES)
     # A missing created time loses to any known one (nulls sort last), as in Feast.
@@ -216,15 +230,17 @@ def test_entity_rows_keep_their_order_columns_and_types(small):
     feast, asof = small(candles([("BTC/USD", T0 + pd.Timedelta(minutes=m), T0, float(m)) for m in range(30)]))
     rng = np.random.default_rng(1)
     times = T0 + pd.to_timedelta(rng.integers(0, 40 * 60_000_000, 50), unit="us")
-    ents = pd.DataFrame({
-        "pair": "BTC/USD",
-        "event_timestamp": times.tz_localize(None),  # tz-naive: read as UTC
-        "label": rng.normal(size=50),
-        "horizon": np.arange(50, dtype="int32"),
-        "note": [f"n{i}" for i in range(50)],
-        "flag": rng.random(50) < 0.5,
-        "row": np.arange(50),
-    })
+    ents = pd.DataFrame(
+        {
+            "pair": "BTC/USD",
+            "event_timestamp": times.tz_localize(None),  # tz-naive: read as UTC
+            "label": rng.normal(size=50),
+            "horizon": np.arange(50, dtype="int32"),
+            "note": [f"n{i}" for i in range(50)],
+            "flag": rng.random(50) < 0.5,
+            "row": np.arange(50),
+        }
+    )
     ours = retrieve(asof, ents, FEATURES)
     theirs = retrieve(feast, ents, FEATURES)
     assert ours["row"].tolist() == list(range(50))
@@ -238,8 +254,12 @@ def test_chunks_give_the_same_answer_as_one_query(small):
     rows = candles([(p, T0 + pd.Timedelta(minutes=m), T0, float(m)) for p in ("A/USD", "B/USD") for m in range(60)])
     feast, asof = small(rows, chunk_rows=7)
     rng = np.random.default_rng(2)
-    ents = entities([(p, T0 + pd.Timedelta(microseconds=int(u)))
-                     for p, u in zip(rng.choice(["A/USD", "B/USD"], 100), rng.integers(0, 70 * 60_000_000, 100))])
+    ents = entities(
+        [
+            (p, T0 + pd.Timedelta(microseconds=int(u)))
+            for p, u in zip(rng.choice(["A/USD", "B/USD"], 100), rng.integers(0, 70 * 60_000_000, 100), strict=False)
+        ]
+    )
     assert both(feast, asof, ents, FEATURES)["row"].tolist() == list(range(100))
 
 
@@ -314,8 +334,12 @@ def random_entities(rows: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.
     times = start - pd.Timedelta(minutes=30) + pd.to_timedelta(rng.integers(0, span_us, n), unit="us")
     pairs = rng.choice(["BTC/USD", "ETH/USD", "SOL/USD", "ADA/USD"], n, p=[0.3, 0.3, 0.3, 0.1])
     exact = rows.sample(n // 10, random_state=int(rng.integers(1 << 31)))
-    frame = pd.DataFrame({"pair": np.concatenate([pairs, exact["pair"]]),
-                          "event_timestamp": np.concatenate([times.to_numpy(), exact["event_timestamp"].to_numpy()])})
+    frame = pd.DataFrame(
+        {
+            "pair": np.concatenate([pairs, exact["pair"]]),
+            "event_timestamp": np.concatenate([times.to_numpy(), exact["event_timestamp"].to_numpy()]),
+        }
+    )
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     frame["label"] = rng.normal(size=len(frame))
     frame = pd.concat([frame, frame.sample(n // 20, random_state=int(rng.integers(1 << 31)))], ignore_index=True)

@@ -10,7 +10,15 @@ NOW = 1_700_000_000_000
 
 
 def trade(**overrides):
-    base = {"exchange": "kraken", "pair": "BTC/USD", "trade_id": 1, "price": 100.0, "qty": 0.5, "side": "buy", "timestamp_ms": NOW - 1000}
+    base = {
+        "exchange": "kraken",
+        "pair": "BTC/USD",
+        "trade_id": 1,
+        "price": 100.0,
+        "qty": 0.5,
+        "side": "buy",
+        "timestamp_ms": NOW - 1000,
+    }
     return {**base, **overrides}
 
 
@@ -44,5 +52,7 @@ def test_invalid_reason(overrides, reason):
 
 def test_non_objects_and_bad_controls_are_invalid():
     assert invalid_reason([1, 2], NOW, 60_000) == "not_an_object"
-    assert invalid_reason({"control": "pause", "pair": "BTC/USD", "timestamp_ms": 1}, NOW, 60_000) == "bad_control_record"
+    assert (
+        invalid_reason({"control": "pause", "pair": "BTC/USD", "timestamp_ms": 1}, NOW, 60_000) == "bad_control_record"
+    )
     assert invalid_reason({"control": "tick", "pair": "BTC/USD", "timestamp_ms": 1}, NOW, 60_000) is None

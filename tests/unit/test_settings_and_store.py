@@ -37,7 +37,12 @@ def test_feast_connection_strings():
 
 
 def test_repo_config_is_rendered_from_settings(tmp_path):
-    settings = Settings(_env_file=None, feast_project="proj_x", redis_url="redis://10.0.0.5:6390/4", feast_registry_path=tmp_path / "r.db")
+    settings = Settings(
+        _env_file=None,
+        feast_project="proj_x",
+        redis_url="redis://10.0.0.5:6390/4",
+        feast_registry_path=tmp_path / "r.db",
+    )
     config = repo_config(settings)
     assert config.project == "proj_x"
     assert config.online_store.connection_string == "10.0.0.5:6390,db=4"
@@ -45,19 +50,27 @@ def test_repo_config_is_rendered_from_settings(tmp_path):
 
 
 def _rows(closes, created):
-    return pd.DataFrame({
-        "pair": ["BTC/USD"] * len(closes),
-        "event_timestamp": pd.to_datetime([60_000 * (i + 1) for i in range(len(closes))], unit="ms", utc=True),
-        "created": pd.Timestamp(created, tz="UTC"),
-        "close": closes,
-    })
+    return pd.DataFrame(
+        {
+            "pair": ["BTC/USD"] * len(closes),
+            "event_timestamp": pd.to_datetime([60_000 * (i + 1) for i in range(len(closes))], unit="ms", utc=True),
+            "created": pd.Timestamp(created, tz="UTC"),
+            "close": closes,
+        }
+    )
 
 
 def test_offline_writes_are_idempotent_and_newest_created_wins(tmp_path):
     import pyarrow as pa
 
-    schema = pa.schema([("pair", pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC")),
-                        ("created", pa.timestamp("us", tz="UTC")), ("close", pa.float64())])
+    schema = pa.schema(
+        [
+            ("pair", pa.string()),
+            ("event_timestamp", pa.timestamp("us", tz="UTC")),
+            ("created", pa.timestamp("us", tz="UTC")),
+            ("close", pa.float64()),
+        ]
+    )
     offline.write_rows(tmp_path, _rows([1.0, 2.0, 3.0], "2024-01-01"), schema)
     offline.write_rows(tmp_path, _rows([1.0, 2.0, 3.0], "2024-01-01"), schema)
     assert len(offline.read_rows(tmp_path)) == 3
@@ -71,21 +84,32 @@ def test_offline_writes_are_idempotent_and_newest_created_wins(tmp_path):
 def test_the_tail_of_an_entity_spans_days_and_the_window_row_lists_it_oldest_first(tmp_path):
     import pyarrow as pa
 
-    schema = pa.schema([("pair", pa.string()), ("event_timestamp", pa.timestamp("us", tz="UTC")),
-                        ("created", pa.timestamp("us", tz="UTC")), ("close", pa.float64())])
+    schema = pa.schema(
+        [
+            ("pair", pa.string()),
+            ("event_timestamp", pa.timestamp("us", tz="UTC")),
+            ("created", pa.timestamp("us", tz="UTC")),
+            ("close", pa.float64()),
+        ]
+    )
     day = 86_400_000
-    rows = pd.DataFrame({
-        "pair": "BTC/USD", "event_timestamp": pd.to_datetime([day - 120_000, day - 60_000, day, day + 60_000], unit="ms", utc=True),
-        "created": pd.Timestamp("2024-01-01", tz="UTC"), "close": [1.0, 2.0, 3.0, 4.0],
-    })
+    rows = pd.DataFrame(
+        {
+            "pair": "BTC/USD",
+            "event_timestamp": pd.to_datetime([day - 120_000, day - 60_000, day, day + 60_000], unit="ms", utc=True),
+            "created": pd.Timestamp("2024-01-01", tz="UTC"),
+            "close": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
     offline.write_rows(tmp_path, rows, schema)
     assert len(list(tmp_path.glob("*/*.parquet"))) == 2
     assert offline.tail_rows(tmp_path, "BTC/USD", 3)["close"].tolist() == [2.0, 3.0, 4.0]
     assert offline.tail_rows(tmp_path, "BTC/USD", 10)["close"].tolist() == [1.0, 2.0, 3.0, 4.0]
     assert offline.tail_rows(tmp_path, "ETH/USD", 3).empty
 
-    history = pd.DataFrame({"event_timestamp": rows["event_timestamp"],
-                            **{name: [1.0, 2.0, None, 4.0] for name in CANDLE_FEATURES}})
+    history = pd.DataFrame(
+        {"event_timestamp": rows["event_timestamp"], **{name: [1.0, 2.0, None, 4.0] for name in CANDLE_FEATURES}}
+    )
     window = window_row(history, "BTC/USD")
     assert window["pair"] == "BTC/USD" and window["event_timestamp"] == rows["event_timestamp"].iloc[-1]
     assert window["close_window"][:2] == [1.0, 2.0] and math.isnan(window["close_window"][2])

@@ -24,12 +24,14 @@ COSTS = Costs(taker_fee=0.01, maker_fee=0.005, touch_fill=0.5)
 
 def _market(close, low=None, high=None) -> Market:
     close = np.asarray(close, dtype=float)
-    candles = pd.DataFrame({
-        "event_timestamp": pd.date_range("2024-01-01", periods=len(close), freq="1min", tz="UTC"),
-        "close": close,
-        "low": close if low is None else np.asarray(low, float),
-        "high": close if high is None else np.asarray(high, float),
-    })
+    candles = pd.DataFrame(
+        {
+            "event_timestamp": pd.date_range("2024-01-01", periods=len(close), freq="1min", tz="UTC"),
+            "close": close,
+            "low": close if low is None else np.asarray(low, float),
+            "high": close if high is None else np.asarray(high, float),
+        }
+    )
     return Market.from_candles(candles, tick=1.0)
 
 

@@ -28,7 +28,10 @@ def test_duplicated_close_times_name_the_range():
     candles = pd.concat([candles, candles.iloc[[40, 41]]], ignore_index=True)
     with pytest.raises(DataCheckError) as error:
         check_candles(candles, "ETH/USD", MINUTE, 0.5)
-    assert "ETH/USD: 2 candle close times occur more than once between 2024-01-01 00:41 UTC and 2024-01-01 00:42 UTC" in str(error.value)
+    assert (
+        "ETH/USD: 2 candle close times occur more than once between 2024-01-01 00:41 UTC and 2024-01-01 00:42 UTC"
+        in str(error.value)
+    )
 
 
 def test_too_many_missing_candles_name_the_longest_gap():
@@ -38,7 +41,10 @@ def test_too_many_missing_candles_name_the_longest_gap():
     with pytest.raises(DataCheckError) as error:
         check_candles(sparse, "BTC/USD", MINUTE, max_missing_fraction=0.5)
     message = str(error.value)
-    assert "BTC/USD: 70% of the 0:01:00 candles between 2024-01-01 00:01 UTC and 2024-01-01 01:40 UTC are missing" in message
+    assert (
+        "BTC/USD: 70% of the 0:01:00 candles between 2024-01-01 00:01 UTC and 2024-01-01 01:40 UTC are missing"
+        in message
+    )
     assert "2024-01-01 00:20 UTC to 2024-01-01 01:31 UTC" in message
 
 
@@ -54,7 +60,9 @@ def test_warmup_rows_are_dropped_but_later_gaps_are_errors():
     with pytest.raises(DataCheckError) as error:
         check_features(kept, "BTC/USD", FEATURES)
     times = kept[EVENT_TIMESTAMP]
-    assert f"BTC/USD: 5 rows between {times[100]:%Y-%m-%d %H:%M} UTC and {times[104]:%Y-%m-%d %H:%M} UTC" in str(error.value)
+    assert f"BTC/USD: 5 rows between {times[100]:%Y-%m-%d %H:%M} UTC and {times[104]:%Y-%m-%d %H:%M} UTC" in str(
+        error.value
+    )
     assert "rsi_14, macd" in str(error.value)
 
 
@@ -68,5 +76,8 @@ def test_nonpositive_prices_are_errors():
 def test_too_little_history_names_the_range_and_the_setting():
     frame = features_of(candles_from_returns(ar1_returns(50, 0.0)))
     check_history(frame, "BTC/USD", min_rows=50)
-    with pytest.raises(DataCheckError, match=r"BTC/USD: only 50 labelled rows between 2024-01-01 00:01 UTC and .*COINFLOW_MIN_TRAINING_ROWS"):
+    with pytest.raises(
+        DataCheckError,
+        match=r"BTC/USD: only 50 labelled rows between 2024-01-01 00:01 UTC and .*COINFLOW_MIN_TRAINING_ROWS",
+    ):
         check_history(frame, "BTC/USD", min_rows=51)

@@ -27,8 +27,9 @@ def ar1_returns(n: int, phi: float, sigma: float = 5e-4, seed: int = 0) -> np.nd
     return returns
 
 
-def candles_from_returns(returns: np.ndarray, pair: str = "BTC/USD", interval_s: int = 60, seed: int = 1,
-                         start_price: float = 20_000.0) -> pd.DataFrame:
+def candles_from_returns(
+    returns: np.ndarray, pair: str = "BTC/USD", interval_s: int = 60, seed: int = 1, start_price: float = 20_000.0
+) -> pd.DataFrame:
     """One candle per interval, closing at the given log returns; stamped at the window end."""
     rng = np.random.default_rng(seed)
     close = start_price * np.exp(np.cumsum(returns))
@@ -36,14 +37,19 @@ def candles_from_returns(returns: np.ndarray, pair: str = "BTC/USD", interval_s:
     spread = np.abs(rng.normal(0.0, 2e-4, len(close)))
     high = np.maximum(open_, close) * (1 + spread)
     low = np.minimum(open_, close) * (1 - spread)
-    return pd.DataFrame({
-        ENTITY: pair,
-        EVENT_TIMESTAMP: START + pd.to_timedelta(interval_s * (np.arange(len(close)) + 1), unit="s"),
-        "open": open_, "high": high, "low": low, "close": close,
-        "volume": rng.uniform(0.1, 5.0, len(close)),
-        "vwap": (open_ + high + low + close) / 4,
-        "trade_count": rng.integers(1, 50, len(close)),
-    })
+    return pd.DataFrame(
+        {
+            ENTITY: pair,
+            EVENT_TIMESTAMP: START + pd.to_timedelta(interval_s * (np.arange(len(close)) + 1), unit="s"),
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": rng.uniform(0.1, 5.0, len(close)),
+            "vwap": (open_ + high + low + close) / 4,
+            "trade_count": rng.integers(1, 50, len(close)),
+        }
+    )
 
 
 def features_of(candles: pd.DataFrame) -> pd.DataFrame:

@@ -56,17 +56,21 @@ def book_inputs(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         path = np.log(history / mid[:, None]) * BPS
     path = np.where(np.isfinite(path), path, 0.0)
     shares = frame[[*BID_SHARE_FEATURES, *ASK_SHARE_FEATURES]].to_numpy(dtype=np.float64)
-    top = np.column_stack([
-        frame["spread"].to_numpy(dtype=np.float64) / mid * BPS,
-        (frame["microprice"].to_numpy(dtype=np.float64) - mid) / mid * BPS,
-        frame["imbalance"].to_numpy(dtype=np.float64),
-    ])
+    top = np.column_stack(
+        [
+            frame["spread"].to_numpy(dtype=np.float64) / mid * BPS,
+            (frame["microprice"].to_numpy(dtype=np.float64) - mid) / mid * BPS,
+            frame["imbalance"].to_numpy(dtype=np.float64),
+        ]
+    )
     return path, np.column_stack([shares, top])
 
 
 def values_bps(frame: pd.DataFrame) -> np.ndarray:
     """The labelled action values of each row, in basis points of its mid."""
-    return frame[list(VALUE_COLUMNS)].to_numpy(dtype=np.float64) / frame["mid"].to_numpy(dtype=np.float64)[:, None] * BPS
+    return (
+        frame[list(VALUE_COLUMNS)].to_numpy(dtype=np.float64) / frame["mid"].to_numpy(dtype=np.float64)[:, None] * BPS
+    )
 
 
 def advantages(values: np.ndarray) -> np.ndarray:
@@ -88,8 +92,11 @@ def decision_metrics(chosen: np.ndarray, values: np.ndarray) -> dict[str, float]
     optimal = optimal_actions(values)[rows, chosen] > 0
     oracle = values.max(axis=1)
     return {
-        "accuracy": float(optimal.mean()), "mean_value_bps": float(picked.mean()), "oracle_value_bps": float(oracle.mean()),
-        "noop_value_bps": float(values[:, Action.NOOP].mean()), "regret_bps": float((oracle - picked).mean()),
+        "accuracy": float(optimal.mean()),
+        "mean_value_bps": float(picked.mean()),
+        "oracle_value_bps": float(oracle.mean()),
+        "noop_value_bps": float(values[:, Action.NOOP].mean()),
+        "regret_bps": float((oracle - picked).mean()),
     }
 
 
@@ -117,10 +124,16 @@ class ActionModel:
 
     def _tensors(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         path, book = book_inputs(frame)
-        products = frame[BOOK_ENTITY].astype(str) if BOOK_ENTITY in frame.columns else pd.Series(self.products[0], index=frame.index)
-        return (torch.from_numpy((path / self.path_scale).astype(np.float32)),
-                torch.from_numpy(((book - self.book_mean) / self.book_scale).astype(np.float32)),
-                torch.from_numpy(pair_index(products, self.products)))
+        products = (
+            frame[BOOK_ENTITY].astype(str)
+            if BOOK_ENTITY in frame.columns
+            else pd.Series(self.products[0], index=frame.index)
+        )
+        return (
+            torch.from_numpy((path / self.path_scale).astype(np.float32)),
+            torch.from_numpy(((book - self.book_mean) / self.book_scale).astype(np.float32)),
+            torch.from_numpy(pair_index(products, self.products)),
+        )
 
     def _targets(self, frame: pd.DataFrame) -> torch.Tensor:
         values = values_bps(frame)
@@ -132,11 +145,20 @@ class ActionModel:
 
     def _run_key(self, train: pd.DataFrame, validation: pd.DataFrame) -> str:
         """Names the checkpoint folder: equal data and configuration resume the same run, anything else starts anew."""
-        config = {**asdict(self.config), "checkpoint_root": None, "tensorboard_root": None, "device": None,
-                  "loader_workers": None}
-        digest = hashlib.sha256(json.dumps({"loss": self.loss, "features": self.features, **config}, sort_keys=True).encode())
+        config = {
+            **asdict(self.config),
+            "checkpoint_root": None,
+            "tensorboard_root": None,
+            "device": None,
+            "loader_workers": None,
+        }
+        digest = hashlib.sha256(
+            json.dumps({"loss": self.loss, "features": self.features, **config}, sort_keys=True).encode()
+        )
         for frame in (train, validation):
-            digest.update(pd.util.hash_pandas_object(frame[[*self.features, *VALUE_COLUMNS]], index=False).to_numpy().tobytes())
+            digest.update(
+                pd.util.hash_pandas_object(frame[[*self.features, *VALUE_COLUMNS]], index=False).to_numpy().tobytes()
+            )
         return f"action-{digest.hexdigest()[:16]}"
 
     def fit(self, train: pd.DataFrame, validation: pd.DataFrame | None = None) -> ActionModel:
@@ -157,15 +179,23 @@ class ActionModel:
         checkpoints = CheckpointStore(f"{c.checkpoint_root.rstrip('/')}/{key}") if c.checkpoint_root else None
         tensorboard = Path(c.tensorboard_root) / key if c.tensorboard_root else None
         loop = TrainingLoop(self.network, c.loop(), self._criterion(), generator, checkpoints, tensorboard)
-        result = loop.fit(TensorBatches(*self._tensors(train), self._targets(train)),
-                          TensorBatches(*self._tensors(validation), self._targets(validation)))
+        result = loop.fit(
+            TensorBatches(*self._tensors(train), self._targets(train)),
+            TensorBatches(*self._tensors(validation), self._targets(validation)),
+        )
         self.network.to("cpu")
         last = result.history[-1] if result.history else {}
         self.summary = {
-            "device": result.device, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-            "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early,
-            "resumed_from_epoch": result.resumed_from_epoch, "run_key": key, "train_samples": len(train),
-            "validation_samples": len(validation), "samples_per_s": last.get("samples_per_s", float("nan")),
+            "device": result.device,
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "best_val_loss": result.best_val_loss,
+            "stopped_early": result.stopped_early,
+            "resumed_from_epoch": result.resumed_from_epoch,
+            "run_key": key,
+            "train_samples": len(train),
+            "validation_samples": len(validation),
+            "samples_per_s": last.get("samples_per_s", float("nan")),
             "history": result.history,
         }
         return self
@@ -191,21 +221,36 @@ class ActionModel:
 
     def params(self) -> dict[str, Any]:
         c = self.config
-        return {"loss": self.loss, "hidden_size": c.hidden_size, "product_embedding_dim": c.embedding_dim,
-                "dropout": c.dropout, "max_epochs": c.epochs, "batch_size": c.batch_size,
-                "learning_rate": c.learning_rate, "patience": c.patience, "products": ",".join(self.products),
-                **{k: v for k, v in self.summary.items() if k != "history"}}
+        return {
+            "loss": self.loss,
+            "hidden_size": c.hidden_size,
+            "product_embedding_dim": c.embedding_dim,
+            "dropout": c.dropout,
+            "max_epochs": c.epochs,
+            "batch_size": c.batch_size,
+            "learning_rate": c.learning_rate,
+            "patience": c.patience,
+            "products": ",".join(self.products),
+            **{k: v for k, v in self.summary.items() if k != "history"},
+        }
 
     def save(self, path: Path) -> None:
         """Write the model into the (new) directory `path`."""
         path.mkdir(parents=True, exist_ok=False)
-        (path / META_FILE).write_text(json.dumps({"features": self.features, "config": asdict(self.config),
-                                                  "loss": self.loss}))
-        torch.save({
-            "network": self.network.state_dict(), "products": self.products, "path_scale": self.path_scale,
-            "book_mean": torch.from_numpy(self.book_mean), "book_scale": torch.from_numpy(self.book_scale),
-            "value_scale": self.value_scale,
-        }, path / WEIGHTS_FILE)
+        (path / META_FILE).write_text(
+            json.dumps({"features": self.features, "config": asdict(self.config), "loss": self.loss})
+        )
+        torch.save(
+            {
+                "network": self.network.state_dict(),
+                "products": self.products,
+                "path_scale": self.path_scale,
+                "book_mean": torch.from_numpy(self.book_mean),
+                "book_scale": torch.from_numpy(self.book_scale),
+                "value_scale": self.value_scale,
+            },
+            path / WEIGHTS_FILE,
+        )
 
     @classmethod
     def load(cls, path: Path) -> ActionModel:
@@ -218,4 +263,3 @@ class ActionModel:
         model.network.load_state_dict(saved["network"])
         model.network.eval()
         return model
-

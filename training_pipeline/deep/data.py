@@ -68,8 +68,13 @@ def lay_out(frame: pd.DataFrame, values: np.ndarray, pair_ids: np.ndarray, targe
     first = np.r_[True, ordered_pairs[1:] != ordered_pairs[:-1]] if len(order) else np.zeros(0, bool)
     starts = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0)) if len(order) else np.zeros(0, np.int64)
     target_values = np.full(len(frame), np.nan, np.float32) if targets is None else targets.astype(np.float32)
-    return Series(values=values[order].astype(np.float32), pair_ids=ordered_pairs, starts=starts.astype(np.int64),
-                  targets=target_values[order], order=order)
+    return Series(
+        values=values[order].astype(np.float32),
+        pair_ids=ordered_pairs,
+        starts=starts.astype(np.int64),
+        targets=target_values[order],
+        order=order,
+    )
 
 
 def window_index(ends: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:

@@ -91,9 +91,15 @@ class TrainingLoop:
     whose last tensor is the target.
     """
 
-    def __init__(self, model: nn.Module, config: LoopConfig, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 generator: torch.Generator, checkpoints: CheckpointStore | None = None,
-                 tensorboard_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        config: LoopConfig,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        generator: torch.Generator,
+        checkpoints: CheckpointStore | None = None,
+        tensorboard_dir: Path | None = None,
+    ) -> None:
         self.model = model
         self.config = config
         self.loss = loss
@@ -104,7 +110,9 @@ class TrainingLoop:
         self.cuda = self.device.type == "cuda"
         self.model.to(self.device)
         self.runner: nn.Module = torch.compile(model) if config.compile and self.cuda else model
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.epochs)
 
     def loader(self, data: Dataset, shuffle: bool) -> DataLoader:
@@ -114,9 +122,14 @@ class TrainingLoop:
         if workers is None:
             workers = GPU_LOADER_WORKERS if self.cuda else 0
         return DataLoader(
-            data, batch_size=None, sampler=BatchSampler(sampler, self.config.batch_size, drop_last=False),
-            num_workers=workers, pin_memory=self.cuda, persistent_workers=workers > 0,
-            prefetch_factor=4 if workers > 0 else None, generator=self.generator,
+            data,
+            batch_size=None,
+            sampler=BatchSampler(sampler, self.config.batch_size, drop_last=False),
+            num_workers=workers,
+            pin_memory=self.cuda,
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+            generator=self.generator,
         )
 
     def autocast(self):
@@ -161,8 +174,12 @@ class TrainingLoop:
 
     def _state(self, epoch: int, progress: dict[str, Any]) -> dict[str, Any]:
         return {
-            "epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "rng": rng_state(self.generator), **progress,
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(self.generator),
+            **progress,
         }
 
     def _resume(self) -> tuple[int, dict[str, Any]] | None:
@@ -177,18 +194,26 @@ class TrainingLoop:
         logger.info("resuming from the checkpoint of epoch %d in %s", state["epoch"], self.checkpoints.url)
         return state["epoch"], {k: state[k] for k in keys}
 
-    def fit(self, train: Dataset, validation: Dataset,
-            on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> LoopResult:
+    def fit(
+        self, train: Dataset, validation: Dataset, on_epoch_end: Callable[[int, dict[str, float]], None] | None = None
+    ) -> LoopResult:
         """Train up to ``config.epochs`` epochs (fewer when validation stops improving); ends with the best weights.
 
         `on_epoch_end(epoch, record)` runs after each epoch's checkpoint is
         written; raising `EpochCallbackStop` there ends the call like a kill.
         """
         resumed = self._resume()
-        start, progress = resumed or (0, {
-            "best_val_loss": math.inf, "best_epoch": 0, "bad_epochs": 0, "best_model": None, "history": [],
-            "finished": False,
-        })
+        start, progress = resumed or (
+            0,
+            {
+                "best_val_loss": math.inf,
+                "best_epoch": 0,
+                "bad_epochs": 0,
+                "best_model": None,
+                "history": [],
+                "finished": False,
+            },
+        )
         train_loader, validation_loader = self.loader(train, shuffle=True), self.loader(validation, shuffle=False)
         writer = self._writer(start)
         try:
@@ -199,14 +224,23 @@ class TrainingLoop:
                 train_loss, samples = self.train_epoch(train_loader)
                 seconds = time.perf_counter() - began
                 val_loss = self.evaluate(validation_loader)
-                record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                          "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds,
-                          "samples_per_s": samples / seconds if seconds > 0 else float("nan")}
+                record = {
+                    "epoch": epoch,
+                    "train_loss": train_loss,
+                    "val_loss": val_loss,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "seconds": seconds,
+                    "samples_per_s": samples / seconds if seconds > 0 else float("nan"),
+                }
                 self.scheduler.step()
                 progress["history"].append(record)
                 if val_loss < progress["best_val_loss"]:
-                    progress.update(best_val_loss=val_loss, best_epoch=epoch, bad_epochs=0,
-                                    best_model={k: v.detach().clone().cpu() for k, v in self.model.state_dict().items()})
+                    progress.update(
+                        best_val_loss=val_loss,
+                        best_epoch=epoch,
+                        bad_epochs=0,
+                        best_model={k: v.detach().clone().cpu() for k, v in self.model.state_dict().items()},
+                    )
                 else:
                     progress["bad_epochs"] += 1
                 progress["finished"] = progress["bad_epochs"] >= self.config.patience or epoch == self.config.epochs
@@ -216,8 +250,13 @@ class TrainingLoop:
                     for name in ("train_loss", "val_loss", "lr", "samples_per_s"):
                         writer.add_scalar(name, record[name], epoch)
                     writer.flush()
-                logger.info("epoch %d: train loss %.5f, validation loss %.5f, %.0f samples/s", epoch, train_loss,
-                            val_loss, record["samples_per_s"])
+                logger.info(
+                    "epoch %d: train loss %.5f, validation loss %.5f, %.0f samples/s",
+                    epoch,
+                    train_loss,
+                    val_loss,
+                    record["samples_per_s"],
+                )
                 if on_epoch_end:
                     on_epoch_end(epoch, record)
         finally:
@@ -227,9 +266,13 @@ class TrainingLoop:
             self.model.load_state_dict(progress["best_model"])
         history = progress["history"]
         return LoopResult(
-            device=str(self.device), epochs_run=len(history), best_epoch=progress["best_epoch"],
-            best_val_loss=progress["best_val_loss"], stopped_early=len(history) < self.config.epochs,
-            resumed_from_epoch=start, history=history,
+            device=str(self.device),
+            epochs_run=len(history),
+            best_epoch=progress["best_epoch"],
+            best_val_loss=progress["best_val_loss"],
+            stopped_early=len(history) < self.config.epochs,
+            resumed_from_epoch=start,
+            history=history,
         )
 
     def _writer(self, start: int):

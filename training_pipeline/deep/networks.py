@@ -18,12 +18,21 @@ class SequenceRegressor(nn.Module):
     of the embedding stands for pairs not seen in training.
     """
 
-    def __init__(self, n_inputs: int, n_pairs: int, cell: Cell = "lstm", hidden_size: int = 64, layers: int = 1,
-                 embedding_dim: int = 4, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        n_inputs: int,
+        n_pairs: int,
+        cell: Cell = "lstm",
+        hidden_size: int = 64,
+        layers: int = 1,
+        embedding_dim: int = 4,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         recurrent = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
-        self.recurrent = recurrent(n_inputs, hidden_size, num_layers=layers, batch_first=True,
-                                   dropout=dropout if layers > 1 else 0.0)
+        self.recurrent = recurrent(
+            n_inputs, hidden_size, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
+        )
         self.pair_embedding = nn.Embedding(n_pairs + 1, embedding_dim)
         self.head = nn.Sequential(
             nn.Dropout(dropout),
@@ -47,12 +56,22 @@ class ActionNetwork(nn.Module):
     learned embedding; an interaction MLP over the three gives the outputs.
     """
 
-    def __init__(self, n_book_inputs: int, n_products: int, n_actions: int = 5, hidden_size: int = 64,
-                 embedding_dim: int = 4, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        n_book_inputs: int,
+        n_products: int,
+        n_actions: int = 5,
+        hidden_size: int = 64,
+        embedding_dim: int = 4,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         self.mids = nn.LSTM(1, hidden_size, batch_first=True)
         self.book = nn.Sequential(
-            nn.Linear(n_book_inputs, hidden_size), nn.ReLU(), nn.Linear(hidden_size, hidden_size), nn.ReLU(),
+            nn.Linear(n_book_inputs, hidden_size),
+            nn.ReLU(),
+            nn.Linear(hidden_size, hidden_size),
+            nn.ReLU(),
         )
         self.product_embedding = nn.Embedding(n_products + 1, embedding_dim)
         self.interaction = nn.Sequential(
@@ -65,6 +84,7 @@ class ActionNetwork(nn.Module):
     def forward(self, mids: torch.Tensor, book: torch.Tensor, product_ids: torch.Tensor) -> torch.Tensor:
         outputs, _ = self.mids(mids.unsqueeze(-1))
         book_out = self.book(book)
-        joined = torch.cat([outputs[:, -1], book_out.to(outputs.dtype),
-                            self.product_embedding(product_ids).to(outputs.dtype)], dim=1)
+        joined = torch.cat(
+            [outputs[:, -1], book_out.to(outputs.dtype), self.product_embedding(product_ids).to(outputs.dtype)], dim=1
+        )
         return self.interaction(joined)

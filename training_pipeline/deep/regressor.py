@@ -33,7 +33,6 @@ from training_pipeline.features import model_inputs
 from training_pipeline.labels import TARGET_LOG_RETURN
 from training_pipeline.models import PriceModel
 
-
 WEIGHTS_FILE = "weights.pt"
 LOSS = nn.HuberLoss
 PREDICT_BATCH = 4096
@@ -63,18 +62,35 @@ class DeepConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> DeepConfig:
         return cls(
-            sequence_length=settings.deep_sequence_length, hidden_size=settings.deep_hidden_size,
-            layers=settings.deep_layers, embedding_dim=settings.deep_pair_embedding_dim, dropout=settings.deep_dropout,
-            epochs=settings.deep_epochs, batch_size=settings.deep_batch_size, learning_rate=settings.deep_learning_rate,
-            patience=settings.deep_patience, device=settings.deep_device, loader_workers=settings.deep_loader_workers,
-            compile=settings.deep_compile, seed=settings.training_seed, holdout_fraction=settings.validation_fraction,
-            checkpoint_root=settings.checkpoint_root, tensorboard_root=str(settings.tensorboard_root),
+            sequence_length=settings.deep_sequence_length,
+            hidden_size=settings.deep_hidden_size,
+            layers=settings.deep_layers,
+            embedding_dim=settings.deep_pair_embedding_dim,
+            dropout=settings.deep_dropout,
+            epochs=settings.deep_epochs,
+            batch_size=settings.deep_batch_size,
+            learning_rate=settings.deep_learning_rate,
+            patience=settings.deep_patience,
+            device=settings.deep_device,
+            loader_workers=settings.deep_loader_workers,
+            compile=settings.deep_compile,
+            seed=settings.training_seed,
+            holdout_fraction=settings.validation_fraction,
+            checkpoint_root=settings.checkpoint_root,
+            tensorboard_root=str(settings.tensorboard_root),
         )
 
     def loop(self) -> LoopConfig:
-        return LoopConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-                          patience=self.patience, device=self.device, loader_workers=self.loader_workers,
-                          compile=self.compile, seed=self.seed)
+        return LoopConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            patience=self.patience,
+            device=self.device,
+            loader_workers=self.loader_workers,
+            compile=self.compile,
+            seed=self.seed,
+        )
 
 
 def split_holdout(train: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -122,13 +138,26 @@ class SequencePriceModel(PriceModel):
 
     def _network(self, n_inputs: int) -> SequenceRegressor:
         c = self.config
-        return SequenceRegressor(n_inputs, len(self.pairs), self.cell, c.hidden_size, c.layers, c.embedding_dim, c.dropout)
+        return SequenceRegressor(
+            n_inputs, len(self.pairs), self.cell, c.hidden_size, c.layers, c.embedding_dim, c.dropout
+        )
 
     def _run_key(self, train: Series, validation: Series) -> str:
         """Names the checkpoint folder: equal data and configuration resume the same run, anything else starts anew."""
-        digest = hashlib.sha256(json.dumps({"cell": self.cell, "features": self.features, **asdict(self.config),
-                                            "checkpoint_root": None, "tensorboard_root": None, "device": None,
-                                            "loader_workers": None}, sort_keys=True).encode())
+        digest = hashlib.sha256(
+            json.dumps(
+                {
+                    "cell": self.cell,
+                    "features": self.features,
+                    **asdict(self.config),
+                    "checkpoint_root": None,
+                    "tensorboard_root": None,
+                    "device": None,
+                    "loader_workers": None,
+                },
+                sort_keys=True,
+            ).encode()
+        )
         for series in (train, validation):
             digest.update(series.values.tobytes())
             digest.update(series.targets.tobytes())
@@ -155,23 +184,32 @@ class SequencePriceModel(PriceModel):
         context = pd.concat([train, validation], ignore_index=True)
         validation_series = self._series(context, targets=True)
         is_validation = np.zeros(len(context), bool)
-        is_validation[len(train):] = True
-        validation_ends = np.intersect1d(validation_series.full_windows(length),
-                                         np.flatnonzero(is_validation[validation_series.order]))
+        is_validation[len(train) :] = True
+        validation_ends = np.intersect1d(
+            validation_series.full_windows(length), np.flatnonzero(is_validation[validation_series.order])
+        )
         train_ends = train_series.full_windows(length)
         if len(train_ends) == 0 or len(validation_ends) == 0:
-            raise ValueError(f"too few rows for windows of {length}: {len(train_ends)} training and "
-                             f"{len(validation_ends)} validation windows")
+            raise ValueError(
+                f"too few rows for windows of {length}: {len(train_ends)} training and "
+                f"{len(validation_ends)} validation windows"
+            )
         generator = seed_everything(self.config.seed)
         self.network = self._network(train_series.values.shape[1])
-        return Prepared(WindowBatches(train_series, train_ends, length), WindowBatches(validation_series, validation_ends, length),
-                        generator, self._run_key(train_series, validation_series))
+        return Prepared(
+            WindowBatches(train_series, train_ends, length),
+            WindowBatches(validation_series, validation_ends, length),
+            generator,
+            self._run_key(train_series, validation_series),
+        )
 
     def fit(self, train: pd.DataFrame, validation: pd.DataFrame | None = None) -> SequencePriceModel:
         """Fit on labelled rows (see `prepare`), checkpointing every epoch under the run's key."""
         prepared = self.prepare(train, validation)
         key = prepared.key
-        checkpoints = CheckpointStore(f"{self.config.checkpoint_root.rstrip('/')}/{key}") if self.config.checkpoint_root else None
+        checkpoints = (
+            CheckpointStore(f"{self.config.checkpoint_root.rstrip('/')}/{key}") if self.config.checkpoint_root else None
+        )
         tensorboard = Path(self.config.tensorboard_root) / key if self.config.tensorboard_root else None
         loop = TrainingLoop(self.network, self.config.loop(), LOSS(), prepared.generator, checkpoints, tensorboard)
         result = loop.fit(prepared.train, prepared.validation)
@@ -183,10 +221,16 @@ class SequencePriceModel(PriceModel):
     def _summary(result: LoopResult, key: str, n_train: int, n_validation: int) -> dict[str, Any]:
         last = result.history[-1] if result.history else {}
         return {
-            "device": result.device, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-            "best_val_loss": result.best_val_loss, "stopped_early": result.stopped_early,
-            "resumed_from_epoch": result.resumed_from_epoch, "run_key": key, "train_windows": n_train,
-            "validation_windows": n_validation, "samples_per_s": last.get("samples_per_s", float("nan")),
+            "device": result.device,
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "best_val_loss": result.best_val_loss,
+            "stopped_early": result.stopped_early,
+            "resumed_from_epoch": result.resumed_from_epoch,
+            "run_key": key,
+            "train_windows": n_train,
+            "validation_windows": n_validation,
+            "samples_per_s": last.get("samples_per_s", float("nan")),
             "history": result.history,
         }
 
@@ -214,7 +258,9 @@ class SequencePriceModel(PriceModel):
         for begin in range(0, len(series), PREDICT_BATCH):
             ends = np.arange(begin, min(begin + PREDICT_BATCH, len(series)))
             index = torch.from_numpy(window_index(ends, series.starts, self.config.sequence_length))
-            out[begin:begin + len(ends)] = self.network(values[index], pair_ids[torch.from_numpy(ends)]).double().numpy()
+            out[begin : begin + len(ends)] = (
+                self.network(values[index], pair_ids[torch.from_numpy(ends)]).double().numpy()
+            )
         returns = np.empty(len(series), np.float64)
         returns[series.order] = out * self.target_scale + self.target_mean
         return returns
@@ -224,21 +270,38 @@ class SequencePriceModel(PriceModel):
 
     def params(self) -> dict[str, Any]:
         c = self.config
-        params = {"cell": self.cell, "sequence_length": c.sequence_length, "hidden_size": c.hidden_size,
-                  "layers": c.layers, "pair_embedding_dim": c.embedding_dim, "dropout": c.dropout,
-                  "max_epochs": c.epochs, "batch_size": c.batch_size, "learning_rate": c.learning_rate,
-                  "patience": c.patience, "loss": "huber (standardised target)", "pairs": ",".join(self.pairs)}
+        params = {
+            "cell": self.cell,
+            "sequence_length": c.sequence_length,
+            "hidden_size": c.hidden_size,
+            "layers": c.layers,
+            "pair_embedding_dim": c.embedding_dim,
+            "dropout": c.dropout,
+            "max_epochs": c.epochs,
+            "batch_size": c.batch_size,
+            "learning_rate": c.learning_rate,
+            "patience": c.patience,
+            "loss": "huber (standardised target)",
+            "pairs": ",".join(self.pairs),
+        }
         return params | {k: v for k, v in self.summary.items() if k != "history"}
 
     def _state(self) -> dict[str, Any]:
         return {"features": self.features, "config": asdict(self.config)}
 
     def _save_artifacts(self, path: Path) -> None:
-        torch.save({
-            "network": self.network.state_dict(), "pairs": self.pairs, "n_inputs": len(self.input_mean),
-            "input_mean": torch.from_numpy(self.input_mean), "input_scale": torch.from_numpy(self.input_scale),
-            "target_mean": self.target_mean, "target_scale": self.target_scale,
-        }, path / WEIGHTS_FILE)
+        torch.save(
+            {
+                "network": self.network.state_dict(),
+                "pairs": self.pairs,
+                "n_inputs": len(self.input_mean),
+                "input_mean": torch.from_numpy(self.input_mean),
+                "input_scale": torch.from_numpy(self.input_scale),
+                "target_mean": self.target_mean,
+                "target_scale": self.target_scale,
+            },
+            path / WEIGHTS_FILE,
+        )
 
     @classmethod
     def _restore(cls, state: dict[str, Any], path: Path) -> SequencePriceModel:
