@@ -57,16 +57,16 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from coinflow import offline, services
+from coinflow import parquet_writer, services
+from coinflow.feature_store import apply_feature_repo, feature_store
 from coinflow.logs import configure_logging
 from coinflow.quality import Rejects
 from coinflow.schemas import CONTROL_END, Control
 from coinflow.settings import Settings
-from coinflow.store import apply_feature_repo, feature_store
 from coinflow.streaming import new_application, pipeline_topics, topic_config
 from feature_pipeline.dataflow import Completion, build_dataflow
 from feature_pipeline.sinks.feast_sink import FeastSink
-from feature_pipeline.sources.files import iter_trades_csv
+from feature_pipeline.sources.csv_readers import iter_trades_csv
 from feature_pipeline.transforms.candles import new_candle, update_candle
 from feature_repo.names import indicators_view, ohlcv_view
 
@@ -505,8 +505,8 @@ def run_end_to_end(
     offline_rows = {}
     store = feature_store(settings)
     for view_name in (ohlcv_view(settings.candle_interval), indicators_view(settings.candle_interval)):
-        root = offline.dataset_root(store.get_feature_view(view_name).batch_source.path)
-        offline_rows[view_name] = len(offline.read_rows(root))
+        root = parquet_writer.dataset_root(store.get_feature_view(view_name).batch_source.path)
+        offline_rows[view_name] = len(parquet_writer.read_rows(root))
     online = store.get_online_features(
         features=[f"{ohlcv_view(settings.candle_interval)}:close"],
         entity_rows=[{"pair": p} for p in sorted(pairs)],

@@ -67,18 +67,19 @@ from rich.table import Table
 
 from bench.bench_feature_pipeline import machine_info, results_table
 from coinflow import services
+from coinflow.contracts import CHAMPION, registered_model_name
+from coinflow.feature_store import apply_feature_repo, feast_variables, feature_store
 from coinflow.quality import Rejects
 from coinflow.settings import Settings
-from coinflow.store import apply_feature_repo, feast_variables, feature_store
 from feature_pipeline.sinks.feast_sink import FeastSink
-from feature_pipeline.sources.files import iter_ohlcvt_csv
+from feature_pipeline.sources.csv_readers import iter_ohlcvt_csv
 from feature_pipeline.transforms.indicators import new_indicator_state, update_indicators
 from feature_repo.names import ENTITY, INDICATOR_FEATURES, OHLCV_FEATURES, regression_service
 from inference_pipeline.features import OnlineFeatures, serving_store
 from inference_pipeline.model_store import ModelStore
 from training_pipeline.labels import TARGET_LOG_RETURN
 from training_pipeline.models import XGBoostModel
-from training_pipeline.tracking import CHAMPION, log_pyfunc, registered_model_name
+from training_pipeline.tracking import log_pyfunc
 
 ROOT = Path(__file__).resolve().parent.parent
 CANDLES = ROOT / "data" / "kraken" / "ohlcvt_XBTUSDC_1m_2023Q1.csv"

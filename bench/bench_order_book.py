@@ -51,10 +51,10 @@ from bench.bench_feature_pipeline import (
     watchdog,
 )
 from coinflow import services
+from coinflow.feature_store import apply_feature_repo, feature_store
 from coinflow.logs import configure_logging
 from coinflow.schemas import CONTROL_END
 from coinflow.settings import Settings
-from coinflow.store import apply_feature_repo, feature_store
 from coinflow.streaming import new_application, topic_config
 from feature_pipeline.book_dataflow import book_topics, build_book_dataflow, on_book_end
 from feature_pipeline.dataflow import Completion

@@ -5,7 +5,7 @@
 Both run the same call, ``FeatureStore.get_historical_features(entity_df,
 features=<FeatureService price_regression_1m>).to_df()``, on the same registry
 and Parquet files; only the RepoConfig's offline store differs (``duckdb``,
-Feast's built-in, and ``coinflow.feast_offline.AsofDuckDBOfflineStore``).
+Feast's built-in, and ``coinflow.asof_offline_store.AsofDuckDBOfflineStore``).
 
 Data, shaped like the project's: a temporary copy of feature_repo/, and in it
 the two views of price_regression_1m (ohlcv_1m, indicators_1m, the real
@@ -55,7 +55,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.bench_feature_pipeline import machine_info, results_table
-from coinflow import offline
+from coinflow import parquet_writer
 from coinflow.schemas import pair_slug
 from feature_pipeline.sinks.feast_sink import arrow_schema
 from feature_repo.names import (
@@ -76,7 +76,7 @@ UNKNOWN_PAIR = "DOGE/USD"
 START = pd.Timestamp("2024-01-01", tz="UTC")
 STORES = {
     "feast": "duckdb",
-    "asof": "coinflow.feast_offline.AsofDuckDBOfflineStore",
+    "asof": "coinflow.asof_offline_store.AsofDuckDBOfflineStore",
 }
 TARGET_SPEEDUP = 20.0
 
@@ -174,10 +174,10 @@ def prepare(repo: Path, minutes: int, entities: int, seed: int) -> dict:
     counts = {}
     for name, features in ((ohlcv_view("1m"), OHLCV_FEATURES), (indicators_view("1m"), INDICATOR_FEATURES)):
         view = store.get_feature_view(name)  # as registered: its entity columns are known
-        root = offline.dataset_root(view.batch_source.path)
+        root = parquet_writer.dataset_root(view.batch_source.path)
         schema = arrow_schema(view)
         rows = feature_rows(features, PAIRS, minutes, rng)
-        offline.write_rows(root, rows, schema)
+        parquet_writer.write_rows(root, rows, schema)
         late = corrections(rows, 0.01, rng)
         for pair, group in late.groupby(ENTITY):
             pq.write_table(

@@ -122,7 +122,7 @@ def has_alias(settings: Settings, pair: str, alias: str) -> bool:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from training_pipeline.tracking import registered_model_name
+    from coinflow.contracts import registered_model_name
 
     client = MlflowClient(tracking_uri=services.ensure_mlflow(settings))
     try:

@@ -16,8 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 import feature_repo
 from coinflow.quality import DEAD_LETTER_MAX_BYTES
-
-INTERVALS_SECONDS = {"1m": 60, "5m": 300}
+from coinflow.schemas import INTERVALS_SECONDS
 
 
 def _alias(name: str) -> AliasChoices:

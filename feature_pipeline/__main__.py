@@ -20,21 +20,22 @@ from rich.console import Console
 from rich.table import Table
 
 from coinflow import services
+from coinflow.feature_store import apply_feature_repo, feature_store
 from coinflow.logs import configure_logging
 from coinflow.quality import configure_dead_letters
 from coinflow.redact import redact
-from coinflow.settings import INTERVALS_SECONDS, Settings
-from coinflow.store import apply_feature_repo, feature_store
+from coinflow.schemas import INTERVALS_SECONDS
+from coinflow.settings import Settings
 from feature_pipeline.book_runner import run_book_pipeline
 from feature_pipeline.runner import run_pipeline
 from feature_pipeline.sources.book_source import BookSource
 from feature_pipeline.sources.coinbase_replay_server import CoinbaseReplayServer, read_session
 from feature_pipeline.sources.coinbase_ws import CoinbaseSource
+from feature_pipeline.sources.csv_readers import FileFormatError, check_ohlcvt_csv, check_trades_csv
 from feature_pipeline.sources.file_sources import CandlesFileSource, TradesFileSource
-from feature_pipeline.sources.files import FileFormatError, check_ohlcvt_csv, check_trades_csv
+from feature_pipeline.sources.kraken_replay_server import serve, server_thread
 from feature_pipeline.sources.kraken_rest import KrakenRestSource
 from feature_pipeline.sources.kraken_ws import KrakenBookSource, KrakenTradeSource
-from feature_pipeline.sources.replay_server import serve, server_thread
 from feature_repo.names import ENTITY, INDICATOR_FEATURES, OHLCV_FEATURES, indicators_view, ohlcv_view
 
 console = Console()

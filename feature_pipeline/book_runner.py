@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coinflow.feature_store import feature_store
 from coinflow.quality import Rejects
 from coinflow.settings import Settings
-from coinflow.store import feature_store
 from coinflow.streaming import new_application, pipeline_topics, run_application
 from feature_pipeline.book_dataflow import book_topics, build_book_dataflow, on_book_end
 from feature_pipeline.dataflow import Completion, build_dataflow, dead_letter_writer

@@ -28,14 +28,13 @@ from quixstreams.sinks import BaseSink
 from quixstreams.state import State
 
 from coinflow.quality import Rejects
-from coinflow.schemas import CONTROL_END
+from coinflow.schemas import CONTROL_END, invalid_candle_reason
 from coinflow.settings import Settings
 from coinflow.streaming import Topics
 from feature_pipeline.transforms.candles import (
     accept_trade,
     advance_clock,
     close_windows,
-    invalid_candle_reason,
     new_pair_state,
 )
 from feature_pipeline.transforms.indicators import new_indicator_state, update_indicators

@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass, field
 
 from coinflow import services
+from coinflow.feature_store import apply_feature_repo, feature_store
 from coinflow.quality import Rejects
 from coinflow.settings import Settings
-from coinflow.store import apply_feature_repo, feature_store
 from coinflow.streaming import new_application, pipeline_topics, run_application
 from feature_pipeline.dataflow import Completion, build_dataflow, dead_letter_writer
 from feature_pipeline.sinks.feast_sink import FeastSink

@@ -3,7 +3,7 @@
 Per registered model version, running sums give the MAE of the predicted
 price, the MAE of the last-price baseline on the same predictions (their
 ratio is the live counterpart of the training table's ratio) and the
-directional accuracy, defined as in training (`training_pipeline.metrics`).
+directional accuracy, defined as in training (`coinflow.forecast_metrics`).
 Scores live in the stream's state; `LiveMetricsSink` exposes them as
 Prometheus gauges and logs them to MLflow, in one run per model version
 (``live-v<N>``, tagged ``live_evaluation``) in the model's experiment, at
@@ -24,8 +24,8 @@ from mlflow.entities import Metric
 from prometheus_client import Counter, Gauge
 from quixstreams.sinks import BatchingSink, SinkBatch
 
+from coinflow.forecast_metrics import directional_accuracy
 from coinflow.redact import redact
-from training_pipeline.metrics import directional_accuracy
 
 logger = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 
+from coinflow.feature_store import repo_config
 from coinflow.settings import Settings
-from coinflow.store import repo_config
 from feature_repo.names import ENTITY, window_feature
 
 ViewRows = list[tuple[datetime | None, dict[str, Value] | None]]

@@ -1,7 +1,7 @@
 """The served models: loaded from the MLflow registry by alias (or pinned version), watched, swapped atomically.
 
 One registered model serves one pair and horizon (``price-<PAIR>-<H>m``, see
-`training_pipeline.tracking.registered_model_name`). A background thread asks
+`coinflow.contracts.registered_model_name`). A background thread asks
 the registry every few seconds which version the alias points at; a new
 version is downloaded and loaded off the request path and then published by
 replacing one dict, so a request sees either the old model or the new one,
@@ -38,11 +38,10 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel
 
+from coinflow.contracts import PREDICTED_PRICE, PREDICTED_RETURN, ServedPriceModel, registered_model_name
 from coinflow.redact import redact
 from coinflow.settings import Settings
 from feature_repo.names import window_view
-from training_pipeline.models import PriceModel
-from training_pipeline.tracking import PREDICTED_PRICE, PREDICTED_RETURN, PriceForecaster, registered_model_name
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ class ServedModel:
     history: int = 1
     memoize: bool = True
     window_view: str | None = None
-    price_model: PriceModel | None = field(default=None, repr=False, compare=False)
+    price_model: ServedPriceModel | None = field(default=None, repr=False, compare=False)
     _last: dict[tuple, tuple[float, float]] = field(default_factory=dict, repr=False, compare=False)
 
     def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
@@ -142,13 +141,15 @@ class ServedModel:
         return self._memoized(rows, compute)
 
 
-def price_model_of(pyfunc: PyFuncModel) -> PriceModel | None:
-    """The training pipeline's model inside a `PriceForecaster` pyfunc (None for any other pyfunc)."""
+def price_model_of(pyfunc: PyFuncModel) -> ServedPriceModel | None:
+    """The price model inside a registered price pyfunc (its ``model``, when it is a `ServedPriceModel`), or None for
+    any other pyfunc, which is then called as a pyfunc."""
     try:
         python_model = pyfunc.unwrap_python_model()
     except MlflowException:
         return None
-    return python_model.model if isinstance(python_model, PriceForecaster) else None
+    model = getattr(python_model, "model", None)
+    return model if isinstance(model, ServedPriceModel) else None
 
 
 def service_layout(service: FeatureService) -> tuple[tuple[str, ...], tuple[str, ...]]:

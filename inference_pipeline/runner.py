@@ -8,9 +8,9 @@ from mlflow import MlflowClient
 from threadpoolctl import threadpool_limits
 
 from coinflow import services
+from coinflow.feature_store import feature_store
 from coinflow.quality import Rejects
 from coinflow.settings import Settings
-from coinflow.store import feature_store
 from coinflow.streaming import new_application, pipeline_topics
 from inference_pipeline.evaluation import LiveMetricsSink
 from inference_pipeline.model_store import ModelStore

@@ -29,12 +29,12 @@ from quixstreams.models.topics import Topic
 from quixstreams.sinks import BaseSink, BatchingSink, SinkBatch
 from quixstreams.state import State
 
-from coinflow import offline
+from coinflow import parquet_writer
 from coinflow.quality import Rejects
+from coinflow.schemas import invalid_candle_reason
 from coinflow.settings import Settings
 from coinflow.streaming import Topics, topic_config
-from feature_pipeline.transforms.candles import invalid_candle_reason
-from feature_pipeline.transforms.windows import push_row
+from coinflow.windows import push_row
 from feature_repo.names import CANDLE_FEATURES, CREATED_TIMESTAMP, ENTITY, EVENT_TIMESTAMP, indicators_view, ohlcv_view
 from inference_pipeline.evaluation import realised, score_step
 from inference_pipeline.model_store import ModelKey, ModelStore, ServedModel
@@ -180,7 +180,7 @@ class PredictionsSink(BatchingSink):
     def write(self, batch: SinkBatch) -> None:
         frame = prediction_frame([item.value for item in batch])
         for horizon, group in frame.groupby("horizon_minutes"):
-            offline.write_rows(predictions_dataset(self._settings, int(horizon)), group, PREDICTIONS_SCHEMA)
+            parquet_writer.write_rows(predictions_dataset(self._settings, int(horizon)), group, PREDICTIONS_SCHEMA)
         self.rows_written += len(frame)
 
 

@@ -13,10 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 from coinflow import services
+from coinflow.feature_store import feature_store
 from coinflow.logs import configure_logging
 from coinflow.redact import redact
-from coinflow.settings import INTERVALS_SECONDS, Settings
-from coinflow.store import feature_store
+from coinflow.schemas import INTERVALS_SECONDS
+from coinflow.settings import Settings
 from training_pipeline.checks import DataCheckError
 from training_pipeline.train import DEFAULT_MODELS, MODEL_CHOICES, PairResult, TrainingOptions, train_pair
 

@@ -24,6 +24,7 @@ from feast import FeatureStore
 from mlflow import MlflowClient
 
 import training_pipeline
+from coinflow.contracts import CHALLENGER, CHAMPION, action_model_name
 from coinflow.settings import Settings
 from feature_repo.names import EVENT_TIMESTAMP
 from training_pipeline import plots
@@ -33,15 +34,7 @@ from training_pipeline.deep.action import ACTION_NAMES, DECISION, ActionModel, d
 from training_pipeline.deep.regressor import DeepConfig
 from training_pipeline.simulation import Costs, Market, Outcome, benchmarks, equity_curves, simulate
 from training_pipeline.splits import Split, time_split
-from training_pipeline.tracking import (
-    CHALLENGER,
-    CHAMPION,
-    action_model_name,
-    champion_version,
-    decide_action_promotion,
-    git_commit,
-    log_action_pyfunc,
-)
+from training_pipeline.tracking import champion_version, decide_action_promotion, git_commit, log_action_pyfunc
 from training_pipeline.train import EXAMPLE_ROWS
 
 logger = logging.getLogger(__name__)

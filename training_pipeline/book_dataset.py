@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
+from coinflow.feature_store import feature_store
 from coinflow.settings import Settings
-from coinflow.store import feature_store
 from feature_repo.names import BOOK_ENTITY, EVENT_TIMESTAMP, ORDERBOOK_SERVICE, ORDERBOOK_VIEW
 from training_pipeline import checks
 from training_pipeline.action_labels import ACTIONS, LabelCosts, action_values

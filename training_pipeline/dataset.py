@@ -19,10 +19,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 from feast import FeatureStore
 
-from coinflow.offline import dataset_root
-from coinflow.schemas import pair_slug
-from coinflow.settings import INTERVALS_SECONDS, Settings
-from coinflow.store import feature_store
+from coinflow.feature_store import feature_store
+from coinflow.parquet_writer import dataset_root
+from coinflow.schemas import INTERVALS_SECONDS, pair_slug
+from coinflow.settings import Settings
 from feature_repo.names import ENTITY, EVENT_TIMESTAMP, ohlcv_view, regression_service
 from training_pipeline import checks
 from training_pipeline.labels import (

@@ -19,11 +19,11 @@ import pandas as pd
 from feast import FeatureStore
 from mlflow import MlflowClient
 
+from coinflow.contracts import PREDICTED_RETURN
 from coinflow.settings import Settings
 from feature_repo.names import EVENT_TIMESTAMP
 from training_pipeline.dataset import build_dataset
 from training_pipeline.simulation import Costs, Market, Outcome, benchmarks, equity_curves, regression_actions, simulate
-from training_pipeline.tracking import PREDICTED_RETURN
 
 
 @dataclass(frozen=True)

@@ -26,19 +26,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
 
-from coinflow.schemas import pair_slug
+from coinflow.contracts import (
+    CHAMPION,
+    PREDICTED_PRICE,
+    PREDICTED_RETURN,
+)
 from training_pipeline.models import PriceModel, load_model
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-PREDICTED_RETURN = "predicted_log_return"
-PREDICTED_PRICE = "predicted_price"
 REQUIREMENTS = ("mlflow", "numpy", "pandas", "scikit-learn", "xgboost", "joblib", "cloudpickle")
-
-
-def registered_model_name(pair: str, horizon_minutes: int) -> str:
-    """``price-BTCUSD-1m`` for BTC/USD and a 1-minute horizon (also the experiment's name)."""
-    return f"price-{pair_slug(pair)}-{horizon_minutes}m"
 
 
 class PriceForecaster(mlflow.pyfunc.PythonModel):
@@ -109,11 +104,6 @@ def log_pyfunc(model: PriceModel, example: pd.DataFrame, name: str) -> ModelInfo
     forecaster = PriceForecaster()
     forecaster.model = model
     return _log_python_model(forecaster, model.save, example, name, "served_model.py", model.requirements)
-
-
-def action_model_name(product: str) -> str:
-    """``action-COINBASEETHUSD`` for the book coinbase:ETH-USD (also the experiment's name)."""
-    return f"action-{pair_slug(product)}"
 
 
 class ActionPolicy(mlflow.pyfunc.PythonModel):

@@ -23,6 +23,7 @@ from feast import FeatureStore
 from mlflow import MlflowClient
 
 import training_pipeline
+from coinflow.contracts import CHALLENGER, CHAMPION, registered_model_name
 from coinflow.settings import Settings
 from feature_repo.names import EVENT_TIMESTAMP
 from training_pipeline import plots
@@ -39,16 +40,7 @@ from training_pipeline.models import (
     tune_xgboost,
 )
 from training_pipeline.splits import Split, time_split
-from training_pipeline.tracking import (
-    CHALLENGER,
-    CHAMPION,
-    champion_version,
-    decide_promotion,
-    git_commit,
-    log_pyfunc,
-    predict_with_alias,
-    registered_model_name,
-)
+from training_pipeline.tracking import champion_version, decide_promotion, git_commit, log_pyfunc, predict_with_alias
 
 logger = logging.getLogger(__name__)
 

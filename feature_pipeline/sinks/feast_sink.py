@@ -28,9 +28,9 @@ from feast.types import Int64
 from prometheus_client import Counter, Histogram
 from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 
-from coinflow import offline
+from coinflow import parquet_writer
 from coinflow.quality import Rejects
-from feature_pipeline.transforms.windows import window_row
+from coinflow.windows import window_row
 from feature_repo.names import (
     CREATED_TIMESTAMP,
     ENTITY,
@@ -185,8 +185,8 @@ class FeastSink(BatchingSink):
             for ts in latest_per_pair(group, view_entity(views[0][0]))[EVENT_TIMESTAMP]:
                 FRESHNESS_SECONDS.observe(max((now - ts).total_seconds(), 0.0))
             for view, schema in views:
-                offline.write_rows(
-                    offline.dataset_root(view.batch_source.path), group[schema.names], schema, view_entity(view)
+                parquet_writer.write_rows(
+                    parquet_writer.dataset_root(view.batch_source.path), group[schema.names], schema, view_entity(view)
                 )
                 ROWS_WRITTEN.labels(view.name, "offline").inc(len(group))
                 self.rows_written[view.name] += len(group)
@@ -200,8 +200,8 @@ class FeastSink(BatchingSink):
             rows = []
             for pair in group[ENTITY].unique():
                 tails = [
-                    offline.tail_rows(
-                        offline.dataset_root(self._view(name)[0].batch_source.path), pair, self._window_length
+                    parquet_writer.tail_rows(
+                        parquet_writer.dataset_root(self._view(name)[0].batch_source.path), pair, self._window_length
                     )
                     for name in (ohlcv_view(interval), indicators_view(interval))
                 ]

@@ -15,7 +15,7 @@ from pathlib import Path
 from coinflow.quality import DEAD_LETTER_MAX_BYTES, Rejects
 from coinflow.schemas import CONTROL_END, MAX_FUTURE_MS, Control
 from feature_pipeline.sources.base import RecordSource
-from feature_pipeline.sources.files import iter_ohlcvt_csv, iter_trades_csv
+from feature_pipeline.sources.csv_readers import iter_ohlcvt_csv, iter_trades_csv
 
 logger = logging.getLogger(__name__)
 

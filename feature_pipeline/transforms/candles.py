@@ -20,11 +20,9 @@ quiet pair's candle is not held back waiting for its next trade.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
-from coinflow.schemas import MAX_FUTURE_MS, MAX_INT64, Candle, time_problem
-from coinflow.settings import INTERVALS_SECONDS
+from coinflow.schemas import Candle
 
 
 def new_candle(trade: Mapping) -> dict:
@@ -132,45 +130,3 @@ def close_windows(state: dict, pair: str, interval: str, duration_ms: int, grace
 def window_end(timestamp_ms: int, duration_ms: int) -> int:
     """End of the tumbling window holding a timestamp (windows are aligned to the epoch)."""
     return timestamp_ms - timestamp_ms % duration_ms + duration_ms
-
-
-CANDLE_NUMBERS = ("open", "high", "low", "close", "volume", "vwap")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def invalid_candle_reason(record: object, now_ms: int | None = None, max_future_ms: int = MAX_FUTURE_MS) -> str | None:
-    """Why a record on the candles topic is not a usable candle, or None.
-
-    Every field the feature store converts is checked here, where the record
-    enters, so that nothing the sink cannot write gets that far: a known
-    interval, a window of that length at a plausible time (given the clock,
-    `now_ms`: `coinflow.schemas.time_problem`), a 64-bit count and finite
-    prices. Consumers of rows checked upstream may leave out the clock.
-    """
-    if not isinstance(record, Mapping):
-        return "not_an_object"
-    if not isinstance(record.get("pair"), str) or not isinstance(record.get("interval"), str):
-        return "missing_pair_or_interval"
-    if record["interval"] not in INTERVALS_SECONDS:
-        return "unknown_interval"
-    start, end, count = record.get("window_start_ms"), record.get("window_end_ms"), record.get("trade_count")
-    if not (_is_int(start) and _is_int(end) and _is_int(count)) or not 0 <= count <= MAX_INT64:
-        return "bad_window_or_count"
-    if end - start != INTERVALS_SECONDS[record["interval"]] * 1000:
-        return "window_not_its_interval"
-    if now_ms is not None:
-        problem = time_problem(start, now_ms, max_future_ms) or time_problem(end, now_ms, max_future_ms)
-        if problem is not None:
-            return problem
-    values = [record.get(name) for name in CANDLE_NUMBERS]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-        return "non_numeric_or_nan"
-    o, h, lo, c, volume, _ = values
-    if min(o, h, lo, c) <= 0 or volume < 0:
-        return "non_positive_price_or_negative_volume"
-    if not (lo <= min(o, c) and h >= max(o, c)):
-        return "inconsistent_ohlc"
-    return None

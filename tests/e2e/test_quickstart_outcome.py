@@ -9,10 +9,10 @@ import pytest
 from mlflow import MlflowClient
 
 from coinflow import services
+from coinflow.contracts import registered_model_name
+from coinflow.feature_store import feature_store
 from coinflow.settings import Settings
-from coinflow.store import feature_store
 from feature_repo.names import regression_service
-from training_pipeline.tracking import registered_model_name
 
 pytestmark = pytest.mark.e2e
 

@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from coinflow import services
+from coinflow.feature_store import apply_feature_repo
 from coinflow.settings import Settings
-from coinflow.store import apply_feature_repo
 
 REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 # Overridable so that two test sessions on one machine do not share a broker or database.

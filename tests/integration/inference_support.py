@@ -20,16 +20,17 @@ import uvicorn
 from mlflow import MlflowClient
 
 from coinflow import services
+from coinflow.contracts import registered_model_name
+from coinflow.feature_store import feature_store
 from coinflow.quality import Rejects
 from coinflow.settings import Settings
-from coinflow.store import feature_store
 from feature_pipeline.sinks.feast_sink import FeastSink
-from feature_pipeline.sources.files import iter_ohlcvt_csv
+from feature_pipeline.sources.csv_readers import iter_ohlcvt_csv
 from feature_pipeline.transforms.indicators import new_indicator_state, update_indicators
 from feature_repo.names import INDICATOR_FEATURES, OHLCV_FEATURES, regression_service
 from training_pipeline.labels import TARGET_LOG_RETURN
 from training_pipeline.models import PriceModel, XGBoostModel
-from training_pipeline.tracking import log_pyfunc, registered_model_name
+from training_pipeline.tracking import log_pyfunc
 
 MLFLOW_PORT = int(os.environ.get("COINFLOW_IT_INFERENCE_MLFLOW_PORT", "15223"))
 CANDLES_CSV = Path(__file__).resolve().parents[2] / "data" / "kraken" / "ohlcvt_XBTUSDC_1m_2023Q1.csv"

@@ -15,8 +15,9 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from coinflow.contracts import CHALLENGER, CHAMPION, action_model_name
+from coinflow.feature_store import feature_store
 from coinflow.settings import Settings
-from coinflow.store import feature_store
 from feature_pipeline.sinks.feast_sink import FeastSink, single_view
 from feature_repo.names import BOOK_ENTITY, EVENT_TIMESTAMP, MID_HISTORY_FEATURES, ORDERBOOK_FEATURES, ORDERBOOK_VIEW
 from tests.integration.test_training_mlflow import training_settings, uri  # noqa: F401 - fixtures
@@ -27,7 +28,6 @@ from training_pipeline.book_dataset import VALUE_COLUMNS, build_book_dataset
 from training_pipeline.checks import DataCheckError
 from training_pipeline.deep.action import ACTION_NAMES, DECISION, SCORE_COLUMNS
 from training_pipeline.simulation_run import simulate_run
-from training_pipeline.tracking import CHALLENGER, CHAMPION, action_model_name
 
 pytestmark = pytest.mark.integration
 

@@ -33,7 +33,7 @@ from coinflow import services
 from coinflow.settings import Settings
 from coinflow.streaming import TopicKeeper, new_application, outage_config, pipeline_topics, topic_config
 from feature_pipeline.sources.base import BUFFER_STAGE, RecordSource
-from feature_pipeline.sources.replay_server import KrakenReplayServer
+from feature_pipeline.sources.kraken_replay_server import KrakenReplayServer
 
 from .polling import wait_for
 from .test_feature_pipeline_e2e import PAIR, _env_for, assert_candles_equal, expected_candles, offline_view, read_topic

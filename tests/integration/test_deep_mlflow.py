@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from coinflow.contracts import CHALLENGER, PREDICTED_PRICE
 from coinflow.settings import Settings
 from tests.integration.test_training_mlflow import PREDICTABLE, training_settings, uri  # noqa: F401 - fixtures
 from training_pipeline.dataset import build_dataset
 from training_pipeline.simulation_run import simulate_run
-from training_pipeline.tracking import CHALLENGER, PREDICTED_PRICE
 from training_pipeline.train import TrainingOptions, train_pair
 
 pytestmark = pytest.mark.integration

@@ -7,11 +7,11 @@ import json
 import pytest
 from quixstreams.sinks import SinkBackpressureError, SinkBatch
 
-from coinflow import offline
+from coinflow import parquet_writer
+from coinflow.feature_store import feature_store
 from coinflow.quality import Rejects
-from coinflow.store import feature_store
 from feature_pipeline.sinks.feast_sink import FeastSink
-from feature_pipeline.sources.files import iter_ohlcvt_csv
+from feature_pipeline.sources.csv_readers import iter_ohlcvt_csv
 from feature_pipeline.transforms.indicators import new_indicator_state, update_indicators
 
 pytestmark = pytest.mark.integration
@@ -36,8 +36,8 @@ def batch_of(values: list[dict]) -> SinkBatch:
 
 
 def written(settings, view: str) -> list[int]:
-    root = offline.dataset_root(feature_store(settings).get_feature_view(view).batch_source.path)
-    rows = offline.read_rows(root)
+    root = parquet_writer.dataset_root(feature_store(settings).get_feature_view(view).batch_source.path)
+    rows = parquet_writer.read_rows(root)
     return sorted(int(ts.timestamp() * 1000) for ts in rows["event_timestamp"])
 
 

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from coinflow import offline
+from coinflow import parquet_writer
+from coinflow.feature_store import feature_store
 from coinflow.services import ensure_broker
 from coinflow.settings import Settings
-from coinflow.store import feature_store
 from coinflow.streaming import new_application, pipeline_topics
 from feature_pipeline.runner import run_pipeline
 from feature_pipeline.sources.file_sources import CandlesFileSource, TradesFileSource
@@ -52,8 +52,8 @@ def expected_candles(trades: pd.DataFrame) -> pd.DataFrame:
 
 
 def offline_view(settings: Settings, view: str) -> pd.DataFrame:
-    root = offline.dataset_root(feature_store(settings).get_feature_view(view).batch_source.path)
-    rows = offline.read_rows(root)
+    root = parquet_writer.dataset_root(feature_store(settings).get_feature_view(view).batch_source.path)
+    rows = parquet_writer.read_rows(root)
     return rows.sort_values("event_timestamp").set_index("event_timestamp") if len(rows) else rows
 
 
@@ -135,7 +135,7 @@ def test_replay_real_trades_fills_online_and_offline_stores(settings, data_dir):
             window[window_feature(name)][0], tail[name].to_numpy(float), rtol=1e-12, equal_nan=True, err_msg=name
         )
     windows_source = feature_store(settings).get_feature_view(window_view("1m")).batch_source.path
-    assert not offline.dataset_root(windows_source).exists()
+    assert not parquet_writer.dataset_root(windows_source).exists()
 
     # Replaying the same file leaves the same rows, not twice as many.
     again = replay(settings, path)

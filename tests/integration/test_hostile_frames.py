@@ -30,7 +30,7 @@ from confluent_kafka import Consumer, TopicPartition
 from coinflow.settings import Settings
 from feature_pipeline.sources.coinbase_protocol import parse_message, with_sequence_num
 from feature_pipeline.sources.coinbase_replay_server import CoinbaseReplayServer, read_session
-from feature_pipeline.sources.replay_server import KrakenReplayServer, server_thread
+from feature_pipeline.sources.kraken_replay_server import KrakenReplayServer, server_thread
 from tests.unit.test_book_sources import SESSION
 from tests.unit.test_hostile_frames import KINDS, coinbase_trades_hostile, kraken_trade_hostile
 

@@ -29,8 +29,9 @@ from mlflow import MlflowClient
 from schemathesis.checks import not_a_server_error
 
 from coinflow import services
+from coinflow.contracts import CHALLENGER, registered_model_name
+from coinflow.feature_store import apply_feature_repo, feature_store
 from coinflow.settings import Settings
-from coinflow.store import apply_feature_repo, feature_store
 from feature_repo.names import ENTITY, regression_service
 from inference_pipeline.app import create_app
 from inference_pipeline.features import OnlineFeatures, serving_store
@@ -49,7 +50,6 @@ from tests.integration.inference_support import (
 )
 from training_pipeline.deep.regressor import LSTMPriceModel
 from training_pipeline.models import LastPrice
-from training_pipeline.tracking import CHALLENGER, registered_model_name
 
 pytestmark = pytest.mark.integration
 

@@ -19,10 +19,12 @@ import pytest
 from confluent_kafka import Producer
 from mlflow import MlflowClient
 
-from coinflow import offline
+from coinflow import parquet_writer
+from coinflow.contracts import registered_model_name
+from coinflow.feature_store import feature_store
+from coinflow.forecast_metrics import price_metrics
 from coinflow.services import ensure_broker
 from coinflow.settings import Settings
-from coinflow.store import feature_store
 from coinflow.streaming import new_application, pipeline_topics
 from inference_pipeline.evaluation import LIVE_TAG, LiveMetricsSink, read_live_metrics
 from inference_pipeline.model_store import ModelStore
@@ -42,8 +44,6 @@ from tests.integration.inference_support import (
     register,
     tracking_uri,  # noqa: F401 - a fixture
 )
-from training_pipeline.metrics import price_metrics
-from training_pipeline.tracking import registered_model_name
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +113,9 @@ def test_stream_predictions_and_live_evaluation(settings: Settings, tracking_uri
 
     assert sink.rows_written == len(complete)
     assert predictor.rejects.counts == {"incomplete_features": len(streamed) - len(complete)}
-    stored = offline.read_rows(predictions_dataset(settings, 1)).sort_values("event_timestamp").reset_index(drop=True)
+    stored = (
+        parquet_writer.read_rows(predictions_dataset(settings, 1)).sort_values("event_timestamp").reset_index(drop=True)
+    )
     assert list(stored["event_timestamp"]) == [pd.Timestamp(r["window_end_ms"], unit="ms", tz="UTC") for r in complete]
     assert set(stored["model_version"]) == {version} and set(stored["model_name"]) == {registered_model_name(PAIR, 1)}
     assert (stored["target_timestamp"] - stored["event_timestamp"] == pd.Timedelta(minutes=1)).all()

@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 
 from coinflow.quality import Rejects
-from feature_pipeline.sources.files import read_trades_csv
-from feature_pipeline.sources.replay_server import KrakenReplayServer
+from feature_pipeline.sources.csv_readers import read_trades_csv
+from feature_pipeline.sources.kraken_replay_server import KrakenReplayServer
 
 from .polling import wait_for
 from .test_feature_pipeline_e2e import PAIR, _env_for, assert_candles_equal, expected_candles, offline_view

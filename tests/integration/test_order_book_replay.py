@@ -10,7 +10,7 @@ import uuid
 import pandas as pd
 import pytest
 
-from coinflow.store import feature_store
+from coinflow.feature_store import feature_store
 from feature_repo.names import BID_SHARE_FEATURES, ORDERBOOK_FEATURES, ORDERBOOK_VIEW
 from tests.unit.test_book_sources import SESSION, agreement, recorded_tickers
 

@@ -23,8 +23,8 @@ from prometheus_client import REGISTRY
 
 from coinflow.quality import Rejects
 from coinflow.services import SPAWN_CHILD_FLAG
-from feature_pipeline.sources.files import read_trades_csv
-from feature_pipeline.sources.replay_server import KrakenReplayServer
+from feature_pipeline.sources.csv_readers import read_trades_csv
+from feature_pipeline.sources.kraken_replay_server import KrakenReplayServer
 
 from .polling import wait_for
 from .test_feature_pipeline_e2e import PAIR, _env_for, read_topic, replay

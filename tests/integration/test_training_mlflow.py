@@ -18,9 +18,10 @@ import redis
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from coinflow import offline, services
+from coinflow import parquet_writer, services
+from coinflow.contracts import CHALLENGER, CHAMPION, PREDICTED_PRICE, registered_model_name
+from coinflow.feature_store import apply_feature_repo, feature_store
 from coinflow.settings import Settings
-from coinflow.store import apply_feature_repo, feature_store
 from feature_pipeline.sinks.feast_sink import arrow_schema
 from feature_repo.names import CREATED_TIMESTAMP, indicators_view, ohlcv_view
 from tests.integration.conftest import REPO, TEST_REDIS_URL
@@ -29,7 +30,6 @@ from training_pipeline.__main__ import app
 from training_pipeline.checks import DataCheckError
 from training_pipeline.dataset import build_dataset
 from training_pipeline.metrics import price_mae
-from training_pipeline.tracking import CHALLENGER, CHAMPION, PREDICTED_PRICE, registered_model_name
 from training_pipeline.train import TrainingOptions, train_pair
 
 pytestmark = pytest.mark.integration
@@ -48,7 +48,7 @@ def _write_history(settings: Settings, pair: str, phi: float, n: int, seed: int)
     for name in (ohlcv_view("1m"), indicators_view("1m")):
         view = store.get_feature_view(name)
         schema = arrow_schema(view)
-        offline.write_rows(offline.dataset_root(view.batch_source.path), features[schema.names], schema)
+        parquet_writer.write_rows(parquet_writer.dataset_root(view.batch_source.path), features[schema.names], schema)
 
 
 @pytest.fixture(scope="module")

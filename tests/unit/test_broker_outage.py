@@ -12,7 +12,7 @@ from coinflow.quality import Rejects
 from coinflow.services import Broker
 from coinflow.settings import Settings
 from coinflow.streaming import commit_riding_out_outages, outage_config
-from feature_pipeline.sources.files import read_trades_csv
+from feature_pipeline.sources.csv_readers import read_trades_csv
 from feature_pipeline.sources.kraken_rest import KrakenRestSource, load_checkpoint
 
 from .test_kraken_rest import PAIR, TRADES_CSV, FakeKraken

@@ -5,11 +5,11 @@ import random
 import pandas as pd
 import pytest
 
+from coinflow.schemas import invalid_candle_reason
 from feature_pipeline.transforms.candles import (
     accept_trade,
     advance_clock,
     close_windows,
-    invalid_candle_reason,
     new_pair_state,
     window_end,
 )

@@ -16,8 +16,9 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
+from coinflow.contracts import PREDICTED_PRICE, PREDICTED_RETURN
 from coinflow.quality import Rejects
-from feature_pipeline.sources.files import iter_ohlcvt_csv
+from feature_pipeline.sources.csv_readers import iter_ohlcvt_csv
 from feature_repo.names import ENTITY, EVENT_TIMESTAMP
 from inference_pipeline.model_store import ModelKey, ServedModel, price_model_of
 from tests.unit.training_synthetic import FEATURES, features_of
@@ -26,7 +27,6 @@ from training_pipeline.dataset import assemble
 from training_pipeline.features import COUNTS, NOT_INPUTS, PRICE_DIFFERENCES, PRICE_LEVELS, input_matrix, model_inputs
 from training_pipeline.models import LassoModel, XGBoostModel, load_model
 from training_pipeline.splits import time_split
-from training_pipeline.tracking import PREDICTED_PRICE, PREDICTED_RETURN
 
 CANDLES = Path(__file__).resolve().parents[2] / "data" / "kraken" / "ohlcvt_XBTUSDC_1m_2023Q1.csv"
 ROWS = slice(30_000, 36_000)

@@ -7,7 +7,7 @@ import pytest
 
 from coinflow.quality import Rejects
 from coinflow.schemas import EARLIEST_EVENT_MS, time_trade_key
-from feature_pipeline.sources.files import (
+from feature_pipeline.sources.csv_readers import (
     FileFormatError,
     check_ohlcvt_csv,
     check_trades_csv,

@@ -14,9 +14,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from feast.protos.feast.types.Value_pb2 import Value
 
-from coinflow import offline
+from coinflow import parquet_writer
+from coinflow.contracts import PREDICTED_PRICE, PREDICTED_RETURN
+from coinflow.forecast_metrics import price_metrics
 from coinflow.settings import Settings
-from feature_pipeline.transforms.windows import push_row
+from coinflow.windows import push_row
 from feature_repo import definitions
 from feature_repo.names import CANDLE_FEATURES, INDICATOR_FEATURES, OHLCV_FEATURES
 from inference_pipeline.evaluation import new_score, realised, score_metrics, score_step, update_score
@@ -40,8 +42,6 @@ from inference_pipeline.streaming import (
     recent_rows,
     serves_interval,
 )
-from training_pipeline.metrics import price_metrics
-from training_pipeline.tracking import PREDICTED_PRICE, PREDICTED_RETURN
 
 FEATURES = (*OHLCV_FEATURES, *INDICATOR_FEATURES)
 T0 = 1_700_000_040  # a whole minute, in seconds
@@ -316,7 +316,7 @@ def test_prediction_records_and_their_offline_rows(tmp_path):
     assert (record["model_name"], record["model_version"], record["horizon_minutes"]) == ("price-BTCUSD-5m", "3", 5)
     frame = prediction_frame([record, {**record, "prediction_id": "later", "predicted_at_ms": T0 * 1000 + 900}])
     assert frame["event_timestamp"].iloc[0] == pd.Timestamp(T0, unit="s", tz="UTC")
-    offline.write_rows(tmp_path, frame, PREDICTIONS_SCHEMA)
+    parquet_writer.write_rows(tmp_path, frame, PREDICTIONS_SCHEMA)
     stored = pq.read_table(next(tmp_path.glob("*/*.parquet"))).to_pandas()
     # One row per pair and candle: the newest prediction wins, as in the feature views.
     assert len(stored) == 1 and stored["prediction_id"].iloc[0] == "later"

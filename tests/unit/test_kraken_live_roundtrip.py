@@ -24,10 +24,10 @@ from websockets.sync.client import connect as sync_connect
 
 from coinflow.quality import Rejects
 from coinflow.schemas import Trade
-from feature_pipeline.sources.files import read_trades_csv
+from feature_pipeline.sources.csv_readers import read_trades_csv
 from feature_pipeline.sources.kraken_protocol import format_status, subscribe_request
+from feature_pipeline.sources.kraken_replay_server import KrakenReplayServer, run_in_thread
 from feature_pipeline.sources.kraken_ws import KrakenTradeSource, KrakenTradeStream, backoff_delay
-from feature_pipeline.sources.replay_server import KrakenReplayServer, run_in_thread
 
 KRAKEN_DATA = Path(__file__).resolve().parents[2] / "data" / "kraken"
 TRADES_CSV = KRAKEN_DATA / "btcusd_trades_2019-07-01T00.csv"

@@ -19,7 +19,7 @@ from quixstreams.models.topics import Topic
 
 from coinflow.quality import Rejects
 from coinflow.schemas import Trade
-from feature_pipeline.sources.files import read_trades_csv
+from feature_pipeline.sources.csv_readers import read_trades_csv
 from feature_pipeline.sources.kraken_rest import (
     KrakenApiError,
     KrakenRestClient,

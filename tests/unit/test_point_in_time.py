@@ -29,13 +29,13 @@ with warnings.catch_warnings():
     from feast.types import Float64, Int64
     from feast.value_type import ValueType
 
-from coinflow.feast_offline import AsofDuckDBOfflineStoreConfig, AsofRetrievalJob
+from coinflow.asof_offline_store import AsofDuckDBOfflineStoreConfig, AsofRetrievalJob
+from coinflow.feature_store import repo_config as coinflow_repo_config
 from coinflow.settings import Settings
-from coinflow.store import repo_config as coinflow_repo_config
 from feature_repo.names import INDICATOR_FEATURES, OHLCV_FEATURES, regression_service
 
 REPO = Path(__file__).resolve().parents[2] / "feature_repo"
-ASOF = "coinflow.feast_offline.AsofDuckDBOfflineStore"
+ASOF = "coinflow.asof_offline_store.AsofDuckDBOfflineStore"
 FEAST = "duckdb"
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
 US = pd.Timedelta(microseconds=1)

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from coinflow import offline
+from coinflow import parquet_writer
+from coinflow.feature_store import feast_redis_connection, repo_config
 from coinflow.settings import Settings
-from coinflow.store import feast_redis_connection, repo_config
-from feature_pipeline.transforms.windows import window_row
+from coinflow.windows import window_row
 from feature_repo.names import CANDLE_FEATURES, window_feature
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,14 +71,14 @@ def test_offline_writes_are_idempotent_and_newest_created_wins(tmp_path):
             ("close", pa.float64()),
         ]
     )
-    offline.write_rows(tmp_path, _rows([1.0, 2.0, 3.0], "2024-01-01"), schema)
-    offline.write_rows(tmp_path, _rows([1.0, 2.0, 3.0], "2024-01-01"), schema)
-    assert len(offline.read_rows(tmp_path)) == 3
-    offline.write_rows(tmp_path, _rows([1.0, 20.0], "2024-01-02"), schema)
-    rows = offline.read_rows(tmp_path).sort_values("event_timestamp")
+    parquet_writer.write_rows(tmp_path, _rows([1.0, 2.0, 3.0], "2024-01-01"), schema)
+    parquet_writer.write_rows(tmp_path, _rows([1.0, 2.0, 3.0], "2024-01-01"), schema)
+    assert len(parquet_writer.read_rows(tmp_path)) == 3
+    parquet_writer.write_rows(tmp_path, _rows([1.0, 20.0], "2024-01-02"), schema)
+    rows = parquet_writer.read_rows(tmp_path).sort_values("event_timestamp")
     assert rows["close"].tolist() == [1.0, 20.0, 3.0]
     assert [p.name for p in tmp_path.glob("*/*.parquet")] == ["1970-01-01.parquet"]
-    assert offline.dataset_root(str(tmp_path / "*" / "*.parquet")) == tmp_path
+    assert parquet_writer.dataset_root(str(tmp_path / "*" / "*.parquet")) == tmp_path
 
 
 def test_the_tail_of_an_entity_spans_days_and_the_window_row_lists_it_oldest_first(tmp_path):
@@ -101,11 +101,11 @@ def test_the_tail_of_an_entity_spans_days_and_the_window_row_lists_it_oldest_fir
             "close": [1.0, 2.0, 3.0, 4.0],
         }
     )
-    offline.write_rows(tmp_path, rows, schema)
+    parquet_writer.write_rows(tmp_path, rows, schema)
     assert len(list(tmp_path.glob("*/*.parquet"))) == 2
-    assert offline.tail_rows(tmp_path, "BTC/USD", 3)["close"].tolist() == [2.0, 3.0, 4.0]
-    assert offline.tail_rows(tmp_path, "BTC/USD", 10)["close"].tolist() == [1.0, 2.0, 3.0, 4.0]
-    assert offline.tail_rows(tmp_path, "ETH/USD", 3).empty
+    assert parquet_writer.tail_rows(tmp_path, "BTC/USD", 3)["close"].tolist() == [2.0, 3.0, 4.0]
+    assert parquet_writer.tail_rows(tmp_path, "BTC/USD", 10)["close"].tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert parquet_writer.tail_rows(tmp_path, "ETH/USD", 3).empty
 
     history = pd.DataFrame(
         {"event_timestamp": rows["event_timestamp"], **{name: [1.0, 2.0, None, 4.0] for name in CANDLE_FEATURES}}

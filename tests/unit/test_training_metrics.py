@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
-from training_pipeline.metrics import directional_accuracy, price_metrics, ratios
-from training_pipeline.tracking import decide_promotion, registered_model_name
+from coinflow.contracts import registered_model_name
+from coinflow.forecast_metrics import directional_accuracy, price_metrics
+from training_pipeline.metrics import ratios
+from training_pipeline.tracking import decide_promotion
 
 
 def test_price_metrics_by_hand():

@@ -37,7 +37,7 @@ from websockets.exceptions import ConnectionClosed
 
 from coinflow.quality import Rejects
 from coinflow.schemas import Trade
-from feature_pipeline.sources.files import read_trades_csv
+from feature_pipeline.sources.csv_readers import read_trades_csv
 from feature_pipeline.sources.kraken_protocol import (
     SNAPSHOT_SIZE,
     TRADE_CHANNEL,

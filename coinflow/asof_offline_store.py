@@ -8,7 +8,7 @@ service it took 35 s and 7 GiB for 100,000 entity rows here. DuckDB's
 This store is Feast's DuckDB store with only ``get_historical_features``
 replaced, so materialization, offline writes, logging and monitoring stay
 Feast's; select it in feature_store.yaml with
-``type: coinflow.feast_offline.AsofDuckDBOfflineStore``.
+``type: coinflow.asof_offline_store.AsofDuckDBOfflineStore``.
 
 The result equals Feast's, which the tests check against the built-in store:
 for each entity row and feature view, the row of the same key with the newest
@@ -66,7 +66,7 @@ TS_COLUMN = "__coinflow_ts"
 class AsofDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
     """Feast's DuckDB offline store settings plus the bounds of the ASOF join."""
 
-    type: StrictStr = "coinflow.feast_offline.AsofDuckDBOfflineStore"
+    type: StrictStr = "coinflow.asof_offline_store.AsofDuckDBOfflineStore"
     chunk_rows: StrictInt = 1_000_000
     """Entity rows joined per DuckDB query; bounds the join's working set."""
     memory_limit: StrictStr | None = "2GB"
