@@ -85,6 +85,17 @@ test: $(STAMP) ## Run all tests (unit, then integration against a real broker, R
 test-e2e: $(STAMP) ## Check what the quickstart left (model, features, prediction) and run every notebook
 	$(PY) -m pytest tests/e2e -m e2e
 
+lint: $(STAMP) ## Lint and check the formatting (ruff); `make format` fixes what it can
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## Format the tree and apply ruff's safe fixes
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+typecheck: $(STAMP) ## Type-check the packages (mypy, configured in pyproject.toml)
+	$(VENV)/bin/mypy
+
 test-unit: $(STAMP) ## Run the unit tests only (no services)
 	$(PY) -m pytest tests/unit
 
@@ -98,4 +109,4 @@ bench: $(STAMP) ## Run the benchmarks (prints tables with the machine)
 clean: down ## Stop services and remove local state (.coinflow, offline store, registry)
 	rm -rf .coinflow feature_repo/data
 
-.PHONY: help install up down status feature-repo feature-pipeline replay backfill replay-session live-books train mlflow-ui train-deep train-action simulate tensorboard serve predict-stream evaluate-live quickstart test test-unit test-e2e bench clean
+.PHONY: help install lint format typecheck up down status feature-repo feature-pipeline replay backfill replay-session live-books train mlflow-ui train-deep train-action simulate tensorboard serve predict-stream evaluate-live quickstart test test-unit test-e2e bench clean

@@ -41,8 +41,9 @@ from feature_pipeline.transforms.indicators import compute_indicators
 from feature_repo.names import ENTITY, EVENT_TIMESTAMP, INDICATOR_FEATURES, OHLCV_FEATURES
 from training_pipeline.checks import drop_warmup
 from training_pipeline.dataset import assemble
+from training_pipeline.deep.config import DeepConfig
 from training_pipeline.deep.loop import TrainingLoop, resolve_device
-from training_pipeline.deep.regressor import LOSS, DeepConfig, LSTMPriceModel
+from training_pipeline.price.sequence import LOSS, LSTMPriceModel
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "data" / "kraken" / "ohlcvt_XBTUSDC_1m_2023Q1.csv"

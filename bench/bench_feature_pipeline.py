@@ -64,8 +64,9 @@ from coinflow.quality import Rejects
 from coinflow.schemas import CONTROL_END, Control
 from coinflow.settings import Settings
 from coinflow.streaming import new_application, pipeline_topics, topic_config
-from feature_pipeline.dataflow import Completion, build_dataflow
-from feature_pipeline.sinks.feast_sink import FeastSink
+from feature_pipeline.candles.dataflow import build_dataflow
+from feature_pipeline.candles.sink import CandleFeastSink
+from feature_pipeline.runtime import Completion
 from feature_pipeline.sources.csv_readers import iter_trades_csv
 from feature_pipeline.transforms.candles import new_candle, update_candle
 from feature_repo.names import indicators_view, ohlcv_view
@@ -436,7 +437,7 @@ def run_reference(
     }
 
 
-class TimedFeastSink(FeastSink):
+class TimedFeastSink(CandleFeastSink):
     """The project's sink, noting when each row reached it and when its write to both stores returned."""
 
     def __init__(self, *args, **kwargs) -> None:
@@ -462,7 +463,7 @@ class TimedFeastSink(FeastSink):
 def pipeline_app(
     settings: Settings, broker: services.Broker, run_id: str, pairs: set[str], consumer_extra: dict[str, str]
 ):
-    """The feature pipeline wired exactly as `feature_pipeline.__main__._run` does, plus timing hooks."""
+    """The feature pipeline wired exactly as `feature_pipeline.candles.runner.run_pipeline` does, plus timing hooks."""
     meter = CpuMeter(settings)
     clock = Clock(meter=meter)
     app = new_application(settings, broker, on_message_processed=clock, **app_options(consumer_extra))
@@ -477,9 +478,9 @@ def pipeline_app(
     completion = Completion(run_id, pairs, stop)
     sink = TimedFeastSink(
         lambda: feature_store(settings),
-        settings.sink_retries,
+        settings.online_window_length,
+        retries=settings.sink_retries,
         on_end=completion.on_end,
-        window_length=settings.online_window_length,
     )
     rejects = build_dataflow(app, topics, settings, sink)
     return app, clock, sink, rejects, done, meter

@@ -68,18 +68,18 @@ from rich.table import Table
 from bench.bench_feature_pipeline import machine_info, results_table
 from coinflow import services
 from coinflow.contracts import CHAMPION, registered_model_name
-from coinflow.feature_store import apply_feature_repo, feast_variables, feature_store
+from coinflow.feature_store import apply_feature_repo, feature_store, feature_store_yaml
 from coinflow.quality import Rejects
 from coinflow.settings import Settings
-from feature_pipeline.sinks.feast_sink import FeastSink
+from feature_pipeline.candles.sink import CandleFeastSink
 from feature_pipeline.sources.csv_readers import iter_ohlcvt_csv
 from feature_pipeline.transforms.indicators import new_indicator_state, update_indicators
 from feature_repo.names import ENTITY, INDICATOR_FEATURES, OHLCV_FEATURES, regression_service
 from inference_pipeline.features import OnlineFeatures, serving_store
 from inference_pipeline.model_store import ModelStore
 from training_pipeline.labels import TARGET_LOG_RETURN
-from training_pipeline.models import XGBoostModel
-from training_pipeline.tracking import log_pyfunc
+from training_pipeline.price.models import XGBoostModel
+from training_pipeline.price.serving import log_pyfunc
 
 ROOT = Path(__file__).resolve().parent.parent
 CANDLES = ROOT / "data" / "kraken" / "ohlcvt_XBTUSDC_1m_2023Q1.csv"
@@ -162,7 +162,7 @@ class LiveCandles:
 
     def __init__(self, settings: Settings, rows: list[dict]) -> None:
         self.rows = rows
-        self.sink = FeastSink(lambda: feature_store(settings))
+        self.sink = CandleFeastSink(lambda: feature_store(settings))
         self.sink.setup()
         self.written = 0
         self._stop = threading.Event()
@@ -545,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
         results["costs"] = in_process_costs(settings, tracking_uri, complete[-2000], 300 if args.quick else 2000)
 
         log = tmp / "servers.log"
-        feast_env = {**os.environ, **feast_variables(settings)}
+        (settings.feature_repo_path / "feature_store.yaml").write_text(feature_store_yaml(settings))
+        feast_env = dict(os.environ)
         feast_body = {"feature_service": regression_service("1m"), "entities": {ENTITY: [PAIR]}}
         predict_body = {"pair": PAIR}
         targets = {

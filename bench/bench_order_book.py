@@ -56,8 +56,8 @@ from coinflow.logs import configure_logging
 from coinflow.schemas import CONTROL_END
 from coinflow.settings import Settings
 from coinflow.streaming import new_application, topic_config
-from feature_pipeline.book_dataflow import book_topics, build_book_dataflow, on_book_end
-from feature_pipeline.dataflow import Completion
+from feature_pipeline.books.dataflow import book_topics, build_book_dataflow, on_book_end
+from feature_pipeline.runtime import Completion
 from feature_pipeline.sinks.feast_sink import FeastSink, single_view
 from feature_pipeline.sources.book_source import BookGate
 from feature_pipeline.sources.coinbase_protocol import parse_message
@@ -264,9 +264,9 @@ def run_end_to_end(settings: Settings, broker: services.Broker, run_id: str, lev
     completion = Completion(run_id, {book_key("coinbase", PRODUCT)}, stop)
     sink = FeastSink(
         lambda: feature_store(settings),
-        settings.sink_retries,
+        single_view(ORDERBOOK_VIEW),
+        retries=settings.sink_retries,
         on_end=on_book_end(completion.on_end),
-        routes=single_view(ORDERBOOK_VIEW),
     )
     rejects, processor = build_book_dataflow(app, book_topics(app, settings), settings, sink)
     with watchdog(timeout_s, app.stop, "The end-to-end run") as fired:

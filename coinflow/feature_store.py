@@ -1,8 +1,9 @@
 """The Feast feature store, configured from Settings, for all three pipelines.
 
-feature_store.yaml keeps ``${VAR}`` placeholders (Feast's convention); here they
-are filled from Settings instead of the process environment, so the one
-Settings object decides where the registry, Redis and the project are.
+feature_store.yaml holds working local defaults, so that plain Feast (the ``feast``
+CLI, ``FeatureStore("feature_repo")``) works on the repository as it is. Here the
+values Settings owns (the project, the registry file and Redis) replace those
+defaults, so the one Settings object decides them for the project's own commands.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from string import Template
+from typing import Any
 from urllib.parse import urlparse
 
 import yaml
@@ -34,21 +35,30 @@ def feast_redis_connection(redis_url: str) -> str:
     return ",".join(parts)
 
 
-def feast_variables(settings: Settings) -> dict[str, str]:
-    """The values of the placeholders in feature_store.yaml."""
+def with_settings(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """A feature_store.yaml's configuration with the values Settings owns put in place of its defaults."""
     return {
-        "FEAST_PROJECT": settings.feast_project,
-        "FEAST_REGISTRY_PATH": str(settings.registry_path.resolve()),
-        "FEAST_REDIS_CONNECTION": feast_redis_connection(settings.redis_url),
+        **raw,
+        "project": settings.feast_project,
+        "registry": str(settings.registry_path.resolve()),
+        "online_store": {**raw["online_store"], "connection_string": feast_redis_connection(settings.redis_url)},
     }
 
 
+def settings_config(settings: Settings) -> dict[str, Any]:
+    """The configured repository's feature_store.yaml, as Settings configure it."""
+    raw = yaml.safe_load((settings.feature_repo_path / "feature_store.yaml").read_text())
+    return with_settings(raw, settings)
+
+
+def feature_store_yaml(settings: Settings) -> str:
+    """feature_store.yaml as Settings configure it: for a copy of the repository read by plain Feast."""
+    return yaml.safe_dump(settings_config(settings), sort_keys=False)
+
+
 def repo_config(settings: Settings) -> RepoConfig:
-    repo = settings.feature_repo_path.resolve()
-    text = (repo / "feature_store.yaml").read_text()
-    raw = yaml.safe_load(Template(text).substitute(feast_variables(settings)))
-    config = RepoConfig(**raw)
-    config.repo_path = repo
+    config = RepoConfig(**settings_config(settings))
+    config.repo_path = settings.feature_repo_path.resolve()
     return config
 
 
@@ -56,6 +66,14 @@ def feature_store(settings: Settings) -> FeatureStore:
     """A FeatureStore for the configured repository (the registry must exist: run the feature-repo step)."""
     settings.registry_path.parent.mkdir(parents=True, exist_ok=True)
     return FeatureStore(repo_path=str(settings.feature_repo_path.resolve()), config=repo_config(settings))
+
+
+def is_registered(settings: Settings) -> bool:
+    """Whether the registry holds the project's feature views: plain ``feast`` run before the project's own apply
+    leaves an empty registry file, which is not registered."""
+    if not settings.registry_path.exists():
+        return False
+    return bool(feature_store(settings).list_feature_views())
 
 
 @contextlib.contextmanager
@@ -78,7 +96,7 @@ def apply_feature_repo(settings: Settings) -> FeatureStore:
     settings.registry_path.parent.mkdir(parents=True, exist_ok=True)
     # Feast imports the repository's modules by bare name; drop ones cached from another copy.
     for name in [
-        m for m, mod in sys.modules.items() if getattr(mod, "__file__", None) and Path(mod.__file__).parent == repo
+        m for m, mod in sys.modules.items() if (file := getattr(mod, "__file__", None)) and Path(file).parent == repo
     ]:
         del sys.modules[name]
     sys.modules.pop("definitions", None)

@@ -182,7 +182,7 @@ class Settings(BaseSettings):
     )
     training_seed: int = Field(default=42, description="Seed of the Optuna sampler and XGBoost.")
 
-    # Deep models (sequence regressors; see training_pipeline/deep)
+    # Deep models (sequence regressors; training_pipeline/price/sequence.py)
     deep_sequence_length: int = Field(
         default=60, ge=2, description="Candles (rows) in the window a sequence model reads."
     )
@@ -220,7 +220,7 @@ class Settings(BaseSettings):
         "(at least the COINFLOW_DEEP_SEQUENCE_LENGTH of the models served).",
     )
 
-    # Order-book action model (training_pipeline/deep/action.py)
+    # Order-book action model (training_pipeline/action/model.py)
     action_products: list[str] = Field(
         default_factory=lambda: ["coinbase:BTC-USD", "coinbase:ETH-USD"],
         description="Books (<exchange>:<product>) the action model is trained on by default (`train --models action`).",

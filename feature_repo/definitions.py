@@ -102,12 +102,8 @@ candle_windows_5m = _windows("5m")
 price_regression_1m = FeatureService(
     name=regression_service("1m"),
     features=[ohlcv_1m, indicators_1m],
-    description="Tabular price models (baselines, Lasso, XGBoost) on 1-minute candles.",
-)
-price_sequence_1m = FeatureService(
-    name="price_sequence_1m",
-    features=[ohlcv_1m, indicators_1m],
-    description="Sequence models (LSTM/GRU) over windows of 1-minute candles.",
+    description="Price models on 1-minute candles: the tabular ones (baselines, Lasso, XGBoost) read a row, the "
+    "sequence models (LSTM/GRU) a window of rows (online: the candle_windows_1m view).",
 )
 price_regression_5m = FeatureService(
     name=regression_service("5m"),

@@ -11,6 +11,7 @@ from prometheus_client import start_http_server
 from rich.console import Console
 
 from coinflow import services
+from coinflow.feature_store import is_registered
 from coinflow.logs import configure_logging
 from coinflow.redact import redact
 from coinflow.settings import Settings
@@ -36,8 +37,8 @@ def _split(values: str | None) -> list[str] | None:
 
 
 def _tracking_uri(settings: Settings) -> str:
-    if not settings.registry_path.exists():
-        console.print(f"[red]No Feast registry at {settings.registry_path}: run `make feature-repo` first.[/red]")
+    if not is_registered(settings):
+        console.print(f"[red]No feature views in {settings.registry_path}: run `make feature-repo` first.[/red]")
         raise typer.Exit(1)
     try:
         return services.ensure_mlflow(settings)

@@ -19,10 +19,10 @@ from coinflow.redact import redact
 from coinflow.schemas import INTERVALS_SECONDS
 from coinflow.settings import Settings
 from training_pipeline.checks import DataCheckError
-from training_pipeline.train import DEFAULT_MODELS, MODEL_CHOICES, PairResult, TrainingOptions, train_pair
+from training_pipeline.price.train import DEFAULT_MODELS, MODEL_CHOICES, PairResult, TrainingOptions, train_pair
 
 if TYPE_CHECKING:
-    from training_pipeline.action_train import ActionResult
+    from training_pipeline.action.train import ActionResult
 
 ACTION = "action"
 
@@ -190,7 +190,7 @@ def train(
         champion = f"champion: version {result.champion}" if result.champion else "no champion yet (none has qualified)"
         console.print(f"{result.name}: {champion}. MLflow: {redact(tracking_uri)}")
     for book in (_split(product) or settings.action_products) if action else []:
-        from training_pipeline.action_train import train_action  # imports torch only when the action model is chosen
+        from training_pipeline.action.train import train_action  # imports torch only when the action model is chosen
 
         try:
             outcome = train_action(settings, book, tracking_uri, store)

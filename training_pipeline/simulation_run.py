@@ -6,7 +6,8 @@ it, and the decisions are taken on the run's test period only (its
 ``test_start`` and ``test_end`` parameters): periods the model was not fitted
 or tuned on.
 Sequence models get the whole history as input, so the first test rows
-have their full window of earlier candles.
+have their full window of earlier candles. Like the CLI, this command sits
+above both model families: it imports the action family only for an action run.
 """
 
 from __future__ import annotations
@@ -81,9 +82,9 @@ def _action_outcomes(
     settings: Settings, run, store: FeatureStore | None
 ) -> tuple[str, pd.DataFrame, list[Outcome], dict]:
     """An action model's decisions, every book sample, on its test period."""
-    from training_pipeline.action_train import simulate_decisions  # imports torch only for action models
-    from training_pipeline.book_dataset import build_book_dataset
-    from training_pipeline.deep.action import ACTION_NAMES, DECISION
+    from training_pipeline.action.dataset import build_book_dataset  # the action family (torch) only for action runs
+    from training_pipeline.action.model import ACTION_NAMES, DECISION
+    from training_pipeline.action.train import simulate_decisions
 
     params = run.data.params
     missing = {"product", "test_start", "test_end"} - set(params)

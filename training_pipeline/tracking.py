@@ -1,9 +1,14 @@
-"""MLflow: names, the pyfunc that serves a model, the registry aliases and the promotion gate.
+"""The MLflow parts both model families share: pip requirements, logging a models-from-code pyfunc, the champion
+lookup and the promotion gates.
 
-Names are a contract with the inference pipeline: the registered model (and
-the experiment) of a pair and horizon is ``price-<PAIR without slash>-<H>m``;
-the alias ``challenger`` is the newest version and ``champion`` the one to
-serve, moved only by `decide_promotion`.
+Registry names come from `coinflow.contracts`: the alias ``challenger`` is the
+newest version and ``champion`` the one to serve, moved only by the gates.
+
+A registered model is self-contained but for the project's code: MLflow loads
+it by running its entry file (``served_model.py`` of the family, "models from
+code"), which imports ``training_pipeline``. So its pip requirements pin the
+project itself (`PROJECT` at its installed version) next to the libraries, and
+the entry files turn a missing project into an ImportError naming it.
 """
 
 from __future__ import annotations
@@ -14,11 +19,9 @@ import warnings
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import mlflow.pyfunc
-import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
@@ -26,41 +29,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
 
-from coinflow.contracts import (
-    CHAMPION,
-    PREDICTED_PRICE,
-    PREDICTED_RETURN,
-)
-from training_pipeline.models import PriceModel, load_model
+from coinflow.contracts import CHAMPION
 
-REQUIREMENTS = ("mlflow", "numpy", "pandas", "scikit-learn", "xgboost", "joblib", "cloudpickle")
-
-
-class PriceForecaster(mlflow.pyfunc.PythonModel):
-    """The served model: raw FeatureService columns in; predicted log return and price out.
-
-    All preprocessing lives in the wrapped model, so a caller passes the
-    features exactly as the online store returns them. Sequence models
-    (``lstm``, ``gru``) read each row's window from the rows before it in the
-    input: pass the pair's last ``sequence_length`` candles, oldest first, and
-    take the last row's prediction (see `SequencePriceModel.predict`). Loading needs the
-    project's ``training_pipeline`` package importable (the inference pipeline
-    runs in the project's environment).
-    """
-
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        self.model = load_model(Path(context.artifacts["model"]))
-
-    def predict(
-        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> pd.DataFrame:
-        returns = self.model.predict(model_input)
-        return pd.DataFrame(
-            {
-                PREDICTED_RETURN: returns,
-                PREDICTED_PRICE: model_input["close"].to_numpy(dtype=float) * np.exp(returns),
-            }
-        )
+# The distribution that installs training_pipeline: a registered model needs it to load.
+PROJECT = "coinflow"
+REQUIREMENTS = (PROJECT, "mlflow", "numpy", "pandas", "scikit-learn", "xgboost", "joblib", "cloudpickle")
+# Rows of the test period logged with a model as its input example.
+EXAMPLE_ROWS = 5
 
 
 def pip_requirements(extra: Sequence[str] = ()) -> list[str]:
@@ -71,15 +46,15 @@ def pip_requirements(extra: Sequence[str] = ()) -> list[str]:
     return [f"{name}=={version(name).split('+')[0]}" for name in (*REQUIREMENTS, *extra)]
 
 
-def _log_python_model(
+def log_python_model(
     python_model: mlflow.pyfunc.PythonModel,
     save: Callable[[Path], None],
     example: pd.DataFrame,
     name: str,
-    entry: str,
+    entry: Path,
     requirements: Sequence[str],
 ) -> ModelInfo:
-    """Log `python_model` (models from code: `entry` in this package) with its saved model as the artifact, a
+    """Log `python_model` (models from code: the file `entry` sets it) with its saved model as the artifact, a
     signature and input example, in the active run, and register it as `name`."""
     with warnings.catch_warnings():
         # trade_count is an integer feature (Int64 in Feast): MLflow's hint about integer columns does not apply.
@@ -90,7 +65,7 @@ def _log_python_model(
         save(path)
         return mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(Path(__file__).with_name(entry)),
+            python_model=str(entry),
             artifacts={"model": str(path)},
             signature=signature,
             input_example=example,
@@ -99,52 +74,12 @@ def _log_python_model(
         )
 
 
-def log_pyfunc(model: PriceModel, example: pd.DataFrame, name: str) -> ModelInfo:
-    """Log the price model as a `PriceForecaster` pyfunc in the active run and register it as `name`."""
-    forecaster = PriceForecaster()
-    forecaster.model = model
-    return _log_python_model(forecaster, model.save, example, name, "served_model.py", model.requirements)
-
-
-class ActionPolicy(mlflow.pyfunc.PythonModel):
-    """The served action model: ``product`` and the ``orderbook_deep_4s`` columns in; per row a score of each action
-    (value in basis points, or probability of being optimal, by the model's loss) and the chosen action."""
-
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        from training_pipeline.deep.action import ActionModel  # imports torch only when an action model loads
-
-        self.model = ActionModel.load(Path(context.artifacts["model"]))
-
-    def predict(
-        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> pd.DataFrame:
-        from training_pipeline.deep.action import ACTION_NAMES, DECISION, SCORE_COLUMNS
-
-        scores = self.model.scores(model_input)
-        out = pd.DataFrame(scores, columns=list(SCORE_COLUMNS))
-        out[DECISION] = np.asarray(ACTION_NAMES)[scores.argmax(axis=1)] if len(scores) else []
-        return out
-
-
-def log_action_pyfunc(model: Any, example: pd.DataFrame, name: str) -> ModelInfo:
-    """Log an `ActionModel` as an `ActionPolicy` pyfunc in the active run and register it as `name`."""
-    policy = ActionPolicy()
-    policy.model = model
-    return _log_python_model(policy, model.save, example, name, "served_action_model.py", ("torch",))
-
-
 def champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
     """The version the ``champion`` alias points at, or None (no such model or alias yet)."""
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
-
-
-def predict_with_alias(name: str, alias: str, features: pd.DataFrame) -> np.ndarray:
-    """Predicted prices of the registered model version behind `alias`, loaded as its pyfunc."""
-    loaded = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
-    return loaded.predict(features)[PREDICTED_PRICE].to_numpy(dtype=float)
 
 
 def decide_promotion(

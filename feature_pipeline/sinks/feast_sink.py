@@ -1,12 +1,17 @@
-"""A Quix Streams sink that writes feature rows to Feast: Redis online, Parquet offline.
+"""A Quix Streams sink that writes feature rows to Feast: Redis online, Parquet offline, for any feature view.
 
 Quix calls `write` with the rows of one checkpoint; offsets are committed only
 after it returns, so a crash replays the batch (at-least-once) and the writes
 are idempotent: the online store keeps the newest row per entity (Feast's Redis
 store ignores older event times) and the offline store merges by
 (entity, event_timestamp). A routing function says which feature views each
-row feeds: candles and indicators by interval (the default), or one view
-(order books). Transient failures (the stores down) are retried with backoff;
+row feeds (`single_view` for one; the candle pipeline routes by interval).
+Everything else comes from the views: the entity, timestamp and created
+columns and the Arrow type of every feature (Feast's own type mapping, so
+string, integer and list features are stored as declared). A row's event time
+is its `time_field` (milliseconds). A pipeline that must do more after a write
+(the candle pipeline's windows) overrides `after_write`.
+Transient failures (the stores down) are retried with backoff;
 when they persist the sink asks Quix to pause and re-deliver the batch later.
 A row that can never be written (one that fails the conversion to the
 stores' types on its own) is rejected instead, counted and dead-lettered, and
@@ -24,22 +29,13 @@ import pandas as pd
 import pyarrow as pa
 import redis
 from feast import FeatureStore, FeatureView
-from feast.types import Int64
+from feast.type_map import feast_value_type_to_pa
 from prometheus_client import Counter, Histogram
 from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 
 from coinflow import parquet_writer
 from coinflow.quality import Rejects
-from coinflow.windows import window_row
-from feature_repo.names import (
-    CREATED_TIMESTAMP,
-    ENTITY,
-    EVENT_TIMESTAMP,
-    INDICATOR_FEATURES,
-    indicators_view,
-    ohlcv_view,
-    window_view,
-)
+from feature_repo.names import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 
 logger = logging.getLogger(__name__)
 
@@ -54,16 +50,18 @@ FRESHNESS_SECONDS = Histogram(
 )
 
 
-def feature_frame(rows: list[dict]) -> pd.DataFrame:
-    """Feature rows (candle + indicators, keyed by window end) as a frame with Feast's columns."""
+def feature_frame(rows: list[dict], time_field: str = "window_end_ms") -> pd.DataFrame:
+    """Feature rows as a frame with Feast's columns: the event time from the rows' `time_field` (ms), created now.
+
+    All the project's views name these two columns alike (`feature_repo.names`); `FeastSink` checks each view."""
     frame = pd.DataFrame.from_records(rows)
-    frame[EVENT_TIMESTAMP] = pd.to_datetime(frame["window_end_ms"], unit="ms", utc=True)
+    frame[EVENT_TIMESTAMP] = pd.to_datetime(frame[time_field], unit="ms", utc=True)
     frame[CREATED_TIMESTAMP] = pd.Timestamp.now(tz="UTC")
     return frame
 
 
-def latest_per_pair(frame: pd.DataFrame, entity: str = ENTITY) -> pd.DataFrame:
-    """The newest row of each entity (pair): all the online store keeps."""
+def latest_per_entity(frame: pd.DataFrame, entity: str) -> pd.DataFrame:
+    """The newest row of each entity: all the online store keeps."""
     return frame.sort_values(EVENT_TIMESTAMP, kind="stable").drop_duplicates(entity, keep="last")
 
 
@@ -81,12 +79,6 @@ def is_row_error(exc: BaseException) -> bool:
 Routes = Callable[[pd.DataFrame], Iterable[tuple[tuple[str, ...], pd.DataFrame]]]
 
 
-def candle_routes(frame: pd.DataFrame) -> Iterable[tuple[tuple[str, ...], pd.DataFrame]]:
-    """Candle feature rows feed the OHLCV and indicator views of their interval."""
-    for interval, group in frame.groupby("interval", sort=False):
-        yield (ohlcv_view(interval), indicators_view(interval)), group
-
-
 def single_view(name: str) -> Routes:
     """Every row feeds one view."""
     return lambda frame: [((name,), frame)]
@@ -97,37 +89,49 @@ def view_entity(view: FeatureView) -> str:
     return view.entity_columns[0].name
 
 
+def check_timestamp_columns(view: FeatureView) -> None:
+    """The view's source must name its event and created times as `feature_frame` does (a clear error, not a
+    KeyError at the first write)."""
+    source = view.batch_source
+    if (source.timestamp_field, source.created_timestamp_column) != (EVENT_TIMESTAMP, CREATED_TIMESTAMP):
+        raise ValueError(
+            f"Feature view {view.name}: its source's timestamp columns are ({source.timestamp_field!r}, "
+            f"{source.created_timestamp_column!r}); FeastSink writes ({EVENT_TIMESTAMP!r}, {CREATED_TIMESTAMP!r})"
+        )
+
+
 def arrow_schema(view: FeatureView) -> pa.Schema:
+    """The Parquet schema of a view's rows: its entity, the two timestamps and its features, typed as Feast
+    declares them."""
+    entity = view.entity_columns[0]
     fields = [
-        pa.field(view_entity(view), pa.string()),
+        pa.field(entity.name, feast_value_type_to_pa(entity.dtype.to_value_type())),
         pa.field(EVENT_TIMESTAMP, pa.timestamp("us", tz="UTC")),
         pa.field(CREATED_TIMESTAMP, pa.timestamp("us", tz="UTC")),
     ]
-    fields += [pa.field(f.name, pa.int64() if f.dtype == Int64 else pa.float64()) for f in view.features]
+    fields += [pa.field(f.name, feast_value_type_to_pa(f.dtype.to_value_type())) for f in view.features]
     return pa.schema(fields)
 
 
 class FeastSink(BatchingSink):
-    """Writes feature rows to the views `routes` names (candles by default); reports end markers once written.
-
-    With a `window_length`, candle rows also refresh their pair's window view (the last rows, for sequence models).
-    """
+    """Writes feature rows to the views `routes` names; reports end markers (``control`` records) once written."""
 
     def __init__(
         self,
         store_factory: Callable[[], FeatureStore],
+        routes: Routes,
+        *,
+        time_field: str = "window_end_ms",
         retries: int = 5,
         on_end: Callable[[dict], None] | None = None,
         retry_after_s: float = 5.0,
-        routes: Routes = candle_routes,
-        window_length: int | None = None,
         dead_letter: Callable[[dict], None] | None = None,
         stage: str = "feast_sink",
     ) -> None:
         super().__init__()
         self.rejects = Rejects(stage, forward=dead_letter)
-        self._window_length = window_length
         self._routes = routes
+        self._time_field = time_field
         self._store_factory = store_factory
         self._retries = retries
         self._on_end = on_end
@@ -139,18 +143,26 @@ class FeastSink(BatchingSink):
     def setup(self) -> None:
         self._store = self._store_factory()
 
-    def _view(self, name: str) -> tuple[FeatureView, pa.Schema]:
+    @property
+    def store(self) -> FeatureStore:
+        if self._store is None:
+            raise RuntimeError("FeastSink.setup() has not run")
+        return self._store
+
+    def view(self, name: str) -> tuple[FeatureView, pa.Schema]:
+        """The feature view `name` and its Arrow schema (read from the registry once)."""
         if name not in self._views:
-            view = self._store.get_feature_view(name)
+            view = self.store.get_feature_view(name)
+            check_timestamp_columns(view)
             self._views[name] = (view, arrow_schema(view))
         return self._views[name]
 
     def conversion_error(self, row: dict) -> Exception | None:
         """What converting this row alone, as `write_rows` does, raises (None if it converts): a row error."""
         try:
-            for names, group in self._routes(feature_frame([row])):
+            for names, group in self._routes(feature_frame([row], self._time_field)):
                 for name in names:
-                    schema = self._view(name)[1]
+                    schema = self.view(name)[1]
                     pa.Table.from_pandas(group[schema.names], schema=schema, preserve_index=False)
         except ROW_ERRORS as exc:
             return exc
@@ -174,15 +186,15 @@ class FeastSink(BatchingSink):
         Online first: serving sees a row as soon as possible, and the offline
         merge (the slower write) does not delay it.
         """
-        frame = feature_frame(rows)
+        frame = feature_frame(rows, self._time_field)
         for names, group in self._routes(frame):
-            views = [self._view(name) for name in names]
+            views = [self.view(name) for name in names]
             for view, schema in views:
-                latest = latest_per_pair(group[schema.names], view_entity(view))
-                self._store.write_to_online_store(view.name, latest)
+                latest = latest_per_entity(group[schema.names], view_entity(view))
+                self.store.write_to_online_store(view.name, latest)
                 ROWS_WRITTEN.labels(view.name, "online").inc(len(latest))
             now = pd.Timestamp.now(tz="UTC")
-            for ts in latest_per_pair(group, view_entity(views[0][0]))[EVENT_TIMESTAMP]:
+            for ts in latest_per_entity(group, view_entity(views[0][0]))[EVENT_TIMESTAMP]:
                 FRESHNESS_SECONDS.observe(max((now - ts).total_seconds(), 0.0))
             for view, schema in views:
                 parquet_writer.write_rows(
@@ -190,26 +202,10 @@ class FeastSink(BatchingSink):
                 )
                 ROWS_WRITTEN.labels(view.name, "offline").inc(len(group))
                 self.rows_written[view.name] += len(group)
-        if self._window_length and "interval" in frame.columns:
-            self._write_windows(frame)
+        self.after_write(frame)
 
-    def _write_windows(self, frame: pd.DataFrame) -> None:
-        """The window view of each (pair, interval) of the batch: the last rows of its offline history (just
-        written), so the window a sequence model is served is the one it would be trained on."""
-        for interval, group in frame.groupby("interval", sort=False):
-            rows = []
-            for pair in group[ENTITY].unique():
-                tails = [
-                    parquet_writer.tail_rows(
-                        parquet_writer.dataset_root(self._view(name)[0].batch_source.path), pair, self._window_length
-                    )
-                    for name in (ohlcv_view(interval), indicators_view(interval))
-                ]
-                history = tails[0].merge(tails[1][[EVENT_TIMESTAMP, *INDICATOR_FEATURES]], on=EVENT_TIMESTAMP)
-                rows.append(window_row(history.tail(self._window_length), pair))
-            name = window_view(interval)
-            self._store.write_to_online_store(name, pd.DataFrame(rows))
-            ROWS_WRITTEN.labels(name, "online").inc(len(rows))
+    def after_write(self, frame: pd.DataFrame) -> None:
+        """Called after each batch's rows are in both stores (with the whole batch's frame); nothing by default."""
 
     def write(self, batch: SinkBatch) -> None:
         rows, ends = [], []

@@ -22,13 +22,10 @@ from dataclasses import dataclass
 from logging.handlers import QueueListener
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Protocol, Self
 
 from coinflow.logs import ToLogger, log_to_queue
 from coinflow.quality import Rejects
-
-if TYPE_CHECKING:
-    from feature_pipeline.sources.base import RecordSource
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +84,12 @@ class SourceLink:
         self.queue.put(RejectCounts(stage, dict(counts)))
 
 
+class Linked(Protocol):
+    """A source that reports through a `SourceLink` (`feature_pipeline.sources.base.RecordSource`)."""
+
+    link: SourceLink | None
+
+
 class SourceRelay:
     """The parent's end: logs the sources' records here and keeps their stages' rejects (`rejects`, REJECTED_TOTAL).
 
@@ -99,7 +102,7 @@ class SourceRelay:
         self._stages: dict[str, Rejects] = {}
         self._listener = _Listener(self._queue, self._add)
 
-    def attach(self, source: RecordSource) -> None:
+    def attach(self, source: Linked) -> None:
         """Link ``source`` to this relay; before it is started, so that the link travels with it."""
         source.link = SourceLink(self._queue, logging.getLogger().getEffectiveLevel())
 

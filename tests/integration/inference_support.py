@@ -24,13 +24,14 @@ from coinflow.contracts import registered_model_name
 from coinflow.feature_store import feature_store
 from coinflow.quality import Rejects
 from coinflow.settings import Settings
-from feature_pipeline.sinks.feast_sink import FeastSink
+from feature_pipeline.candles.sink import CandleFeastSink
 from feature_pipeline.sources.csv_readers import iter_ohlcvt_csv
 from feature_pipeline.transforms.indicators import new_indicator_state, update_indicators
 from feature_repo.names import INDICATOR_FEATURES, OHLCV_FEATURES, regression_service
 from training_pipeline.labels import TARGET_LOG_RETURN
-from training_pipeline.models import PriceModel, XGBoostModel
-from training_pipeline.tracking import log_pyfunc
+from training_pipeline.model_base import PriceModel
+from training_pipeline.price.models import XGBoostModel
+from training_pipeline.price.serving import log_pyfunc
 
 MLFLOW_PORT = int(os.environ.get("COINFLOW_IT_INFERENCE_MLFLOW_PORT", "15223"))
 CANDLES_CSV = Path(__file__).resolve().parents[2] / "data" / "kraken" / "ohlcvt_XBTUSDC_1m_2023Q1.csv"
@@ -71,7 +72,7 @@ def feature_rows(pair: str, count: int, last_end_ms: int | None = None) -> list[
 
 def write_features(settings: Settings, rows: list[dict]) -> None:
     """Write feature rows to the online and offline stores with the feature pipeline's sink (with the windows)."""
-    sink = FeastSink(lambda: feature_store(settings), window_length=settings.online_window_length)
+    sink = CandleFeastSink(lambda: feature_store(settings), settings.online_window_length)
     sink.setup()
     sink.write_rows(rows)
 

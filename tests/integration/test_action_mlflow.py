@@ -8,6 +8,9 @@ less than one 5-minute label horizon.
 
 from __future__ import annotations
 
+from importlib.metadata import version
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -23,11 +26,12 @@ from feature_repo.names import BOOK_ENTITY, EVENT_TIMESTAMP, MID_HISTORY_FEATURE
 from tests.integration.test_training_mlflow import training_settings, uri  # noqa: F401 - fixtures
 from tests.unit.book_synthetic import book_rows
 from training_pipeline.__main__ import app
-from training_pipeline.action_train import train_action
-from training_pipeline.book_dataset import VALUE_COLUMNS, build_book_dataset
+from training_pipeline.action.dataset import VALUE_COLUMNS, build_book_dataset
+from training_pipeline.action.model import ACTION_NAMES, DECISION, SCORE_COLUMNS
+from training_pipeline.action.train import train_action
 from training_pipeline.checks import DataCheckError
-from training_pipeline.deep.action import ACTION_NAMES, DECISION, SCORE_COLUMNS
 from training_pipeline.simulation_run import simulate_run
+from training_pipeline.tracking import PROJECT
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +55,7 @@ def book_settings(training_settings: Settings, tmp_path_factory) -> Settings:  #
             "deep_tensorboard_dir": root / "tensorboard",
         }
     )
-    sink = FeastSink(lambda: feature_store(settings), routes=single_view(ORDERBOOK_VIEW))
+    sink = FeastSink(lambda: feature_store(settings), single_view(ORDERBOOK_VIEW))
     sink.setup()
     sink.write_rows(book_rows(SAMPLES, PRODUCT))
     return settings
@@ -101,6 +105,8 @@ def test_the_action_model_is_trained_logged_registered_judged_and_served(book_se
     served = mlflow.pyfunc.load_model(f"models:/{name}/{result.version}").predict(features)
     assert list(served.columns) == [*SCORE_COLUMNS, DECISION] and len(served) == 8
     assert set(served[DECISION]) <= set(ACTION_NAMES)
+    requirements = Path(mlflow.pyfunc.get_model_dependencies(f"models:/{name}/{result.version}")).read_text().split()
+    assert {f"{PROJECT}=={version(PROJECT)}", f"torch=={version('torch').split('+')[0]}"} <= set(requirements)
 
     # `simulate --run-id` replays the logged model's decisions on its test period, as training's own simulation did.
     report = simulate_run(book_settings, result.run_id, uri, threshold=0.0, passive=False)

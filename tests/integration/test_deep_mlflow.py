@@ -15,8 +15,8 @@ from coinflow.contracts import CHALLENGER, PREDICTED_PRICE
 from coinflow.settings import Settings
 from tests.integration.test_training_mlflow import PREDICTABLE, training_settings, uri  # noqa: F401 - fixtures
 from training_pipeline.dataset import build_dataset
+from training_pipeline.price.train import TrainingOptions, train_pair
 from training_pipeline.simulation_run import simulate_run
-from training_pipeline.train import TrainingOptions, train_pair
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from coinflow.feature_store import feature_store
 from coinflow.services import ensure_broker
 from coinflow.settings import Settings
 from coinflow.streaming import new_application, pipeline_topics
-from feature_pipeline.runner import run_pipeline
+from feature_pipeline.candles.runner import run_pipeline
 from feature_pipeline.sources.file_sources import CandlesFileSource, TradesFileSource
 from feature_pipeline.transforms.indicators import compute_indicators
 from feature_repo.names import CANDLE_FEATURES, INDICATOR_FEATURES, OHLCV_FEATURES, window_feature, window_view

@@ -13,7 +13,7 @@ from confluent_kafka import Producer
 from coinflow.services import ensure_broker
 from coinflow.settings import Settings
 from coinflow.streaming import new_application, pipeline_topics
-from feature_pipeline.runner import run_pipeline
+from feature_pipeline.candles.runner import run_pipeline
 from feature_pipeline.sources.file_sources import CandlesFileSource
 from tests.integration.test_feature_pipeline_e2e import (
     PAIR,

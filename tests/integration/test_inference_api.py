@@ -48,8 +48,8 @@ from tests.integration.inference_support import (
     wait_until,
     write_features,
 )
-from training_pipeline.deep.regressor import LSTMPriceModel
-from training_pipeline.models import LastPrice
+from training_pipeline.price.models import LastPrice
+from training_pipeline.price.sequence import LSTMPriceModel
 
 pytestmark = pytest.mark.integration
 

@@ -30,7 +30,7 @@ from training_pipeline.__main__ import app
 from training_pipeline.checks import DataCheckError
 from training_pipeline.dataset import build_dataset
 from training_pipeline.metrics import price_mae
-from training_pipeline.train import TrainingOptions, train_pair
+from training_pipeline.price.train import TrainingOptions, train_pair
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from training_pipeline.action_labels import LabelCosts, action_values, confusion_matrix, optimal_actions
+from training_pipeline.action.labels import LabelCosts, action_values, confusion_matrix, optimal_actions
 from training_pipeline.simulation import Action
 
 FREE = LabelCosts(taker_fee=0.0, maker_fee=0.0, tick=1.0)

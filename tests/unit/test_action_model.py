@@ -11,9 +11,9 @@ import torch
 
 from feature_repo.names import BOOK_ENTITY, EVENT_TIMESTAMP, MID_HISTORY_FEATURES, ORDERBOOK_FEATURES
 from tests.unit.book_synthetic import book_rows
-from training_pipeline.action_labels import LabelCosts, action_values, confusion_matrix
-from training_pipeline.book_dataset import BEST_ACTION, VALUE_COLUMNS, label_book, segment_ids
-from training_pipeline.deep.action import ActionModel, book_inputs, decision_metrics, values_bps
+from training_pipeline.action.dataset import BEST_ACTION, VALUE_COLUMNS, label_book, segment_ids
+from training_pipeline.action.labels import LabelCosts, action_values, confusion_matrix
+from training_pipeline.action.model import ActionModel, book_inputs, decision_metrics, values_bps
 from training_pipeline.deep.networks import ActionNetwork
 from training_pipeline.simulation import Action, Costs, Market, simulate
 from training_pipeline.tracking import decide_action_promotion

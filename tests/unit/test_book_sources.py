@@ -17,7 +17,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from coinflow.quality import Rejects
 from coinflow.settings import Settings
-from feature_pipeline.book_dataflow import BookProcessor
+from feature_pipeline.books.dataflow import BookProcessor
 from feature_pipeline.sources.coinbase_protocol import LEVEL2
 from feature_pipeline.sources.coinbase_replay_server import CoinbaseReplayServer, read_session
 from feature_pipeline.sources.coinbase_ws import CoinbaseStream

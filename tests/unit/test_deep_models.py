@@ -18,9 +18,9 @@ from training_pipeline.deep.checkpoint import CheckpointStore
 from training_pipeline.deep.data import WindowBatches, lay_out, window_index
 from training_pipeline.deep.loop import EpochCallbackStop, LoopConfig, TrainingLoop, resolve_device, seed_everything
 from training_pipeline.deep.networks import SequenceRegressor
-from training_pipeline.deep.regressor import GRUPriceModel, LSTMPriceModel
 from training_pipeline.metrics import price_mae
-from training_pipeline.models import load_model
+from training_pipeline.model_base import load_model
+from training_pipeline.price.sequence import GRUPriceModel, LSTMPriceModel
 
 SMALL = {"hidden_size": 8, "sequence_length": 12, "batch_size": 64, "patience": 10, "device": "cpu", "seed": 3}
 

@@ -25,7 +25,8 @@ from tests.unit.training_synthetic import FEATURES, features_of
 from training_pipeline.checks import drop_warmup
 from training_pipeline.dataset import assemble
 from training_pipeline.features import COUNTS, NOT_INPUTS, PRICE_DIFFERENCES, PRICE_LEVELS, input_matrix, model_inputs
-from training_pipeline.models import LassoModel, XGBoostModel, load_model
+from training_pipeline.model_base import load_model
+from training_pipeline.price.models import LassoModel, XGBoostModel
 from training_pipeline.splits import time_split
 
 CANDLES = Path(__file__).resolve().parents[2] / "data" / "kraken" / "ohlcvt_XBTUSDC_1m_2023Q1.csv"
@@ -138,7 +139,7 @@ def test_a_served_row_equals_the_pyfunc_output(models, periods, tmp_path, name):
     reloaded = load_model(tmp_path / "model")
     test = periods[2]
     np.testing.assert_allclose(reloaded.predict(test), models[name].predict(test), rtol=RTOL, atol=0)
-    model_file = Path(__file__).resolve().parents[2] / "training_pipeline" / "served_model.py"
+    model_file = Path(__file__).resolve().parents[2] / "training_pipeline" / "price" / "served_model.py"
     mlflow.pyfunc.save_model(
         tmp_path / "pyfunc",
         python_model=str(model_file),

@@ -1,12 +1,13 @@
-"""Settings come from the environment once; the feature store config is rendered from them."""
+"""Settings come from the environment once; the feature store takes its project, registry and Redis from them."""
 
 import math
 from pathlib import Path
 
 import pandas as pd
+from feast.repo_config import load_repo_config
 
 from coinflow import parquet_writer
-from coinflow.feature_store import feast_redis_connection, repo_config
+from coinflow.feature_store import feast_redis_connection, feature_store_yaml, repo_config
 from coinflow.settings import Settings
 from coinflow.windows import window_row
 from feature_repo.names import CANDLE_FEATURES, window_feature
@@ -36,7 +37,7 @@ def test_feast_connection_strings():
     assert feast_redis_connection("rediss://:secret@cache:6380/3") == "cache:6380,db=3,password=secret,ssl=true"
 
 
-def test_repo_config_is_rendered_from_settings(tmp_path):
+def test_repo_config_takes_project_registry_and_redis_from_settings(tmp_path):
     settings = Settings(
         _env_file=None,
         feast_project="proj_x",
@@ -47,6 +48,45 @@ def test_repo_config_is_rendered_from_settings(tmp_path):
     assert config.project == "proj_x"
     assert config.online_store.connection_string == "10.0.0.5:6390,db=4"
     assert Path(config.registry.path) == (tmp_path / "r.db").resolve()
+    assert config.offline_store.type == "coinflow.asof_offline_store.AsofDuckDBOfflineStore"
+
+
+def _default_settings(monkeypatch) -> Settings:
+    for name in ("REDIS_URL", "FEAST_PROJECT", "FEAST_REGISTRY_PATH", "FEATURE_REPO_PATH"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(f"COINFLOW_{name}", raising=False)
+    return Settings(_env_file=None)
+
+
+def _feast_view(config) -> tuple:
+    """What a configuration decides: the project, the registry file, Redis and the offline store."""
+    registry = Path(config.registry.path)
+    if not registry.is_absolute():
+        registry = Path(config.repo_path) / registry
+    return (
+        config.project,
+        registry.resolve(),
+        config.online_store.connection_string,
+        config.offline_store.type,
+    )
+
+
+def test_the_yaml_plain_feast_reads_holds_the_settings_defaults(monkeypatch):
+    settings = _default_settings(monkeypatch)
+    repo = settings.feature_repo_path.resolve()
+    plain = load_repo_config(repo, repo / "feature_store.yaml")
+    assert _feast_view(plain) == _feast_view(repo_config(settings))
+    assert _feast_view(plain)[:3] == ("coinflow", repo / "data" / "registry.db", "127.0.0.1:6379,db=0")
+
+
+def test_the_rendered_yaml_gives_plain_feast_the_settings_values(tmp_path):
+    repo = tmp_path / "feature_repo"
+    repo.mkdir()
+    (repo / "feature_store.yaml").write_text((ROOT / "feature_repo" / "feature_store.yaml").read_text())
+    settings = Settings(_env_file=None, feature_repo_path=repo, feast_project="proj_y", redis_url="redis://h:1/5")
+    (repo / "feature_store.yaml").write_text(feature_store_yaml(settings))
+    assert _feast_view(load_repo_config(repo, repo / "feature_store.yaml")) == _feast_view(repo_config(settings))
+    assert repo_config(settings).online_store.connection_string == "h:1,db=5"
 
 
 def _rows(closes, created):

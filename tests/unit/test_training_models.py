@@ -12,15 +12,15 @@ from feature_repo.names import EVENT_TIMESTAMP
 from tests.unit.training_synthetic import FEATURES, ar1_returns, candles_from_returns, features_of
 from training_pipeline.checks import drop_warmup
 from training_pipeline.dataset import assemble
-from training_pipeline.evaluate import evaluate, walk_forward_mae_ratios
 from training_pipeline.features import PRICE_DIFFERENCES, PRICE_LEVELS, model_inputs
 from training_pipeline.labels import LABEL_TIMESTAMP, recent_mean_column
-from training_pipeline.models import (
+from training_pipeline.model_base import load_model
+from training_pipeline.price.evaluate import evaluate, walk_forward_mae_ratios
+from training_pipeline.price.models import (
     LassoModel,
     LastPrice,
     MeanLastN,
     XGBoostModel,
-    load_model,
     resolve_device,
     tune_xgboost,
 )

@@ -1,1 +1,1 @@
-"""Deep models of the training pipeline (PyTorch): sequence regressors, their training loop and checkpoints."""
+"""The torch infrastructure the deep models share: configuration, training loop, checkpoints, batches, networks."""

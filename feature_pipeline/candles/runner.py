@@ -6,13 +6,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from coinflow import services
-from coinflow.feature_store import apply_feature_repo, feature_store
+from coinflow.feature_store import feature_store
 from coinflow.quality import Rejects
 from coinflow.settings import Settings
 from coinflow.streaming import new_application, pipeline_topics, run_application
-from feature_pipeline.dataflow import Completion, build_dataflow, dead_letter_writer
-from feature_pipeline.sinks.feast_sink import FeastSink
+from feature_pipeline.candles.dataflow import build_dataflow
+from feature_pipeline.candles.sink import CandleFeastSink
+from feature_pipeline.runtime import Completion, dead_letter_writer, prepare
 from feature_pipeline.sources.base import RecordSource
 from feature_pipeline.sources.process import SourceRelay
 
@@ -33,16 +33,6 @@ class RunSummary:
         return [*self.source_rejects, self.rejects, *self.sink_rejects]
 
 
-def prepare(settings: Settings) -> services.Broker:
-    """Start or check the services and register the feature repository if it is not yet."""
-    broker = services.ensure_broker(settings)
-    services.ensure_redis(settings)
-    if not settings.registry_path.exists():
-        logger.info("Registering the feature repository %s", settings.feature_repo_path)
-        apply_feature_repo(settings)
-    return broker
-
-
 def run_pipeline(
     settings: Settings,
     source: RecordSource | None,
@@ -61,11 +51,11 @@ def run_pipeline(
     app = new_application(settings, broker, broker_wait_s=broker_wait_s)
     topics = pipeline_topics(app, settings)
     completion = Completion(run_id, finite_pairs, app.stop) if finite_pairs else None
-    sink = FeastSink(
+    sink = CandleFeastSink(
         lambda: feature_store(settings),
-        settings.sink_retries,
+        settings.online_window_length,
+        retries=settings.sink_retries,
         on_end=completion.on_end if completion else None,
-        window_length=settings.online_window_length,
         dead_letter=dead_letter_writer(app, topics.dead_letters.name),
     )
     rejects = build_dataflow(app, topics, settings, sink)

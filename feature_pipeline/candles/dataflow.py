@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import orjson
 from quixstreams import Application
@@ -43,24 +42,6 @@ from feature_pipeline.transforms.screening import invalid_reason
 logger = logging.getLogger(__name__)
 
 PAIR_STATE = "pair"
-
-
-@dataclass
-class Completion:
-    """Collects end-of-input markers of one run; calls `stop` once every expected pair has ended."""
-
-    run_id: str
-    expected: set[str]
-    stop: Callable[[], None]
-    done: set[str] = field(default_factory=set)
-
-    def on_end(self, marker: dict) -> None:
-        if marker.get("run_id") != self.run_id:
-            return
-        self.done.add(marker["pair"])
-        logger.info("All data of %s is in the feature store", marker["pair"])
-        if self.expected <= self.done:
-            self.stop()
 
 
 def trades_to_candles(settings: Settings, rejects: Rejects) -> Callable:
@@ -143,18 +124,6 @@ def stage_one_topic(topics: Topics) -> Callable:
         return topics.dead_letters if is_dead_letter(value) else topics.candles
 
     return route
-
-
-def dead_letter_writer(app: Application, topic: str) -> Callable[[dict], None]:
-    """Keeps dead-letter records on `topic` from outside the dataflow's steps (the sink's rejects), one at a time:
-    they are rare, and each is flushed before the batch that held it is committed."""
-    producer = app.get_producer()
-
-    def write(record: dict) -> None:
-        producer.produce(topic=topic, key=record["stage"], value=orjson.dumps(record))
-        producer.flush()
-
-    return write
 
 
 def build_dataflow(app: Application, topics: Topics, settings: Settings, sink: BaseSink) -> Rejects:

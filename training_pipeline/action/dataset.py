@@ -6,7 +6,7 @@ store of the ``orderbook_4s`` view; features come from
 those times, so training reads exactly what serving would read online.
 
 Labels (`label_book`) are the values of the five actions at each sample
-(`training_pipeline.action_labels`), from the best bid and offer of the
+(`training_pipeline.action.labels`), from the best bid and offer of the
 samples that follow it (``mid -/+ spread / 2``). They need an unbroken run of
 samples: a gap in the clock (a dropped book, a restart) ends a segment, and
 a sample is labelled only when its segment holds ``horizon`` samples after
@@ -27,7 +27,7 @@ from coinflow.feature_store import feature_store
 from coinflow.settings import Settings
 from feature_repo.names import BOOK_ENTITY, EVENT_TIMESTAMP, ORDERBOOK_SERVICE, ORDERBOOK_VIEW
 from training_pipeline import checks
-from training_pipeline.action_labels import ACTIONS, LabelCosts, action_values
+from training_pipeline.action.labels import ACTIONS, LabelCosts, action_values
 from training_pipeline.dataset import TIMESTAMP_DTYPE, TimeOrderedRows, read_entity_rows
 from training_pipeline.simulation import best_quotes, infer_tick
 

@@ -10,7 +10,7 @@ import pandas as pd
 from feature_repo.names import EVENT_TIMESTAMP
 from training_pipeline.labels import LABEL_TIMESTAMP
 from training_pipeline.metrics import frame_metrics, price_mae
-from training_pipeline.models import PriceModel
+from training_pipeline.model_base import PriceModel
 from training_pipeline.splits import walk_forward
 
 

@@ -1,23 +1,14 @@
-"""Price models behind one small interface: fit, predict, params, save / load.
+"""The tabular price models behind `PriceModel`: the baselines, Lasso and XGBoost (with its Optuna search).
 
-Every model predicts the log return to the close ``horizon`` ahead; the price
-is ``close * exp(return)``. Returns are stationary where prices are not, so
-a model fitted on January prices still applies in March, and the last-price
-baseline is simply a return of 0. Metrics are computed on the price.
-
-`fit` takes labelled dataset rows (features, event and label times, target);
-`predict` needs only the raw feature columns, as served online;
-`predict_values` takes them as a float array, the serving path (no DataFrame),
-and the tabular models' `predict` runs through it so both give the same numbers.
+The learned models' `predict` runs through `predict_values` (the serving path,
+arrays without a DataFrame), so both give the same numbers.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import subprocess
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,82 +25,14 @@ from feature_repo.names import EVENT_TIMESTAMP
 from training_pipeline.features import input_matrix, input_names, model_inputs, select_columns
 from training_pipeline.labels import BASELINE_WINDOW, LABEL_TIMESTAMP, TARGET_LOG_RETURN, recent_mean_column
 from training_pipeline.metrics import price_mae
+from training_pipeline.model_base import PriceModel
 from training_pipeline.splits import walk_forward
 
 logger = logging.getLogger(__name__)
 
-META_FILE = "model.json"
 # The Lasso path stops at 1 % of the largest alpha: smaller ones fit the collinear price features to noise
 # (never chosen on this data) and do not converge.
 LASSO_EPS = 1e-2
-
-
-class PriceModel(ABC):
-    """A model of the log return to the close ``horizon`` ahead."""
-
-    model_type: ClassVar[str]
-    learned: ClassVar[bool] = True
-    requirements: ClassVar[tuple[str, ...]] = ()
-
-    @abstractmethod
-    def fit(self, train: pd.DataFrame, validation: pd.DataFrame | None = None) -> PriceModel:
-        """Fit on labelled rows (time-ordered); `validation`, when given, may be used for early stopping."""
-
-    @abstractmethod
-    def predict(self, features: pd.DataFrame) -> np.ndarray:
-        """Predicted log returns, one per row."""
-
-    def predict_values(self, columns: Sequence[str], values: np.ndarray) -> np.ndarray:
-        """`predict` for rows given as a 2-D float array with one column per name in `columns`."""
-        return self.predict(pd.DataFrame(values, columns=list(columns)))
-
-    @abstractmethod
-    def params(self) -> dict[str, Any]:
-        """The (fitted) hyper-parameters, for logging."""
-
-    def feature_importance(self) -> pd.Series | None:
-        """Importance per model input, when the model has one."""
-        return None
-
-    def training_curve(self) -> list[dict[str, float]]:
-        """Per-epoch training records (``epoch`` plus losses), for models trained in epochs."""
-        return []
-
-    def unfitted(self) -> PriceModel:
-        """A new, unfitted model of the same configuration (tuned values included), for refits."""
-        return type(self)(**self._state())
-
-    def predict_price(self, features: pd.DataFrame) -> np.ndarray:
-        return features["close"].to_numpy(dtype=float) * np.exp(self.predict(features))
-
-    def save(self, path: Path) -> None:
-        """Write the model into the (new) directory `path`."""
-        path.mkdir(parents=True, exist_ok=False)
-        (path / META_FILE).write_text(json.dumps({"model_type": self.model_type, "state": self._state()}))
-        self._save_artifacts(path)
-
-    def _state(self) -> dict[str, Any]:
-        return {}
-
-    def _save_artifacts(self, path: Path) -> None:  # noqa: B027 - optional hook, most models keep everything in _state
-        """Write what `_state` cannot hold (fitted estimators)."""
-
-    @classmethod
-    def _restore(cls, state: dict[str, Any], path: Path) -> PriceModel:
-        return cls(**state)
-
-
-def load_model(path: Path) -> PriceModel:
-    """Load a model written by `PriceModel.save`."""
-    meta = json.loads((path / META_FILE).read_text())
-    kinds: dict[str, type[PriceModel]] = {
-        cls.model_type: cls for cls in (LastPrice, MeanLastN, LassoModel, XGBoostModel)
-    }
-    if meta["model_type"] not in kinds:
-        from training_pipeline.deep.regressor import SEQUENCE_MODELS  # imports torch only for the deep models
-
-        kinds |= SEQUENCE_MODELS
-    return kinds[meta["model_type"]]._restore(meta["state"], path)
 
 
 class LastPrice(PriceModel):

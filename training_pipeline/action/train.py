@@ -28,14 +28,14 @@ from coinflow.contracts import CHALLENGER, CHAMPION, action_model_name
 from coinflow.settings import Settings
 from feature_repo.names import EVENT_TIMESTAMP
 from training_pipeline import plots
-from training_pipeline.action_labels import confusion_matrix
-from training_pipeline.book_dataset import BEST_ACTION, BookDataset, build_book_dataset
-from training_pipeline.deep.action import ACTION_NAMES, DECISION, ActionModel, decision_metrics, values_bps
-from training_pipeline.deep.regressor import DeepConfig
+from training_pipeline.action.dataset import BEST_ACTION, BookDataset, build_book_dataset
+from training_pipeline.action.labels import confusion_matrix
+from training_pipeline.action.model import ACTION_NAMES, DECISION, ActionModel, decision_metrics, values_bps
+from training_pipeline.action.serving import log_action_pyfunc
+from training_pipeline.deep.config import DeepConfig
 from training_pipeline.simulation import Costs, Market, Outcome, benchmarks, equity_curves, simulate
 from training_pipeline.splits import Split, time_split
-from training_pipeline.tracking import champion_version, decide_action_promotion, git_commit, log_action_pyfunc
-from training_pipeline.train import EXAMPLE_ROWS
+from training_pipeline.tracking import EXAMPLE_ROWS, champion_version, decide_action_promotion, git_commit
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,10 @@ from coinflow.feature_store import feature_store
 from coinflow.quality import Rejects
 from coinflow.settings import Settings
 from coinflow.streaming import new_application, pipeline_topics, run_application
-from feature_pipeline.book_dataflow import book_topics, build_book_dataflow, on_book_end
-from feature_pipeline.dataflow import Completion, build_dataflow, dead_letter_writer
-from feature_pipeline.runner import prepare
+from feature_pipeline.books.dataflow import book_topics, build_book_dataflow, on_book_end
+from feature_pipeline.candles.dataflow import build_dataflow
+from feature_pipeline.candles.sink import CandleFeastSink
+from feature_pipeline.runtime import Completion, dead_letter_writer, prepare
 from feature_pipeline.sinks.feast_sink import FeastSink, single_view
 from feature_pipeline.sinks.parquet_sink import ParquetSink
 from feature_pipeline.sources.book_source import BookSource
@@ -62,9 +63,9 @@ def run_book_pipeline(
     dead_letters = dead_letter_writer(app, settings.dead_letter_topic)
     book_sink = FeastSink(
         lambda: feature_store(settings),
-        settings.sink_retries,
+        single_view(ORDERBOOK_VIEW),
+        retries=settings.sink_retries,
         on_end=on_book_end(completion.on_end) if completion else None,
-        routes=single_view(ORDERBOOK_VIEW),
         dead_letter=dead_letters,
         stage="feast_sink_books",
     )
@@ -72,11 +73,11 @@ def run_book_pipeline(
     book_rejects, _ = build_book_dataflow(app, topics, settings, book_sink, out_sink)
     sinks, rejects = [book_sink], [book_rejects]
     if candles:
-        candle_sink = FeastSink(
+        candle_sink = CandleFeastSink(
             lambda: feature_store(settings),
-            settings.sink_retries,
+            settings.online_window_length,
+            retries=settings.sink_retries,
             on_end=completion.on_end if completion else None,
-            window_length=settings.online_window_length,
             dead_letter=dead_letters,
         )
         rejects.append(build_dataflow(app, pipeline_topics(app, settings), settings, candle_sink))

@@ -8,7 +8,7 @@ points of the mid, and the imbalance. Standardised with training statistics.
 
 Targets: with the ``mse`` loss the five action values (profit per unit of
 coin of the best action sequence that starts with the action, see
-`training_pipeline.action_labels`) in basis points of the mid, each minus the
+`training_pipeline.action.labels`) in basis points of the mid, each minus the
 mean of the five (`advantages`: the level they share is the profit of the
 path after the first step, which no action changes), standardised;
 with ``bce`` the "is optimal" labels (several when tied), as logits. Either
@@ -30,13 +30,13 @@ import torch
 from torch import nn
 
 from feature_repo.names import ASK_SHARE_FEATURES, BID_SHARE_FEATURES, BOOK_ENTITY, MID_HISTORY_FEATURES
-from training_pipeline.action_labels import ACTIONS, optimal_actions
-from training_pipeline.book_dataset import VALUE_COLUMNS
+from training_pipeline.action.dataset import VALUE_COLUMNS
+from training_pipeline.action.labels import ACTIONS, optimal_actions
 from training_pipeline.deep.checkpoint import CheckpointStore
+from training_pipeline.deep.config import DeepConfig, split_holdout
 from training_pipeline.deep.data import TensorBatches, pair_index
 from training_pipeline.deep.loop import TrainingLoop, seed_everything
 from training_pipeline.deep.networks import ActionNetwork
-from training_pipeline.deep.regressor import DeepConfig, split_holdout
 from training_pipeline.simulation import Action
 
 BPS = 1e4

@@ -28,26 +28,19 @@ from coinflow.settings import Settings
 from feature_repo.names import EVENT_TIMESTAMP
 from training_pipeline import plots
 from training_pipeline.dataset import Dataset, build_dataset, horizon_delta
-from training_pipeline.evaluate import evaluate, walk_forward_mae_ratios
 from training_pipeline.metrics import METRICS, frame_metrics, ratios
-from training_pipeline.models import (
-    LassoModel,
-    LastPrice,
-    MeanLastN,
-    PriceModel,
-    XGBoostModel,
-    resolve_device,
-    tune_xgboost,
-)
+from training_pipeline.model_base import PriceModel
+from training_pipeline.price.evaluate import evaluate, walk_forward_mae_ratios
+from training_pipeline.price.models import LassoModel, LastPrice, MeanLastN, XGBoostModel, resolve_device, tune_xgboost
+from training_pipeline.price.serving import log_pyfunc, predict_with_alias
 from training_pipeline.splits import Split, time_split
-from training_pipeline.tracking import champion_version, decide_promotion, git_commit, log_pyfunc, predict_with_alias
+from training_pipeline.tracking import EXAMPLE_ROWS, champion_version, decide_promotion, git_commit
 
 logger = logging.getLogger(__name__)
 
 MODEL_CHOICES = ("baseline", "lasso", "xgboost", "lstm", "gru")
 # The deep sequence models take minutes per fit on a CPU: chosen explicitly (--models lstm,gru).
 DEFAULT_MODELS = ("baseline", "lasso", "xgboost")
-EXAMPLE_ROWS = 5
 
 
 @dataclass
@@ -178,7 +171,7 @@ class PairTrainer:
         return result
 
     def _sequence_model(self, model_type: str) -> Callable[[], PriceModel]:
-        from training_pipeline.deep.regressor import sequence_model  # imports torch only when a deep model is chosen
+        from training_pipeline.price.sequence import sequence_model  # imports torch only when a deep model is chosen
 
         return lambda: sequence_model(model_type, self.dataset.features, self.settings)
 

@@ -1,0 +1,1 @@
+"""The order-book pipeline: L2 books -> verified book states -> 4-second book features -> Feast."""

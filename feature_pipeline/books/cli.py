@@ -1,0 +1,129 @@
+"""The order-book pipeline's commands: L2 books (live, or a recorded session replayed) -> book states and 4 s
+features -> Feast, with candles from the same session's trades."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from coinflow import services
+from coinflow.settings import Settings
+from feature_pipeline.books.runner import run_book_pipeline
+from feature_pipeline.cli import (
+    check_file,
+    console,
+    fail_on_service_error,
+    pipeline_settings,
+    print_stages,
+    rows_table,
+    serve_metrics,
+    split_list,
+)
+from feature_pipeline.sources.book_source import BookSource
+from feature_pipeline.sources.coinbase_replay_server import CoinbaseReplayServer, read_session
+from feature_pipeline.sources.coinbase_ws import CoinbaseSource
+from feature_pipeline.sources.kraken_replay_server import server_thread
+from feature_pipeline.sources.kraken_ws import KrakenBookSource
+
+app = typer.Typer()
+
+
+def _run_books(settings: Settings, source: BookSource, candles: bool, book_out: Path | None) -> None:
+    try:
+        summary = run_book_pipeline(settings, source, candles=candles, book_out=book_out)
+    except services.ServiceError as exc:
+        raise fail_on_service_error(exc) from exc
+    console.print(rows_table(f"order-book pipeline finished in {summary.seconds:.1f} s", summary.rows_written))
+    if book_out is not None:
+        console.print(f"{summary.book_records_out} book-state records written to {book_out}")
+    print_stages(summary.stages)
+
+
+def _secret(value) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+@app.command("replay-session")
+def replay_session(
+    file: Annotated[Path, typer.Argument(help="A recorded Coinbase Advanced Trade session (.jsonl or .jsonl.gz).")],
+    book_out: Annotated[
+        Path | None, typer.Option("--book-out", help="Also write every book-state record to this Parquet file.")
+    ] = None,
+    speed: Annotated[
+        float, typer.Option(help="Replay at the recorded pace x SPEED; 0 replays as fast as possible.")
+    ] = 0.0,
+    candles: Annotated[bool, typer.Option(help="Also build candles and indicators from the session's trades.")] = True,
+) -> None:
+    """Replay a recorded session through a local Coinbase server, the real Coinbase source and the book and
+    feature dataflow; exits once every book-state record and feature row is stored."""
+    settings = pipeline_settings()
+    try:
+        frames = read_session(check_file(file))
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    server = CoinbaseReplayServer(frames, speed=speed)
+    if not server.products:
+        console.print(f"[red]{file} holds no product's frames[/red]")
+        raise typer.Exit(2)
+    with server_thread(server) as url:
+        source = CoinbaseSource(
+            url,
+            sorted(server.products),
+            settings.dead_letter_topic,
+            settings.trades_topic,
+            run_id=uuid.uuid4().hex,
+            trade_close_after_ms=settings.candle_seconds * 1000 + settings.window_grace_ms,
+            dead_letter_max_bytes=settings.dead_letter_max_bytes,
+        )
+        _run_books(settings, source, candles, book_out)
+
+
+@app.command("live-books")
+def live_books(
+    exchange: Annotated[
+        str,
+        typer.Option(
+            help="coinbase (books and trades of COINFLOW_COINBASE_PRODUCTS) or kraken (books of COINFLOW_PAIRS)."
+        ),
+    ] = "coinbase",
+    products: Annotated[
+        str | None, typer.Option(help="Comma-separated products/symbols instead of the configured ones.")
+    ] = None,
+) -> None:
+    """Stream live L2 books (and Coinbase trades) into the book and feature dataflow until Ctrl-C."""
+    settings = pipeline_settings()
+    serve_metrics(settings)
+    if exchange == "coinbase":
+        try:
+            source: BookSource = CoinbaseSource(
+                settings.coinbase_ws_url,
+                split_list(products) or settings.coinbase_products,
+                settings.dead_letter_topic,
+                settings.trades_topic,
+                api_key=_secret(settings.coinbase_api_key),
+                api_secret=_secret(settings.coinbase_api_secret),
+                reconnect_initial_s=settings.reconnect_initial_s,
+                reconnect_max_s=settings.reconnect_max_s,
+                dead_letter_max_bytes=settings.dead_letter_max_bytes,
+            )
+        except ValueError as exc:
+            console.print(f"[red]COINFLOW_COINBASE_API_SECRET: {exc}[/red]")
+            raise typer.Exit(2) from exc
+    elif exchange == "kraken":
+        source = KrakenBookSource(
+            settings.kraken_ws_url,
+            split_list(products) or settings.pairs,
+            settings.kraken_book_depth,
+            settings.dead_letter_topic,
+            reconnect_initial_s=settings.reconnect_initial_s,
+            reconnect_max_s=settings.reconnect_max_s,
+            dead_letter_max_bytes=settings.dead_letter_max_bytes,
+        )
+    else:
+        console.print(f"[red]--exchange must be coinbase or kraken, not {exchange!r}[/red]")
+        raise typer.Exit(2)
+    _run_books(settings, source, candles=exchange == "coinbase", book_out=None)

@@ -1,0 +1,1 @@
+"""The candle pipeline: trades -> OHLCV candles -> indicators -> Feast (and the features topic)."""

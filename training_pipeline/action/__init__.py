@@ -1,0 +1,1 @@
+"""The order-book action model: labels, dataset, network wrapper, training and serving."""
