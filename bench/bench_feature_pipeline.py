@@ -186,21 +186,19 @@ def bench_settings(tmp: Path, tag: str, port: int, log_level: str, overrides: di
 
 
 def phase_settings(settings: Settings, phase: str) -> Settings:
-    tag = settings.consumer_group.removesuffix("-pipeline")
-    return settings.model_copy(
-        update={
-            "trades_topic": f"{tag}-{phase}-trades",
-            "candles_topic": f"{tag}-{phase}-candles",
-            "features_topic": f"{tag}-{phase}-features",
-            "dead_letter_topic": f"{tag}-{phase}-dead-letters",
-            "consumer_group": f"{tag}-{phase}-pipeline",
-        }
+    tag = settings.stream.consumer_group.removesuffix("-pipeline")
+    return settings.override(
+        trades_topic=f"{tag}-{phase}-trades",
+        candles_topic=f"{tag}-{phase}-candles",
+        features_topic=f"{tag}-{phase}-features",
+        dead_letter_topic=f"{tag}-{phase}-dead-letters",
+        consumer_group=f"{tag}-{phase}-pipeline",
     )
 
 
 def reset_stores(settings: Settings) -> None:
     """Empty the bench's offline Parquet files and online rows, so every repetition writes the same."""
-    shutil.rmtree(settings.feature_repo_path / "data" / "offline", ignore_errors=True)
+    shutil.rmtree(settings.feast.repo_path / "data" / "offline", ignore_errors=True)
     clear_online_rows(settings)
 
 
@@ -209,7 +207,7 @@ def clear_online_rows(settings: Settings) -> None:
     with contextlib.suppress(Exception):
         store = feature_store(settings)
         provider = store._get_provider()
-        provider.teardown_infra(settings.feast_project, store.list_feature_views(), store.list_entities())
+        provider.teardown_infra(settings.feast.project, store.list_feature_views(), store.list_entities())
 
 
 # --------------------------------------------------------------------------- input
@@ -250,7 +248,7 @@ def preload_trades(settings: Settings, broker: services.Broker, files: dict[str,
     """Replay the per-pair CSVs (interleaved by time) into the trades topic, then one end marker per pair."""
     from confluent_kafka import Producer
 
-    app = new_application(settings, broker, consumer_group=f"{settings.consumer_group}-setup")
+    app = new_application(settings, broker, consumer_group=f"{settings.stream.consumer_group}-setup")
     topic = pipeline_topics(app, settings).trades  # creates the pipeline's topics with the project's config
     producer = Producer(
         {
@@ -265,7 +263,7 @@ def preload_trades(settings: Settings, broker: services.Broker, files: dict[str,
     merged = heapq.merge(
         *(iter_trades_csv(path, pair, rejects) for pair, path in files.items()), key=lambda r: r["timestamp_ms"]
     )
-    close_after = settings.candle_seconds * 1000 + settings.window_grace_ms
+    close_after = settings.stream.candle_close_after_ms
     last_ts: dict[str, int] = {}
     count = 0
     started = time.perf_counter()
@@ -298,7 +296,7 @@ class CpuMeter:
     def __init__(self, settings: Settings) -> None:
         self.procs = {"app": psutil.Process()}
         with contextlib.suppress(OSError, ValueError, KeyError, psutil.Error):
-            record = json.loads((settings.run_dir / "broker.json").read_text())
+            record = json.loads((settings.services.run_dir / "broker.json").read_text())
             self.procs["broker"] = psutil.Process(record["pid"])
         self.begin: tuple | None = None
         self.result: dict = {}
@@ -397,28 +395,30 @@ def run_reference(
     app = new_application(
         settings,
         broker,
-        consumer_group=f"{settings.consumer_group}-{kind}",
+        consumer_group=f"{settings.stream.consumer_group}-{kind}",
         on_message_processed=clock,
         **app_options(consumer_extra),
     )
     clock.app = app
     config = topic_config(settings)
     if kind == "reference":
-        source = app.topic(settings.trades_topic, value_deserializer="bytes", key_deserializer="bytes", config=config)
+        source = app.topic(settings.topics.trades, value_deserializer="bytes", key_deserializer="bytes", config=config)
         target = app.topic(
-            f"{settings.trades_topic}-passthrough", value_serializer="bytes", key_serializer="bytes", config=config
+            f"{settings.topics.trades}-passthrough", value_serializer="bytes", key_serializer="bytes", config=config
         )
         app.dataframe(source).to_topic(target)
     else:
-        source = app.topic(settings.trades_topic, value_deserializer="json", key_deserializer="str", config=config)
+        source = app.topic(settings.topics.trades, value_deserializer="json", key_deserializer="str", config=config)
         target = app.topic(
-            f"{settings.trades_topic}-quix-candles", value_serializer="json", key_serializer="str", config=config
+            f"{settings.topics.trades}-quix-candles", value_serializer="json", key_serializer="str", config=config
         )
         (
             app.dataframe(source)
             .filter(lambda r: "control" not in r)
             .set_timestamp(lambda value, key, timestamp, headers: value["timestamp_ms"])
-            .tumbling_window(duration_ms=settings.candle_seconds * 1000, grace_ms=settings.window_grace_ms)
+            .tumbling_window(
+                duration_ms=settings.stream.candle_seconds * 1000, grace_ms=settings.stream.window_grace_ms
+            )
             .reduce(reducer=update_candle, initializer=new_candle)
             .final()
             .to_topic(target)
@@ -478,8 +478,8 @@ def pipeline_app(
     completion = Completion(run_id, pairs, stop)
     sink = TimedFeastSink(
         lambda: feature_store(settings),
-        settings.online_window_length,
-        retries=settings.sink_retries,
+        settings.stream.online_window_length,
+        retries=settings.stream.sink_retries,
         on_end=completion.on_end,
     )
     rejects = build_dataflow(app, topics, settings, sink)
@@ -505,11 +505,11 @@ def run_end_to_end(
     # What the stores hold afterwards.
     offline_rows = {}
     store = feature_store(settings)
-    for view_name in (ohlcv_view(settings.candle_interval), indicators_view(settings.candle_interval)):
+    for view_name in (ohlcv_view(settings.stream.candle_interval), indicators_view(settings.stream.candle_interval)):
         root = parquet_writer.dataset_root(store.get_feature_view(view_name).batch_source.path)
         offline_rows[view_name] = len(parquet_writer.read_rows(root))
     online = store.get_online_features(
-        features=[f"{ohlcv_view(settings.candle_interval)}:close"],
+        features=[f"{ohlcv_view(settings.stream.candle_interval)}:close"],
         entity_rows=[{"pair": p} for p in sorted(pairs)],
     ).to_dict(include_event_timestamps=True)
     online_ts = {p: ts for p, ts in zip(sorted(pairs), online["close__ts"], strict=False)}
@@ -604,7 +604,7 @@ def live_poller(settings: Settings, pairs: list[str], period_s: float, ready, st
     """Child process: polls Feast's online store for every pair every `period_s`; notes when a new row shows."""
     logging.disable(logging.WARNING)
     store = feature_store(settings)
-    ohlcv, indicators = ohlcv_view(settings.candle_interval), indicators_view(settings.candle_interval)
+    ohlcv, indicators = ohlcv_view(settings.stream.candle_interval), indicators_view(settings.stream.candle_interval)
     features = [f"{ohlcv}:close", f"{indicators}:rsi_14"]
     rows = [{"pair": p} for p in pairs]
     last = dict.fromkeys(pairs, 0)
@@ -655,7 +655,7 @@ def run_freshness(
 ) -> dict:
     ctx = multiprocessing.get_context("spawn")
     run_id = uuid.uuid4().hex
-    close_after = settings.candle_seconds * 1000 + settings.window_grace_ms
+    close_after = settings.stream.candle_close_after_ms
     app, clock, sink, rejects, done, _ = pipeline_app(settings, broker, run_id, set(pairs), consumer_extra)
     ready, stop, go = ctx.Event(), ctx.Event(), ctx.Event()
     poll_out, prod_out = ctx.Queue(), ctx.Queue()
@@ -663,7 +663,7 @@ def run_freshness(
     producer = ctx.Process(
         target=live_producer,
         daemon=True,
-        args=(broker.address, settings.trades_topic, pairs, rate, duration_s, run_id, close_after, go, prod_out),
+        args=(broker.address, settings.topics.trades, pairs, rate, duration_s, run_id, close_after, go, prod_out),
     )
     poller.start()
     producer.start()
@@ -682,7 +682,7 @@ def run_freshness(
     poller.join(10)
 
     ready_wall = max(clock.first_wall or produce_started, produce_started)
-    grace = settings.window_grace_ms
+    grace = settings.stream.window_grace_ms
     seen = {(p, end): t for p, end, t in polled["seen"]}
     wrote, via_poll, to_sink, in_sink, late = [], [], [], [], []
     excluded_warmup = excluded_end = 0
@@ -727,7 +727,7 @@ def run_freshness(
         "poll_call_ms_p99": polled["poll_ms_p99"],
         "rejects": dict(rejects.counts),
         "grace_ms": grace,
-        "commit_interval_s": settings.commit_interval_s,
+        "commit_interval_s": settings.stream.commit_interval_s,
         "sink_writes": len(sink.write_seconds),
         "sink_write_ms_p50": _pct(sink.write_seconds, 50) * 1000,
         "sink_write_ms_max": max(sink.write_seconds, default=float("nan")) * 1000,
@@ -1000,13 +1000,13 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="coinflow-bench-"))
     results: dict = {"quick": args.quick, "machine": machine_info(), "tag": tag}
     settings = bench_settings(tmp, tag, args.broker_port, args.log_level, overrides)
-    configure_logging(settings.log_level)
+    configure_logging(settings.services.log_level)
     results["settings"] = {
-        "commit_interval_s": settings.commit_interval_s,
-        "window_grace_ms": settings.window_grace_ms,
-        "processing_guarantee": settings.processing_guarantee,
-        "candle_interval": settings.candle_interval,
-        "broker": f"embedded Tansu 127.0.0.1:{settings.embedded_broker_port}",
+        "commit_interval_s": settings.stream.commit_interval_s,
+        "window_grace_ms": settings.stream.window_grace_ms,
+        "processing_guarantee": settings.stream.processing_guarantee,
+        "candle_interval": settings.stream.candle_interval,
+        "broker": f"embedded Tansu 127.0.0.1:{settings.services.embedded_broker_port}",
         "overrides": overrides,
         "consumer_extra": consumer_extra,
     }
@@ -1043,13 +1043,11 @@ def main(argv: list[str] | None = None) -> int:
             ref_runs, window_runs, e2e_runs = [], [], []
             for k in range(repeat):
                 # Each repetition: fresh consumer groups, downstream topics and stores; the same pre-loaded trades.
-                rep = tp.model_copy(
-                    update={
-                        "candles_topic": f"{tp.candles_topic}-{k}",
-                        "features_topic": f"{tp.features_topic}-{k}",
-                        "dead_letter_topic": f"{tp.dead_letter_topic}-{k}",
-                        "consumer_group": f"{tp.consumer_group}-{k}",
-                    }
+                rep = tp.override(
+                    candles_topic=f"{tp.candles_topic}-{k}",
+                    features_topic=f"{tp.features_topic}-{k}",
+                    dead_letter_topic=f"{tp.dead_letter_topic}-{k}",
+                    consumer_group=f"{tp.consumer_group}-{k}",
                 )
                 label = f" (run {k + 1}/{repeat})" if repeat > 1 else ""
                 if "reference" in phases:

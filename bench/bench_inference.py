@@ -255,10 +255,10 @@ def settings_env(settings: Settings, tracking_uri: str, **extra: str) -> dict[st
     env = {k: v for k, v in os.environ.items() if not k.startswith("COINFLOW_")}
     env.update(
         {
-            "COINFLOW_RUN_DIR": str(settings.run_dir),
-            "COINFLOW_REDIS_URL": settings.redis_url,
-            "COINFLOW_FEATURE_REPO_PATH": str(settings.feature_repo_path),
-            "COINFLOW_FEAST_PROJECT": settings.feast_project,
+            "COINFLOW_RUN_DIR": str(settings.services.run_dir),
+            "COINFLOW_REDIS_URL": settings.services.redis_url,
+            "COINFLOW_FEATURE_REPO_PATH": str(settings.feast.repo_path),
+            "COINFLOW_FEAST_PROJECT": settings.feast.project,
             "MLFLOW_TRACKING_URI": tracking_uri,
             "COINFLOW_SERVE_PAIRS": PAIR,
             "COINFLOW_SERVE_HORIZONS": "1",
@@ -545,13 +545,13 @@ def main(argv: list[str] | None = None) -> int:
         results["costs"] = in_process_costs(settings, tracking_uri, complete[-2000], 300 if args.quick else 2000)
 
         log = tmp / "servers.log"
-        (settings.feature_repo_path / "feature_store.yaml").write_text(feature_store_yaml(settings))
+        (settings.feast.repo_path / "feature_store.yaml").write_text(feature_store_yaml(settings))
         feast_env = dict(os.environ)
         feast_body = {"feature_service": regression_service("1m"), "entities": {ENTITY: [PAIR]}}
         predict_body = {"pair": PAIR}
         targets = {
             "feast": (
-                [FEAST, "-c", str(settings.feature_repo_path), "serve", "-p", "{port}", "--no-access-log"],
+                [FEAST, "-c", str(settings.feast.repo_path), "serve", "-p", "{port}", "--no-access-log"],
                 feast_env,
                 "/get-online-features",
                 feast_body,
@@ -560,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
                 [
                     FEAST,
                     "-c",
-                    str(settings.feature_repo_path),
+                    str(settings.feast.repo_path),
                     "serve",
                     "-p",
                     "{port}",
@@ -621,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(Exception):
             store = feature_store(settings)
             store._get_provider().teardown_infra(
-                settings.feast_project, store.list_feature_views(), store.list_entities()
+                settings.feast.project, store.list_feature_views(), store.list_entities()
             )
         if args.keep:
             console.print(f"Kept {tmp}")

@@ -183,7 +183,7 @@ def preload(settings: Settings, broker: services.Broker, events, passes: int, ru
     """The looped session through the source's integrity gate into the book-updates topic, then an end marker."""
     from confluent_kafka import Producer
 
-    app = new_application(settings, broker, consumer_group=f"{settings.book_consumer_group}-setup")
+    app = new_application(settings, broker, consumer_group=f"{settings.books.consumer_group}-setup")
     topic = book_topics(app, settings).updates
     producer = Producer(
         {
@@ -228,13 +228,15 @@ def run_reference(settings: Settings, broker: services.Broker, messages: int, ti
     meter = CpuMeter(settings)
     clock = Clock(stop_after=messages, meter=meter)
     app = new_application(
-        settings, broker, consumer_group=f"{settings.book_consumer_group}-reference", on_message_processed=clock
+        settings, broker, consumer_group=f"{settings.books.consumer_group}-reference", on_message_processed=clock
     )
     clock.app = app
     config = topic_config(settings)
-    source = app.topic(settings.book_updates_topic, value_deserializer="bytes", key_deserializer="bytes", config=config)
+    source = app.topic(
+        settings.topics.book_updates, value_deserializer="bytes", key_deserializer="bytes", config=config
+    )
     target = app.topic(
-        f"{settings.book_updates_topic}-passthrough", value_serializer="bytes", key_serializer="bytes", config=config
+        f"{settings.topics.book_updates}-passthrough", value_serializer="bytes", key_serializer="bytes", config=config
     )
     app.dataframe(source).to_topic(target)
     with watchdog(timeout_s, app.stop, "The reference pass-through") as fired:
@@ -253,7 +255,7 @@ def run_end_to_end(settings: Settings, broker: services.Broker, run_id: str, lev
     meter = CpuMeter(settings)
     clock = Clock(meter=meter)
     started = time.perf_counter()
-    app = new_application(settings, broker, consumer_group=settings.book_consumer_group, on_message_processed=clock)
+    app = new_application(settings, broker, consumer_group=settings.books.consumer_group, on_message_processed=clock)
     done: dict[str, float] = {}
 
     def stop() -> None:
@@ -265,7 +267,7 @@ def run_end_to_end(settings: Settings, broker: services.Broker, run_id: str, lev
     sink = FeastSink(
         lambda: feature_store(settings),
         single_view(ORDERBOOK_VIEW),
-        retries=settings.sink_retries,
+        retries=settings.stream.sink_retries,
         on_end=on_book_end(completion.on_end),
     )
     rejects, processor = build_book_dataflow(app, book_topics(app, settings), settings, sink)

@@ -11,7 +11,7 @@ from rich.console import Console
 from coinflow import services
 from coinflow.logs import configure_logging
 from coinflow.redact import redact
-from coinflow.settings import Settings
+from coinflow.settings import Settings, env_example
 
 app = typer.Typer(
     help="Local services of coinflow: the Kafka-compatible broker, Redis and MLflow.", no_args_is_help=True
@@ -23,7 +23,7 @@ console = Console()
 def up() -> None:
     """Start (or reuse) the broker, Redis and the MLflow server; idempotent and health-checked."""
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.services.log_level)
     try:
         broker = services.ensure_broker(settings)
         redis_url = services.ensure_redis(settings)
@@ -51,6 +51,12 @@ def status() -> None:
         console.print(f"{name}: {line}", soft_wrap=True)
 
 
+@app.command("env-example")
+def env_example_command() -> None:
+    """Print .env.example: every setting with its default, section by section."""
+    typer.echo(env_example(), nl=False)
+
+
 @app.command()
 def quickstart(
     data_dir: Annotated[Path, typer.Option(help="The bundled real data (data/kraken, data/coinbase).")] = Path("data"),
@@ -62,7 +68,7 @@ def quickstart(
     from coinflow.quickstart import run
 
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.services.log_level)
     raise typer.Exit(run(settings, data_dir, quick))
 
 

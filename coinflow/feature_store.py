@@ -39,15 +39,18 @@ def with_settings(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """A feature_store.yaml's configuration with the values Settings owns put in place of its defaults."""
     return {
         **raw,
-        "project": settings.feast_project,
-        "registry": str(settings.registry_path.resolve()),
-        "online_store": {**raw["online_store"], "connection_string": feast_redis_connection(settings.redis_url)},
+        "project": settings.feast.project,
+        "registry": str(settings.feast.registry_path.resolve()),
+        "online_store": {
+            **raw["online_store"],
+            "connection_string": feast_redis_connection(settings.services.redis_url),
+        },
     }
 
 
 def settings_config(settings: Settings) -> dict[str, Any]:
     """The configured repository's feature_store.yaml, as Settings configure it."""
-    raw = yaml.safe_load((settings.feature_repo_path / "feature_store.yaml").read_text())
+    raw = yaml.safe_load((settings.feast.repo_path / "feature_store.yaml").read_text())
     return with_settings(raw, settings)
 
 
@@ -58,20 +61,20 @@ def feature_store_yaml(settings: Settings) -> str:
 
 def repo_config(settings: Settings) -> RepoConfig:
     config = RepoConfig(**settings_config(settings))
-    config.repo_path = settings.feature_repo_path.resolve()
+    config.repo_path = settings.feast.repo_path.resolve()
     return config
 
 
 def feature_store(settings: Settings) -> FeatureStore:
     """A FeatureStore for the configured repository (the registry must exist: run the feature-repo step)."""
-    settings.registry_path.parent.mkdir(parents=True, exist_ok=True)
-    return FeatureStore(repo_path=str(settings.feature_repo_path.resolve()), config=repo_config(settings))
+    settings.feast.registry_path.parent.mkdir(parents=True, exist_ok=True)
+    return FeatureStore(repo_path=str(settings.feast.repo_path.resolve()), config=repo_config(settings))
 
 
 def is_registered(settings: Settings) -> bool:
     """Whether the registry holds the project's feature views: plain ``feast`` run before the project's own apply
     leaves an empty registry file, which is not registered."""
-    if not settings.registry_path.exists():
+    if not settings.feast.registry_path.exists():
         return False
     return bool(feature_store(settings).list_feature_views())
 
@@ -92,8 +95,8 @@ def apply_feature_repo(settings: Settings) -> FeatureStore:
     """Register the repository's definitions, as `feast apply` does, and return the store."""
     from feast.repo_operations import apply_total
 
-    repo = settings.feature_repo_path.resolve()
-    settings.registry_path.parent.mkdir(parents=True, exist_ok=True)
+    repo = settings.feast.repo_path.resolve()
+    settings.feast.registry_path.parent.mkdir(parents=True, exist_ok=True)
     # Feast imports the repository's modules by bare name; drop ones cached from another copy.
     for name in [
         m for m, mod in sys.modules.items() if (file := getattr(mod, "__file__", None)) and Path(file).parent == repo

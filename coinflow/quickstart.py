@@ -34,7 +34,7 @@ class Stage:
 def stages(settings: Settings, data_dir: Path, quick: bool) -> list[Stage]:
     """The quickstart's commands, in order; `quick` trims training for CI."""
     kraken, coinbase = data_dir / "kraken", data_dir / "coinbase"
-    trials = "5" if quick else str(settings.optuna_trials)
+    trials = "5" if quick else str(settings.training.optuna_trials)
     epochs = "1" if quick else "3"
     return [
         Stage("services: broker, Redis, MLflow", ["coinflow", "up"]),
@@ -74,7 +74,7 @@ def stages(settings: Settings, data_dir: Path, quick: bool) -> list[Stage]:
                 "replay-session",
                 str(coinbase / "advanced_trade_ETH-USD_2026-08-09.jsonl.gz"),
                 "--book-out",
-                str(settings.run_dir / "books.parquet"),
+                str(settings.services.run_dir / "books.parquet"),
             ],
         ),
         Stage(
@@ -103,9 +103,9 @@ def serve_command(settings: Settings, alias: str) -> list[str]:
         "inference_pipeline",
         "serve",
         "--host",
-        settings.serve_host,
+        settings.serve.host,
         "--port",
-        str(settings.serve_port),
+        str(settings.serve.port),
         "--model-alias",
         alias,
         "--max-feature-age",
@@ -114,7 +114,7 @@ def serve_command(settings: Settings, alias: str) -> list[str]:
 
 
 def api_url(settings: Settings) -> str:
-    return f"http://{settings.serve_host}:{settings.serve_port}"
+    return f"http://{settings.serve.host}:{settings.serve.port}"
 
 
 def has_alias(settings: Settings, pair: str, alias: str) -> bool:
@@ -126,7 +126,7 @@ def has_alias(settings: Settings, pair: str, alias: str) -> bool:
 
     client = MlflowClient(tracking_uri=services.ensure_mlflow(settings))
     try:
-        client.get_model_version_by_alias(registered_model_name(pair, settings.horizon_minutes), alias)
+        client.get_model_version_by_alias(registered_model_name(pair, settings.training.horizon_minutes), alias)
     except MlflowException:
         return False
     return True
@@ -150,7 +150,7 @@ def run(settings: Settings, data_dir: Path, quick: bool) -> int:
             console.print(f"[red]Stage '{stage.name}' failed (exit {exc.returncode}); see its output above.[/red]")
             return 1
 
-    pair = settings.training_pairs[0]
+    pair = settings.training.pairs[0]
     console.rule("[bold]prediction API")
     started = time.monotonic()
     alias = "champion" if has_alias(settings, pair, "champion") else "challenger"

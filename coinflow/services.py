@@ -138,17 +138,17 @@ def _kafka_healthy(address: str, timeout: float = 3.0) -> bool:
 
 def ensure_broker(settings: Settings) -> Broker:
     """Return a healthy broker: the configured one, or the embedded Tansu broker (started if needed)."""
-    if settings.kafka_broker_address:
-        if not _kafka_healthy(settings.kafka_broker_address, timeout=10):
+    if settings.services.kafka_broker_address:
+        if not _kafka_healthy(settings.services.kafka_broker_address, timeout=10):
             raise ServiceError(
-                f"KAFKA_BROKER_ADDRESS={redact(settings.kafka_broker_address)} does not answer Kafka metadata "
+                f"KAFKA_BROKER_ADDRESS={redact(settings.services.kafka_broker_address)} does not answer Kafka metadata "
                 "requests. Start that broker, or unset KAFKA_BROKER_ADDRESS to use the embedded one."
             )
-        return Broker(settings.kafka_broker_address, "external", embedded=False)
+        return Broker(settings.services.kafka_broker_address, "external", embedded=False)
 
-    run_dir = settings.run_dir
+    run_dir = settings.services.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    port = settings.embedded_broker_port
+    port = settings.services.embedded_broker_port
     address = f"127.0.0.1:{port}"
     record_path = run_dir / "broker.json"
     record = _read_record(record_path)
@@ -205,7 +205,7 @@ def redis_healthy(url: str, timeout: float = 1.0) -> bool:
 
 def ensure_redis(settings: Settings) -> str:
     """Return the URL of a healthy Redis: the configured one, or a local server started for it."""
-    url = settings.redis_url
+    url = settings.services.redis_url
     if redis_healthy(url):
         return url
     parsed = urlparse(url)
@@ -217,9 +217,9 @@ def ensure_redis(settings: Settings) -> str:
             f"Port {port} is used by {_who_listens(port)}, which does not answer as Redis at {redact(url)}. "
             "Free the port or set REDIS_URL to a working Redis."
         )
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
-    record_path = settings.run_dir / "redis.json"
-    log_path = settings.run_dir / "redis.log"
+    settings.services.run_dir.mkdir(parents=True, exist_ok=True)
+    record_path = settings.services.run_dir / "redis.json"
+    log_path = settings.services.run_dir / "redis.log"
     cmd = [
         _redis_binary(),
         "--port",
@@ -231,7 +231,7 @@ def ensure_redis(settings: Settings) -> str:
         "--appendonly",
         "no",
         "--dir",
-        str(settings.run_dir.resolve()),
+        str(settings.services.run_dir.resolve()),
     ]
     record = _spawn(cmd, log_path, record_path, {"port": port})
     _wait_until(lambda: redis_healthy(url), f"redis-server on port {port}", log_path, record)
@@ -258,8 +258,8 @@ def mlflow_server_command(settings: Settings) -> list[str]:
     written by clients to a path, so a client needs nothing but the URL (and,
     with basic auth on, the credentials).
     """
-    root = (settings.run_dir / "mlflow").resolve()
-    auth = ["--app-name", "basic-auth"] if settings.mlflow_auth_password else []
+    root = (settings.services.run_dir / "mlflow").resolve()
+    auth = ["--app-name", "basic-auth"] if settings.services.mlflow_auth_password else []
     return [
         sys.executable,
         "-m",
@@ -272,7 +272,7 @@ def mlflow_server_command(settings: Settings) -> list[str]:
         "--host",
         "127.0.0.1",
         "--port",
-        str(settings.mlflow_port),
+        str(settings.services.mlflow_port),
         "--workers",
         "1",
         *auth,
@@ -297,13 +297,13 @@ def mlflow_auth_config(root: Path, username: str) -> str:
 def _mlflow_server_env(settings: Settings, root: Path) -> dict[str, str]:
     # The job runner serves MLflow's GenAI jobs, which training does not use; it would add eight processes.
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    if settings.mlflow_auth_password:
-        password = settings.mlflow_auth_password.get_secret_value()
+    if settings.services.mlflow_auth_password:
+        password = settings.services.mlflow_auth_password.get_secret_value()
         config = root / "basic_auth.ini"
-        config.write_text(mlflow_auth_config(root, settings.mlflow_auth_username))
+        config.write_text(mlflow_auth_config(root, settings.services.mlflow_auth_username))
         env |= {
             "MLFLOW_AUTH_CONFIG_PATH": str(config),
-            "MLFLOW_AUTH_ADMIN_USERNAME": settings.mlflow_auth_username,
+            "MLFLOW_AUTH_ADMIN_USERNAME": settings.services.mlflow_auth_username,
             "MLFLOW_AUTH_ADMIN_PASSWORD": password,
             # A static key for the auth app's CSRF protection, derived so that nothing more is stored.
             "MLFLOW_FLASK_SERVER_SECRET_KEY": hmac.new(
@@ -344,20 +344,22 @@ def use_mlflow_credentials(settings: Settings) -> None:
 
     Child processes inherit them; credentials the user exported are kept.
     """
-    if settings.mlflow_auth_password:
-        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", settings.mlflow_auth_username)
-        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", settings.mlflow_auth_password.get_secret_value())
+    if settings.services.mlflow_auth_password:
+        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", settings.services.mlflow_auth_username)
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", settings.services.mlflow_auth_password.get_secret_value())
 
 
 def _checked_mlflow(settings: Settings, uri: str) -> str:
     auth = (
-        (settings.mlflow_auth_username, settings.mlflow_auth_password.get_secret_value())
-        if settings.mlflow_auth_password
+        (settings.services.mlflow_auth_username, settings.services.mlflow_auth_password.get_secret_value())
+        if settings.services.mlflow_auth_password
         else None
     )
     problem = mlflow_auth_problem(uri, auth)
     if problem:
-        raise ServiceError(f"The MLflow server on port {settings.mlflow_port} does not match the settings: {problem}.")
+        raise ServiceError(
+            f"The MLflow server on port {settings.services.mlflow_port} does not match the settings: {problem}."
+        )
     use_mlflow_credentials(settings)
     return uri
 
@@ -368,9 +370,9 @@ def ensure_mlflow(settings: Settings) -> str:
     With COINFLOW_MLFLOW_AUTH_PASSWORD the project's server runs MLflow's
     basic-auth app, and this process's MLflow clients get its credentials.
     """
-    if settings.mlflow_tracking_uri:
-        return settings.mlflow_tracking_uri
-    port = settings.mlflow_port
+    if settings.services.mlflow_tracking_uri:
+        return settings.services.mlflow_tracking_uri
+    port = settings.services.mlflow_port
     uri = f"http://127.0.0.1:{port}"
     if mlflow_healthy(uri):
         return _checked_mlflow(settings, uri)
@@ -379,13 +381,13 @@ def ensure_mlflow(settings: Settings) -> str:
             f"Port {port} (MLflow) is used by {_who_listens(port)}, which does not answer as an MLflow server. "
             "Free the port, set COINFLOW_MLFLOW_PORT to a free one, or point MLFLOW_TRACKING_URI at your server."
         )
-    root = (settings.run_dir / "mlflow").resolve()
+    root = (settings.services.run_dir / "mlflow").resolve()
     root.mkdir(parents=True, exist_ok=True)
-    log_path = settings.run_dir / "mlflow.log"
+    log_path = settings.services.run_dir / "mlflow.log"
     record = _spawn(
         mlflow_server_command(settings),
         log_path,
-        settings.run_dir / "mlflow.json",
+        settings.services.run_dir / "mlflow.json",
         {"port": port},
         env=_mlflow_server_env(settings, root),
     )
@@ -399,7 +401,7 @@ def ensure_mlflow(settings: Settings) -> str:
     logger.info(
         "Started the MLflow server on %s%s (log: %s)",
         uri,
-        " with basic auth" if settings.mlflow_auth_password else "",
+        " with basic auth" if settings.services.mlflow_auth_password else "",
         log_path,
     )
     return _checked_mlflow(settings, uri)
@@ -410,7 +412,7 @@ API_START_TIMEOUT_S = 120.0
 
 def api_headers(settings: Settings) -> dict[str, str]:
     """The headers the project's own clients send to the prediction API (its key, when one is set)."""
-    return {"X-API-Key": settings.api_key.get_secret_value()} if settings.api_key else {}
+    return {"X-API-Key": settings.serve.api_key.get_secret_value()} if settings.serve.api_key else {}
 
 
 def api_healthy(url: str, timeout: float = 1.0, headers: dict[str, str] | None = None) -> bool:
@@ -425,16 +427,16 @@ def ensure_api(settings: Settings, cmd: list[str], url: str) -> str:
     """Start the prediction API in the background (`cmd`) unless one is ready at `url`; `down` stops it."""
     if api_healthy(url, headers=api_headers(settings)):
         return url
-    port = settings.serve_port
-    record_path = settings.run_dir / "api.json"
+    port = settings.serve.port
+    record_path = settings.services.run_dir / "api.json"
     if _alive(_read_record(record_path)):
         stop_services(settings, names=("api",))
-    if _port_open(settings.serve_host, port):
+    if _port_open(settings.serve.host, port):
         raise ServiceError(
             f"Port {port} (prediction API) is used by {_who_listens(port)}, which is not ready. "
             "Stop it or set COINFLOW_SERVE_PORT to a free port."
         )
-    log_path = settings.run_dir / "api.log"
+    log_path = settings.services.run_dir / "api.log"
     record = _spawn(cmd, log_path, record_path, {"port": port})
     _wait_until(
         lambda: api_healthy(url, headers=api_headers(settings)),
@@ -454,7 +456,7 @@ def stream_state_dir(settings: Settings, broker: Broker) -> Path:
     earlier broker would then disagree with the topics, so each broker instance
     gets its own directory and the others are removed.
     """
-    root = settings.state_dir
+    root = settings.services.state_dir
     current = root / broker.instance
     if root.exists():
         for child in root.iterdir():
@@ -471,7 +473,7 @@ def stop_services(settings: Settings, names: tuple[str, ...] = SERVICES) -> list
     """Stop what this project started (per its pid files); returns what was stopped."""
     stopped = []
     for name in names:
-        record_path = settings.run_dir / f"{name}.json"
+        record_path = settings.services.run_dir / f"{name}.json"
         record = _read_record(record_path)
         if _alive(record):
             proc = psutil.Process(record["pid"])
@@ -519,29 +521,31 @@ def orphaned_processes(bin_dir: Path | None = None) -> list[tuple[int, str]]:
 def services_status(settings: Settings) -> dict[str, str]:
     """A line per service saying whether it is up and who runs it."""
     status = {}
-    broker_record = _read_record(settings.run_dir / "broker.json")
-    if settings.kafka_broker_address:
-        ok = _kafka_healthy(settings.kafka_broker_address)
-        status["broker"] = f"{redact(settings.kafka_broker_address)} (configured): {'up' if ok else 'DOWN'}"
+    broker_record = _read_record(settings.services.run_dir / "broker.json")
+    if settings.services.kafka_broker_address:
+        ok = _kafka_healthy(settings.services.kafka_broker_address)
+        status["broker"] = f"{redact(settings.services.kafka_broker_address)} (configured): {'up' if ok else 'DOWN'}"
     elif _alive(broker_record):
         status["broker"] = f"127.0.0.1:{broker_record['port']} (embedded, pid {broker_record['pid']}): up"
     else:
         status["broker"] = "embedded broker: not running"
-    redis_record = _read_record(settings.run_dir / "redis.json")
+    redis_record = _read_record(settings.services.run_dir / "redis.json")
     owner = f"started by coinflow, pid {redis_record['pid']}" if _alive(redis_record) else "external"
-    status["redis"] = f"{redact(settings.redis_url)} ({owner}): {'up' if redis_healthy(settings.redis_url) else 'DOWN'}"
-    if settings.mlflow_tracking_uri:
-        status["mlflow"] = f"{redact(settings.mlflow_tracking_uri)} (configured)"
+    status["redis"] = (
+        f"{redact(settings.services.redis_url)} ({owner}): {'up' if redis_healthy(settings.services.redis_url) else 'DOWN'}"
+    )
+    if settings.services.mlflow_tracking_uri:
+        status["mlflow"] = f"{redact(settings.services.mlflow_tracking_uri)} (configured)"
     else:
-        uri = f"http://127.0.0.1:{settings.mlflow_port}"
-        mlflow_record = _read_record(settings.run_dir / "mlflow.json")
+        uri = f"http://127.0.0.1:{settings.services.mlflow_port}"
+        mlflow_record = _read_record(settings.services.run_dir / "mlflow.json")
         owner = (
             f"started by coinflow, pid {mlflow_record['pid']}" if _alive(mlflow_record) else "not started by coinflow"
         )
-        auth = ", basic auth" if settings.mlflow_auth_password else ""
+        auth = ", basic auth" if settings.services.mlflow_auth_password else ""
         status["mlflow"] = f"{uri} ({owner}{auth}): {'up' if mlflow_healthy(uri) else 'not running'}"
-    api_record = _read_record(settings.run_dir / "api.json")
-    api = f"http://{settings.serve_host}:{settings.serve_port}"
+    api_record = _read_record(settings.services.run_dir / "api.json")
+    api = f"http://{settings.serve.host}:{settings.serve.port}"
     headers = api_headers(settings)
     if _alive(api_record):
         ready = "ready" if api_healthy(api, headers=headers) else "not ready"

@@ -1,80 +1,179 @@
-"""The one settings class of the project.
+"""The one settings tree of the project, in sections.
 
-Every CLI builds `Settings()` once at start-up and passes it down; nothing else
-reads the environment. Variables use the prefix ``COINFLOW_``; the ones the
-wider ecosystem already names (``KAFKA_BROKER_ADDRESS``, ``REDIS_URL``) are
-also read under those names.
+Every CLI builds `Settings()` once at start-up and passes it (or one of its
+sections) down; nothing else reads the environment. Each setting keeps the
+one flat environment variable it always had (``COINFLOW_DEEP_HIDDEN_SIZE``
+sets ``settings.deep.hidden_size``): a section's variables are its prefix
+plus the field's name, unless the field names its own (``env``). The ones the
+wider ecosystem already names (``KAFKA_BROKER_ADDRESS``, ``REDIS_URL``,
+``MLFLOW_TRACKING_URI``) are also read under those names. Keyword arguments
+take the same names without ``COINFLOW_`` (``Settings(redis_url=...)``), and
+`Settings.override` copies a tree with some of them changed.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal, cast
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 import feature_repo
 from coinflow.quality import DEAD_LETTER_MAX_BYTES
 from coinflow.schemas import INTERVALS_SECONDS
 
-
-def _alias(name: str) -> AliasChoices:
-    return AliasChoices(f"COINFLOW_{name}", name)
+PREFIX = "COINFLOW_"
 
 
-class Settings(BaseSettings):
-    """Configuration of all three pipelines (see `.env.example`)."""
+def split_commas(value: object) -> object:
+    """A list setting from the environment: ``a,b`` (items trimmed, empty ones dropped) or a JSON list."""
+    if isinstance(value, str):
+        text = value.strip()
+        return json.loads(text) if text.startswith("[") else [item.strip() for item in text.split(",") if item.strip()]
+    return value
 
-    model_config = SettingsConfigDict(
-        env_prefix="COINFLOW_",
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        populate_by_name=True,
-    )
 
-    # Local services
+# The one type of every list setting: comma-separated in the environment, a list in Python.
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
+PositiveIntList = Annotated[list[Annotated[int, Field(ge=1)]], NoDecode, BeforeValidator(split_commas)]
+
+
+def env(*names: str) -> dict[str, Any]:
+    """A field's own variable names (without ``COINFLOW_``; a name starting with ``=`` is taken as it is)."""
+    return {"env": names}
+
+
+class Section(BaseModel):
+    """A group of settings; `env_prefix` + the field's name (upper case) is its variable, after ``COINFLOW_``."""
+
+    model_config = ConfigDict(extra="forbid")
+    env_prefix: ClassVar[str] = ""
+
+    @classmethod
+    def env_names(cls, name: str) -> tuple[str, ...]:
+        """The variables that set field `name`, first one first (``COINFLOW_...`` before an ecosystem name)."""
+        extra = cls.model_fields[name].json_schema_extra
+        own = cast(tuple[str, ...], extra.get("env", ())) if isinstance(extra, dict) else ()
+        names = own or (f"{cls.env_prefix}{name}".upper(),)
+        return tuple(n[1:] if n.startswith("=") else PREFIX + n for n in names)
+
+
+class Services(Section):
+    """The local services: broker, Redis, MLflow, where the project keeps its state, logs and metrics."""
+
     kafka_broker_address: str | None = Field(
         default=None,
-        validation_alias=_alias("KAFKA_BROKER_ADDRESS"),
         description="Kafka/Redpanda bootstrap servers; unset starts the embedded Tansu broker.",
+        json_schema_extra=env("KAFKA_BROKER_ADDRESS", "=KAFKA_BROKER_ADDRESS"),
     )
     embedded_broker_port: int = Field(
         default=19092, description="Port of the embedded broker when no broker is configured."
     )
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
-        validation_alias=_alias("REDIS_URL"),
         description="Redis online store; started locally when it does not answer.",
+        json_schema_extra=env("REDIS_URL", "=REDIS_URL"),
     )
     run_dir: Path = Field(
         default=Path(".coinflow"),
         description="Where the project keeps pid files, logs, broker data and stream state.",
     )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking server; unset starts (or reuses) the project's own on 127.0.0.1:<mlflow_port>.",
+        json_schema_extra=env("MLFLOW_TRACKING_URI", "=MLFLOW_TRACKING_URI"),
+    )
+    mlflow_port: int = Field(
+        default=5000, description="Port of the project's MLflow server (SQLite + local artifacts under run_dir/mlflow)."
+    )
+    mlflow_auth_username: str = Field(
+        default="admin", description="Admin user of the project's MLflow server when basic auth is on."
+    )
+    mlflow_auth_password: SecretStr | None = Field(
+        default=None,
+        description="Set: the project's MLflow server runs MLflow's basic-auth app with this admin password (fixed "
+        "when its user store is first created) and the project's clients log in with it. Unset: no auth.",
+    )
+    broker_wait_s: float = Field(
+        default=30.0,
+        gt=0.0,
+        description="How long a finite command (replay-trades, backfill-ohlcv, backfill-rest, replay-session) waits "
+        "for a broker that went away before it fails; live commands wait until it is back.",
+    )
+    metrics_port: int = Field(default=9108, description="Prometheus metrics port of long-running commands (0: off).")
+    log_level: str = "INFO"
 
-    # Feature store
-    feature_repo_path: Path = Field(
+    @property
+    def state_dir(self) -> Path:
+        return self.run_dir / "state"
+
+
+class Feast(Section):
+    """The Feast repository and its registry (the stores themselves are in feature_store.yaml)."""
+
+    env_prefix: ClassVar[str] = "FEAST_"
+
+    repo_path: Path = Field(
         default_factory=lambda: Path(feature_repo.__file__).parent,
         description="The Feast repository (feature_store.yaml and definitions).",
+        json_schema_extra=env("FEATURE_REPO_PATH"),
     )
-    feast_project: str = Field(default="coinflow", description="Feast project name.")
-    feast_registry_path: Path | None = Field(
+    project: str = Field(default="coinflow", description="Feast project name.")
+    registry_file: Path | None = Field(
         default=None,
         description="Feast registry file; defaults to <feature repo>/data/registry.db.",
+        json_schema_extra=env("FEAST_REGISTRY_PATH"),
     )
 
-    # Topics
-    trades_topic: str = "trades"
-    candles_topic: str = "candles"
-    features_topic: str = "features"
-    dead_letter_topic: str = "dead-letters"
-    topic_partitions: int = Field(default=1, description="Partitions of topics the project creates.")
-    topic_retention_ms: int = Field(
-        default=7 * 24 * 3600 * 1000, description="Retention of topics the project creates."
+    @property
+    def registry_path(self) -> Path:
+        return self.registry_file or self.repo_path / "data" / "registry.db"
+
+
+class Topics(Section):
+    """The names of the topics the pipelines meet on, and how the project creates them."""
+
+    trades: str = Field(default="trades", json_schema_extra=env("TRADES_TOPIC"))
+    candles: str = Field(default="candles", json_schema_extra=env("CANDLES_TOPIC"))
+    features: str = Field(default="features", json_schema_extra=env("FEATURES_TOPIC"))
+    dead_letters: str = Field(default="dead-letters", json_schema_extra=env("DEAD_LETTER_TOPIC"))
+    book_updates: str = Field(
+        default="book-updates",
+        description="Normalised book frames from the sources.",
+        json_schema_extra=env("BOOK_UPDATES_TOPIC"),
+    )
+    book: str = Field(
+        default="book", description="Book-state records, one per book update.", json_schema_extra=env("BOOK_TOPIC")
+    )
+    predictions: str = Field(
+        default="predictions",
+        description="Streaming predictions, one per pair, candle and horizon.",
+        json_schema_extra=env("PREDICTIONS_TOPIC"),
+    )
+    partitions: int = Field(
+        default=1, description="Partitions of topics the project creates.", json_schema_extra=env("TOPIC_PARTITIONS")
+    )
+    retention_ms: int = Field(
+        default=7 * 24 * 3600 * 1000,
+        description="Retention of topics the project creates.",
+        json_schema_extra=env("TOPIC_RETENTION_MS"),
     )
 
-    # Stream processing
+
+class Stream(Section):
+    """Stream processing: windows, clocks, checkpoints, the sink, sources' buffers and dead letters."""
+
     consumer_group: str = "feature-pipeline"
     candle_interval: Literal["1m", "5m"] = Field(
         default="1m", description="Candle window length (a feature view per interval exists)."
@@ -93,22 +192,51 @@ class Settings(BaseSettings):
     )
     processing_guarantee: Literal["at-least-once", "exactly-once"] = "at-least-once"
     sink_retries: int = Field(default=5, description="Attempts of a feature-store write before giving up.")
+    online_window_length: int = Field(
+        default=60,
+        ge=1,
+        description="Candles per pair the feature pipeline keeps online as the input window of sequence models "
+        "(at least the COINFLOW_DEEP_SEQUENCE_LENGTH of the models served).",
+    )
+    dead_letter_max_bytes: int = Field(
+        default=DEAD_LETTER_MAX_BYTES,
+        ge=1024,
+        description="Largest dead-letter record (JSON); a longer raw input is cut, its original length kept "
+        "(keep it below the broker's message size limit, 1 MB by default).",
+    )
+    source_buffer_messages: int = Field(
+        default=100_000,
+        ge=1000,
+        description="Records a source keeps while the broker is unreachable (librdkafka's queue); once full, "
+        "newer records are dropped and counted (coinflow_source_dropped_total).",
+    )
 
-    # Exchanges
-    pairs: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["BTC/USD", "ETH/USD"])
+    @property
+    def candle_seconds(self) -> int:
+        return INTERVALS_SECONDS[self.candle_interval]
+
+    @property
+    def candle_close_after_ms(self) -> int:
+        """How long after a pair's last trade its last candle can be closed: the window plus the grace."""
+        return self.candle_seconds * 1000 + self.window_grace_ms
+
+
+class Exchanges(Section):
+    """The exchanges' endpoints, the pairs and products streamed, and how sources reconnect."""
+
+    pairs: CommaList = Field(default_factory=lambda: ["BTC/USD", "ETH/USD"])
     kraken_ws_url: str = "wss://ws.kraken.com/v2"
     kraken_rest_url: str = "https://api.kraken.com"
-    reconnect_initial_s: float = Field(default=0.5, description="First reconnect delay.")
-    reconnect_max_s: float = Field(default=30.0, description="Largest reconnect delay.")
+    kraken_book_depth: int = Field(
+        default=25, description="Depth of the Kraken v2 book subscription (levels per side: 10, 25, 100, 500 or 1000)."
+    )
     rest_min_interval_s: float = Field(
         default=1.0, description="Least time between Kraken REST calls (public rate limit)."
     )
-
-    # Order books
     coinbase_ws_url: str = Field(
         default="wss://advanced-trade-ws.coinbase.com", description="Coinbase Advanced Trade market-data WebSocket."
     )
-    coinbase_products: Annotated[list[str], NoDecode] = Field(
+    coinbase_products: CommaList = Field(
         default_factory=lambda: ["BTC-USD", "ETH-USD"],
         description="Coinbase products whose books and trades are streamed.",
     )
@@ -118,40 +246,44 @@ class Settings(BaseSettings):
     coinbase_api_secret: SecretStr | None = Field(
         default=None, description="Private key (PEM, EC) of the optional CDP API key; signs a JWT per subscription."
     )
-    kraken_book_depth: int = Field(
-        default=25, description="Depth of the Kraken v2 book subscription (levels per side: 10, 25, 100, 500 or 1000)."
-    )
-    book_updates_topic: str = Field(default="book-updates", description="Normalised book frames from the sources.")
-    book_topic: str = Field(default="book", description="Book-state records, one per book update.")
-    book_consumer_group: str = "book-pipeline"
-    book_sample_ms: int = Field(
+    reconnect_initial_s: float = Field(default=0.5, description="First reconnect delay.")
+    reconnect_max_s: float = Field(default=30.0, description="Largest reconnect delay.")
+
+    @field_validator("kraken_book_depth")
+    @classmethod
+    def _kraken_depth(cls, value: int) -> int:
+        if value not in (10, 25, 100, 500, 1000):
+            raise ValueError("Kraken v2 book depth must be 10, 25, 100, 500 or 1000")
+        return value
+
+
+class Books(Section):
+    """The order-book pipeline: its consumer group and how book features are sampled."""
+
+    env_prefix: ClassVar[str] = "BOOK_"
+
+    consumer_group: str = "book-pipeline"
+    sample_ms: int = Field(
         default=4000, description="Order-book features are sampled at the end of each window this long."
     )
-    book_imbalance_levels: int = Field(default=10, description="Levels per side in the book imbalance.")
-    book_subscribe_within_s: float = Field(
-        default=5.0,
-        description="Subscriptions must be sent this soon after connecting (Coinbase closes idle connections).",
-    )
+    imbalance_levels: int = Field(default=10, description="Levels per side in the book imbalance.")
 
-    # Training
-    training_pairs: Annotated[list[str], NoDecode] = Field(
+
+class Training(Section):
+    """The price models' training: pairs, horizon, splits, data checks, tuning and the promotion gate."""
+
+    pairs: CommaList = Field(
         default_factory=lambda: ["BTC/USDC"],
         description="Pairs `make train` trains (the bundled 1-minute history is backfilled as BTC/USDC).",
+        json_schema_extra=env("TRAINING_PAIRS"),
     )
     horizon_minutes: int = Field(default=1, ge=1, description="Forecast horizon: the close this many minutes ahead.")
-    mlflow_tracking_uri: str | None = Field(
-        default=None,
-        validation_alias=_alias("MLFLOW_TRACKING_URI"),
-        description="MLflow tracking server; unset starts (or reuses) the project's own on 127.0.0.1:<mlflow_port>.",
-    )
-    mlflow_port: int = Field(
-        default=5000, description="Port of the project's MLflow server (SQLite + local artifacts under run_dir/mlflow)."
-    )
     promotion_margin: float = Field(
         default=0.001,
         ge=0.0,
         lt=1.0,
-        description="A model becomes champion only with a test MAE this fraction below both the last-price baseline's and the champion's.",
+        description="A model becomes champion only with a test MAE this fraction below both the last-price "
+        "baseline's and the champion's.",
     )
     optuna_trials: int = Field(
         default=20, ge=1, description="Optuna trials of the XGBoost search (each fits one model per walk-forward fold)."
@@ -180,220 +312,319 @@ class Settings(BaseSettings):
     xgboost_device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="XGBoost device; auto uses cuda when a GPU is visible."
     )
-    training_seed: int = Field(default=42, description="Seed of the Optuna sampler and XGBoost.")
-
-    # Deep models (sequence regressors; training_pipeline/price/sequence.py)
-    deep_sequence_length: int = Field(
-        default=60, ge=2, description="Candles (rows) in the window a sequence model reads."
+    seed: int = Field(
+        default=42, description="Seed of the Optuna sampler and XGBoost.", json_schema_extra=env("TRAINING_SEED")
     )
-    deep_hidden_size: int = Field(default=64, ge=1, description="Hidden units of the LSTM/GRU.")
-    deep_layers: int = Field(default=1, ge=1, description="Stacked LSTM/GRU layers.")
-    deep_pair_embedding_dim: int = Field(default=4, ge=1, description="Size of the learned pair embedding.")
-    deep_dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout before the output layer.")
-    deep_epochs: int = Field(default=20, ge=1, description="Most training epochs (early stopping may end sooner).")
-    deep_batch_size: int = Field(default=256, ge=1, description="Windows per training step.")
-    deep_learning_rate: float = Field(
+
+
+class Deep(Section):
+    """The deep models (LSTM/GRU sequence regressors, and the action network's training loop)."""
+
+    env_prefix: ClassVar[str] = "DEEP_"
+
+    sequence_length: int = Field(default=60, ge=2, description="Candles (rows) in the window a sequence model reads.")
+    hidden_size: int = Field(default=64, ge=1, description="Hidden units of the LSTM/GRU.")
+    layers: int = Field(default=1, ge=1, description="Stacked LSTM/GRU layers.")
+    pair_embedding_dim: int = Field(default=4, ge=1, description="Size of the learned pair embedding.")
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout before the output layer.")
+    epochs: int = Field(default=20, ge=1, description="Most training epochs (early stopping may end sooner).")
+    batch_size: int = Field(default=256, ge=1, description="Windows per training step.")
+    learning_rate: float = Field(
         default=1e-3, gt=0.0, description="AdamW learning rate (cosine-annealed over the epochs)."
     )
-    deep_patience: int = Field(
-        default=3, ge=1, description="Epochs without a better validation loss before training stops."
-    )
-    deep_device: Literal["auto", "cuda", "mps", "cpu"] = Field(
+    patience: int = Field(default=3, ge=1, description="Epochs without a better validation loss before training stops.")
+    device: Literal["auto", "cuda", "mps", "cpu"] = Field(
         default="auto", description="Torch device; auto takes cuda, then mps, then cpu."
     )
-    deep_loader_workers: int | None = Field(
+    loader_workers: int | None = Field(
         default=None, ge=0, description="DataLoader worker processes; unset: 0 on cpu, 4 on a GPU."
     )
-    deep_compile: bool = Field(default=False, description="torch.compile the model (CUDA only).")
-    deep_checkpoint_dir: str | None = Field(
+    compile: bool = Field(default=False, description="torch.compile the model (CUDA only).")
+    checkpoint_dir: str | None = Field(
         default=None,
-        description="Where each epoch's checkpoint goes: a folder or an fsspec URL (s3://...); unset: <run_dir>/checkpoints.",
+        description="Where each epoch's checkpoint goes: a folder or an fsspec URL (s3://...); unset: "
+        "<run_dir>/checkpoints.",
     )
-    deep_tensorboard_dir: Path | None = Field(
+    tensorboard_dir: Path | None = Field(
         default=None, description="TensorBoard logs of deep training; unset: <run_dir>/tensorboard."
     )
 
-    online_window_length: int = Field(
-        default=60,
-        ge=1,
-        description="Candles per pair the feature pipeline keeps online as the input window of sequence models "
-        "(at least the COINFLOW_DEEP_SEQUENCE_LENGTH of the models served).",
-    )
 
-    # Order-book action model (training_pipeline/action/model.py)
-    action_products: list[str] = Field(
+class Action(Section):
+    """The order-book action model: the books it is trained on, its labels and its loss."""
+
+    env_prefix: ClassVar[str] = "ACTION_"
+
+    products: CommaList = Field(
         default_factory=lambda: ["coinbase:BTC-USD", "coinbase:ETH-USD"],
         description="Books (<exchange>:<product>) the action model is trained on by default (`train --models action`).",
     )
-    action_horizon_s: float = Field(
+    horizon_s: float = Field(
         default=300.0,
         gt=0.0,
         description="Action labels: the best sequence of actions over this many seconds after a sample.",
     )
-    action_min_samples: int = Field(
-        default=500, ge=10, description="Fewer labelled book samples than this is an error."
-    )
-    action_tick: float | None = Field(
+    min_samples: int = Field(default=500, ge=10, description="Fewer labelled book samples than this is an error.")
+    tick: float | None = Field(
         default=None,
         gt=0.0,
         description="Price tick of the book (passive orders rest one tick inside); unset: inferred.",
     )
-    action_loss: Literal["mse", "bce"] = Field(
+    loss: Literal["mse", "bce"] = Field(
         default="mse", description="mse: regress the five action values; bce: classify which actions are optimal."
     )
 
-    # Trading simulation
-    simulation_initial_quote: float = Field(
+
+class Simulation(Section):
+    """The trading simulation over a test period: the account, fees, the fill model and the regression rule."""
+
+    env_prefix: ClassVar[str] = "SIMULATION_"
+
+    initial_quote: float = Field(
         default=10_000.0, gt=0.0, description="Quote currency (USD) the simulated account starts with."
     )
-    simulation_taker_fee: float = Field(
+    taker_fee: float = Field(
         default=0.004, ge=0.0, lt=1.0, description="Fee (fraction of notional) of orders that take liquidity."
     )
-    simulation_maker_fee: float = Field(
-        default=0.0025, ge=0.0, lt=1.0, description="Fee of passive orders that rest in the book."
-    )
-    simulation_threshold: float = Field(
+    maker_fee: float = Field(default=0.0025, ge=0.0, lt=1.0, description="Fee of passive orders that rest in the book.")
+    threshold: float = Field(
         default=0.004,
         ge=0.0,
         description="A regression model buys (sells) when its predicted log return is above (below minus) this.",
     )
-    simulation_touch_fill: float = Field(
+    touch_fill: float = Field(
         default=0.5,
         ge=0.0,
         le=1.0,
         description="Share of a passive order that fills when the price only touches its limit (through it: all).",
     )
 
-    # Inference (the prediction API, streaming predictions, live evaluation)
-    serve_host: str = Field(default="127.0.0.1", description="Interface the prediction API listens on.")
-    serve_port: int = Field(default=8000, description="Port of the prediction API.")
-    serve_pairs: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda data: list(data["training_pairs"]),
-        description="Pairs the API and the streaming predictions serve (default: the training pairs).",
+
+class Serve(Section):
+    """The inference pipeline: the prediction API, the models it serves, streaming predictions, live evaluation."""
+
+    env_prefix: ClassVar[str] = "SERVE_"
+
+    host: str = Field(default="127.0.0.1", description="Interface the prediction API listens on.")
+    port: int = Field(default=8000, description="Port of the prediction API.")
+    pairs: CommaList = Field(
+        default_factory=list,
+        description="Pairs the API and the streaming predictions serve (unset or empty: the training pairs).",
     )
-    serve_horizons: Annotated[list[Annotated[int, Field(ge=1)]], NoDecode] = Field(
-        default_factory=lambda data: [data["horizon_minutes"]],
-        description="Horizons (minutes) served, one registered model each; a request without one gets the first.",
+    horizons: PositiveIntList = Field(
+        default_factory=list,
+        description="Horizons (minutes) served, one registered model each; a request without one gets the first "
+        "(unset or empty: the training horizon).",
     )
-    serve_model_alias: str = Field(
+    model_alias: str = Field(
         default="champion", description="Registry alias whose model version is served and watched."
     )
-    serve_model_version: int | None = Field(
-        default=None,
-        ge=1,
-        description="Serve this registered version instead of the alias (pinned: not watched).",
+    model_version: int | None = Field(
+        default=None, ge=1, description="Serve this registered version instead of the alias (pinned: not watched)."
     )
     max_feature_age_s: float = Field(
         default=180.0,
         ge=0.0,
         description="Features older than this are refused with 503 (0: no limit, for replayed or historical data).",
+        json_schema_extra=env("MAX_FEATURE_AGE_S"),
     )
     alias_poll_interval_s: float = Field(
-        default=10.0, gt=0.0, description="How often the served alias is checked for a new version."
+        default=10.0,
+        gt=0.0,
+        description="How often the served alias is checked for a new version.",
+        json_schema_extra=env("ALIAS_POLL_INTERVAL_S"),
     )
     online_store_timeout_s: float = Field(
         default=0.5,
         gt=0.0,
         description="Socket timeout of the API's online-store reads; a Redis slower than this answers 503.",
+        json_schema_extra=env("ONLINE_STORE_TIMEOUT_S"),
     )
     memoize_predictions: bool = Field(
         default=True,
         description="Reuse a model's output while a pair's online row is unchanged (it changes once per candle); "
         "off: the model runs on every request.",
+        json_schema_extra=env("MEMOIZE_PREDICTIONS"),
     )
-    predictions_topic: str = Field(
-        default="predictions", description="Streaming predictions, one per pair, candle and horizon."
-    )
-    prediction_consumer_group: str = "prediction-stream"
-    evaluation_consumer_group: str = "live-evaluation"
-    evaluation_grace_s: int = Field(
-        default=6 * 3600,
-        ge=60,
-        description="How long a prediction (or a candle) waits for its counterpart in the live evaluation.",
-    )
-    evaluation_log_interval_s: float = Field(
-        default=60.0,
-        ge=0.0,
-        description="Least time between two MLflow logs of one model version's live metrics.",
-    )
-
-    # Hardening of the API and MLflow (issue 12: request limits, authentication)
-    serve_max_body_bytes: int = Field(
-        default=65_536,
-        ge=1,
-        description="Largest request body the prediction API reads; a larger one is answered 413.",
+    max_body_bytes: int = Field(
+        default=65_536, ge=1, description="Largest request body the prediction API reads; a larger one is answered 413."
     )
     api_key: SecretStr | None = Field(
         default=None,
         description="API key of the prediction API (header X-API-Key or Authorization: Bearer); every route but "
         "/health answers 401 without it. Unset: open (listen on loopback only).",
+        json_schema_extra=env("API_KEY"),
     )
-    mlflow_auth_username: str = Field(
-        default="admin",
-        description="Admin user of the project's MLflow server when basic auth is on.",
+    prediction_consumer_group: str = Field(
+        default="prediction-stream", json_schema_extra=env("PREDICTION_CONSUMER_GROUP")
     )
-    mlflow_auth_password: SecretStr | None = Field(
-        default=None,
-        description="Set: the project's MLflow server runs MLflow's basic-auth app with this admin password (fixed "
-        "when its user store is first created) and the project's clients log in with it. Unset: no auth.",
+    evaluation_consumer_group: str = Field(
+        default="live-evaluation", json_schema_extra=env("EVALUATION_CONSUMER_GROUP")
     )
-
-    # Dead letters (hostile input: every rejected frame or row is kept, at most this large)
-    dead_letter_max_bytes: int = Field(
-        default=DEAD_LETTER_MAX_BYTES,
-        ge=1024,
-        description="Largest dead-letter record (JSON); a longer raw input is cut, its original length kept "
-        "(keep it below the broker's message size limit, 1 MB by default).",
+    evaluation_grace_s: int = Field(
+        default=6 * 3600,
+        ge=60,
+        description="How long a prediction (or a candle) waits for its counterpart in the live evaluation.",
+        json_schema_extra=env("EVALUATION_GRACE_S"),
     )
-
-    # Broker outages (issue 12: the broker goes away)
-    broker_wait_s: float = Field(
-        default=30.0,
-        gt=0.0,
-        description="How long a finite command (replay-trades, backfill-ohlcv, backfill-rest, replay-session) waits "
-        "for a broker that went away before it fails; live commands wait until it is back.",
-    )
-    source_buffer_messages: int = Field(
-        default=100_000,
-        ge=1000,
-        description="Records a source keeps while the broker is unreachable (librdkafka's queue); once full, "
-        "newer records are dropped and counted (coinflow_source_dropped_total).",
+    evaluation_log_interval_s: float = Field(
+        default=60.0,
+        ge=0.0,
+        description="Least time between two MLflow logs of one model version's live metrics.",
+        json_schema_extra=env("EVALUATION_LOG_INTERVAL_S"),
     )
 
-    # Observability
-    metrics_port: int = Field(default=9108, description="Prometheus metrics port of long-running commands (0: off).")
-    log_level: str = "INFO"
 
-    @field_validator("pairs", "coinbase_products", "training_pairs", "serve_pairs", "serve_horizons", mode="before")
+def _sections(settings_cls: type[BaseModel]) -> Iterator[tuple[str, type[Section]]]:
+    for name, info in settings_cls.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, Section):
+            yield name, annotation
+
+
+def _flat_names(settings_cls: type[BaseModel]) -> dict[str, tuple[str, str]]:
+    """Each setting's keyword name (its variables without ``COINFLOW_``, lower case) -> (section, field)."""
+    names: dict[str, tuple[str, str]] = {}
+    for section, cls in _sections(settings_cls):
+        for field in cls.model_fields:
+            for variable in cls.env_names(field):
+                names[variable.removeprefix(PREFIX).lower()] = (section, field)
+    return names
+
+
+class FlatEnvironment(PydanticBaseSettingsSource):
+    """The process environment and the .env file, read by each setting's flat variable names (the environment
+    first), grouped into sections."""
+
+    def __init__(self, settings_cls: type[BaseSettings], *sources: EnvSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._variables: dict[str, str | None] = {}
+        for source in reversed(sources):  # the first source wins
+            self._variables.update({k.upper(): v for k, v in source.env_vars.items()})
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads every section at once
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, dict[str, Any]] = {}
+        for section, cls in _sections(self.settings_cls):
+            for field in cls.model_fields:
+                found = next((n for n in cls.env_names(field) if self._variables.get(n) is not None), None)
+                if found is not None:
+                    values.setdefault(section, {})[field] = self._variables[found]
+        return values
+
+
+def _route(values: Mapping[str, Any], names: Mapping[str, tuple[str, str]], fields: Mapping[str, Any]) -> dict:
+    """Keyword values by flat name moved into their sections (a flat value overrides the section's)."""
+    routed: dict[str, Any] = {}
+    flat: dict[str, tuple[str, str, Any]] = {}
+    for key, value in values.items():
+        if key in fields:
+            routed[key] = dict(value) if isinstance(value, Mapping) else value
+        elif key.lower() in names:
+            flat[key] = (*names[key.lower()], value)
+        else:
+            raise ValueError(f"Unknown setting {key!r}")
+    for section, field, value in flat.values():
+        current = routed.get(section, {})
+        routed[section] = {**(current.model_dump() if isinstance(current, Section) else current), field: value}
+    return routed
+
+
+class Settings(BaseSettings):
+    """Configuration of all three pipelines, one section per concern (see `.env.example`)."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="forbid")
+
+    services: Services = Field(default_factory=Services)
+    feast: Feast = Field(default_factory=Feast)
+    topics: Topics = Field(default_factory=Topics)
+    stream: Stream = Field(default_factory=Stream)
+    exchanges: Exchanges = Field(default_factory=Exchanges)
+    books: Books = Field(default_factory=Books)
+    training: Training = Field(default_factory=Training)
+    deep: Deep = Field(default_factory=Deep)
+    action: Action = Field(default_factory=Action)
+    simulation: Simulation = Field(default_factory=Simulation)
+    serve: Serve = Field(default_factory=Serve)
+
     @classmethod
-    def _split_pairs(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip().startswith("["):
-            return [p.strip() for p in value.split(",") if p.strip()]
-        return value
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        assert isinstance(env_settings, EnvSettingsSource) and isinstance(dotenv_settings, DotEnvSettingsSource)
+        return init_settings, FlatEnvironment(settings_cls, env_settings, dotenv_settings)
 
-    @field_validator("kraken_book_depth")
+    @model_validator(mode="before")
     @classmethod
-    def _kraken_depth(cls, value: int) -> int:
-        if value not in (10, 25, 100, 500, 1000):
-            raise ValueError("Kraken v2 book depth must be 10, 25, 100, 500 or 1000")
-        return value
+    def _flat_keywords(cls, values: Any) -> Any:
+        if not isinstance(values, Mapping):
+            return values
+        return _route(values, _flat_names(cls), cls.model_fields)
 
-    @property
-    def candle_seconds(self) -> int:
-        return INTERVALS_SECONDS[self.candle_interval]
+    @model_validator(mode="after")
+    def _serve_defaults(self) -> Settings:
+        """What the service serves defaults to what is trained."""
+        if not self.serve.pairs:
+            self.serve.pairs = list(self.training.pairs)
+        if not self.serve.horizons:
+            self.serve.horizons = [self.training.horizon_minutes]
+        return self
 
-    @property
-    def registry_path(self) -> Path:
-        return self.feast_registry_path or self.feature_repo_path / "data" / "registry.db"
-
-    @property
-    def state_dir(self) -> Path:
-        return self.run_dir / "state"
+    def override(self, **values: Any) -> Settings:
+        """A copy with some settings changed, by their flat names (``override(redis_url=...)``), each changed
+        section validated again; the environment is not read again."""
+        routed = _route(values, _flat_names(type(self)), {})
+        update = {
+            section: type(getattr(self, section)).model_validate({**getattr(self, section).model_dump(), **fields})
+            for section, fields in routed.items()
+        }
+        return self.model_copy(update=update)
 
     @property
     def checkpoint_root(self) -> str:
-        return self.deep_checkpoint_dir or str(self.run_dir / "checkpoints")
+        return self.deep.checkpoint_dir or str(self.services.run_dir / "checkpoints")
 
     @property
     def tensorboard_root(self) -> Path:
-        return self.deep_tensorboard_dir or self.run_dir / "tensorboard"
+        return self.deep.tensorboard_dir or self.services.run_dir / "tensorboard"
+
+
+def _example_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+def _example_lines(cls: type[Section], field: str) -> list[str]:
+    """A setting's lines in .env.example: its description, then its variable with the default (commented out when
+    it has none, or one that depends on the machine)."""
+    info = cls.model_fields[field]
+    names = cls.env_names(field)
+    name = names[-1] if len(names) > 1 else names[0]  # where the ecosystem has a name for it, that one
+    lines = [f"# {info.description}"] if info.description else []
+    if info.default_factory is not None and not isinstance(info.default_factory(), list):  # type: ignore[call-arg]
+        return [*lines, f"# {name}="]
+    default = info.default_factory() if info.default_factory is not None else info.default  # type: ignore[call-arg]
+    return [*lines, f"# {name}=" if default is None else f"{name}={_example_value(default)}"]
+
+
+def env_example(settings_cls: type[Settings] = Settings) -> str:
+    """The text of .env.example: every setting with its default, section by section (kept equal by a test)."""
+    lines = [
+        "# Every setting of coinflow, with its default, section by section. Copy to .env (read from the working",
+        "# directory) or export. Written by `python -m coinflow env-example > .env.example`.",
+    ]
+    for section, cls in _sections(settings_cls):
+        lines += ["", f"# --- {section}: {(cls.__doc__ or '').strip()}"]
+        for field in cls.model_fields:
+            lines += _example_lines(cls, field)
+    return "\n".join(lines) + "\n"

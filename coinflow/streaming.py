@@ -158,11 +158,11 @@ def outage_config(settings: Settings, broker: Broker, wait_s: float | None) -> d
     consumers deduplicate what a retry repeats.
     """
     timeout_ms = 0 if wait_s is None else int(wait_s * 1000)
-    if settings.processing_guarantee == "exactly-once" and timeout_ms:
+    if settings.stream.processing_guarantee == "exactly-once" and timeout_ms:
         timeout_ms = min(timeout_ms, _TRANSACTION_TIMEOUT_MS)  # librdkafka refuses a longer one with transactions
     config: dict[str, Any] = {
         "message.timeout.ms": timeout_ms,
-        "queue.buffering.max.messages": settings.source_buffer_messages,
+        "queue.buffering.max.messages": settings.stream.source_buffer_messages,
         "max.in.flight.requests.per.connection": 1,
         "allow.auto.create.topics": False,
     }
@@ -196,12 +196,12 @@ def new_application(
     """
     options = dict(
         broker_address=broker.address,
-        consumer_group=consumer_group or settings.consumer_group,
+        consumer_group=consumer_group or settings.stream.consumer_group,
         auto_offset_reset="earliest",
-        commit_interval=settings.commit_interval_s,
-        processing_guarantee=settings.processing_guarantee,
+        commit_interval=settings.stream.commit_interval_s,
+        processing_guarantee=settings.stream.processing_guarantee,
         state_dir=stream_state_dir(settings, broker),
-        loglevel=settings.log_level,
+        loglevel=settings.services.log_level,
         # Topics are created with explicit configs (see `topic_config`); the
         # internal changelog/repartition topics inherit the broker's defaults.
         auto_create_topics=True,
@@ -250,9 +250,9 @@ def run_application(app: PipelineApplication, broker: Broker, broker_wait_s: flo
 def topic_config(settings: Settings, partitions: int | None = None) -> TopicConfig:
     """Explicit topic settings; brokers such as Tansu report no retention.ms otherwise."""
     return TopicConfig(
-        num_partitions=partitions or settings.topic_partitions,
+        num_partitions=partitions or settings.topics.partitions,
         replication_factor=1,
-        extra_config={"retention.ms": str(settings.topic_retention_ms), "retention.bytes": "-1"},
+        extra_config={"retention.ms": str(settings.topics.retention_ms), "retention.bytes": "-1"},
     )
 
 
@@ -283,8 +283,8 @@ def pipeline_topics(app: Application, settings: Settings) -> Topics:
         )
 
     return Topics(
-        trades=make(settings.trades_topic, "bytes"),
-        candles=make(settings.candles_topic),
-        features=make(settings.features_topic),
-        dead_letters=make(settings.dead_letter_topic, "bytes"),
+        trades=make(settings.topics.trades, "bytes"),
+        candles=make(settings.topics.candles),
+        features=make(settings.topics.features),
+        dead_letters=make(settings.topics.dead_letters, "bytes"),
     )

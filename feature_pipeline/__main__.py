@@ -29,7 +29,7 @@ def feature_repo_command() -> None:
     settings = pipeline_settings()
     apply_feature_repo(settings)
     console.print(
-        f"Applied {settings.feature_repo_path} as project '{settings.feast_project}' (registry {settings.registry_path})."
+        f"Applied {settings.feast.repo_path} as project '{settings.feast.project}' (registry {settings.feast.registry_path})."
     )
 
 

@@ -36,8 +36,8 @@ def split_list(text: str | None) -> list[str] | None:
 def pipeline_settings(**overrides) -> Settings:
     """The settings of a command (options given override them), with logging and dead letters configured."""
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    configure_logging(settings.log_level)
-    configure_dead_letters(settings.dead_letter_max_bytes)
+    configure_logging(settings.services.log_level)
+    configure_dead_letters(settings.stream.dead_letter_max_bytes)
     return settings
 
 
@@ -88,6 +88,6 @@ def check_interval(interval: str) -> str:
 
 def serve_metrics(settings: Settings) -> None:
     """Expose the Prometheus metrics of a long-running command, when a port is configured."""
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1")
-        console.print(f"Prometheus metrics on http://127.0.0.1:{settings.metrics_port}/metrics")
+    if settings.services.metrics_port:
+        start_http_server(settings.services.metrics_port, addr="127.0.0.1")
+        console.print(f"Prometheus metrics on http://127.0.0.1:{settings.services.metrics_port}/metrics")

@@ -22,7 +22,7 @@ def prepare(settings: Settings) -> services.Broker:
     broker = services.ensure_broker(settings)
     services.ensure_redis(settings)
     if not is_registered(settings):
-        logger.info("Registering the feature repository %s", settings.feature_repo_path)
+        logger.info("Registering the feature repository %s", settings.feast.repo_path)
         apply_feature_repo(settings)
     return broker
 

@@ -27,7 +27,7 @@ app = typer.Typer(
 
 def _settings(**overrides) -> Settings:
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    configure_logging(settings.log_level)
+    configure_logging(settings.services.log_level)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return settings
 
@@ -38,7 +38,7 @@ def _split(values: str | None) -> list[str] | None:
 
 def _tracking_uri(settings: Settings) -> str:
     if not is_registered(settings):
-        console.print(f"[red]No feature views in {settings.registry_path}: run `make feature-repo` first.[/red]")
+        console.print(f"[red]No feature views in {settings.feast.registry_path}: run `make feature-repo` first.[/red]")
         raise typer.Exit(1)
     try:
         return services.ensure_mlflow(settings)
@@ -119,27 +119,27 @@ def serve(
         serve_horizons=_split(horizons),
     )
     tracking_uri = _tracking_uri(settings)
-    if not services.redis_healthy(settings.redis_url):
+    if not services.redis_healthy(settings.services.redis_url):
         console.print(
-            f"[yellow]The online store {redact(settings.redis_url)} does not answer: predictions get 503 until it does "
+            f"[yellow]The online store {redact(settings.services.redis_url)} does not answer: predictions get 503 until it does "
             "(`make up` starts it).[/yellow]"
         )
-    if not settings.api_key and settings.serve_host not in services.LOCAL_HOSTS:
+    if not settings.serve.api_key and settings.serve.host not in services.LOCAL_HOSTS:
         console.print(
-            f"[yellow]Listening on {settings.serve_host} without COINFLOW_API_KEY: whoever reaches the port "
+            f"[yellow]Listening on {settings.serve.host} without COINFLOW_API_KEY: whoever reaches the port "
             "can call every route.[/yellow]"
         )
     limit_native_threads()
     console.print(
-        f"Serving {', '.join(settings.serve_pairs)} (horizons {settings.serve_horizons} min) on "
-        f"http://{settings.serve_host}:{settings.serve_port}/docs, models from {redact(tracking_uri)}"
-        f"{'; API key required' if settings.api_key else ''}"
+        f"Serving {', '.join(settings.serve.pairs)} (horizons {settings.serve.horizons} min) on "
+        f"http://{settings.serve.host}:{settings.serve.port}/docs, models from {redact(tracking_uri)}"
+        f"{'; API key required' if settings.serve.api_key else ''}"
     )
     uvicorn.run(
         create_app(settings, tracking_uri),
-        host=settings.serve_host,
-        port=settings.serve_port,
-        log_level=settings.log_level.lower(),
+        host=settings.serve.host,
+        port=settings.serve.port,
+        log_level=settings.services.log_level.lower(),
         access_log=access_log,
     )
 
@@ -160,7 +160,7 @@ def predict_stream(
         serve_horizons=_split(horizons),
     )
     tracking_uri = _tracking_uri(settings)
-    _metrics_server(settings.metrics_port if metrics_port is None else metrics_port)
+    _metrics_server(settings.services.metrics_port if metrics_port is None else metrics_port)
     try:
         summary = run_prediction_stream(settings, tracking_uri)
     except services.ServiceError as exc:
@@ -175,7 +175,7 @@ def evaluate_live(metrics_port: MetricsPortOption = None) -> None:
     (Prometheus gauges; logged to MLflow in a `live-v<N>` run per version)."""
     settings = _settings()
     tracking_uri = _tracking_uri(settings)
-    _metrics_server(settings.metrics_port if metrics_port is None else metrics_port)
+    _metrics_server(settings.services.metrics_port if metrics_port is None else metrics_port)
     try:
         run_live_evaluation(settings, tracking_uri)
     except services.ServiceError as exc:

@@ -86,10 +86,10 @@ class Runtime:
         self.features = OnlineFeatures(store)
         self.client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
         self.models = ModelStore.from_settings(settings, tracking_uri, store.get_feature_service, self._observe)
-        self.predictor = Predictor(self.models, self.features, settings.max_feature_age_s)
-        timeout = settings.online_store_timeout_s
+        self.predictor = Predictor(self.models, self.features, settings.serve.max_feature_age_s)
+        timeout = settings.serve.online_store_timeout_s
         self.redis = redis.asyncio.Redis.from_url(
-            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+            settings.services.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
         self._frozen_at = -1
 
@@ -140,12 +140,12 @@ def create_app(settings: Settings, tracking_uri: str) -> FastAPI:
         version="1.0",
         summary="Price forecasts of the registered champion models from the freshest online features.",
         lifespan=lifespan,
-        max_body_size=settings.serve_max_body_bytes,
+        max_body_size=settings.serve.max_body_bytes,
     )
     app.router.route_class = StrictJSONRoute
     app.add_exception_handler(RequestValidationError, validation_error_response)
-    if settings.api_key:
-        app.add_middleware(ApiKeyMiddleware, key=settings.api_key.get_secret_value())
+    if settings.serve.api_key:
+        app.add_middleware(ApiKeyMiddleware, key=settings.serve.api_key.get_secret_value())
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(PredictionError)
@@ -191,7 +191,7 @@ def create_app(settings: Settings, tracking_uri: str) -> FastAPI:
         models = runtime.models
         problems = [p for k in models.keys if (p := models.problem(k))]
         if not store_up:
-            problems.insert(0, f"online store {redact(runtime.settings.redis_url)} does not answer")
+            problems.insert(0, f"online store {redact(runtime.settings.services.redis_url)} does not answer")
         body = Readiness(
             ready=store_up and models.ready(),
             online_store=store_up,

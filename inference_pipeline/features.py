@@ -111,9 +111,9 @@ def rows_from_reads(reads: Sequence[tuple[ViewRead, ViewRows]], pairs: Sequence[
 def serving_store(settings: Settings) -> FeatureStore:
     """The project's FeatureStore with the API's Redis client options (timeouts, no retries with backoff)."""
     config = repo_config(settings)
-    timeout = settings.online_store_timeout_s
+    timeout = settings.serve.online_store_timeout_s
     config.online_store.connection_string += f",socket_timeout={timeout},socket_connect_timeout={timeout},retry=null"
-    return FeatureStore(repo_path=str(settings.feature_repo_path.resolve()), config=config)
+    return FeatureStore(repo_path=str(settings.feast.repo_path.resolve()), config=config)
 
 
 class OnlineFeatures:

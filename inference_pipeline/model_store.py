@@ -224,18 +224,18 @@ class ModelStore:
         after_refresh: Callable[[ModelStore], None] | None = None,
     ) -> ModelStore:
         """The served pairs x horizons, by the configured alias or pinned version."""
-        keys = [ModelKey(p, h) for p in settings.serve_pairs for h in settings.serve_horizons]
+        keys = [ModelKey(p, h) for p in settings.serve.pairs for h in settings.serve.horizons]
         return cls(
             MlflowClient(tracking_uri, registry_uri=tracking_uri),
             tracking_uri,
             feature_services,
             keys,
-            alias=settings.serve_model_alias,
-            version=settings.serve_model_version,
-            poll_interval_s=settings.alias_poll_interval_s,
+            alias=settings.serve.model_alias,
+            version=settings.serve.model_version,
+            poll_interval_s=settings.serve.alias_poll_interval_s,
             after_refresh=after_refresh,
-            memoize=settings.memoize_predictions,
-            window_length=settings.online_window_length,
+            memoize=settings.serve.memoize_predictions,
+            window_length=settings.stream.online_window_length,
         )
 
     @property

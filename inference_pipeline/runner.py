@@ -42,8 +42,8 @@ def run_prediction_stream(settings: Settings, tracking_uri: str) -> StreamSummar
     models = ModelStore.from_settings(settings, tracking_uri, feature_store(settings).get_feature_service)
     models.refresh()
     models.start(refresh_first=False)
-    app = new_application(settings, broker, consumer_group=settings.prediction_consumer_group)
-    predictor = StreamPredictor(models, settings.serve_horizons, settings.online_window_length)
+    app = new_application(settings, broker, consumer_group=settings.serve.prediction_consumer_group)
+    predictor = StreamPredictor(models, settings.serve.horizons, settings.stream.online_window_length)
     sink = PredictionsSink(settings)
     build_prediction_stream(app, pipeline_topics(app, settings), predictions_topic(app, settings), predictor, sink)
     try:
@@ -56,8 +56,10 @@ def run_prediction_stream(settings: Settings, tracking_uri: str) -> StreamSummar
 def run_live_evaluation(settings: Settings, tracking_uri: str) -> None:
     """Score streamed predictions against realised prices until stopped; logs a last time on the way out."""
     broker = services.ensure_broker(settings)
-    app = new_application(settings, broker, consumer_group=settings.evaluation_consumer_group)
-    sink = LiveMetricsSink(MlflowClient(tracking_uri, registry_uri=tracking_uri), settings.evaluation_log_interval_s)
+    app = new_application(settings, broker, consumer_group=settings.serve.evaluation_consumer_group)
+    sink = LiveMetricsSink(
+        MlflowClient(tracking_uri, registry_uri=tracking_uri), settings.serve.evaluation_log_interval_s
+    )
     build_live_evaluation(app, pipeline_topics(app, settings), predictions_topic(app, settings), settings, sink)
     try:
         app.run()

@@ -63,7 +63,7 @@ PREDICTIONS_SCHEMA = pa.schema(
 
 def predictions_dataset(settings: Settings, horizon_minutes: int) -> Path:
     """Offline directory of the predictions of one horizon, beside the feature views' datasets."""
-    return settings.feature_repo_path / "data" / "offline" / f"predictions_{horizon_minutes}m"
+    return settings.feast.repo_path / "data" / "offline" / f"predictions_{horizon_minutes}m"
 
 
 def serves_interval(model: ServedModel, interval: str) -> bool:
@@ -186,7 +186,7 @@ class PredictionsSink(BatchingSink):
 
 def predictions_topic(app: Application, settings: Settings) -> Topic:
     return app.topic(
-        settings.predictions_topic,
+        settings.topics.predictions,
         value_deserializer="json",
         value_serializer="json",
         key_deserializer="str",
@@ -212,7 +212,7 @@ def build_live_evaluation(
     candles = app.dataframe(topics.features).filter(lambda row: invalid_candle_reason(row) is None)
     candles = candles.set_timestamp(lambda value, key, ts, headers: value["window_end_ms"])
     joined = predicted.join_interval(
-        candles, how="inner", on_merge=realised, grace_ms=settings.evaluation_grace_s * 1000
+        candles, how="inner", on_merge=realised, grace_ms=settings.serve.evaluation_grace_s * 1000
     )
     joined = joined.filter(lambda record: record is not None)
     joined.apply(score_step, stateful=True).filter(lambda record: record is not None).sink(sink)

@@ -142,7 +142,7 @@ def train(
     except ValidationError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
-    configure_logging(settings.log_level)
+    configure_logging(settings.services.log_level)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if interval is not None and interval not in INTERVALS_SECONDS:
         console.print(f"[red]--interval must be one of {', '.join(INTERVALS_SECONDS)}, not {interval!r}[/red]")
@@ -165,7 +165,7 @@ def train(
         from training_pipeline.deep.loop import resolve_device  # imports torch only when a deep model is chosen
 
         try:
-            resolve_device(settings.deep_device)
+            resolve_device(settings.deep.device)
         except ValueError as exc:
             console.print(f"[red]--device: {exc}[/red]")
             raise typer.Exit(2) from exc
@@ -176,7 +176,7 @@ def train(
         raise typer.Exit(1) from exc
     store = feature_store(settings)
     failed = []
-    for name in (_split(pair) or settings.training_pairs) if options else []:
+    for name in (_split(pair) or settings.training.pairs) if options else []:
         try:
             result = train_pair(settings, name, options, tracking_uri, store)
         except DataCheckError as exc:
@@ -189,7 +189,7 @@ def train(
                 console.print(f"  v{m.version} {m.model_type}: {m.promotion}")
         champion = f"champion: version {result.champion}" if result.champion else "no champion yet (none has qualified)"
         console.print(f"{result.name}: {champion}. MLflow: {redact(tracking_uri)}")
-    for book in (_split(product) or settings.action_products) if action else []:
+    for book in (_split(product) or settings.action.products) if action else []:
         from training_pipeline.action.train import train_action  # imports torch only when the action model is chosen
 
         try:
@@ -255,12 +255,12 @@ def simulate(
     from training_pipeline.simulation_run import simulate_run
 
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.services.log_level)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         tracking_uri = services.ensure_mlflow(settings)
         report = simulate_run(
-            settings, run_id, tracking_uri, settings.simulation_threshold if threshold is None else threshold, passive
+            settings, run_id, tracking_uri, settings.simulation.threshold if threshold is None else threshold, passive
         )
     except (services.ServiceError, DataCheckError, ValueError, MlflowException) as exc:
         console.print(f"[red]{redact(exc)}[/red]")
@@ -291,7 +291,7 @@ def simulate(
 def mlflow_ui() -> None:
     """Start (or reuse) the project's MLflow tracking server and UI on 127.0.0.1:COINFLOW_MLFLOW_PORT (stop: `python -m coinflow down`)."""
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.services.log_level)
     try:
         uri = services.ensure_mlflow(settings)
     except services.ServiceError as exc:

@@ -129,7 +129,9 @@ def build_dataset(
     horizon = horizon_delta(horizon_minutes, interval)
     store = store or feature_store(settings)
     candles = read_candles(store, pair, interval)
-    checks.check_candles(candles, pair, timedelta(seconds=INTERVALS_SECONDS[interval]), settings.max_missing_fraction)
+    checks.check_candles(
+        candles, pair, timedelta(seconds=INTERVALS_SECONDS[interval]), settings.training.max_missing_fraction
+    )
     service = store.get_feature_service(regression_service(interval))
     spine = candles[[ENTITY, EVENT_TIMESTAMP]]
     retrieved = store.get_historical_features(entity_df=spine, features=service).to_df()
@@ -141,5 +143,5 @@ def build_dataset(
     if warmup:
         logger.info("%s: dropped %d leading rows whose indicators are still warming up", pair, warmup)
     checks.check_features(frame, pair, inputs)
-    checks.check_history(frame, pair, settings.min_training_rows)
+    checks.check_history(frame, pair, settings.training.min_training_rows)
     return Dataset(pair, interval, horizon_minutes, service.name, features, frame, warmup)

@@ -63,12 +63,12 @@ def _regression_outcomes(
         )
     test = frame[in_test].reset_index(drop=True)
     market = Market.from_candles(test)
-    costs = Costs(settings.simulation_taker_fee, settings.simulation_maker_fee, settings.simulation_touch_fill)
+    costs = Costs(settings.simulation.taker_fee, settings.simulation.maker_fee, settings.simulation.touch_fill)
     actions = regression_actions(np.asarray(predicted)[in_test], threshold, passive)
     strategy = simulate(
-        market, actions, costs, settings.simulation_initial_quote, name=run.data.tags.get("model_type", "model")
+        market, actions, costs, settings.simulation.initial_quote, name=run.data.tags.get("model_type", "model")
     )
-    outcomes = [strategy, *benchmarks(market, costs, settings.simulation_initial_quote)]
+    outcomes = [strategy, *benchmarks(market, costs, settings.simulation.initial_quote)]
     described = {
         "threshold": threshold,
         "orders": "passive" if passive else "market",
@@ -140,10 +140,10 @@ def simulate_run(
             {
                 "model_run_id": run_id,
                 **described,
-                "taker_fee": settings.simulation_taker_fee,
-                "maker_fee": settings.simulation_maker_fee,
-                "touch_fill": settings.simulation_touch_fill,
-                "initial_quote": settings.simulation_initial_quote,
+                "taker_fee": settings.simulation.taker_fee,
+                "maker_fee": settings.simulation.maker_fee,
+                "touch_fill": settings.simulation.touch_fill,
+                "initial_quote": settings.simulation.initial_quote,
                 "start": times.iloc[0].isoformat(),
                 "end": times.iloc[-1].isoformat(),
             }

@@ -73,11 +73,11 @@ def replay_session(
         source = CoinbaseSource(
             url,
             sorted(server.products),
-            settings.dead_letter_topic,
-            settings.trades_topic,
+            settings.topics.dead_letters,
+            settings.topics.trades,
             run_id=uuid.uuid4().hex,
-            trade_close_after_ms=settings.candle_seconds * 1000 + settings.window_grace_ms,
-            dead_letter_max_bytes=settings.dead_letter_max_bytes,
+            trade_close_after_ms=settings.stream.candle_close_after_ms,
+            dead_letter_max_bytes=settings.stream.dead_letter_max_bytes,
         )
         _run_books(settings, source, candles, book_out)
 
@@ -100,28 +100,28 @@ def live_books(
     if exchange == "coinbase":
         try:
             source: BookSource = CoinbaseSource(
-                settings.coinbase_ws_url,
-                split_list(products) or settings.coinbase_products,
-                settings.dead_letter_topic,
-                settings.trades_topic,
-                api_key=_secret(settings.coinbase_api_key),
-                api_secret=_secret(settings.coinbase_api_secret),
-                reconnect_initial_s=settings.reconnect_initial_s,
-                reconnect_max_s=settings.reconnect_max_s,
-                dead_letter_max_bytes=settings.dead_letter_max_bytes,
+                settings.exchanges.coinbase_ws_url,
+                split_list(products) or settings.exchanges.coinbase_products,
+                settings.topics.dead_letters,
+                settings.topics.trades,
+                api_key=_secret(settings.exchanges.coinbase_api_key),
+                api_secret=_secret(settings.exchanges.coinbase_api_secret),
+                reconnect_initial_s=settings.exchanges.reconnect_initial_s,
+                reconnect_max_s=settings.exchanges.reconnect_max_s,
+                dead_letter_max_bytes=settings.stream.dead_letter_max_bytes,
             )
         except ValueError as exc:
             console.print(f"[red]COINFLOW_COINBASE_API_SECRET: {exc}[/red]")
             raise typer.Exit(2) from exc
     elif exchange == "kraken":
         source = KrakenBookSource(
-            settings.kraken_ws_url,
-            split_list(products) or settings.pairs,
-            settings.kraken_book_depth,
-            settings.dead_letter_topic,
-            reconnect_initial_s=settings.reconnect_initial_s,
-            reconnect_max_s=settings.reconnect_max_s,
-            dead_letter_max_bytes=settings.dead_letter_max_bytes,
+            settings.exchanges.kraken_ws_url,
+            split_list(products) or settings.exchanges.pairs,
+            settings.exchanges.kraken_book_depth,
+            settings.topics.dead_letters,
+            reconnect_initial_s=settings.exchanges.reconnect_initial_s,
+            reconnect_max_s=settings.exchanges.reconnect_max_s,
+            dead_letter_max_bytes=settings.stream.dead_letter_max_bytes,
         )
     else:
         console.print(f"[red]--exchange must be coinbase or kraken, not {exchange!r}[/red]")

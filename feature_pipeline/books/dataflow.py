@@ -66,9 +66,9 @@ def book_topics(app: Application, settings: Settings) -> BookTopics:
         )
 
     return BookTopics(
-        updates=make(settings.book_updates_topic, "bytes"),
-        book=make(settings.book_topic),
-        dead_letters=make(settings.dead_letter_topic, "bytes"),
+        updates=make(settings.topics.book_updates, "bytes"),
+        book=make(settings.topics.book),
+        dead_letters=make(settings.topics.dead_letters, "bytes"),
     )
 
 
@@ -79,8 +79,8 @@ class BookProcessor:
         self.books: dict[str, OrderBook] = {}
         self.samplers: dict[str, BookSampler] = {}
         self.level_updates = 0
-        self._sample_ms = settings.book_sample_ms
-        self._imbalance_levels = settings.book_imbalance_levels
+        self._sample_ms = settings.books.sample_ms
+        self._imbalance_levels = settings.books.imbalance_levels
         self._rejects = rejects
 
     def step(self, raw: bytes, key: str | None, timestamp: int, headers) -> list[dict]:

@@ -53,18 +53,20 @@ def run_book_pipeline(
     have been written for every book and pair; otherwise it runs until stopped.
     """
     broker = prepare(settings)
-    broker_wait_s = settings.broker_wait_s if source.run_id is not None else None  # live runs wait for the broker
-    app = new_application(settings, broker, consumer_group=settings.book_consumer_group, broker_wait_s=broker_wait_s)
+    broker_wait_s = (
+        settings.services.broker_wait_s if source.run_id is not None else None
+    )  # live runs wait for the broker
+    app = new_application(settings, broker, consumer_group=settings.books.consumer_group, broker_wait_s=broker_wait_s)
     completion = None
     if source.run_id is not None:
         books, pairs = source.end_keys()
         completion = Completion(source.run_id, set(books) | (set(pairs) if candles else set()), app.stop)
     out_sink = ParquetSink(book_out, book_state_schema()) if book_out else None
-    dead_letters = dead_letter_writer(app, settings.dead_letter_topic)
+    dead_letters = dead_letter_writer(app, settings.topics.dead_letters)
     book_sink = FeastSink(
         lambda: feature_store(settings),
         single_view(ORDERBOOK_VIEW),
-        retries=settings.sink_retries,
+        retries=settings.stream.sink_retries,
         on_end=on_book_end(completion.on_end) if completion else None,
         dead_letter=dead_letters,
         stage="feast_sink_books",
@@ -75,8 +77,8 @@ def run_book_pipeline(
     if candles:
         candle_sink = CandleFeastSink(
             lambda: feature_store(settings),
-            settings.online_window_length,
-            retries=settings.sink_retries,
+            settings.stream.online_window_length,
+            retries=settings.stream.sink_retries,
             on_end=completion.on_end if completion else None,
             dead_letter=dead_letters,
         )

@@ -60,17 +60,17 @@ def replay_trades(
     """Replay a trades file through the whole pipeline and exit once every candle and indicator is stored."""
     settings = pipeline_settings()
     run_id = uuid.uuid4().hex
-    close_after = settings.candle_seconds * 1000 + settings.window_grace_ms
+    close_after = settings.stream.candle_close_after_ms
     source = TradesFileSource(
         check_file(file, check_trades_csv),
         pair,
         run_id,
-        settings.dead_letter_topic,
+        settings.topics.dead_letters,
         close_after,
         speed,
         exchange,
-        max_future_ms=settings.max_future_ms,
-        dead_letter_max_bytes=settings.dead_letter_max_bytes,
+        max_future_ms=settings.stream.max_future_ms,
+        dead_letter_max_bytes=settings.stream.dead_letter_max_bytes,
     )
     _run_candles(settings, source, into_candles=False, finite_pairs={pair}, run_id=run_id)
 
@@ -93,11 +93,11 @@ def backfill_ohlcv(
         check_file(file, check_ohlcvt_csv),
         pair,
         run_id,
-        settings.dead_letter_topic,
+        settings.topics.dead_letters,
         interval,
         INTERVALS_SECONDS[interval],
-        max_future_ms=settings.max_future_ms,
-        dead_letter_max_bytes=settings.dead_letter_max_bytes,
+        max_future_ms=settings.stream.max_future_ms,
+        dead_letter_max_bytes=settings.stream.dead_letter_max_bytes,
     )
     _run_candles(settings, source, into_candles=True, finite_pairs={pair}, run_id=run_id)
 
@@ -108,13 +108,13 @@ def live(pairs: PairsOption = None) -> None:
     settings = pipeline_settings(pairs=split_list(pairs))
     serve_metrics(settings)
     source = KrakenTradeSource(
-        settings.kraken_ws_url,
-        settings.pairs,
-        settings.dead_letter_topic,
-        tick_interval_s=settings.tick_interval_s,
-        reconnect_initial_s=settings.reconnect_initial_s,
-        reconnect_max_s=settings.reconnect_max_s,
-        dead_letter_max_bytes=settings.dead_letter_max_bytes,
+        settings.exchanges.kraken_ws_url,
+        settings.exchanges.pairs,
+        settings.topics.dead_letters,
+        tick_interval_s=settings.stream.tick_interval_s,
+        reconnect_initial_s=settings.exchanges.reconnect_initial_s,
+        reconnect_max_s=settings.exchanges.reconnect_max_s,
+        dead_letter_max_bytes=settings.stream.dead_letter_max_bytes,
     )
     _run_candles(settings, source, into_candles=False, finite_pairs=None, run_id=None)
 
@@ -128,20 +128,20 @@ def backfill_rest(
     """Backfill Kraken REST trades of the last N days; resumes where an interrupted run stopped."""
     settings = pipeline_settings(pairs=split_list(pairs))
     run_id = uuid.uuid4().hex
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    settings.services.run_dir.mkdir(parents=True, exist_ok=True)
     source = KrakenRestSource(
-        settings.pairs,
+        settings.exchanges.pairs,
         days,
-        settings.run_dir / "rest_backfill_checkpoint.json",
-        settings.dead_letter_topic,
-        close_after_ms=settings.candle_seconds * 1000 + settings.window_grace_ms,
+        settings.services.run_dir / "rest_backfill_checkpoint.json",
+        settings.topics.dead_letters,
+        close_after_ms=settings.stream.candle_close_after_ms,
         run_id=run_id,
-        base_url=settings.kraken_rest_url,
-        min_interval_s=settings.rest_min_interval_s,
+        base_url=settings.exchanges.kraken_rest_url,
+        min_interval_s=settings.exchanges.rest_min_interval_s,
         progress=progress,
-        dead_letter_max_bytes=settings.dead_letter_max_bytes,
+        dead_letter_max_bytes=settings.stream.dead_letter_max_bytes,
     )
-    _run_candles(settings, source, into_candles=False, finite_pairs=set(settings.pairs), run_id=run_id)
+    _run_candles(settings, source, into_candles=False, finite_pairs=set(settings.exchanges.pairs), run_id=run_id)
 
 
 @app.command("replay-server")
@@ -167,24 +167,26 @@ def online_features(
     settings = pipeline_settings(pairs=split_list(pairs))
     check_interval(interval)
     if not is_registered(settings):
-        console.print(f"[red]No feature views in {settings.registry_path}: run `make feature-repo` first.[/red]")
+        console.print(f"[red]No feature views in {settings.feast.registry_path}: run `make feature-repo` first.[/red]")
         raise typer.Exit(1)
     store = feature_store(settings)
     refs = [f"{ohlcv_view(interval)}:{name}" for name in OHLCV_FEATURES]
     refs += [f"{indicators_view(interval)}:{name}" for name in INDICATOR_FEATURES]
     try:
-        rows = store.get_online_features(features=refs, entity_rows=[{ENTITY: p} for p in settings.pairs]).to_dict()
+        rows = store.get_online_features(
+            features=refs, entity_rows=[{ENTITY: p} for p in settings.exchanges.pairs]
+        ).to_dict()
     except (redis.RedisError, OSError) as exc:
         console.print(
-            f"The online store {redact(settings.redis_url)} could not be read ({type(exc).__name__}: "
+            f"The online store {redact(settings.services.redis_url)} could not be read ({type(exc).__name__}: "
             f"{redact(exc)}); start it (`make up`) or set REDIS_URL.",
             style="red",
             markup=False,
         )
         raise typer.Exit(1) from exc
-    table = Table(title=f"online features ({interval}) from {redact(settings.redis_url)}")
+    table = Table(title=f"online features ({interval}) from {redact(settings.services.redis_url)}")
     table.add_column("feature")
-    for pair in settings.pairs:
+    for pair in settings.exchanges.pairs:
         table.add_column(pair, justify="right")
     for name in OHLCV_FEATURES + INDICATOR_FEATURES:
         table.add_row(name, *("-" if v is None else f"{v:.6g}" for v in rows[name]))

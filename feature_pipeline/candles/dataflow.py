@@ -51,10 +51,10 @@ def trades_to_candles(settings: Settings, rejects: Rejects) -> Callable:
     for a rejected input, the candles of windows it closed, and an end marker
     after the candles it closed.
     """
-    duration_ms = settings.candle_seconds * 1000
-    grace_ms = settings.window_grace_ms
-    max_future_ms = settings.max_future_ms
-    interval = settings.candle_interval
+    duration_ms = settings.stream.candle_seconds * 1000
+    grace_ms = settings.stream.window_grace_ms
+    max_future_ms = settings.stream.max_future_ms
+    interval = settings.stream.candle_interval
 
     def step(raw: bytes, key: str | None, timestamp: int, headers, state: State) -> list[dict]:
         try:
@@ -92,7 +92,7 @@ def compute_features(settings: Settings, rejects: Rejects) -> Callable:
     sink) or not newer than the last one of its pair and interval (a replayed
     backfill, say): indicators only move forward.
     """
-    max_future_ms = settings.max_future_ms
+    max_future_ms = settings.stream.max_future_ms
 
     def step(record: dict, state: State) -> dict:
         if isinstance(record, dict) and record.get("control") == CONTROL_END:

@@ -47,14 +47,14 @@ def run_pipeline(
     stopped (SIGINT/SIGTERM), flushing what is in flight.
     """
     broker = prepare(settings)
-    broker_wait_s = settings.broker_wait_s if finite_pairs else None  # live runs wait for the broker
+    broker_wait_s = settings.services.broker_wait_s if finite_pairs else None  # live runs wait for the broker
     app = new_application(settings, broker, broker_wait_s=broker_wait_s)
     topics = pipeline_topics(app, settings)
     completion = Completion(run_id, finite_pairs, app.stop) if finite_pairs else None
     sink = CandleFeastSink(
         lambda: feature_store(settings),
-        settings.online_window_length,
-        retries=settings.sink_retries,
+        settings.stream.online_window_length,
+        retries=settings.stream.sink_retries,
         on_end=completion.on_end if completion else None,
         dead_letter=dead_letter_writer(app, topics.dead_letters.name),
     )

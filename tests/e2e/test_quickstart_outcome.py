@@ -24,26 +24,26 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="module")
 def pair(settings: Settings) -> str:
-    return settings.training_pairs[0]
+    return settings.training.pairs[0]
 
 
 def test_a_model_is_registered_with_a_served_alias(settings: Settings, pair: str):
     client = MlflowClient(tracking_uri=services.ensure_mlflow(settings))
-    name = registered_model_name(pair, settings.horizon_minutes)
+    name = registered_model_name(pair, settings.training.horizon_minutes)
     assert client.search_model_versions(f"name='{name}'"), f"no version of {name}"
     assert client.get_model_version_by_alias(name, "challenger").version
 
 
 def test_the_online_store_holds_features_of_the_pair(settings: Settings, pair: str):
     store = feature_store(settings)
-    service = store.get_feature_service(regression_service(settings.candle_interval))
+    service = store.get_feature_service(regression_service(settings.stream.candle_interval))
     row = store.get_online_features(features=service, entity_rows=[{"pair": pair}]).to_dict()
     assert row["close"][0] is not None and row["close"][0] > 0
     assert row["rsi_14"][0] is not None and 0 <= row["rsi_14"][0] <= 100
 
 
 def test_the_api_serves_a_prediction(settings: Settings, pair: str):
-    base = f"http://{settings.serve_host}:{settings.serve_port}"
+    base = f"http://{settings.serve.host}:{settings.serve.port}"
     assert httpx.get(f"{base}/ready", timeout=10).status_code == 200
     response = httpx.post(f"{base}/predict", json={"pair": pair}, timeout=10)
     assert response.status_code == 200, response.text

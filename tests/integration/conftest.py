@@ -54,15 +54,13 @@ def base_settings(tmp_path_factory) -> Settings:
 def settings(base_settings: Settings) -> Settings:
     """Settings with topics, consumer group and offline data of this test only."""
     tag = uuid.uuid4().hex[:8]
-    offline = base_settings.feature_repo_path / "data" / "offline"
+    offline = base_settings.feast.repo_path / "data" / "offline"
     shutil.rmtree(offline, ignore_errors=True)
     redis.Redis.from_url(TEST_REDIS_URL).flushdb()
-    return base_settings.model_copy(
-        update={
-            "trades_topic": f"trades-{tag}",
-            "candles_topic": f"candles-{tag}",
-            "features_topic": f"features-{tag}",
-            "dead_letter_topic": f"dead-letters-{tag}",
-            "consumer_group": f"it-{tag}",
-        }
+    return base_settings.override(
+        trades_topic=f"trades-{tag}",
+        candles_topic=f"candles-{tag}",
+        features_topic=f"features-{tag}",
+        dead_letter_topic=f"dead-letters-{tag}",
+        consumer_group=f"it-{tag}",
     )

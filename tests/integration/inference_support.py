@@ -42,12 +42,8 @@ MINUTE_MS = 60_000
 @pytest.fixture(scope="module")
 def tracking_uri(base_settings: Settings, tmp_path_factory) -> Iterator[str]:
     """The project's MLflow server on the tests' port, with a database of this module only."""
-    settings = base_settings.model_copy(
-        update={
-            "run_dir": tmp_path_factory.mktemp("mlflow-run"),
-            "mlflow_port": MLFLOW_PORT,
-            "mlflow_tracking_uri": None,
-        }
+    settings = base_settings.override(
+        run_dir=tmp_path_factory.mktemp("mlflow-run"), mlflow_port=MLFLOW_PORT, mlflow_tracking_uri=None
     )
     yield services.ensure_mlflow(settings)
     services.stop_services(settings)
@@ -72,7 +68,7 @@ def feature_rows(pair: str, count: int, last_end_ms: int | None = None) -> list[
 
 def write_features(settings: Settings, rows: list[dict]) -> None:
     """Write feature rows to the online and offline stores with the feature pipeline's sink (with the windows)."""
-    sink = CandleFeastSink(lambda: feature_store(settings), settings.online_window_length)
+    sink = CandleFeastSink(lambda: feature_store(settings), settings.stream.online_window_length)
     sink.setup()
     sink.write_rows(rows)
 

@@ -43,17 +43,15 @@ SAMPLES = 1500
 def book_settings(training_settings: Settings, tmp_path_factory) -> Settings:  # noqa: F811
     """The training repository with PRODUCT's book history written by the feature pipeline's sink."""
     root = tmp_path_factory.mktemp("action")
-    settings = training_settings.model_copy(
-        update={
-            "simulation_taker_fee": 0.0002,
-            "simulation_maker_fee": 0.0,
-            "action_min_samples": 300,
-            "deep_epochs": 2,
-            "deep_hidden_size": 8,
-            "deep_device": "cpu",
-            "deep_checkpoint_dir": str(root / "checkpoints"),
-            "deep_tensorboard_dir": root / "tensorboard",
-        }
+    settings = training_settings.override(
+        simulation_taker_fee=0.0002,
+        simulation_maker_fee=0.0,
+        action_min_samples=300,
+        deep_epochs=2,
+        deep_hidden_size=8,
+        deep_device="cpu",
+        deep_checkpoint_dir=str(root / "checkpoints"),
+        deep_tensorboard_dir=root / "tensorboard",
     )
     sink = FeastSink(lambda: feature_store(settings), single_view(ORDERBOOK_VIEW))
     sink.setup()
@@ -123,16 +121,16 @@ def test_the_cli_trains_the_action_model_and_judges_it_against_the_champion(
     monkeypatch,
 ):
     for key, value in {
-        "COINFLOW_RUN_DIR": str(book_settings.run_dir),
-        "REDIS_URL": book_settings.redis_url,
-        "COINFLOW_FEATURE_REPO_PATH": str(book_settings.feature_repo_path),
-        "COINFLOW_FEAST_PROJECT": book_settings.feast_project,
-        "COINFLOW_MLFLOW_PORT": str(book_settings.mlflow_port),
+        "COINFLOW_RUN_DIR": str(book_settings.services.run_dir),
+        "REDIS_URL": book_settings.services.redis_url,
+        "COINFLOW_FEATURE_REPO_PATH": str(book_settings.feast.repo_path),
+        "COINFLOW_FEAST_PROJECT": book_settings.feast.project,
+        "COINFLOW_MLFLOW_PORT": str(book_settings.services.mlflow_port),
         "COINFLOW_SIMULATION_TAKER_FEE": "0.0002",
         "COINFLOW_SIMULATION_MAKER_FEE": "0",
         "COINFLOW_ACTION_MIN_SAMPLES": "300",
         "COINFLOW_DEEP_HIDDEN_SIZE": "8",
-        "COINFLOW_DEEP_CHECKPOINT_DIR": book_settings.deep_checkpoint_dir,
+        "COINFLOW_DEEP_CHECKPOINT_DIR": book_settings.deep.checkpoint_dir,
     }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

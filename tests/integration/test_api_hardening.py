@@ -55,14 +55,12 @@ HOSTILE_BODIES = [
 
 
 def _planted(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={
-            "redis_url": f"redis://:{PASSWORD}@127.0.0.1:{REDIS_DOWN}/0",
-            "serve_pairs": [PAIR],
-            "serve_horizons": [1],
-            "api_key": SecretStr(API_KEY),
-            "alias_poll_interval_s": 0.5,
-        }
+    return settings.override(
+        redis_url=f"redis://:{PASSWORD}@127.0.0.1:{REDIS_DOWN}/0",
+        serve_pairs=[PAIR],
+        serve_horizons=[1],
+        api_key=SecretStr(API_KEY),
+        alias_poll_interval_s=0.5,
     )
 
 
@@ -237,8 +235,8 @@ def _cli_env(settings: Settings, tmp_path, **extra: str) -> dict[str, str]:
     env.pop("KAFKA_BROKER_ADDRESS", None)
     return env | {
         "COINFLOW_RUN_DIR": str(tmp_path / "run"),
-        "COINFLOW_FEATURE_REPO_PATH": str(settings.feature_repo_path),
-        "COINFLOW_FEAST_PROJECT": settings.feast_project,
+        "COINFLOW_FEATURE_REPO_PATH": str(settings.feast.repo_path),
+        "COINFLOW_FEAST_PROJECT": settings.feast.project,
         "COINFLOW_SERVE_PORT": str(SERVE),
         "COINFLOW_METRICS_PORT": "0",
         "MLFLOW_TRACKING_URI": f"http://bob:{PASSWORD}@127.0.0.1:{MLFLOW_DOWN}",
@@ -258,7 +256,7 @@ def test_commands_print_no_credential(base_settings, password_redis, tmp_path):
         base_settings,
         tmp_path,
         REDIS_URL=password_redis,
-        KAFKA_BROKER_ADDRESS=f"127.0.0.1:{base_settings.embedded_broker_port}",
+        KAFKA_BROKER_ADDRESS=f"127.0.0.1:{base_settings.services.embedded_broker_port}",
     )
     up = _cli(["coinflow", "up"], env)
     assert up.returncode == 0, up.stdout + up.stderr
@@ -321,14 +319,12 @@ def mlflow_credentials():
 def test_mlflow_basic_auth_refuses_anonymous_clients_and_serves_the_projects(
     base_settings, tmp_path, mlflow_credentials
 ):
-    settings = base_settings.model_copy(
-        update={
-            "run_dir": tmp_path / "run",
-            "mlflow_port": MLFLOW_AUTH,
-            "mlflow_tracking_uri": None,
-            "mlflow_auth_username": "coinflow-admin",
-            "mlflow_auth_password": SecretStr(PASSWORD),
-        }
+    settings = base_settings.override(
+        run_dir=tmp_path / "run",
+        mlflow_port=MLFLOW_AUTH,
+        mlflow_tracking_uri=None,
+        mlflow_auth_username="coinflow-admin",
+        mlflow_auth_password=SecretStr(PASSWORD),
     )
     try:
         uri = services.ensure_mlflow(settings)
@@ -354,8 +350,11 @@ def test_mlflow_basic_auth_refuses_anonymous_clients_and_serves_the_projects(
             ({"mlflow_auth_password": None}, "requires authentication"),
         ):
             with pytest.raises(services.ServiceError, match=expected):
-                services.ensure_mlflow(settings.model_copy(update=wrong))
-        log = (settings.run_dir / "mlflow.log").read_text()
-        assert PASSWORD not in log and PASSWORD not in (settings.run_dir / "mlflow" / "basic_auth.ini").read_text()
+                services.ensure_mlflow(settings.override(**wrong))
+        log = (settings.services.run_dir / "mlflow.log").read_text()
+        assert (
+            PASSWORD not in log
+            and PASSWORD not in (settings.services.run_dir / "mlflow" / "basic_auth.ini").read_text()
+        )
     finally:
         services.stop_services(settings, names=("mlflow",))

@@ -50,16 +50,14 @@ BEFORE, DURING, AFTER, CLOSING = (0.0, 8.0), (32.0, 48.0), (56.0, 59.9), 61.0
 @pytest.fixture
 def own_broker(settings: Settings, tmp_path) -> Settings:
     """The test's settings on an embedded broker of its own, stopped afterwards."""
-    mine = settings.model_copy(
-        update={"run_dir": tmp_path / "run", "embedded_broker_port": settings.embedded_broker_port + 1}
-    )
+    mine = settings.override(run_dir=tmp_path / "run", embedded_broker_port=settings.services.embedded_broker_port + 1)
     services.ensure_broker(mine)
     yield mine
     services.stop_services(mine, names=("broker",))
 
 
 def _broker_process(settings: Settings) -> psutil.Process:
-    return psutil.Process(json.loads((settings.run_dir / "broker.json").read_text())["pid"])
+    return psutil.Process(json.loads((settings.services.run_dir / "broker.json").read_text())["pid"])
 
 
 def _kill_broker(settings: Settings) -> None:
@@ -80,7 +78,7 @@ def _restart_with_topics(settings: Settings, pipeline: subprocess.Popen) -> None
     for the moment it takes to start the broker and create its topics.
     """
     config = topic_config(settings)
-    names = (settings.trades_topic, settings.candles_topic, settings.features_topic, settings.dead_letter_topic)
+    names = (settings.topics.trades, settings.topics.candles, settings.topics.features, settings.topics.dead_letters)
     os.killpg(pipeline.pid, signal.SIGSTOP)
     try:
         admin = AdminClient({"bootstrap.servers": services.ensure_broker(settings).address})
@@ -199,7 +197,7 @@ def test_a_finite_run_whose_broker_does_not_come_back_fails_with_one_line(own_br
             proc.wait()
     output = log.read_text()
 
-    address = f"127.0.0.1:{own_broker.embedded_broker_port}"
+    address = f"127.0.0.1:{own_broker.services.embedded_broker_port}"
     assert proc.returncode == 1
     lines = [line for line in output.splitlines() if f"The broker at {address} went away" in line]
     assert len(lines) == 1, output[-3000:]
@@ -218,11 +216,11 @@ def test_a_source_buffers_while_the_broker_does_not_answer_drops_the_overflow_an
     own_broker, caplog
 ):
     broker = services.ensure_broker(own_broker)
-    small = own_broker.model_copy(update={"source_buffer_messages": 50})
+    small = own_broker.override(source_buffer_messages=50)
     app = new_application(small, broker)
     topics = pipeline_topics(app, small)
     producer = InternalProducer(broker.address, extra_config=outage_config(small, broker, wait_s=None))
-    source = _Probe("probe", small.dead_letter_topic)
+    source = _Probe("probe", small.topics.dead_letters)
     source.configure(topics.trades, producer)
     source.produce_record(PAIR, {"n": 0}, 1_000)
     source.flush(10)
@@ -246,7 +244,7 @@ def test_a_source_buffers_while_the_broker_does_not_answer_drops_the_overflow_an
         r.getMessage() for r in caplog.records if "took the buffered records; 30 records were dropped" in r.getMessage()
     ]
     assert len(drained) == 1
-    delivered = [json.loads(m.value())["n"] for m in read_topic(own_broker, small.trades_topic)]
+    delivered = [json.loads(m.value())["n"] for m in read_topic(own_broker, small.topics.trades)]
     assert delivered == list(range(51))  # the one before the outage, then the buffer, in order
 
 
@@ -262,4 +260,4 @@ def test_topics_a_restarted_memory_broker_lost_are_created_again_with_the_projec
         wait_for(lambda: names <= set(admin.list_topics(timeout=5)), 30, "the topics to be created again")
     assert {
         name: len(meta.partitions) for name, meta in admin.list_topics(timeout=5).items() if name in names
-    } == dict.fromkeys(names, own_broker.topic_partitions)
+    } == dict.fromkeys(names, own_broker.topics.partitions)

@@ -22,15 +22,13 @@ pytestmark = pytest.mark.integration
 
 
 def test_lstm_is_logged_registered_judged_served_and_simulated(training_settings: Settings, uri: str, tmp_path):  # noqa: F811
-    settings = training_settings.model_copy(
-        update={
-            "deep_epochs": 2,
-            "deep_hidden_size": 8,
-            "deep_sequence_length": 10,
-            "deep_device": "cpu",
-            "deep_checkpoint_dir": str(tmp_path / "checkpoints"),
-            "deep_tensorboard_dir": tmp_path / "tensorboard",
-        }
+    settings = training_settings.override(
+        deep_epochs=2,
+        deep_hidden_size=8,
+        deep_sequence_length=10,
+        deep_device="cpu",
+        deep_checkpoint_dir=str(tmp_path / "checkpoints"),
+        deep_tensorboard_dir=tmp_path / "tensorboard",
     )
     result = train_pair(settings, PREDICTABLE, TrainingOptions.from_settings(settings, ("lstm",)), uri)
     (lstm,) = result.models

@@ -77,7 +77,7 @@ def test_rows_that_cannot_be_converted_are_dead_lettered_and_the_rest_written(se
 
 
 def test_an_unreachable_store_is_retried_then_backpressure_with_nothing_rejected(settings, data_dir):
-    down = settings.model_copy(update={"redis_url": "redis://127.0.0.1:19459/0"})  # nothing listens there
+    down = settings.override(redis_url="redis://127.0.0.1:19459/0")  # nothing listens there
     sink = CandleFeastSink(lambda: feature_store(down), retries=2, retry_after_s=0.1)
     sink.setup()
     with pytest.raises(SinkBackpressureError):

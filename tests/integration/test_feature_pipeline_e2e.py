@@ -59,8 +59,8 @@ def offline_view(settings: Settings, view: str) -> pd.DataFrame:
 
 def replay(settings: Settings, path: Path, speed: float = 0.0):
     run_id = uuid.uuid4().hex
-    close_after = settings.candle_seconds * 1000 + settings.window_grace_ms
-    source = TradesFileSource(path, PAIR, run_id, settings.dead_letter_topic, close_after, speed)
+    close_after = settings.stream.candle_close_after_ms
+    source = TradesFileSource(path, PAIR, run_id, settings.topics.dead_letters, close_after, speed)
     return run_pipeline(settings, source, finite_pairs={PAIR}, run_id=run_id)
 
 
@@ -83,7 +83,7 @@ def online_row(settings: Settings, interval: str = "1m") -> dict:
 def read_topic(settings: Settings, topic: str) -> list:
     consumer = Consumer(
         {
-            "bootstrap.servers": f"127.0.0.1:{settings.embedded_broker_port}",
+            "bootstrap.servers": f"127.0.0.1:{settings.services.embedded_broker_port}",
             "group.id": uuid.uuid4().hex,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -129,7 +129,7 @@ def test_replay_real_trades_fills_online_and_offline_stores(settings, data_dir):
         )
         .to_dict()
     )
-    tail = pd.concat([candles, indicators[list(INDICATOR_FEATURES)]], axis=1).tail(settings.online_window_length)
+    tail = pd.concat([candles, indicators[list(INDICATOR_FEATURES)]], axis=1).tail(settings.stream.online_window_length)
     for name in CANDLE_FEATURES:
         np.testing.assert_allclose(
             window[window_feature(name)][0], tail[name].to_numpy(float), rtol=1e-12, equal_nan=True, err_msg=name
@@ -231,12 +231,12 @@ def test_bad_input_is_counted_dead_lettered_and_skipped(settings, data_dir):
         "future_timestamp": json.dumps({**good[10], "trade_id": 10_004, "timestamp_ms": now_ms + 3_600_000}).encode(),
         "missing_side": json.dumps({k: v for k, v in good[10].items() if k != "side"}).encode(),
     }
-    producer = Producer({"bootstrap.servers": f"127.0.0.1:{settings.embedded_broker_port}"})
+    producer = Producer({"bootstrap.servers": f"127.0.0.1:{settings.services.embedded_broker_port}"})
     # The topics must exist with the project's config before anything is produced.
     pipeline_topics(new_application(settings, ensure_broker(settings)), settings)
 
     def send(value: bytes, ts: int) -> None:
-        producer.produce(settings.trades_topic, key=PAIR.encode(), value=value, timestamp=ts)
+        producer.produce(settings.topics.trades, key=PAIR.encode(), value=value, timestamp=ts)
 
     for i, trade in enumerate(good):
         send(json.dumps(trade).encode(), trade["timestamp_ms"])
@@ -245,7 +245,7 @@ def test_bad_input_is_counted_dead_lettered_and_skipped(settings, data_dir):
                 send(raw, trade["timestamp_ms"])
             send(json.dumps(good[150]).encode(), trade["timestamp_ms"])  # a duplicate
     run_id = uuid.uuid4().hex
-    end_ts = good[-1]["timestamp_ms"] + MINUTE_MS + settings.window_grace_ms
+    end_ts = good[-1]["timestamp_ms"] + MINUTE_MS + settings.stream.window_grace_ms
     send(json.dumps({"control": "end", "pair": PAIR, "timestamp_ms": end_ts, "run_id": run_id}).encode(), end_ts)
     producer.flush()
 
@@ -253,7 +253,7 @@ def test_bad_input_is_counted_dead_lettered_and_skipped(settings, data_dir):
 
     expected_reasons = {**{reason: 1 for reason in bad}, "duplicate": 1}
     assert dict(summary.rejects.counts) == expected_reasons
-    dead = [json.loads(m.value()) for m in read_topic(settings, settings.dead_letter_topic)]
+    dead = [json.loads(m.value()) for m in read_topic(settings, settings.topics.dead_letters)]
     assert sorted(d["reason"] for d in dead) == sorted(expected_reasons)
     assert {d["raw"] for d in dead if d["reason"] == "malformed_json"} == {bad["malformed_json"].decode()}
     assert_candles_equal(offline_view(settings, "ohlcv_1m"), expected_candles(trades))
@@ -264,7 +264,7 @@ def test_backfill_ohlcv_then_indicators_match_batch(settings, data_dir, tmp_path
     subset = tmp_path / "subset.csv"
     subset.write_text("".join(source_file.read_text().splitlines(keepends=True)[:1500]))
     run_id = uuid.uuid4().hex
-    source = CandlesFileSource(subset, PAIR, run_id, settings.dead_letter_topic, "5m", 300)
+    source = CandlesFileSource(subset, PAIR, run_id, settings.topics.dead_letters, "5m", 300)
     run_pipeline(settings, source, into_candles=True, finite_pairs={PAIR}, run_id=run_id)
 
     raw = pd.read_csv(subset, header=None, names=["unix", "open", "high", "low", "close", "volume", "trades"])

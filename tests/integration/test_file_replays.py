@@ -43,11 +43,11 @@ def shifted(source: Path, target: Path, shift_ms: int) -> Path:
 def producer_for(settings: Settings) -> Producer:
     # The topics must exist with the project's config before anything is produced.
     pipeline_topics(new_application(settings, ensure_broker(settings)), settings)
-    return Producer({"bootstrap.servers": f"127.0.0.1:{settings.embedded_broker_port}"})
+    return Producer({"bootstrap.servers": f"127.0.0.1:{settings.services.embedded_broker_port}"})
 
 
 def dead_letter_reasons(settings: Settings) -> list[str]:
-    return sorted(json.loads(m.value())["reason"] for m in read_topic(settings, settings.dead_letter_topic))
+    return sorted(json.loads(m.value())["reason"] for m in read_topic(settings, settings.topics.dead_letters))
 
 
 def test_a_later_file_of_the_pair_is_written_in_full_and_a_replay_is_not_written_twice(settings, data_dir, tmp_path):
@@ -73,7 +73,7 @@ def test_a_file_after_live_trades_is_not_taken_for_duplicates(settings, data_dir
 
     def send(record: dict) -> None:
         producer.produce(
-            settings.trades_topic,
+            settings.topics.trades,
             key=PAIR.encode(),
             value=json.dumps(record).encode(),
             timestamp=max(record["timestamp_ms"], 1),
@@ -103,7 +103,7 @@ def test_a_file_after_live_trades_is_not_taken_for_duplicates(settings, data_dir
             }
         )
     run_id = uuid.uuid4().hex
-    end_ts = int(live.time_ms.iloc[-1]) + settings.candle_seconds * 1000 + settings.window_grace_ms
+    end_ts = int(live.time_ms.iloc[-1]) + settings.stream.candle_close_after_ms
     send({"control": "end", "pair": PAIR, "timestamp_ms": end_ts, "run_id": run_id})
     producer.flush()
     summary = run_pipeline(settings, None, finite_pairs={PAIR}, run_id=run_id)
@@ -118,7 +118,7 @@ def test_a_file_after_live_trades_is_not_taken_for_duplicates(settings, data_dir
 
 def backfill(settings: Settings, path: Path):
     run_id = uuid.uuid4().hex
-    source = CandlesFileSource(path, PAIR, run_id, settings.dead_letter_topic, "1m", 60)
+    source = CandlesFileSource(path, PAIR, run_id, settings.topics.dead_letters, "1m", 60)
     return run_pipeline(settings, source, into_candles=True, finite_pairs={PAIR}, run_id=run_id)
 
 
@@ -170,14 +170,14 @@ def test_a_poison_candle_on_the_topic_is_rejected_once_and_later_backfills_run_p
     poison = {**candles[100], "window_start_ms": YEAR_5138_S * 1000, "window_end_ms": (YEAR_5138_S + 60) * 1000}
     for record in [*candles[:100], poison, *candles[100:]]:
         producer.produce(
-            settings.candles_topic,
+            settings.topics.candles,
             key=PAIR.encode(),
             value=json.dumps(record).encode(),
             timestamp=candles[0]["window_end_ms"],
         )
     run_id = uuid.uuid4().hex
     producer.produce(
-        settings.candles_topic,
+        settings.topics.candles,
         key=PAIR.encode(),
         timestamp=candles[-1]["window_end_ms"],
         value=json.dumps({"control": "end", "pair": PAIR, "timestamp_ms": 0, "run_id": run_id}).encode(),

@@ -77,7 +77,7 @@ def _collect(
     """
     consumer = Consumer(
         {
-            "bootstrap.servers": f"127.0.0.1:{settings.embedded_broker_port}",
+            "bootstrap.servers": f"127.0.0.1:{settings.services.embedded_broker_port}",
             "group.id": uuid.uuid4().hex,
             "enable.auto.commit": False,
         }
@@ -113,7 +113,7 @@ def _dead_letters(settings: Settings, stage: str, count: int) -> list[tuple[int,
     return of_stage(
         _collect(
             settings,
-            settings.dead_letter_topic,
+            settings.topics.dead_letters,
             lambda values: len(of_stage(values)) >= count,
             f"{count} dead letters of {stage}",
         )
@@ -169,7 +169,7 @@ def test_live_kraken_keeps_streaming_through_hostile_frames(settings, tmp_path):
         with _running(["live", "--pairs", PAIR], env, tmp_path / "live.log"):
             wait_for(lambda: server.published(PAIR) == TRADES, 120, "every trade to be published")
             every = set(range(1, TRADES + 1))  # those after the hostile frames included
-            _collect(settings, settings.trades_topic, lambda values: every <= _trade_ids(values), "every trade")
+            _collect(settings, settings.topics.trades, lambda values: every <= _trade_ids(values), "every trade")
             letters = _dead_letters(settings, "kraken_ws", len(hostile))
             assert server.connections == 1  # no frame cost the connection either
     _assert_one_fitting_dead_letter_per_frame(letters, hostile)
@@ -205,7 +205,7 @@ def test_live_coinbase_keeps_streaming_through_hostile_frames(settings, tmp_path
             wait_for(lambda: server.finished >= 1, 120, "the recorded session to be sent")
             _collect(
                 settings,
-                settings.trades_topic,
+                settings.topics.trades,
                 lambda values: after <= _trade_ids(values),
                 "the trades after the hostile frames",
             )

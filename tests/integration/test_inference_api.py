@@ -60,7 +60,7 @@ FRESH, STALE, MOVING, UNMODELLED = "BTC/USDC", "ETH/USDC", "XBT/USDC", "SOL/USDC
 def world(base_settings: Settings, tracking_uri: str, monkeypatch_module) -> SimpleNamespace:
     """Online rows (FRESH and MOVING closing at the last whole minute, STALE ten minutes earlier) and champions."""
     monkeypatch_module.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    redis.Redis.from_url(base_settings.redis_url).flushdb()
+    redis.Redis.from_url(base_settings.services.redis_url).flushdb()
     now_minute = int(time.time()) // 60 * MINUTE_MS
     rows = feature_rows(FRESH, 600, now_minute)
     stale = [{**row, "pair": STALE} for row in feature_rows(FRESH, 600, now_minute - 10 * MINUTE_MS)]
@@ -68,13 +68,8 @@ def world(base_settings: Settings, tracking_uri: str, monkeypatch_module) -> Sim
     write_features(base_settings, rows[-70:] + stale[-70:] + moving[-70:])
     model = fit_xgboost(rows[:-1])
     versions = {pair: register(tracking_uri, pair, 1, model, rows) for pair in (FRESH, STALE, MOVING)}
-    settings = base_settings.model_copy(
-        update={
-            "mlflow_tracking_uri": tracking_uri,
-            "serve_pairs": [FRESH, STALE],
-            "serve_horizons": [1],
-            "alias_poll_interval_s": 0.5,
-        }
+    settings = base_settings.override(
+        mlflow_tracking_uri=tracking_uri, serve_pairs=[FRESH, STALE], serve_horizons=[1], alias_poll_interval_s=0.5
     )
     return SimpleNamespace(settings=settings, uri=tracking_uri, last=rows[-1], versions=versions)
 
@@ -95,7 +90,7 @@ def api(world) -> SimpleNamespace:
 
 
 def serve(world, **overrides):
-    return running(create_app(world.settings.model_copy(update=overrides), world.uri))
+    return running(create_app(world.settings.override(**overrides), world.uri))
 
 
 def test_the_champion_predicts_from_the_freshest_features(api, world):
@@ -220,7 +215,7 @@ def test_stale_features_are_refused_with_their_age(api):
 
 
 def test_no_age_limit_and_a_batch_with_one_online_read(world):
-    app = create_app(world.settings.model_copy(update={"max_feature_age_s": 0}), world.uri)
+    app = create_app(world.settings.override(max_feature_age_s=0), world.uri)
     with running(app) as url, httpx.Client(base_url=url, timeout=30) as client:
         wait_until(lambda: client.get("/ready").status_code == 200)
         features = app.state.runtime.features
@@ -356,8 +351,8 @@ def own_redis(tmp_path, world):
 
 
 def test_a_redis_restart_gives_503_then_recovers(world, own_redis, tmp_path):
-    settings = world.settings.model_copy(
-        update={"redis_url": own_redis.url, "serve_pairs": [FRESH], "feast_registry_path": tmp_path / "registry.db"}
+    settings = world.settings.override(
+        redis_url=own_redis.url, serve_pairs=[FRESH], feast_registry_path=tmp_path / "registry.db"
     )
     apply_feature_repo(settings)
     write_features(settings, feature_rows(FRESH, 60)[-2:])

@@ -70,16 +70,14 @@ def run_until(app, sink_class, count: int, *args):
 def test_stream_predictions_and_live_evaluation(settings: Settings, tracking_uri: str, monkeypatch):  # noqa: F811
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     tag = uuid.uuid4().hex[:8]
-    settings = settings.model_copy(
-        update={
-            "predictions_topic": f"predictions-{tag}",
-            "prediction_consumer_group": f"predict-{tag}",
-            "evaluation_consumer_group": f"evaluate-{tag}",
-            "mlflow_tracking_uri": tracking_uri,
-            "serve_pairs": [PAIR],
-            "serve_horizons": [1],
-            "evaluation_log_interval_s": 0.0,
-        }
+    settings = settings.override(
+        predictions_topic=f"predictions-{tag}",
+        prediction_consumer_group=f"predict-{tag}",
+        evaluation_consumer_group=f"evaluate-{tag}",
+        mlflow_tracking_uri=tracking_uri,
+        serve_pairs=[PAIR],
+        serve_horizons=[1],
+        evaluation_log_interval_s=0.0,
     )
     history = feature_rows(PAIR, 800)
     version = register(tracking_uri, PAIR, 1, fit_xgboost(history[:-STREAMED]), history)
@@ -91,19 +89,19 @@ def test_stream_predictions_and_live_evaluation(settings: Settings, tracking_uri
     assert 0 < len(realisable) < len(complete) < len(streamed)
 
     broker = ensure_broker(settings)
-    app = new_application(settings, broker, consumer_group=settings.prediction_consumer_group)
+    app = new_application(settings, broker, consumer_group=settings.serve.prediction_consumer_group)
     topics = pipeline_topics(app, settings)
     predictions = predictions_topic(app, settings)
     producer = Producer({"bootstrap.servers": broker.address})
     for row in streamed:
         producer.produce(
-            settings.features_topic, key=PAIR.encode(), value=json.dumps(row).encode(), timestamp=row["window_end_ms"]
+            settings.topics.features, key=PAIR.encode(), value=json.dumps(row).encode(), timestamp=row["window_end_ms"]
         )
     producer.flush(10)
 
     models = ModelStore.from_settings(settings, tracking_uri, feature_store(settings).get_feature_service)
     models.refresh()
-    predictor = StreamPredictor(models, settings.serve_horizons, settings.online_window_length)
+    predictor = StreamPredictor(models, settings.serve.horizons, settings.stream.online_window_length)
     sink = run_until(app, PredictionsSink, len(complete), settings)
     build_prediction_stream(app, topics, predictions, predictor, sink)
     watchdog = threading.Timer(WATCHDOG_S, app.stop)
@@ -125,9 +123,9 @@ def test_stream_predictions_and_live_evaluation(settings: Settings, tracking_uri
     np.testing.assert_allclose(stored["predicted_price"], expected["predicted_price"], rtol=1e-12)
     np.testing.assert_allclose(stored["current_price"], [r["close"] for r in complete], rtol=0)
 
-    evaluation = new_application(settings, broker, consumer_group=settings.evaluation_consumer_group)
+    evaluation = new_application(settings, broker, consumer_group=settings.serve.evaluation_consumer_group)
     client = MlflowClient(tracking_uri)
-    scores = run_until(evaluation, LiveMetricsSink, len(realisable), client, settings.evaluation_log_interval_s)
+    scores = run_until(evaluation, LiveMetricsSink, len(realisable), client, settings.serve.evaluation_log_interval_s)
     build_live_evaluation(
         evaluation, pipeline_topics(evaluation, settings), predictions_topic(evaluation, settings), settings, scores
     )

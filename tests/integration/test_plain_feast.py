@@ -89,12 +89,12 @@ def listed_views(table: str) -> list[str]:
 
 
 def test_the_plain_cli_lists_the_views_of_the_committed_repository(applied):
-    done = plain([FEAST, "-c", "feature_repo", "feature-views", "list"], cwd=applied.feature_repo_path.parent)
+    done = plain([FEAST, "-c", "feature_repo", "feature-views", "list"], cwd=applied.feast.repo_path.parent)
     assert listed_views(done.stdout) == VIEWS
 
 
 def test_a_feature_store_on_the_folder_lists_the_views(applied):
-    done = plain([sys.executable, "-c", STORE_VIEWS], cwd=applied.feature_repo_path.parent)
+    done = plain([sys.executable, "-c", STORE_VIEWS], cwd=applied.feast.repo_path.parent)
     assert done.stdout.strip() == str(VIEWS)
 
 
@@ -115,19 +115,19 @@ def ui_views(url: str, project: str) -> list[str]:
 
 def test_the_plain_ui_serves_the_views(applied):
     port = free_port()
-    log = applied.run_dir / "ui.log"
-    applied.run_dir.mkdir(parents=True, exist_ok=True)
+    log = applied.services.run_dir / "ui.log"
+    applied.services.run_dir.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
         ui = subprocess.Popen(
             [FEAST, "-c", "feature_repo", "ui", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=applied.feature_repo_path.parent,
+            cwd=applied.feast.repo_path.parent,
             env=plain_environment(),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     try:
         wait_for(
-            lambda: ui.poll() is not None or ui_views(f"http://127.0.0.1:{port}", applied.feast_project) == VIEWS,
+            lambda: ui.poll() is not None or ui_views(f"http://127.0.0.1:{port}", applied.feast.project) == VIEWS,
             timeout=120,
             what="`feast ui` serving the feature views",
             log=log,
@@ -139,7 +139,7 @@ def test_the_plain_ui_serves_the_views(applied):
 
 
 def test_plain_feast_reads_the_online_store_a_rendered_yaml_names(applied):
-    repo = applied.feature_repo_path
+    repo = applied.feast.repo_path
     now = pd.Timestamp.now(tz="UTC").floor("min")
     row = {name: 7 if name == "trade_count" else 123.5 for name in OHLCV_FEATURES}
     frame = pd.DataFrame([{"pair": "BTC/USD", "event_timestamp": now, "created": now, **row}])
@@ -161,7 +161,7 @@ def test_a_registry_plain_feast_left_empty_is_not_taken_for_the_projects(tmp_pat
         shutil.copy(REPO / name, repo / name)
     plain([sys.executable, "-c", STORE_VIEWS], cwd=tmp_path)
     settings = Settings(feature_repo_path=repo, redis_url=TEST_REDIS_URL, _env_file=None)
-    assert settings.registry_path.exists()
+    assert settings.feast.registry_path.exists()
     assert not is_registered(settings)
     apply_feature_repo(settings)
     assert is_registered(settings)

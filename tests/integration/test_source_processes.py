@@ -166,7 +166,7 @@ def test_a_file_sources_rejects_and_logs_reach_the_run(settings, data_dir, tmp_p
     assert list(stages) == ["trades_file", "dataflow", "feast_sink"]
     assert sum(stages["trades_file"].counts.values()) == 4, stages["trades_file"].summary()
     assert _rejected_total("trades_file") - before == 4  # this process's /metrics
-    dead = [json.loads(m.value()) for m in read_topic(settings, settings.dead_letter_topic)]
+    dead = [json.loads(m.value()) for m in read_topic(settings, settings.topics.dead_letters)]
     assert [d["stage"] for d in dead] == ["trades_file"] * 4  # the same stage for every run, not one per run id
     produced = [r for r in caplog.records if r.name == "feature_pipeline.sources.file_sources"]
     assert len(produced) == 1 and "produced 300 records" in produced[0].getMessage()

@@ -91,9 +91,9 @@ def _options(training_settings: Settings, models: tuple[str, ...]) -> TrainingOp
 
 
 def test_ensure_mlflow_reuses_the_running_server(training_settings: Settings, uri: str):
-    record = (training_settings.run_dir / "mlflow.json").read_text()
+    record = (training_settings.services.run_dir / "mlflow.json").read_text()
     assert services.ensure_mlflow(training_settings) == uri == f"http://127.0.0.1:{MLFLOW_PORT}"
-    assert (training_settings.run_dir / "mlflow.json").read_text() == record
+    assert (training_settings.services.run_dir / "mlflow.json").read_text() == record
     assert "started by coinflow" in services.services_status(training_settings)["mlflow"]
 
 
@@ -178,12 +178,12 @@ def test_a_pair_without_history_is_a_clear_error(training_settings: Settings, ur
 
 def test_the_cli_trains_and_prints_the_table(training_settings: Settings, uri: str, monkeypatch):
     for field, value in {
-        "COINFLOW_RUN_DIR": training_settings.run_dir,
-        "REDIS_URL": training_settings.redis_url,
-        "COINFLOW_FEATURE_REPO_PATH": training_settings.feature_repo_path,
-        "COINFLOW_FEAST_PROJECT": training_settings.feast_project,
-        "COINFLOW_MLFLOW_PORT": training_settings.mlflow_port,
-        "COINFLOW_MIN_TRAINING_ROWS": training_settings.min_training_rows,
+        "COINFLOW_RUN_DIR": training_settings.services.run_dir,
+        "REDIS_URL": training_settings.services.redis_url,
+        "COINFLOW_FEATURE_REPO_PATH": training_settings.feast.repo_path,
+        "COINFLOW_FEAST_PROJECT": training_settings.feast.project,
+        "COINFLOW_MLFLOW_PORT": training_settings.services.mlflow_port,
+        "COINFLOW_MIN_TRAINING_ROWS": training_settings.training.min_training_rows,
     }.items():
         monkeypatch.setenv(field, str(value))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -353,11 +353,11 @@ def test_served_pairs_and_horizons_default_to_training(monkeypatch):
     monkeypatch.setenv("COINFLOW_TRAINING_PAIRS", "BTC/USD,ETH/USD")
     monkeypatch.setenv("COINFLOW_HORIZON_MINUTES", "5")
     settings = Settings(_env_file=None)
-    assert settings.serve_pairs == ["BTC/USD", "ETH/USD"] and settings.serve_horizons == [5]
+    assert settings.serve.pairs == ["BTC/USD", "ETH/USD"] and settings.serve.horizons == [5]
     monkeypatch.setenv("COINFLOW_SERVE_HORIZONS", "1, 5")
     monkeypatch.setenv("COINFLOW_SERVE_PAIRS", "SOL/USD")
     settings = Settings(_env_file=None)
-    assert settings.serve_pairs == ["SOL/USD"] and settings.serve_horizons == [1, 5]
+    assert settings.serve.pairs == ["SOL/USD"] and settings.serve.horizons == [1, 5]
 
 
 def test_a_horizon_is_an_integer_never_a_boolean_or_text():

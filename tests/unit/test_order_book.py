@@ -235,7 +235,9 @@ def test_order_book_settings_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("COINFLOW_KRAKEN_BOOK_DEPTH", "100")
     monkeypatch.setenv("COINFLOW_COINBASE_API_SECRET", "-----BEGIN EC PRIVATE KEY-----")
     settings = Settings(_env_file=None)
-    assert settings.coinbase_products == ["BTC-USD", "SOL-USD"] and settings.kraken_book_depth == 100
+    assert (
+        settings.exchanges.coinbase_products == ["BTC-USD", "SOL-USD"] and settings.exchanges.kraken_book_depth == 100
+    )
     assert "BEGIN" not in repr(settings)  # the CDP key never reaches logs
     monkeypatch.setenv("COINFLOW_KRAKEN_BOOK_DEPTH", "7")
     with pytest.raises(ValidationError, match="depth must be"):

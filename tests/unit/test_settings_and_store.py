@@ -1,4 +1,4 @@
-"""Settings come from the environment once; the feature store takes its project, registry and Redis from them."""
+"""The feature store takes its project, registry and Redis from Settings; the window rows of the online store."""
 
 import math
 from pathlib import Path
@@ -13,23 +13,6 @@ from coinflow.windows import window_row
 from feature_repo.names import CANDLE_FEATURES, window_feature
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def test_environment_variables_and_aliases(monkeypatch):
-    monkeypatch.setenv("COINFLOW_PAIRS", "BTC/USD, ETH/USD,SOL/USD")
-    monkeypatch.setenv("KAFKA_BROKER_ADDRESS", "kafka-1:9092,kafka-2:9092")
-    monkeypatch.setenv("REDIS_URL", "redis://cache:6380/2")
-    settings = Settings(_env_file=None)
-    assert settings.pairs == ["BTC/USD", "ETH/USD", "SOL/USD"]
-    assert settings.kafka_broker_address == "kafka-1:9092,kafka-2:9092"
-    assert settings.redis_url == "redis://cache:6380/2"
-    assert settings.candle_seconds == 60
-
-
-def test_env_example_lists_every_setting():
-    text = (ROOT / ".env.example").read_text()
-    for name in Settings.model_fields:
-        assert f"COINFLOW_{name.upper()}=" in text or f"{name.upper()}=" in text, name
 
 
 def test_feast_connection_strings():
@@ -73,7 +56,7 @@ def _feast_view(config) -> tuple:
 
 def test_the_yaml_plain_feast_reads_holds_the_settings_defaults(monkeypatch):
     settings = _default_settings(monkeypatch)
-    repo = settings.feature_repo_path.resolve()
+    repo = settings.feast.repo_path.resolve()
     plain = load_repo_config(repo, repo / "feature_store.yaml")
     assert _feast_view(plain) == _feast_view(repo_config(settings))
     assert _feast_view(plain)[:3] == ("coinflow", repo / "data" / "registry.db", "127.0.0.1:6379,db=0")

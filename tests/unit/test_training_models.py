@@ -27,7 +27,7 @@ from training_pipeline.price.models import (
 from training_pipeline.splits import time_split
 from training_pipeline.tracking import decide_promotion
 
-MARGIN = Settings(_env_file=None).promotion_margin
+MARGIN = Settings(_env_file=None).training.promotion_margin
 
 
 def _periods(phi: float, n: int = 3000, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -11,7 +11,7 @@ from coinflow.settings import Settings
 def test_a_configured_tracking_uri_is_used_unchanged(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://mlflow@db/mlflow")
     configured = Settings(_env_file=None, run_dir=tmp_path)
-    assert configured.mlflow_tracking_uri == "postgresql://mlflow@db/mlflow"
+    assert configured.services.mlflow_tracking_uri == "postgresql://mlflow@db/mlflow"
     assert services.ensure_mlflow(configured) == "postgresql://mlflow@db/mlflow"
     assert not (tmp_path / "mlflow").exists()
 

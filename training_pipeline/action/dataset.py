@@ -94,23 +94,23 @@ def label_book(
 def label_costs(settings: Settings, samples: pd.DataFrame) -> LabelCosts:
     """Fees from the simulation settings; the tick from settings or, when unset, the book's own price grid."""
     bid, ask = best_quotes(samples)
-    tick = settings.action_tick or infer_tick(np.r_[bid, ask])
-    return LabelCosts(settings.simulation_taker_fee, settings.simulation_maker_fee, tick)
+    tick = settings.action.tick or infer_tick(np.r_[bid, ask])
+    return LabelCosts(settings.simulation.taker_fee, settings.simulation.maker_fee, tick)
 
 
 def build_book_dataset(settings: Settings, product: str, store: FeatureStore | None = None) -> BookDataset:
     """Read, label and check the sampled history of one book; raises `checks.DataCheckError` naming what is wrong."""
     store = store or feature_store(settings)
-    step = timedelta(milliseconds=settings.book_sample_ms)
-    horizon_steps = round(settings.action_horizon_s / step.total_seconds())
+    step = timedelta(milliseconds=settings.books.sample_ms)
+    horizon_steps = round(settings.action.horizon_s / step.total_seconds())
     samples = read_entity_rows(store, ORDERBOOK_VIEW, BOOK_ENTITY, product, ["mid", "spread"])
-    needed = horizon_steps + settings.action_min_samples
+    needed = horizon_steps + settings.action.min_samples
     if len(samples) < needed:
         where = f"between {checks.span(samples[EVENT_TIMESTAMP])}" if len(samples) else "at all"
         raise checks.DataCheckError(
             f"{product}: {len(samples)} order-book samples in the offline store {where}; "
-            f"the action model needs at least {needed} ({settings.action_min_samples} labelled plus a "
-            f"{settings.action_horizon_s:g} s horizon of {step.total_seconds():g} s samples). Record books with "
+            f"the action model needs at least {needed} ({settings.action.min_samples} labelled plus a "
+            f"{settings.action.horizon_s:g} s horizon of {step.total_seconds():g} s samples). Record books with "
             "`make live-books` (or replay sessions) first."
         )
     costs = label_costs(settings, samples)
@@ -127,7 +127,7 @@ def build_book_dataset(settings: Settings, product: str, store: FeatureStore | N
     frame = frame.sort_values(EVENT_TIMESTAMP, kind="stable").reset_index(drop=True)
     required = [name for name in features if not name.startswith("mid_30s_")]
     checks.check_features(frame, product, required, price="mid")
-    checks.check_history(frame, product, settings.action_min_samples)
+    checks.check_history(frame, product, settings.action.min_samples)
     logger.info(
         "%s: %d labelled samples in %d segment(s), %s",
         product,

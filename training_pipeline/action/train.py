@@ -62,7 +62,10 @@ def split_book(dataset: BookDataset, settings: Settings) -> Split:
     """Time split of the samples; a sample's label is known ``horizon`` after it, which the purge respects."""
     times = dataset.frame[EVENT_TIMESTAMP]
     return time_split(
-        times, times + dataset.step * dataset.horizon_steps, settings.validation_fraction, settings.test_fraction
+        times,
+        times + dataset.step * dataset.horizon_steps,
+        settings.training.validation_fraction,
+        settings.training.test_fraction,
     )
 
 
@@ -71,9 +74,9 @@ def simulate_decisions(
 ) -> list[Outcome]:
     """The decisions traded every sample of the test period, then buy-and-hold and no-op on the same market."""
     market = Market.from_book(test, dataset.costs.tick)
-    costs = Costs(settings.simulation_taker_fee, settings.simulation_maker_fee, settings.simulation_touch_fill)
-    strategy = simulate(market, actions, costs, settings.simulation_initial_quote, name=name)
-    return [strategy, *benchmarks(market, costs, settings.simulation_initial_quote)]
+    costs = Costs(settings.simulation.taker_fee, settings.simulation.maker_fee, settings.simulation.touch_fill)
+    strategy = simulate(market, actions, costs, settings.simulation.initial_quote, name=name)
+    return [strategy, *benchmarks(market, costs, settings.simulation.initial_quote)]
 
 
 def _champion_pnl(
@@ -103,7 +106,7 @@ def train_action(
     train, validation, test = (
         frame.iloc[rows].reset_index(drop=True) for rows in (split.train, split.validation, split.test)
     )
-    model = ActionModel(dataset.features, asdict(DeepConfig.from_settings(settings)), settings.action_loss)
+    model = ActionModel(dataset.features, asdict(DeepConfig.from_settings(settings)), settings.action.loss)
     started = time.perf_counter()
     model.fit(train, validation)
     seconds = time.perf_counter() - started
@@ -111,7 +114,7 @@ def train_action(
     values = values_bps(test)
     metrics = decision_metrics(chosen, values)
     confusion = confusion_matrix(chosen, values)
-    outcomes = simulate_decisions(test, chosen, dataset, settings, f"action model ({settings.action_loss})")
+    outcomes = simulate_decisions(test, chosen, dataset, settings, f"action model ({settings.action.loss})")
     name = action_model_name(product)
     result = ActionResult(name, dataset, split, metrics, confusion, outcomes, seconds, summary=model.summary)
     logger.info(
@@ -130,7 +133,7 @@ def train_action(
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     champion_pnl, label, error = _champion_pnl(client, name, test, dataset, settings)
     commit, dirty = git_commit(Path(training_pipeline.__file__).resolve().parents[1])
-    with mlflow.start_run(run_name=f"action {settings.action_loss}") as run:
+    with mlflow.start_run(run_name=f"action {settings.action.loss}") as run:
         result.run_id = run.info.run_id
         mlflow.set_tags(
             {
@@ -219,8 +222,8 @@ def _params(dataset: BookDataset, split: Split, settings: Settings) -> dict[str,
         "taker_fee": dataset.costs.taker_fee,
         "maker_fee": dataset.costs.maker_fee,
         "tick": dataset.costs.tick,
-        "touch_fill": settings.simulation_touch_fill,
-        "initial_quote": settings.simulation_initial_quote,
+        "touch_fill": settings.simulation.touch_fill,
+        "initial_quote": settings.simulation.initial_quote,
         "data_start": dataset.start.isoformat(),
         "data_end": dataset.end.isoformat(),
         "dataset_hash": dataset.fingerprint(),
@@ -233,6 +236,6 @@ def _params(dataset: BookDataset, split: Split, settings: Settings) -> dict[str,
         "rows_train": len(split.train),
         "rows_validation": len(split.validation),
         "rows_test": len(split.test),
-        "seed": settings.training_seed,
+        "seed": settings.training.seed,
         **{f"label_share_{ACTION_NAMES[int(a)]}": round(float(share), 4) for a, share in labels.items()},
     }

@@ -7,49 +7,53 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from coinflow.settings import Settings
+from coinflow.settings import Deep, Settings, Training
 from feature_repo.names import EVENT_TIMESTAMP
 from training_pipeline.deep.loop import LoopConfig
+
+# The defaults are the settings' own (sections are plain models: building them reads nothing).
+DEEP, TRAINING = Deep(), Training()
 
 
 @dataclass(frozen=True)
 class DeepConfig:
-    """Hyper-parameters and where training writes; built from Settings (JSON-safe, saved with the model)."""
+    """Hyper-parameters and where training writes; built from Settings (JSON-safe, saved with the model). A saved
+    model's config may lack fields added since: those take the settings' defaults."""
 
-    sequence_length: int = 60
-    hidden_size: int = 64
-    layers: int = 1
-    embedding_dim: int = 4
-    dropout: float = 0.1
-    epochs: int = 20
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    patience: int = 3
-    device: str = "auto"
-    loader_workers: int | None = None
-    compile: bool = False
-    seed: int = 0
-    holdout_fraction: float = 0.15
+    sequence_length: int = DEEP.sequence_length
+    hidden_size: int = DEEP.hidden_size
+    layers: int = DEEP.layers
+    embedding_dim: int = DEEP.pair_embedding_dim
+    dropout: float = DEEP.dropout
+    epochs: int = DEEP.epochs
+    batch_size: int = DEEP.batch_size
+    learning_rate: float = DEEP.learning_rate
+    patience: int = DEEP.patience
+    device: str = DEEP.device
+    loader_workers: int | None = DEEP.loader_workers
+    compile: bool = DEEP.compile
+    seed: int = TRAINING.seed
+    holdout_fraction: float = TRAINING.validation_fraction
     checkpoint_root: str | None = None
     tensorboard_root: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeepConfig:
         return cls(
-            sequence_length=settings.deep_sequence_length,
-            hidden_size=settings.deep_hidden_size,
-            layers=settings.deep_layers,
-            embedding_dim=settings.deep_pair_embedding_dim,
-            dropout=settings.deep_dropout,
-            epochs=settings.deep_epochs,
-            batch_size=settings.deep_batch_size,
-            learning_rate=settings.deep_learning_rate,
-            patience=settings.deep_patience,
-            device=settings.deep_device,
-            loader_workers=settings.deep_loader_workers,
-            compile=settings.deep_compile,
-            seed=settings.training_seed,
-            holdout_fraction=settings.validation_fraction,
+            sequence_length=settings.deep.sequence_length,
+            hidden_size=settings.deep.hidden_size,
+            layers=settings.deep.layers,
+            embedding_dim=settings.deep.pair_embedding_dim,
+            dropout=settings.deep.dropout,
+            epochs=settings.deep.epochs,
+            batch_size=settings.deep.batch_size,
+            learning_rate=settings.deep.learning_rate,
+            patience=settings.deep.patience,
+            device=settings.deep.device,
+            loader_workers=settings.deep.loader_workers,
+            compile=settings.deep.compile,
+            seed=settings.training.seed,
+            holdout_fraction=settings.training.validation_fraction,
             checkpoint_root=settings.checkpoint_root,
             tensorboard_root=str(settings.tensorboard_root),
         )

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from coinflow.settings import Deep
 from training_pipeline.deep.checkpoint import CheckpointStore, restore_rng_state, rng_state
 
 logger = logging.getLogger(__name__)
@@ -49,15 +50,18 @@ def resolve_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
+DEEP = Deep()  # the settings' defaults (a plain model: building it reads nothing)
+
+
 @dataclass(frozen=True)
 class LoopConfig:
     epochs: int
     batch_size: int
     learning_rate: float
     patience: int
-    device: str = "auto"
-    loader_workers: int | None = None
-    compile: bool = False
+    device: str = DEEP.device
+    loader_workers: int | None = DEEP.loader_workers
+    compile: bool = DEEP.compile
     seed: int = 0
     weight_decay: float = 1e-4
 

@@ -92,9 +92,9 @@ class TrainingOptions:
         if unknown:
             raise ValueError(f"unknown models {sorted(unknown)}; choose from {', '.join(MODEL_CHOICES)}")
         values = {
-            "horizon_minutes": settings.horizon_minutes,
-            "interval": settings.candle_interval,
-            "trials": settings.optuna_trials,
+            "horizon_minutes": settings.training.horizon_minutes,
+            "interval": settings.stream.candle_interval,
+            "trials": settings.training.optuna_trials,
             **{k: v for k, v in overrides.items() if v is not None},
         }
         horizon_delta(values["horizon_minutes"], values["interval"])
@@ -124,7 +124,10 @@ class PairTrainer:
         self.name = registered_model_name(dataset.pair, dataset.horizon_minutes)
         rows = dataset.frame
         self.split = time_split(
-            rows[EVENT_TIMESTAMP], rows["label_timestamp"], settings.validation_fraction, settings.test_fraction
+            rows[EVENT_TIMESTAMP],
+            rows["label_timestamp"],
+            settings.training.validation_fraction,
+            settings.training.test_fraction,
         )
         self.train = rows.iloc[self.split.train]
         self.validation = rows.iloc[self.split.validation]
@@ -140,18 +143,18 @@ class PairTrainer:
             self.dataset.pair, self.dataset.horizon_minutes, self.name, self.dataset, self.split, self.baseline_test
         )
         features = self.dataset.features
-        seed = self.settings.training_seed
+        seed = self.settings.training.seed
         if "baseline" in self.options.models:
             result.models.append(self._train_one(LastPrice, {}))
             result.models.append(self._train_one(MeanLastN, {}))
         if "lasso" in self.options.models:
             result.models.append(
-                self._train_one(lambda: LassoModel(features, self.settings.walk_forward_folds, seed), {})
+                self._train_one(lambda: LassoModel(features, self.settings.training.walk_forward_folds, seed), {})
             )
         if "xgboost" in self.options.models:
-            device = resolve_device(self.settings.xgboost_device)
+            device = resolve_device(self.settings.training.xgboost_device)
             tuned, score = tune_xgboost(
-                self.train, features, self.settings.walk_forward_folds, self.options.trials, device, seed
+                self.train, features, self.settings.training.walk_forward_folds, self.options.trials, device, seed
             )
             logger.info("%s: best XGBoost trial, walk-forward MAE ratio %.5f: %s", self.dataset.pair, score, tuned)
             result.models.append(
@@ -184,7 +187,7 @@ class PairTrainer:
         model, seconds = _fit(make_model, self.train, self.validation)
         validation, _ = evaluate(model, self.validation)
         test, predicted = evaluate(model, self.test)
-        folds = walk_forward_mae_ratios(model.unfitted, self.development, self.settings.walk_forward_folds)
+        folds = walk_forward_mae_ratios(model.unfitted, self.development, self.settings.training.walk_forward_folds)
         result = ModelResult(model.model_type, validation, test, folds, seconds)
         logger.info(
             "%s %s: test MAE %.4f (baseline %.4f), walk-forward MAE ratio %.4f",
@@ -252,11 +255,11 @@ class PairTrainer:
             "rows_validation": len(self.validation),
             "rows_test": len(self.test),
             "warmup_rows_dropped": ds.warmup_rows,
-            "validation_fraction": s.validation_fraction,
-            "test_fraction": s.test_fraction,
-            "walk_forward_folds": s.walk_forward_folds,
-            "seed": s.training_seed,
-            "promotion_margin": s.promotion_margin,
+            "validation_fraction": s.training.validation_fraction,
+            "test_fraction": s.training.test_fraction,
+            "walk_forward_folds": s.training.walk_forward_folds,
+            "seed": s.training.seed,
+            "promotion_margin": s.training.promotion_margin,
         }
 
     def _metrics(self, result: ModelResult, extra: dict[str, float]) -> dict[str, float]:
@@ -307,7 +310,7 @@ class PairTrainer:
                     candidate.test["mae"],
                     self.baseline_test["mae"],
                     champion_mae,
-                    self.settings.promotion_margin,
+                    self.settings.training.promotion_margin,
                     label or "the champion",
                 )
             if promote:
