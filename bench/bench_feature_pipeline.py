@@ -62,7 +62,7 @@ from coinflow.feature_store import apply_feature_repo, feature_store
 from coinflow.logs import configure_logging
 from coinflow.quality import Rejects
 from coinflow.schemas import CONTROL_END, Control
-from coinflow.settings import Settings
+from coinflow.settings import Settings, keyword_names
 from coinflow.streaming import new_application, pipeline_topics, topic_config
 from feature_pipeline.candles.dataflow import build_dataflow
 from feature_pipeline.candles.sink import CandleFeastSink
@@ -983,8 +983,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {}
     for item in args.set:
         name, sep, value = item.partition("=")
-        if not sep or name not in Settings.model_fields:
-            parser.error(f"--set wants FIELD=VALUE with a Settings field, not {item!r}")
+        if not sep or name not in keyword_names():
+            parser.error(f"--set wants NAME=VALUE with a setting's name (its variable without COINFLOW_), not {item!r}")
         if name in ISOLATION_FIELDS or name == "log_level":
             parser.error(f"--set cannot change {name}: the bench isolates it")
         overrides[name] = value
@@ -1044,10 +1044,10 @@ def main(argv: list[str] | None = None) -> int:
             for k in range(repeat):
                 # Each repetition: fresh consumer groups, downstream topics and stores; the same pre-loaded trades.
                 rep = tp.override(
-                    candles_topic=f"{tp.candles_topic}-{k}",
-                    features_topic=f"{tp.features_topic}-{k}",
-                    dead_letter_topic=f"{tp.dead_letter_topic}-{k}",
-                    consumer_group=f"{tp.consumer_group}-{k}",
+                    candles_topic=f"{tp.topics.candles}-{k}",
+                    features_topic=f"{tp.topics.features}-{k}",
+                    dead_letter_topic=f"{tp.topics.dead_letters}-{k}",
+                    consumer_group=f"{tp.stream.consumer_group}-{k}",
                 )
                 label = f" (run {k + 1}/{repeat})" if repeat > 1 else ""
                 if "reference" in phases:

@@ -81,8 +81,8 @@ def dead_letter(stage: str, reason: str, raw: Any, max_bytes: int | None = None)
         kept = data if 4 * -(-size // 3) <= budget else data[: budget // 4 * 3]
         record["raw"], record["truncated"] = base64.b64encode(kept).decode("ascii"), len(kept) < size
     else:
-        record["raw"] = _json_prefix(text, budget)
-        record["truncated"] = len(record["raw"]) < len(text)
+        kept_text = _json_prefix(text, budget)
+        record["raw"], record["truncated"] = kept_text, len(kept_text) < len(text)
     return record
 
 

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Literal, NotRequired, TypedDict
+from typing import Final, Literal, NotRequired, TypedDict, TypeGuard
 
 # The candle intervals the pipelines know, in seconds (the `interval` field of a candle).
 INTERVALS_SECONDS = {"1m": 60, "5m": 300}
 
 Side = Literal["buy", "sell"]
-CONTROL_TICK = "tick"
-CONTROL_END = "end"
-ID_SPACE_TIME = "time"
+CONTROL_TICK: Final = "tick"
+CONTROL_END: Final = "end"
+ID_SPACE_TIME: Final = "time"
 EARLIEST_EVENT_MS = 1_230_768_000_000  # 2009-01-01T00:00:00Z: no crypto market traded before the first bitcoin block
 MAX_INT64 = 2**63 - 1  # integers on the topics and in the stores are signed 64-bit (orjson refuses past 2**64)
 MAX_FUTURE_MS = 60_000  # the default allowance ahead of the clock (`Settings.max_future_ms`)
@@ -106,8 +106,12 @@ def pair_slug(pair: str) -> str:
 CANDLE_NUMBERS = ("open", "high", "low", "close", "volume", "vwap")
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def invalid_candle_reason(record: object, now_ms: int | None = None, max_future_ms: int = MAX_FUTURE_MS) -> str | None:
@@ -134,8 +138,8 @@ def invalid_candle_reason(record: object, now_ms: int | None = None, max_future_
         problem = time_problem(start, now_ms, max_future_ms) or time_problem(end, now_ms, max_future_ms)
         if problem is not None:
             return problem
-    values = [record.get(name) for name in CANDLE_NUMBERS]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+    values = [value for value in (record.get(name) for name in CANDLE_NUMBERS) if _is_finite_number(value)]
+    if len(values) != len(CANDLE_NUMBERS):
         return "non_numeric_or_nan"
     o, h, lo, c, volume, _ = values
     if min(o, h, lo, c) <= 0 or volume < 0:

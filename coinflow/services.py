@@ -25,6 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 from urllib.parse import urlparse
 
 import httpx
@@ -81,8 +82,8 @@ def _read_record(path: Path) -> dict | None:
         return None
 
 
-def _alive(record: dict | None) -> bool:
-    """Whether the process a pid record names still runs (and is the same program)."""
+def _alive(record: dict | None) -> TypeGuard[dict]:
+    """Whether the process a pid record names still runs (and is the same program); a live record is not None."""
     if not record:
         return False
     try:

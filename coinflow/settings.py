@@ -492,6 +492,11 @@ def _flat_names(settings_cls: type[BaseModel]) -> dict[str, tuple[str, str]]:
     return names
 
 
+def keyword_names() -> set[str]:
+    """The names `Settings(...)` and `Settings.override` take: each setting's variables without ``COINFLOW_``."""
+    return set(_flat_names(Settings))
+
+
 class FlatEnvironment(PydanticBaseSettingsSource):
     """The process environment and the .env file, read by each setting's flat variable names (the environment
     first), grouped into sections."""
@@ -587,6 +592,19 @@ class Settings(BaseSettings):
         }
         return self.model_copy(update=update)
 
+    def as_environment(self) -> dict[str, str]:
+        """The variables that give a child process these settings (every setting that has a value, secrets
+        included: pass them only to processes of this project)."""
+        variables = {}
+        for section, cls in _sections(type(self)):
+            values = getattr(self, section)
+            for field in cls.model_fields:
+                value = getattr(values, field)
+                if value is not None:
+                    secret = value.get_secret_value() if isinstance(value, SecretStr) else value
+                    variables[cls.env_names(field)[0]] = _example_value(secret)
+        return variables
+
     @property
     def checkpoint_root(self) -> str:
         return self.deep.checkpoint_dir or str(self.services.run_dir / "checkpoints")
@@ -611,9 +629,9 @@ def _example_lines(cls: type[Section], field: str) -> list[str]:
     names = cls.env_names(field)
     name = names[-1] if len(names) > 1 else names[0]  # where the ecosystem has a name for it, that one
     lines = [f"# {info.description}"] if info.description else []
-    if info.default_factory is not None and not isinstance(info.default_factory(), list):  # type: ignore[call-arg]
+    default = info.get_default(call_default_factory=True)
+    if info.default_factory is not None and not isinstance(default, list):
         return [*lines, f"# {name}="]
-    default = info.default_factory() if info.default_factory is not None else info.default  # type: ignore[call-arg]
     return [*lines, f"# {name}=" if default is None else f"{name}={_example_value(default)}"]
 
 

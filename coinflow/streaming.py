@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from quixstreams import Application
@@ -89,6 +89,8 @@ class PipelineApplication(Application):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Quix builds its consumer inside Application.__init__, so its commit is wrapped on the instance (the
+        # wrapper keeps the signature); mypy refuses any assignment to a method.
         self._consumer.commit = commit_riding_out_outages(self._consumer.commit)  # type: ignore[method-assign]
 
     @property
@@ -272,7 +274,7 @@ def pipeline_topics(app: Application, settings: Settings) -> Topics:
     """
     config = topic_config(settings)
 
-    def make(name: str, value_deserializer: str = "json") -> Topic:
+    def make(name: str, value_deserializer: Literal["json", "bytes"] = "json") -> Topic:
         return app.topic(
             name,
             value_deserializer=value_deserializer,

@@ -104,7 +104,8 @@ class Runtime:
 
     async def online_store_up(self) -> bool:
         try:
-            return bool(await self.redis.ping())
+            # redis.asyncio shares the sync client's command types, which say ping() may return a plain bool
+            return bool(await self.redis.ping())  # type: ignore[misc]
         except (redis.RedisError, OSError):
             return False
 
@@ -143,7 +144,7 @@ def create_app(settings: Settings, tracking_uri: str) -> FastAPI:
         max_body_size=settings.serve.max_body_bytes,
     )
     app.router.route_class = StrictJSONRoute
-    app.add_exception_handler(RequestValidationError, validation_error_response)
+    app.exception_handler(RequestValidationError)(validation_error_response)
     if settings.serve.api_key:
         app.add_middleware(ApiKeyMiddleware, key=settings.serve.api_key.get_secret_value())
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)

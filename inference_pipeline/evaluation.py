@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Run
 from prometheus_client import Counter, Gauge
 from quixstreams.sinks import BatchingSink, SinkBatch
 
@@ -132,11 +132,18 @@ def find_live_run(client: MlflowClient, experiment_id: str, name: str, version: 
     return runs[0].info.run_id if runs else None
 
 
+def _source_run(client: MlflowClient, name: str, version: str) -> Run:
+    """The run that logged a model version: its live runs go into the same experiment."""
+    run_id = client.get_model_version(name, version).run_id
+    if run_id is None:
+        raise ValueError(f"{name} v{version} was registered without a run")
+    return client.get_run(run_id)
+
+
 def read_live_metrics(client: MlflowClient, name: str, version: str) -> dict[str, float]:
     """The latest live metrics logged for a model version ({} when none yet)."""
     try:
-        model_version = client.get_model_version(name, version)
-        experiment_id = client.get_run(model_version.run_id).info.experiment_id
+        experiment_id = _source_run(client, name, version).info.experiment_id
         runs = client.search_runs([experiment_id], filter_string=_live_filter(name, version), max_results=1)
     except Exception as exc:  # noqa: BLE001 - metrics are best effort; serving goes on without them
         logger.debug("Live metrics of %s v%s unavailable: %s", name, version, redact(exc))
@@ -161,8 +168,8 @@ class LiveMetricsSink(BatchingSink):
     def _run_id(self, name: str, version: str) -> str:
         key = (name, version)
         if key not in self._runs:
-            model_version = self._client.get_model_version(name, version)
-            experiment_id = self._client.get_run(model_version.run_id).info.experiment_id
+            source = _source_run(self._client, name, version)
+            experiment_id = source.info.experiment_id
             run_id = find_live_run(self._client, experiment_id, name, version)
             if run_id is None:
                 run_id = self._client.create_run(
@@ -172,7 +179,7 @@ class LiveMetricsSink(BatchingSink):
                         LIVE_TAG: "true",
                         MODEL_TAG: name,
                         VERSION_TAG: version,
-                        "source_run": model_version.run_id,
+                        "source_run": source.info.run_id,
                     },
                 ).info.run_id
             self._runs[key] = run_id

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,6 +18,8 @@ from inference_pipeline.model_store import ModelStore
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 AGE_BUCKETS = (1, 5, 15, 30, 60, 90, 120, 180, 300, 600, 1800, 3600)
 UNMATCHED = "unmatched"
+
+Labels = TypeVar("Labels", bound=tuple[str, ...])
 
 
 class ApiMetrics:
@@ -73,13 +76,11 @@ class ApiMetrics:
             ["model", "version", "metric"],
             registry=r,
         )
-        self._versions: set[tuple[str, ...]] = set()
-        self._live: set[tuple[str, ...]] = set()
+        self._versions: set[tuple[str, str, str, str]] = set()
+        self._live: set[tuple[str, str, str]] = set()
 
     @staticmethod
-    def _replace(
-        gauge: Gauge, values: dict[tuple[str, ...], float], previous: set[tuple[str, ...]]
-    ) -> set[tuple[str, ...]]:
+    def _replace(gauge: Gauge, values: dict[Labels, float], previous: set[Labels]) -> set[Labels]:
         """Set a gauge's label sets to exactly `values` (those that vanished are removed); returns the label sets."""
         for labels in previous - values.keys():
             gauge.remove(*labels)

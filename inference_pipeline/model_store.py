@@ -89,6 +89,8 @@ class ServedModel:
     def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
         """Predicted log return and price per row of raw FeatureService columns (through the pyfunc's schema check)."""
         out = self.pyfunc.predict(rows)
+        if not isinstance(out, pd.DataFrame):
+            raise TypeError(f"{self.name} v{self.version} returned a {type(out).__name__}, not a DataFrame")
         return out[[PREDICTED_RETURN, PREDICTED_PRICE]]
 
     @property
@@ -265,6 +267,7 @@ class ModelStore:
     def _resolve(self, key: ModelKey) -> ModelVersion:
         if self.version is not None:
             return self._client.get_model_version(key.registered_name, str(self.version))
+        assert self.alias is not None, "an alias is set whenever no version is pinned"
         return self._client.get_model_version_by_alias(key.registered_name, self.alias)
 
     def refresh(self) -> None:
@@ -333,11 +336,14 @@ class ModelStore:
 
     def load(self, key: ModelKey, found: ModelVersion) -> ServedModel:
         """Download and load one registered version, checking it against its FeatureService."""
-        run = self._client.get_run(found.run_id)
+        run_id = found.run_id
+        if run_id is None:
+            raise ModelLoadError("it was registered without a run, so its features are unknown")
+        run = self._client.get_run(run_id)
         tags, params = run.data.tags, run.data.params
         service_name = tags.get("feature_service")
         if not service_name:
-            raise ModelLoadError(f"run {found.run_id} has no 'feature_service' tag, so its features are unknown")
+            raise ModelLoadError(f"run {run_id} has no 'feature_service' tag, so its features are unknown")
         history = sequence_length(params)
         window = None
         if history > 1:
@@ -362,7 +368,7 @@ class ModelStore:
             name=found.name,
             version=str(found.version),
             alias=self.alias,
-            run_id=found.run_id,
+            run_id=run_id,
             model_type=tags.get("model_type", "unknown"),
             feature_service=service_name,
             views=views,

@@ -69,9 +69,9 @@ class Prediction:
     prediction_id: str
 
 
-def feature_age(row: FeatureRow, now: float) -> float:
-    """Seconds since the row became known (its candle closed)."""
-    return max(now - row.feature_time.timestamp(), 0.0)
+def feature_age(feature_time: datetime, now: float) -> float:
+    """Seconds since a row became known (its candle closed at `feature_time`)."""
+    return max(now - feature_time.timestamp(), 0.0)
 
 
 def check_row(row: FeatureRow, model: ServedModel, now: float, max_age_s: float) -> tuple[str | None, float | None]:
@@ -89,7 +89,7 @@ def check_row(row: FeatureRow, model: ServedModel, now: float, max_age_s: float)
         problem = window_problem(row, model)
         if problem:
             return problem, None
-    age = feature_age(row, now)
+    age = feature_age(row.feature_time, now)
     if max_age_s and age > max_age_s:
         return (
             f"{row.pair}: features are {age:.0f} s old (from {row.feature_time.isoformat()}), "
@@ -173,6 +173,7 @@ class Predictor:
         for source, (model, pairs) in wanted.items():
             try:
                 if model.sequence:
+                    assert model.window_view is not None, "a sequence model is loaded with its window view"
                     read = await self.features.read_windows(model.window_view, model.features, pairs)
                 else:
                     read = await self.features.read(model.feature_service, pairs)
@@ -203,6 +204,8 @@ class Predictor:
         out: dict[ModelKey, Prediction] = {}
         for key, model in models.items():
             row = rows[(source_of(model), key.pair)]
+            feature_time = row.feature_time
+            assert feature_time is not None, "check_row refused the rows without features"
             if model.sequence:
                 window = window_rows(row, model)
                 predicted_return, predicted_price = model.predict_window(window)
@@ -218,8 +221,8 @@ class Predictor:
                 predicted_price=predicted_price,
                 predicted_return=predicted_return,
                 current_price=float(current_price),
-                feature_time=row.feature_time,
-                feature_age_seconds=round(feature_age(row, now), 3),
+                feature_time=feature_time,
+                feature_age_seconds=round(feature_age(feature_time, now), 3),
                 model_name=model.name,
                 model_version=model.version,
                 model_alias=model.alias,

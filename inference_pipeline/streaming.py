@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import pandas as pd
 import pyarrow as pa
@@ -93,6 +93,11 @@ def prediction_record(
     }
 
 
+def _complete(rows: tuple[tuple[float | None, ...], ...]) -> TypeGuard[tuple[tuple[float, ...], ...]]:
+    """Whether every value of `rows` is known."""
+    return not any(v is None for r in rows for v in r)
+
+
 def recent_rows(window: list[list[float | None]], model: ServedModel) -> tuple[tuple[float, ...], ...] | None:
     """The last `model.history` rows of a pair's window (`CANDLE_FEATURES` order) in the model's feature order, or
     None while the window is shorter or a value in it is still warming up."""
@@ -100,7 +105,7 @@ def recent_rows(window: list[list[float | None]], model: ServedModel) -> tuple[t
         return None
     columns = [CANDLE_FEATURES.index(name) for name in model.features]
     rows = tuple(tuple(values[i] for i in columns) for values in window[-model.history :])
-    return None if any(v is None for r in rows for v in r) else rows
+    return rows if _complete(rows) else None
 
 
 class StreamPredictor:

@@ -22,6 +22,8 @@ from training_pipeline.checks import DataCheckError
 from training_pipeline.price.train import DEFAULT_MODELS, MODEL_CHOICES, PairResult, TrainingOptions, train_pair
 
 if TYPE_CHECKING:
+    from feast import FeatureStore
+
     from training_pipeline.action.train import ActionResult
 
 ACTION = "action"
@@ -138,7 +140,7 @@ def train(
     """Train, evaluate on a held-out test period, log to MLflow, register, and promote a champion if one qualifies."""
     overrides = {"deep_epochs": epochs, "deep_device": device, "deep_checkpoint_dir": checkpoint_dir}
     try:
-        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        settings = Settings().override(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
@@ -175,20 +177,11 @@ def train(
         console.print(f"[red]{redact(exc)}[/red]")
         raise typer.Exit(1) from exc
     store = feature_store(settings)
-    failed = []
-    for name in (_split(pair) or settings.training.pairs) if options else []:
-        try:
-            result = train_pair(settings, name, options, tracking_uri, store)
-        except DataCheckError as exc:
-            console.print(str(exc), style="red", markup=False)
-            failed.append(name)
-            continue
-        console.print(_table(result))
-        for m in result.models:
-            if m.version:
-                console.print(f"  v{m.version} {m.model_type}: {m.promotion}")
-        champion = f"champion: version {result.champion}" if result.champion else "no champion yet (none has qualified)"
-        console.print(f"{result.name}: {champion}. MLflow: {redact(tracking_uri)}")
+    failed = (
+        _train_prices(settings, _split(pair) or settings.training.pairs, options, tracking_uri, store)
+        if options
+        else []
+    )
     for book in (_split(product) or settings.action.products) if action else []:
         from training_pipeline.action.train import train_action  # imports torch only when the action model is chosen
 
@@ -202,6 +195,27 @@ def train(
         console.print(f"  v{outcome.version}: {outcome.promotion}. MLflow: {redact(tracking_uri)}")
     if failed:
         raise typer.Exit(1)
+
+
+def _train_prices(
+    settings: Settings, pairs: list[str], options: TrainingOptions, tracking_uri: str, store: FeatureStore
+) -> list[str]:
+    """Train the price models of each pair and print its results; the pairs whose data failed the checks."""
+    failed = []
+    for name in pairs:
+        try:
+            result = train_pair(settings, name, options, tracking_uri, store)
+        except DataCheckError as exc:
+            console.print(str(exc), style="red", markup=False)
+            failed.append(name)
+            continue
+        console.print(_table(result))
+        for m in result.models:
+            if m.version:
+                console.print(f"  v{m.version} {m.model_type}: {m.promotion}")
+        champion = f"champion: version {result.champion}" if result.champion else "no champion yet (none has qualified)"
+        console.print(f"{result.name}: {champion}. MLflow: {redact(tracking_uri)}")
+    return failed
 
 
 def _action_table(result: ActionResult) -> Table:

@@ -17,7 +17,7 @@ from datetime import timedelta
 
 import pandas as pd
 import pyarrow.parquet as pq
-from feast import FeatureStore
+from feast import FeatureStore, FileSource
 
 from coinflow.feature_store import feature_store
 from coinflow.parquet_writer import dataset_root
@@ -88,6 +88,8 @@ def read_entity_rows(store: FeatureStore, view: str, entity: str, key: str, colu
     are then read through Feast at those times.
     """
     source = store.get_feature_view(view).batch_source
+    if not isinstance(source, FileSource):
+        raise ValueError(f"the offline rows of {view} are not in Parquet files (its batch source is {source!r})")
     files = sorted((dataset_root(source.path) / pair_slug(key)).glob("*.parquet"))
     wanted = [entity, EVENT_TIMESTAMP, *columns]
     if not files:

@@ -44,7 +44,11 @@ class _Layout:
 def _layout(columns: tuple[str, ...]) -> _Layout:
     if "close" not in columns:
         raise ValueError("the raw features must include 'close': every price feature is taken relative to it")
-    names, sources, levels, differences, counts = [], [], [], [], []
+    names: list[str] = []
+    sources: list[int] = []
+    levels: list[int] = []
+    differences: list[int] = []
+    counts: list[int] = []
     for position, name in enumerate(columns):
         if name in NOT_INPUTS:
             continue

@@ -28,6 +28,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
+from mlflow.pyfunc import PythonModel
 
 from coinflow.contracts import CHAMPION
 
@@ -47,7 +48,7 @@ def pip_requirements(extra: Sequence[str] = ()) -> list[str]:
 
 
 def log_python_model(
-    python_model: mlflow.pyfunc.PythonModel,
+    python_model: PythonModel,
     save: Callable[[Path], None],
     example: pd.DataFrame,
     name: str,

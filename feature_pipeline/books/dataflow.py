@@ -18,8 +18,9 @@ next snapshot, never patched.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import orjson
 from quixstreams import Application
@@ -37,7 +38,7 @@ from feature_pipeline.transforms.book import (
     OrderBook,
     book_key,
     book_state,
-    frame_levels,
+    frame_sides,
 )
 from feature_pipeline.transforms.book_features import BookSampler
 
@@ -55,7 +56,7 @@ def book_topics(app: Application, settings: Settings) -> BookTopics:
     """The order-book topics: frames read as raw bytes (the dataflow parses and counts bad ones)."""
     config = topic_config(settings)
 
-    def make(name: str, value_deserializer: str = "json") -> Topic:
+    def make(name: str, value_deserializer: Literal["json", "bytes"] = "json") -> Topic:
         return app.topic(
             name,
             value_deserializer=value_deserializer,
@@ -83,7 +84,7 @@ class BookProcessor:
         self._imbalance_levels = settings.books.imbalance_levels
         self._rejects = rejects
 
-    def step(self, raw: bytes, key: str | None, timestamp: int, headers) -> list[dict]:
+    def step(self, raw: bytes, key: str | None, timestamp: int, headers) -> Sequence[Mapping[str, Any]]:
         """Outputs of one message: feature rows due, then a book-state record, an end marker or a reject."""
         try:
             record = orjson.loads(raw)
@@ -102,19 +103,18 @@ class BookProcessor:
         kind = record.get("kind")
         if kind not in (FRAME_SNAPSHOT, FRAME_UPDATE):
             return [self._reject("bad_frame_kind", raw)]
-        bids, asks = frame_levels(record.get("bids")), frame_levels(record.get("asks"))
+        sides = frame_sides(record.get("bids"), record.get("asks"))
         rows = sampler.advance(self.books.get(key), ts)
-        if isinstance(bids, str) or isinstance(asks, str):
+        if isinstance(sides, str):
             self._drop(key, sampler)
-            return [*rows, self._reject(bids if isinstance(bids, str) else asks, raw)]
+            return [*rows, self._reject(sides, raw)]
         if kind == FRAME_SNAPSHOT:
-            book = self.books[key] = OrderBook()
+            self.books[key] = OrderBook()
             sampler.reset()
-        else:
-            book = self.books.get(key)
-            if book is None:
-                return [*rows, self._reject("update_without_snapshot", raw)]
-        self.level_updates += book.apply(bids, asks)
+        book = self.books.get(key)
+        if book is None:
+            return [*rows, self._reject("update_without_snapshot", raw)]
+        self.level_updates += book.apply(*sides)
         if record.get("partial"):
             return rows
         state = book_state(

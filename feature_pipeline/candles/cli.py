@@ -8,7 +8,6 @@ from typing import Annotated
 
 import redis
 import typer
-from quixstreams.sources import Source
 from rich.table import Table
 
 from coinflow import services
@@ -29,6 +28,7 @@ from feature_pipeline.cli import (
     serve_metrics,
     split_list,
 )
+from feature_pipeline.sources.base import RecordSource
 from feature_pipeline.sources.csv_readers import check_ohlcvt_csv, check_trades_csv
 from feature_pipeline.sources.file_sources import CandlesFileSource, TradesFileSource
 from feature_pipeline.sources.kraken_replay_server import serve
@@ -40,7 +40,7 @@ app = typer.Typer()
 
 
 def _run_candles(
-    settings: Settings, source: Source, into_candles: bool, finite_pairs: set[str] | None, run_id: str | None
+    settings: Settings, source: RecordSource, into_candles: bool, finite_pairs: set[str] | None, run_id: str | None
 ) -> None:
     try:
         summary = run_pipeline(settings, source, into_candles, finite_pairs, run_id)

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import orjson
 from quixstreams import Application
@@ -56,7 +57,7 @@ def trades_to_candles(settings: Settings, rejects: Rejects) -> Callable:
     max_future_ms = settings.stream.max_future_ms
     interval = settings.stream.candle_interval
 
-    def step(raw: bytes, key: str | None, timestamp: int, headers, state: State) -> list[dict]:
+    def step(raw: bytes, key: str | None, timestamp: int, headers, state: State) -> Sequence[Mapping[str, Any]]:
         try:
             record = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -74,11 +75,9 @@ def trades_to_candles(settings: Settings, rejects: Rejects) -> Callable:
                 return [rejects.reject(reason, raw)]
         else:
             advance_clock(pair_state, record["timestamp_ms"])
-        released: list[dict] = close_windows(pair_state, key, interval, duration_ms, grace_ms)
+        released = close_windows(pair_state, record["pair"], interval, duration_ms, grace_ms)
         state.set(PAIR_STATE, pair_state)
-        if control == CONTROL_END:
-            released.append(record)
-        return released
+        return [*released, record] if control == CONTROL_END else released
 
     return step
 

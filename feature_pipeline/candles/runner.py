@@ -50,7 +50,7 @@ def run_pipeline(
     broker_wait_s = settings.services.broker_wait_s if finite_pairs else None  # live runs wait for the broker
     app = new_application(settings, broker, broker_wait_s=broker_wait_s)
     topics = pipeline_topics(app, settings)
-    completion = Completion(run_id, finite_pairs, app.stop) if finite_pairs else None
+    completion = Completion(run_id, finite_pairs, app.stop) if finite_pairs and run_id is not None else None
     sink = CandleFeastSink(
         lambda: feature_store(settings),
         settings.stream.online_window_length,

@@ -10,7 +10,7 @@ from feast import FeatureStore
 
 from coinflow import parquet_writer
 from coinflow.windows import window_row
-from feature_pipeline.sinks.feast_sink import ROWS_WRITTEN, FeastSink
+from feature_pipeline.sinks.feast_sink import ROWS_WRITTEN, FeastSink, batch_file_source
 from feature_repo.names import ENTITY, EVENT_TIMESTAMP, INDICATOR_FEATURES, indicators_view, ohlcv_view, window_view
 
 
@@ -33,7 +33,7 @@ class CandleFeastSink(FeastSink):
             self._write_windows(frame, self._window_length)
 
     def _history(self, view: str, pair: str, length: int) -> pd.DataFrame:
-        root = parquet_writer.dataset_root(self.view(view)[0].batch_source.path)
+        root = parquet_writer.dataset_root(batch_file_source(self.view(view)[0]).path)
         return parquet_writer.tail_rows(root, pair, length)
 
     def _write_windows(self, frame: pd.DataFrame, length: int) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 import pandas as pd
 import pyarrow as pa
 import redis
-from feast import FeatureStore, FeatureView
+from feast import FeatureStore, FeatureView, FileSource
 from feast.type_map import feast_value_type_to_pa
 from prometheus_client import Counter, Histogram
 from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
@@ -89,10 +89,20 @@ def view_entity(view: FeatureView) -> str:
     return view.entity_columns[0].name
 
 
+def batch_file_source(view: FeatureView) -> FileSource:
+    """The view's batch source: the Parquet files its offline rows are written to (a clear error if it has none)."""
+    source = view.batch_source
+    if not isinstance(source, FileSource):
+        raise ValueError(
+            f"Feature view {view.name}: FeastSink writes Parquet files, but its batch source is {source!r}"
+        )
+    return source
+
+
 def check_timestamp_columns(view: FeatureView) -> None:
     """The view's source must name its event and created times as `feature_frame` does (a clear error, not a
     KeyError at the first write)."""
-    source = view.batch_source
+    source = batch_file_source(view)
     if (source.timestamp_field, source.created_timestamp_column) != (EVENT_TIMESTAMP, CREATED_TIMESTAMP):
         raise ValueError(
             f"Feature view {view.name}: its source's timestamp columns are ({source.timestamp_field!r}, "
@@ -198,7 +208,10 @@ class FeastSink(BatchingSink):
                 FRESHNESS_SECONDS.observe(max((now - ts).total_seconds(), 0.0))
             for view, schema in views:
                 parquet_writer.write_rows(
-                    parquet_writer.dataset_root(view.batch_source.path), group[schema.names], schema, view_entity(view)
+                    parquet_writer.dataset_root(batch_file_source(view).path),
+                    group[schema.names],
+                    schema,
+                    view_entity(view),
                 )
                 ROWS_WRITTEN.labels(view.name, "offline").inc(len(group))
                 self.rows_written[view.name] += len(group)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message
 from quixstreams.checkpointing.exceptions import CheckpointProducerTimeout
@@ -61,7 +63,7 @@ class RecordSource(Source):
             self.link.enter()
         super().start()
 
-    def produce_record(self, pair: str, record: dict, timestamp_ms: int) -> None:
+    def produce_record(self, pair: str, record: Mapping[str, Any], timestamp_ms: int) -> None:
         """Produce one record to the source's topic, keyed by its pair and stamped with its event time."""
         message = self.serialize(key=pair_key(pair), value=record, timestamp_ms=timestamp_ms)
         self.produce_to(self.producer_topic.name, message.key, message.value, message.timestamp)
@@ -74,7 +76,7 @@ class RecordSource(Source):
         self,
         topic: str,
         key: str | bytes | None,
-        value: bytes | None,
+        value: str | bytes | None,
         timestamp: int | None = None,
     ) -> None:
         """Produce one record to ``topic``, kept in the buffer while the broker is away (see the class)."""
@@ -131,7 +133,7 @@ class RecordSource(Source):
             )
             self._full_at, self._dropped = 0, 0
 
-    def _drop(self, value: bytes | None, reason: str) -> None:
+    def _drop(self, value: str | bytes | None, reason: str) -> None:
         if reason == "broker_unreachable" and not self._full_at:
             logger.error(
                 "%s: the broker is unreachable and the buffer of %d records is full; newer records are "
@@ -144,7 +146,7 @@ class RecordSource(Source):
         self._count(value, reason)
         self._dropped += 1
 
-    def _count(self, value: bytes | None, reason: str) -> None:
+    def _count(self, value: str | bytes | None, reason: str) -> None:
         if self._buffer_rejects is None:  # made here, in the source's process, where the counts are relayed
             self._buffer_rejects = Rejects(BUFFER_STAGE)
         self._buffer_rejects.reject(reason, value or b"")

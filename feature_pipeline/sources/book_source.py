@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import Counter as PromCounter
@@ -54,7 +54,7 @@ class BookGate:
     def __init__(
         self,
         exchange: str,
-        emit: Callable[[str, dict], None],
+        emit: Callable[[str, Mapping[str, Any]], None],
         resubscribe: Callable[[str, str], None],
         depth: int | None = None,
     ) -> None:
@@ -169,7 +169,7 @@ class BookGate:
                 timestamp_ms=timestamp_ms,
             )
             if i < chunks - 1:
-                frame["partial"] = True  # type: ignore[typeddict-unknown-key]
+                frame["partial"] = True
             self._emit(book_key(self.exchange, product), frame)
 
 
@@ -222,7 +222,7 @@ class BookSource(RecordSource):
         self.flush()
         logger.info("%s stopped: %s", self.name, self.summary(client))
 
-    def emit(self, key: str, record: dict) -> None:
+    def emit(self, key: str, record: Mapping[str, Any]) -> None:
         """Produce a book frame or book control record to the book-updates topic."""
         if "control" not in record:
             self._last_book_ms[key] = max(self._last_book_ms.get(key, 0), record["timestamp_ms"])
@@ -257,7 +257,9 @@ class BookSource(RecordSource):
                 },
                 end_ms,
             )
-        for pair in pairs if self.trades_topic else ():
+        if not self.trades_topic:
+            return
+        for pair in pairs:
             end_ms = self._last_trade_ms.get(pair, last_ms) + self.trade_close_after_ms
             self.produce_to(
                 self.trades_topic,

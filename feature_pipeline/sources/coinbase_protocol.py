@@ -41,7 +41,7 @@ SUBSCRIPTIONS = "subscriptions"
 # The channel name a subscription is answered on, where it differs from the subscription's.
 DATA_CHANNEL = {LEVEL2: "l2_data"}
 _SIDES: dict[str, Side] = {"BUY": "buy", "SELL": "sell"}
-_BOOK_SIDES = {"bid": "bid", "offer": "ask"}
+_BOOK_SIDES: dict[object, str] = {"bid": "bid", "offer": "ask"}  # looked up by the frame's JSON value
 _SEQUENCE = re.compile(r'"sequence_num"\s*:\s*\d+')
 
 
@@ -64,8 +64,8 @@ class Frame:
     """One frame from the server: the connection's ``sequence_num``, its time, and its content."""
 
     channel: str
-    sequence_num: int | None
-    timestamp_ms: int | None
+    sequence_num: int
+    timestamp_ms: int
     books: list[BookEvent] = field(default_factory=list)
     trades: list[Trade] = field(default_factory=list)
     subscriptions: dict[str, list[str]] | None = None

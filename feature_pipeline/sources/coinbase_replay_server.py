@@ -154,7 +154,7 @@ class CoinbaseReplayServer:
         if not isinstance(message, dict):
             return _Entry(frame, None, frozenset())
         channel = message.get("channel")
-        l2 = ()
+        l2: tuple[tuple[str, bool, tuple], ...] = ()
         if channel == DATA_CHANNEL[LEVEL2]:
             l2 = tuple(
                 (

@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
@@ -57,7 +58,7 @@ class CoinbaseStats(ConnectionStats):
     subscriptions: dict[str, list[str]] = field(default_factory=dict)
 
 
-class CoinbaseStream(ReconnectingClient):
+class CoinbaseStream(ReconnectingClient[CoinbaseStats]):
     """Books and trades of several products from Coinbase Advanced Trade, reconnecting until stopped.
 
     Book frames and ``reset``/``tick`` records go to ``emit(key, record)``,
@@ -72,7 +73,7 @@ class CoinbaseStream(ReconnectingClient):
         self,
         url: str,
         products: Sequence[str],
-        emit: Callable[[str, dict], None],
+        emit: Callable[[str, Mapping[str, Any]], None],
         on_trades: Callable[[list[Trade]], None],
         rejects: Rejects,
         *,

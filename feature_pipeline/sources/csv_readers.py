@@ -16,16 +16,35 @@ import math
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import NotRequired, TextIO, TypedDict
 
 from coinflow.quality import Rejects
-from coinflow.schemas import ID_SPACE_TIME, MAX_FUTURE_MS, MAX_INT64, Candle, Trade, time_problem, time_trade_key
+from coinflow.schemas import (
+    ID_SPACE_TIME,
+    MAX_FUTURE_MS,
+    MAX_INT64,
+    Candle,
+    Side,
+    Trade,
+    time_problem,
+    time_trade_key,
+)
 
 TRADES_CSV_COLUMNS = ("time_ms", "timestamp", "price", "qty", "side")
 TRADE_ID_COLUMN = "trade_id"
 OHLCVT_COLUMNS = ("unix", "open", "high", "low", "close", "volume", "trades")
-_SIDES = {"buy": "buy", "sell": "sell", "b": "buy", "s": "sell"}
+_SIDES: dict[str, Side] = {"buy": "buy", "sell": "sell", "b": "buy", "s": "sell"}
 _SHOWN_CHARS = 80
+
+
+class TradeRow(TypedDict):
+    """What a row of a trades CSV says of its trade (the exchange's id only in a file with a trade_id column)."""
+
+    price: float
+    qty: float
+    side: Side
+    timestamp_ms: int
+    trade_id: NotRequired[int]
 
 
 class FileFormatError(ValueError):
@@ -129,7 +148,7 @@ def _positive(text: str) -> float | None:
     return value if math.isfinite(value) and value > 0 else None
 
 
-def parse_trade_row(fields: list[str], columns: Mapping[str, int], now_ms: int, max_future_ms: int) -> dict | str:
+def parse_trade_row(fields: list[str], columns: Mapping[str, int], now_ms: int, max_future_ms: int) -> TradeRow | str:
     """One row of a trades CSV as price, qty, side, timestamp_ms (and trade_id where the file has them),
     or why it is rejected."""
     if len(fields) <= max(columns.values()):
@@ -147,7 +166,7 @@ def parse_trade_row(fields: list[str], columns: Mapping[str, int], now_ms: int, 
     side = _SIDES.get(fields[columns["side"]].strip().lower())
     if side is None:
         return "bad_side"
-    parsed = {"price": price, "qty": qty, "side": side, "timestamp_ms": timestamp_ms}
+    parsed = TradeRow(price=price, qty=qty, side=side, timestamp_ms=timestamp_ms)
     if TRADE_ID_COLUMN in columns:
         try:
             trade_id = int(fields[columns[TRADE_ID_COLUMN]])
@@ -193,10 +212,10 @@ def iter_trades_csv(
                 rejects.reject(parsed, _raw(fields))
                 continue
             if "trade_id" in parsed:
-                yield Trade(exchange=exchange, pair=pair, **parsed)
+                yield {"exchange": exchange, "pair": pair, "trade_id": parsed["trade_id"], **parsed}
                 continue
             previous_key = time_trade_key(parsed["timestamp_ms"], previous_key)
-            yield Trade(exchange=exchange, pair=pair, trade_id=previous_key, id_space=ID_SPACE_TIME, **parsed)
+            yield {"exchange": exchange, "pair": pair, "trade_id": previous_key, "id_space": ID_SPACE_TIME, **parsed}
 
 
 def read_trades_csv(path: Path, pair: str, rejects: Rejects, exchange: str = "kraken") -> list[Trade]:

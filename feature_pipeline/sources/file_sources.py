@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 from coinflow.quality import DEAD_LETTER_MAX_BYTES, Rejects
 from coinflow.schemas import CONTROL_END, MAX_FUTURE_MS, Control
@@ -19,8 +20,10 @@ from feature_pipeline.sources.csv_readers import iter_ohlcvt_csv, iter_trades_cs
 
 logger = logging.getLogger(__name__)
 
+Record = TypeVar("Record", bound=Mapping[str, Any])
 
-def paced(records: Iterable[dict], speed: float, time_field: str = "timestamp_ms") -> Iterator[dict]:
+
+def paced(records: Iterable[Record], speed: float, time_field: str = "timestamp_ms") -> Iterator[Record]:
     """Yield records at `speed` times their recorded pace (0: as fast as possible)."""
     if speed <= 0:
         yield from records
@@ -59,10 +62,10 @@ class FiniteFileSource(RecordSource):
         self.run_id = run_id
         self.close_after_ms = close_after_ms
 
-    def records(self, rejects: Rejects) -> Iterable[dict]:
+    def records(self, rejects: Rejects) -> Iterable[Mapping[str, Any]]:
         raise NotImplementedError
 
-    def event_time(self, record: dict) -> int:
+    def event_time(self, record: Mapping[str, Any]) -> int:
         raise NotImplementedError
 
     def run(self) -> None:
@@ -114,11 +117,11 @@ class TradesFileSource(FiniteFileSource):
         self.speed = speed
         self.exchange = exchange
 
-    def records(self, rejects: Rejects) -> Iterable[dict]:
+    def records(self, rejects: Rejects) -> Iterable[Mapping[str, Any]]:
         trades = iter_trades_csv(self.path, self.pair, rejects, self.exchange, max_future_ms=self.max_future_ms)
         return paced(trades, self.speed)
 
-    def event_time(self, record: dict) -> int:
+    def event_time(self, record: Mapping[str, Any]) -> int:
         return record["timestamp_ms"]
 
 
@@ -144,10 +147,10 @@ class CandlesFileSource(FiniteFileSource):
         self.interval = interval
         self.seconds = seconds
 
-    def records(self, rejects: Rejects) -> Iterable[dict]:
+    def records(self, rejects: Rejects) -> Iterable[Mapping[str, Any]]:
         return iter_ohlcvt_csv(
             self.path, self.pair, self.interval, self.seconds, rejects, max_future_ms=self.max_future_ms
         )
 
-    def event_time(self, record: dict) -> int:
+    def event_time(self, record: Mapping[str, Any]) -> int:
         return record["window_end_ms"]

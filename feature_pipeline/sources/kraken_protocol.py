@@ -141,8 +141,8 @@ class RestTradesPage:
 # --- times -----------------------------------------------------------------
 
 
-def rfc3339_to_ms(text: str) -> int:
-    """Unix ms of an RFC 3339 time with an offset (``2023-09-25T07:48:36.925533Z``)."""
+def rfc3339_to_ms(text: object) -> int:
+    """Unix ms of an RFC 3339 time with an offset (``2023-09-25T07:48:36.925533Z``); a ValueError for anything else."""
     if not isinstance(text, str) or "T" not in text:
         raise ValueError(f"not an RFC 3339 time: {text!r}")
     moment = datetime.fromisoformat(text)
@@ -274,13 +274,13 @@ def _parse_channel_message(message: dict, symbols: frozenset[str] | None) -> Mes
             return Rejected("malformed_book_message")
         batch = BookBatch(books=[])
         for entry in data:
-            parsed = parse_book_entry(entry, kind == "snapshot")
-            if isinstance(parsed, str):
-                batch.rejects.append((parsed, entry))
-            elif symbols is not None and parsed.symbol not in symbols:
+            book = parse_book_entry(entry, kind == "snapshot")
+            if isinstance(book, str):
+                batch.rejects.append((book, entry))
+            elif symbols is not None and book.symbol not in symbols:
                 batch.rejects.append((UNSUBSCRIBED, entry))
             else:
-                batch.books.append(parsed)
+                batch.books.append(book)
         return batch
     return Rejected("unknown_channel")
 

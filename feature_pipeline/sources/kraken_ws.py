@@ -7,8 +7,9 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
@@ -58,7 +59,7 @@ class StreamStats(ConnectionStats):
     system_status: str | None = None
 
 
-class KrakenTradeStream(ReconnectingClient):
+class KrakenTradeStream(ReconnectingClient[StreamStats]):
     """Trades of several pairs over one Kraken v2 connection, reconnecting until stopped.
 
     Every connection subscribes to all pairs (snapshot included, so a reconnect
@@ -234,7 +235,7 @@ class BookStreamStats(ConnectionStats):
     heartbeats: int = 0
 
 
-class KrakenBookStream(ReconnectingClient):
+class KrakenBookStream(ReconnectingClient[BookStreamStats]):
     """Kraken v2 ``book`` of several symbols at ``depth`` over one connection, every update checksummed.
 
     After every message the CRC32 of the top 10 levels of the rebuilt book
@@ -251,7 +252,7 @@ class KrakenBookStream(ReconnectingClient):
         url: str,
         symbols: Sequence[str],
         depth: int,
-        emit: Callable[[str, dict], None],
+        emit: Callable[[str, Mapping[str, Any]], None],
         rejects: Rejects,
         *,
         tick_lag_ms: int = 1000,

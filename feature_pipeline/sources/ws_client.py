@@ -16,6 +16,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -44,16 +45,20 @@ class ConnectionStats:
     delays: list[float] = field(default_factory=list)
 
 
-class ReconnectingClient:
+Stats = TypeVar("Stats", bound=ConnectionStats)
+
+
+class ReconnectingClient(Generic[Stats]):
     """Base of the exchange clients: subclasses implement `_session` and `_dispatch`, and call
-    `_connection_proved_good`; their sessions hand each frame to `_handle`."""
+    `_connection_proved_good`; their sessions hand each frame to `_handle`. ``stats`` is the client's own kind of
+    `ConnectionStats`."""
 
     name = "WebSocket"
 
     def __init__(
         self,
         url: str,
-        stats: ConnectionStats,
+        stats: Stats,
         rejects: Rejects,
         *,
         reconnect_initial_s: float = 0.5,

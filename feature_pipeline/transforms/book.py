@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from itertools import islice
-from typing import Literal, TypedDict
+from typing import Final, Literal, NotRequired, TypedDict
 
 from sortedcontainers import SortedDict
 
@@ -170,9 +170,9 @@ def book_state(
 
 # --- the wire form of book frames (book-updates topic) ----------------------
 
-FRAME_SNAPSHOT = "snapshot"
-FRAME_UPDATE = "update"
-CONTROL_RESET = "reset"
+FRAME_SNAPSHOT: Final = "snapshot"
+FRAME_UPDATE: Final = "update"
+CONTROL_RESET: Final = "reset"
 
 
 class BookFrame(TypedDict):
@@ -191,6 +191,7 @@ class BookFrame(TypedDict):
     sequence_num: int | None
     checksum_ok: bool | None
     timestamp_ms: int
+    partial: NotRequired[bool]  # on each chunk but the last of a snapshot split across messages: not whole yet
 
 
 def to_level(price: object, qty: object) -> Level | str:
@@ -236,6 +237,16 @@ def frame_levels(levels: object) -> list[Level] | str:
             return level
         out.append(level)
     return out
+
+
+def frame_sides(bids: object, asks: object) -> tuple[list[Level], list[Level]] | str:
+    """Both sides of a frame as exact levels (`frame_levels`), or the reason they are unusable (the bids' first)."""
+    bid_levels, ask_levels = frame_levels(bids), frame_levels(asks)
+    if isinstance(bid_levels, str):
+        return bid_levels
+    if isinstance(ask_levels, str):
+        return ask_levels
+    return bid_levels, ask_levels
 
 
 def book_key(exchange: str, product: str) -> str:

@@ -91,7 +91,7 @@ class BookSampler:
         for boundary in due:
             if boundary % MID_EVERY_MS == 0:
                 self._mids.append((boundary, float(mid) if mid is not None else math.nan))
-            if boundary % self.sample_ms == 0 and mid is not None:
+            if boundary % self.sample_ms == 0 and book is not None and mid is not None:
                 rows.append(self._sample(book, mid, boundary))
         self.clock_ms = until_ms
         return rows
@@ -108,6 +108,7 @@ class BookSampler:
         mids = [m for _, m in reversed(self._mids)]
         mids += [math.nan] * (len(MID_HISTORY_FEATURES) - len(mids))
         bid, ask = book.best_bid(), book.best_ask()
+        assert bid is not None and ask is not None, "a book with a mid has both sides"
         row = {
             BOOK_ENTITY: self.key,
             "window_end_ms": at_ms,

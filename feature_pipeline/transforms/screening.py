@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from coinflow.schemas import ID_SPACE_TIME, MAX_INT64, time_problem
 
-TRADE_FIELDS = {
+TRADE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "exchange": str,
     "pair": str,
     "trade_id": int,

@@ -1,8 +1,8 @@
 """The order-book action model through the real path: book rows written by the feature pipeline's sink, the
 dataset read point in time through Feast, training, MLflow run, registry, gate, pyfunc and the CLI.
 
-Reuses the MLflow/Feast fixtures of test_training_mlflow. The book history is
-synthetic (tests/unit/book_synthetic.py): the bundled book sessions last 30 s,
+Uses the MLflow/Feast fixtures of the training tests (tests/integration/conftest.py). The book history is
+synthetic (tests/support/book_synthetic.py): the bundled book sessions last 30 s,
 less than one 5-minute label horizon.
 """
 
@@ -23,8 +23,7 @@ from coinflow.feature_store import feature_store
 from coinflow.settings import Settings
 from feature_pipeline.sinks.feast_sink import FeastSink, single_view
 from feature_repo.names import BOOK_ENTITY, EVENT_TIMESTAMP, MID_HISTORY_FEATURES, ORDERBOOK_FEATURES, ORDERBOOK_VIEW
-from tests.integration.test_training_mlflow import training_settings, uri  # noqa: F401 - fixtures
-from tests.unit.book_synthetic import book_rows
+from tests.support.book_synthetic import book_rows
 from training_pipeline.__main__ import app
 from training_pipeline.action.dataset import VALUE_COLUMNS, build_book_dataset
 from training_pipeline.action.model import ACTION_NAMES, DECISION, SCORE_COLUMNS
@@ -40,7 +39,7 @@ SAMPLES = 1500
 
 
 @pytest.fixture(scope="module")
-def book_settings(training_settings: Settings, tmp_path_factory) -> Settings:  # noqa: F811
+def book_settings(training_settings: Settings, tmp_path_factory) -> Settings:
     """The training repository with PRODUCT's book history written by the feature pipeline's sink."""
     root = tmp_path_factory.mktemp("action")
     settings = training_settings.override(
@@ -78,7 +77,7 @@ def test_too_short_a_book_history_is_a_clear_error(book_settings: Settings):
         build_book_dataset(book_settings, "kraken:NOPE/USD")
 
 
-def test_the_action_model_is_trained_logged_registered_judged_and_served(book_settings: Settings, uri: str):  # noqa: F811
+def test_the_action_model_is_trained_logged_registered_judged_and_served(book_settings: Settings, uri: str):
     result = train_action(book_settings, PRODUCT, uri)
     name = action_model_name(PRODUCT)
     client = MlflowClient(uri, registry_uri=uri)
@@ -117,7 +116,7 @@ def test_the_action_model_is_trained_logged_registered_judged_and_served(book_se
 
 def test_the_cli_trains_the_action_model_and_judges_it_against_the_champion(
     book_settings: Settings,
-    uri: str,  # noqa: F811
+    uri: str,
     monkeypatch,
 ):
     for key, value in {

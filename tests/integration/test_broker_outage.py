@@ -34,9 +34,8 @@ from coinflow.settings import Settings
 from coinflow.streaming import TopicKeeper, new_application, outage_config, pipeline_topics, topic_config
 from feature_pipeline.sources.base import BUFFER_STAGE, RecordSource
 from feature_pipeline.sources.kraken_replay_server import KrakenReplayServer
-
-from .polling import wait_for
-from .test_feature_pipeline_e2e import PAIR, _env_for, assert_candles_equal, expected_candles, offline_view, read_topic
+from tests.support.feature_runs import PAIR, assert_candles_equal, env_for, expected_candles, offline_view, read_topic
+from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -123,7 +122,7 @@ def test_live_keeps_the_trades_received_while_the_broker_is_down(own_broker, dat
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     url = asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=10)
-    env = _env_for(own_broker) | {
+    env = env_for(own_broker) | {
         "COINFLOW_KRAKEN_WS_URL": url,
         "COINFLOW_RECONNECT_INITIAL_S": "0.1",
         "COINFLOW_RECONNECT_MAX_S": "1",
@@ -177,7 +176,7 @@ def test_live_keeps_the_trades_received_while_the_broker_is_down(own_broker, dat
 
 def test_a_finite_run_whose_broker_does_not_come_back_fails_with_one_line(own_broker, data_dir, tmp_path):
     path = data_dir / "kraken" / "btcusd_trades_2019-07-01T00.csv"
-    env = _env_for(own_broker) | {"COINFLOW_BROKER_WAIT_S": "3"}
+    env = env_for(own_broker) | {"COINFLOW_BROKER_WAIT_S": "3"}
     cmd = [sys.executable, "-m", "feature_pipeline", "replay-trades", str(path), "--pair", PAIR, "--speed", "50"]
     log = tmp_path / "replay.log"
     with open(log, "w") as out:
@@ -216,7 +215,10 @@ def test_a_source_buffers_while_the_broker_does_not_answer_drops_the_overflow_an
     own_broker, caplog
 ):
     broker = services.ensure_broker(own_broker)
-    small = own_broker.override(source_buffer_messages=50)
+    # Below the setting's floor (1,000) on purpose, so the overflow is quick to reach: an unvalidated copy.
+    small = own_broker.model_copy(
+        update={"stream": own_broker.stream.model_copy(update={"source_buffer_messages": 50})}
+    )
     app = new_application(small, broker)
     topics = pipeline_topics(app, small)
     producer = InternalProducer(broker.address, extra_config=outage_config(small, broker, wait_s=None))

@@ -1,6 +1,6 @@
 """The LSTM through the real training path: Feast dataset, MLflow run, registry, gate, pyfunc, simulation.
 
-Reuses the MLflow/Feast fixtures of test_training_mlflow (its own server on
+Uses the MLflow/Feast fixtures of the training tests (tests/integration/conftest.py: its own server on
 COINFLOW_IT_MLFLOW_PORT, a temporary feature repository with synthetic histories).
 """
 
@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 
 from coinflow.contracts import CHALLENGER, PREDICTED_PRICE
 from coinflow.settings import Settings
-from tests.integration.test_training_mlflow import PREDICTABLE, training_settings, uri  # noqa: F401 - fixtures
+from tests.support.training_synthetic import PREDICTABLE
 from training_pipeline.dataset import build_dataset
 from training_pipeline.price.train import TrainingOptions, train_pair
 from training_pipeline.simulation_run import simulate_run
@@ -21,7 +21,7 @@ from training_pipeline.simulation_run import simulate_run
 pytestmark = pytest.mark.integration
 
 
-def test_lstm_is_logged_registered_judged_served_and_simulated(training_settings: Settings, uri: str, tmp_path):  # noqa: F811
+def test_lstm_is_logged_registered_judged_served_and_simulated(training_settings: Settings, uri: str, tmp_path):
     settings = training_settings.override(
         deep_epochs=2,
         deep_hidden_size=8,

@@ -27,7 +27,6 @@ from feature_pipeline.sinks.feast_sink import FeastSink, check_timestamp_columns
 from feature_pipeline.sources.csv_readers import iter_ohlcvt_csv
 from feature_pipeline.transforms.indicators import new_indicator_state, update_indicators
 from feature_repo.names import CREATED_TIMESTAMP, EVENT_TIMESTAMP
-from tests.integration.conftest import TEST_REDIS_URL
 
 pytestmark = pytest.mark.integration
 
@@ -85,14 +84,14 @@ def test_an_unreachable_store_is_retried_then_backpressure_with_nothing_rejected
     assert not sink.rejects.counts
 
 
-def generic_store(root: Path) -> FeatureStore:
+def generic_store(root: Path, redis_url: str) -> FeatureStore:
     """A repository of its own: one view with a string, an integer, a float and a list feature, keyed by a string
-    entity, its event time in a column of the view's source (Redis online: the test database)."""
+    entity, its event time in a column of the view's source (Redis online: the tests' own)."""
     config = RepoConfig(
         project=f"sink_{uuid.uuid4().hex[:8]}",
         registry=str(root / "registry.db"),
         provider="local",
-        online_store={"type": "redis", "connection_string": feast_redis_connection(TEST_REDIS_URL)},
+        online_store={"type": "redis", "connection_string": feast_redis_connection(redis_url)},
         offline_store={"type": "coinflow.asof_offline_store.AsofDuckDBOfflineStore"},
         entity_key_serialization_version=3,
         repo_path=root,
@@ -124,8 +123,8 @@ def generic_store(root: Path) -> FeatureStore:
     return store
 
 
-def test_any_view_is_written_with_the_types_feast_declares(tmp_path):
-    store = generic_store(tmp_path)
+def test_any_view_is_written_with_the_types_feast_declares(tmp_path, redis_url):
+    store = generic_store(tmp_path, redis_url)
     rows = [
         {"account": "a", "at_ms": 1_700_000_000_000, "tier": "gold", "orders": 2**40, "score": 0.5, "recent": [1.0]},
         {"account": "a", "at_ms": 1_700_000_060_000, "tier": "silver", "orders": 3, "score": 1.5, "recent": [1.0, 2.0]},
@@ -153,8 +152,8 @@ def test_any_view_is_written_with_the_types_feast_declares(tmp_path):
     assert sink.rows_written["accounts"] == 3
 
 
-def test_a_view_with_other_timestamp_columns_is_refused_with_a_clear_error(tmp_path):
-    store = generic_store(tmp_path)
+def test_a_view_with_other_timestamp_columns_is_refused_with_a_clear_error(tmp_path, redis_url):
+    store = generic_store(tmp_path, redis_url)
     view = store.get_feature_view("accounts")
     view.batch_source.created_timestamp_column = "updated_at"
     with pytest.raises(

@@ -9,12 +9,11 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from coinflow import parquet_writer
 from coinflow.feature_store import feature_store
@@ -22,54 +21,21 @@ from coinflow.services import ensure_broker
 from coinflow.settings import Settings
 from coinflow.streaming import new_application, pipeline_topics
 from feature_pipeline.candles.runner import run_pipeline
-from feature_pipeline.sources.file_sources import CandlesFileSource, TradesFileSource
+from feature_pipeline.sources.file_sources import CandlesFileSource
 from feature_pipeline.transforms.indicators import compute_indicators
 from feature_repo.names import CANDLE_FEATURES, INDICATOR_FEATURES, OHLCV_FEATURES, window_feature, window_view
+from tests.support.feature_runs import (
+    MINUTE_MS,
+    PAIR,
+    assert_candles_equal,
+    env_for,
+    expected_candles,
+    offline_view,
+    read_topic,
+    replay,
+)
 
 pytestmark = pytest.mark.integration
-
-PAIR = "BTC/USD"
-MINUTE_MS = 60_000
-
-
-def expected_candles(trades: pd.DataFrame) -> pd.DataFrame:
-    """Independent pandas candles: one per minute with trades, stamped at the window end."""
-    frame = trades.assign(window_end=(trades.time_ms // MINUTE_MS + 1) * MINUTE_MS, notional=trades.price * trades.qty)
-    grouped = frame.sort_values("time_ms", kind="stable").groupby("window_end")
-    out = pd.DataFrame(
-        {
-            "open": grouped.price.first(),
-            "high": grouped.price.max(),
-            "low": grouped.price.min(),
-            "close": grouped.price.last(),
-            "volume": grouped.qty.sum(),
-            "vwap": grouped.notional.sum() / grouped.qty.sum(),
-            "trade_count": grouped.price.size(),
-        }
-    )
-    out.index = pd.to_datetime(out.index, unit="ms", utc=True)
-    return out
-
-
-def offline_view(settings: Settings, view: str) -> pd.DataFrame:
-    root = parquet_writer.dataset_root(feature_store(settings).get_feature_view(view).batch_source.path)
-    rows = parquet_writer.read_rows(root)
-    return rows.sort_values("event_timestamp").set_index("event_timestamp") if len(rows) else rows
-
-
-def replay(settings: Settings, path: Path, speed: float = 0.0):
-    run_id = uuid.uuid4().hex
-    close_after = settings.stream.candle_close_after_ms
-    source = TradesFileSource(path, PAIR, run_id, settings.topics.dead_letters, close_after, speed)
-    return run_pipeline(settings, source, finite_pairs={PAIR}, run_id=run_id)
-
-
-def assert_candles_equal(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
-    assert list(actual.index) == list(expected.index)
-    for column in OHLCV_FEATURES:
-        np.testing.assert_allclose(
-            actual[column].to_numpy(float), expected[column].to_numpy(float), rtol=1e-9, err_msg=column
-        )
 
 
 def online_row(settings: Settings, interval: str = "1m") -> dict:
@@ -78,24 +44,6 @@ def online_row(settings: Settings, interval: str = "1m") -> dict:
     ]
     result = feature_store(settings).get_online_features(features=refs, entity_rows=[{"pair": PAIR}]).to_dict()
     return {k: v[0] for k, v in result.items()}
-
-
-def read_topic(settings: Settings, topic: str) -> list:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": f"127.0.0.1:{settings.services.embedded_broker_port}",
-            "group.id": uuid.uuid4().hex,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    messages = []
-    while (message := consumer.poll(3.0)) is not None:
-        if not message.error():
-            messages.append(message)
-    consumer.close()
-    return messages
 
 
 def test_replay_real_trades_fills_online_and_offline_stores(settings, data_dir):
@@ -162,31 +110,12 @@ def test_historical_features_are_point_in_time(settings, data_dir):
     assert frame["close"].tolist() == pytest.approx([expected["close"].iloc[k - 1], expected["close"].iloc[k]])
 
 
-def _env_for(settings: Settings) -> dict[str, str]:
-    fields = (
-        "run_dir",
-        "embedded_broker_port",
-        "redis_url",
-        "feature_repo_path",
-        "feast_project",
-        "trades_topic",
-        "candles_topic",
-        "features_topic",
-        "dead_letter_topic",
-        "consumer_group",
-        "commit_interval_s",
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COINFLOW_")}
-    env.update({f"COINFLOW_{name.upper()}": str(getattr(settings, name)) for name in fields})
-    return env
-
-
 def test_killed_mid_stream_then_restarted_loses_and_duplicates_nothing(settings, data_dir):
     path = data_dir / "kraken" / "btcusd_trades_2019-07-01T00.csv"
     expected = expected_candles(pd.read_csv(path))
     cmd = [sys.executable, "-m", "feature_pipeline", "replay-trades", str(path), "--pair", PAIR, "--speed", "300"]
     proc = subprocess.Popen(
-        cmd, env=_env_for(settings), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        cmd, env=env_for(settings), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 120
     try:

@@ -18,13 +18,13 @@ HEADER = b"time_ms,timestamp,price,qty,side\n"
 ROW = b"1561939203172,2019-07-01T00:00:03.172Z,10749.4,0.004,sell\n"
 
 
-def run_command(tmp_path, *args: str) -> subprocess.CompletedProcess:
+def run_command(tmp_path, redis_url: str, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COINFLOW_") and k not in ("REDIS_URL",)}
-    # Where anything would go if the command wrongly went on: this test's own directory, broker port and database.
+    # Where anything would go if the command wrongly went on: this test's own directory and broker port, the tests' Redis.
     env.update(
         COINFLOW_RUN_DIR=str(tmp_path / "run"),
         COINFLOW_EMBEDDED_BROKER_PORT="19452",
-        REDIS_URL=f"redis://127.0.0.1:6379/{os.environ.get('COINFLOW_IT_REDIS_DB', '13')}",
+        REDIS_URL=redis_url,
         COLUMNS="80",
     )
     return subprocess.run(
@@ -51,10 +51,10 @@ def run_command(tmp_path, *args: str) -> subprocess.CompletedProcess:
         "ohlcvt-binary",
     ],
 )
-def test_a_file_that_is_not_its_format_is_one_line_and_exit_code_2(tmp_path, command, data, problem):
+def test_a_file_that_is_not_its_format_is_one_line_and_exit_code_2(tmp_path, redis_url, command, data, problem):
     path = tmp_path / "a-file-with-a-rather-long-name-so-that-the-message-is-wider-than-a-terminal.csv"
     path.write_bytes(data)
-    result = run_command(tmp_path, command, str(path), "--pair", "BTC/USD")
+    result = run_command(tmp_path, redis_url, command, str(path), "--pair", "BTC/USD")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     lines = result.stdout.strip().splitlines()

@@ -15,7 +15,7 @@ from coinflow.settings import Settings
 from coinflow.streaming import new_application, pipeline_topics
 from feature_pipeline.candles.runner import run_pipeline
 from feature_pipeline.sources.file_sources import CandlesFileSource
-from tests.integration.test_feature_pipeline_e2e import (
+from tests.support.feature_runs import (
     PAIR,
     assert_candles_equal,
     expected_candles,

@@ -31,11 +31,10 @@ from coinflow.settings import Settings
 from feature_pipeline.sources.coinbase_protocol import parse_message, with_sequence_num
 from feature_pipeline.sources.coinbase_replay_server import CoinbaseReplayServer, read_session
 from feature_pipeline.sources.kraken_replay_server import KrakenReplayServer, server_thread
-from tests.unit.test_book_sources import SESSION
-from tests.unit.test_hostile_frames import KINDS, coinbase_trades_hostile, kraken_trade_hostile
-
-from .polling import wait_for
-from .test_feature_pipeline_e2e import _env_for
+from tests.support.feature_runs import env_for
+from tests.support.hostile_frames import KINDS, coinbase_trades_hostile, kraken_trade_hostile
+from tests.support.paths import COINBASE_SESSION
+from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -161,7 +160,7 @@ def test_live_kraken_keeps_streaming_through_hostile_frames(settings, tmp_path):
     hostile = {kind: kraken_trade_hostile(kind) for kind in KINDS}
     server = KrakenReplayServer(trades, speed=None, inject={(PAIR, INJECT_AT): [f for f, _ in hostile.values()]})
     with server_thread(server) as url:
-        env = _env_for(settings) | {
+        env = env_for(settings) | {
             "COINFLOW_KRAKEN_WS_URL": url,
             "COINFLOW_METRICS_PORT": "0",
             "COINFLOW_DEAD_LETTER_MAX_BYTES": str(LIMIT),
@@ -176,7 +175,7 @@ def test_live_kraken_keeps_streaming_through_hostile_frames(settings, tmp_path):
 
 
 def test_live_coinbase_keeps_streaming_through_hostile_frames(settings, tmp_path):
-    frames = read_session(SESSION)
+    frames = read_session(COINBASE_SESSION)
     inject_at = 300
     after = {
         t["trade_id"]
@@ -189,7 +188,7 @@ def test_live_coinbase_keeps_streaming_through_hostile_frames(settings, tmp_path
     server = CoinbaseReplayServer(frames, inject={inject_at: [f for f, _ in hostile.values()]})
     tag = uuid.uuid4().hex[:8]
     with server_thread(server) as url:
-        env = _env_for(settings) | {
+        env = env_for(settings) | {
             "COINFLOW_COINBASE_WS_URL": url,
             "COINFLOW_COINBASE_PRODUCTS": "ETH-USD",
             "COINFLOW_METRICS_PORT": "0",

@@ -4,8 +4,8 @@ Models are trained on real candles (the bundled 2023 Q1 BTC/USDC minutes, moved
 so that the last closes at the last whole minute) and logged and registered
 through the training pipeline's pyfunc, as `train` does. The MLflow server is
 the project's own (`ensure_mlflow`) on its own port (COINFLOW_IT_INFERENCE_MLFLOW_PORT,
-default 15223) with a temporary database; Redis and the feature repository
-come from the integration conftest (COINFLOW_IT_REDIS_DB).
+default 15223) with a temporary database; Redis (the session's own) and the
+feature repository come from the integration conftest.
 """
 
 from __future__ import annotations
@@ -35,19 +35,18 @@ from coinflow.settings import Settings
 from feature_repo.names import ENTITY, regression_service
 from inference_pipeline.app import create_app
 from inference_pipeline.features import OnlineFeatures, serving_store
-from tests.integration.inference_support import (
+from tests.support.inference import (
     FEATURES,
     MINUTE_MS,
     feature_rows,
     fit_xgboost,
-    free_port,
     register,
     running,
-    tracking_uri,  # noqa: F401 - a fixture
     training_frame,
-    wait_until,
     write_features,
 )
+from tests.support.polling import wait_until
+from tests.support.ports import free_port
 from training_pipeline.price.models import LastPrice
 from training_pipeline.price.sequence import LSTMPriceModel
 
@@ -351,15 +350,14 @@ def own_redis(tmp_path, world):
 
 
 def test_a_redis_restart_gives_503_then_recovers(world, own_redis, tmp_path):
-    settings = world.settings.override(
-        redis_url=own_redis.url, serve_pairs=[FRESH], feast_registry_path=tmp_path / "registry.db"
-    )
+    overrides = {"redis_url": own_redis.url, "serve_pairs": [FRESH], "feast_registry_path": tmp_path / "registry.db"}
+    settings = world.settings.override(**overrides)
     apply_feature_repo(settings)
     write_features(settings, feature_rows(FRESH, 60)[-2:])
     statuses: list[int] = []
     stop = threading.Event()
     with (
-        serve(world, **{k: getattr(settings, k) for k in ("redis_url", "serve_pairs", "feast_registry_path")}) as url,
+        serve(world, **overrides) as url,
         httpx.Client(base_url=url, timeout=30) as client,
     ):
         wait_until(lambda: client.get("/ready").status_code == 200)

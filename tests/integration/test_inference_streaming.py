@@ -36,13 +36,12 @@ from inference_pipeline.streaming import (
     predictions_dataset,
     predictions_topic,
 )
-from tests.integration.inference_support import (
+from tests.support.inference import (
     FEATURES,
     MINUTE_MS,
     feature_rows,
     fit_xgboost,
     register,
-    tracking_uri,  # noqa: F401 - a fixture
 )
 
 pytestmark = pytest.mark.integration
@@ -67,7 +66,7 @@ def run_until(app, sink_class, count: int, *args):
     return Stopping(*args)
 
 
-def test_stream_predictions_and_live_evaluation(settings: Settings, tracking_uri: str, monkeypatch):  # noqa: F811
+def test_stream_predictions_and_live_evaluation(settings: Settings, tracking_uri: str, monkeypatch):
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     tag = uuid.uuid4().hex[:8]
     settings = settings.override(

@@ -23,9 +23,8 @@ import pytest
 from coinflow.quality import Rejects
 from feature_pipeline.sources.csv_readers import read_trades_csv
 from feature_pipeline.sources.kraken_replay_server import KrakenReplayServer
-
-from .polling import wait_for
-from .test_feature_pipeline_e2e import PAIR, _env_for, assert_candles_equal, expected_candles, offline_view
+from tests.support.feature_runs import PAIR, assert_candles_equal, env_for, expected_candles, offline_view
+from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +43,7 @@ def test_live_source_through_replay_server_with_a_forced_reconnect(settings, dat
     thread.start()
     url = asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=10)
 
-    env = _env_for(settings) | {
+    env = env_for(settings) | {
         "COINFLOW_KRAKEN_WS_URL": url,
         "COINFLOW_RECONNECT_INITIAL_S": "0.1",
         "COINFLOW_RECONNECT_MAX_S": "1",

@@ -12,9 +12,9 @@ import pytest
 
 from coinflow.feature_store import feature_store
 from feature_repo.names import BID_SHARE_FEATURES, ORDERBOOK_FEATURES, ORDERBOOK_VIEW
-from tests.unit.test_book_sources import SESSION, agreement, recorded_tickers
-
-from .test_feature_pipeline_e2e import _env_for, offline_view
+from tests.support.book_sessions import agreement, recorded_tickers
+from tests.support.feature_runs import env_for, offline_view
+from tests.support.paths import COINBASE_SESSION
 
 pytestmark = pytest.mark.integration
 
@@ -22,14 +22,22 @@ pytestmark = pytest.mark.integration
 def test_replay_session_stores_book_states_and_order_book_features(settings, tmp_path):
     tag = uuid.uuid4().hex[:8]
     book_out = tmp_path / "books.parquet"
-    env = _env_for(settings) | {
+    env = env_for(settings) | {
         "COINFLOW_BOOK_UPDATES_TOPIC": f"book-updates-{tag}",
         "COINFLOW_BOOK_TOPIC": f"book-{tag}",
         "COINFLOW_BOOK_CONSUMER_GROUP": f"it-books-{tag}",
         "COINFLOW_METRICS_PORT": "0",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "feature_pipeline", "replay-session", str(SESSION), "--book-out", str(book_out)],
+        [
+            sys.executable,
+            "-m",
+            "feature_pipeline",
+            "replay-session",
+            str(COINBASE_SESSION),
+            "--book-out",
+            str(book_out),
+        ],
         env=env,
         capture_output=True,
         text=True,

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,8 +30,9 @@ from feature_repo.names import (
     ohlcv_view,
     window_view,
 )
-from tests.integration.conftest import REPO, TEST_REDIS_URL
-from tests.integration.polling import wait_for
+from tests.support.paths import copy_feature_repo
+from tests.support.polling import wait_for
+from tests.support.ports import free_port
 
 FEAST = str(Path(sys.executable).with_name("feast"))
 VIEWS = sorted(
@@ -61,23 +60,19 @@ def plain(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.Comple
 
 
 @pytest.fixture
-def applied(tmp_path) -> Settings:
+def applied(tmp_path, redis_url: str) -> Settings:
     """A copy of the repository, its yaml as committed, applied by the project with the yaml's project and registry."""
-    repo = tmp_path / "feature_repo"
-    repo.mkdir()
-    for name in ("definitions.py", "names.py", "feature_store.yaml", ".feastignore"):
-        shutil.copy(REPO / name, repo / name)
+    repo = copy_feature_repo(tmp_path)
     committed = load_repo_config(repo, repo / "feature_store.yaml")
     settings = Settings(
         run_dir=tmp_path / "run",
         feature_repo_path=repo,
         feast_project=committed.project,
         feast_registry_path=repo / committed.registry.path,
-        redis_url=TEST_REDIS_URL,
+        redis_url=redis_url,
         _env_file=None,
     )
-    services.ensure_redis(settings)
-    redis.Redis.from_url(TEST_REDIS_URL).flushdb()
+    redis.Redis.from_url(redis_url).flushdb()
     apply_feature_repo(settings)
     yield settings
     services.stop_services(settings)
@@ -96,12 +91,6 @@ def test_the_plain_cli_lists_the_views_of_the_committed_repository(applied):
 def test_a_feature_store_on_the_folder_lists_the_views(applied):
     done = plain([sys.executable, "-c", STORE_VIEWS], cwd=applied.feast.repo_path.parent)
     assert done.stdout.strip() == str(VIEWS)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ui_views(url: str, project: str) -> list[str]:
@@ -152,15 +141,12 @@ def test_plain_feast_reads_the_online_store_a_rendered_yaml_names(applied):
     assert json.loads(done.stdout) == {"pair": ["BTC/USD"], "close": [123.5]}
 
 
-def test_a_registry_plain_feast_left_empty_is_not_taken_for_the_projects(tmp_path):
+def test_a_registry_plain_feast_left_empty_is_not_taken_for_the_projects(tmp_path, redis_url):
     """Plain Feast run before the project's first apply writes an empty registry; the project's commands still
     apply the definitions (they check for views, not for the file)."""
-    repo = tmp_path / "feature_repo"
-    repo.mkdir()
-    for name in ("definitions.py", "names.py", "feature_store.yaml", ".feastignore"):
-        shutil.copy(REPO / name, repo / name)
+    repo = copy_feature_repo(tmp_path)
     plain([sys.executable, "-c", STORE_VIEWS], cwd=tmp_path)
-    settings = Settings(feature_repo_path=repo, redis_url=TEST_REDIS_URL, _env_file=None)
+    settings = Settings(feature_repo_path=repo, redis_url=redis_url, _env_file=None)
     assert settings.feast.registry_path.exists()
     assert not is_registered(settings)
     apply_feature_repo(settings)

@@ -32,7 +32,8 @@ from mlflow import MlflowClient
 
 from coinflow.contracts import CHAMPION, PREDICTED_PRICE, registered_model_name
 from feature_repo.names import EVENT_TIMESTAMP
-from tests.unit.training_synthetic import FEATURES, ar1_returns, candles_from_returns, features_of
+from tests.support.paths import ROOT
+from tests.support.training_synthetic import FEATURES, ar1_returns, candles_from_returns, features_of
 from training_pipeline.checks import drop_warmup
 from training_pipeline.dataset import assemble
 from training_pipeline.labels import LABEL_TIMESTAMP
@@ -43,7 +44,6 @@ from training_pipeline.tracking import PROJECT
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 FILES = ("pyproject.toml", "README.md")
 PACKAGES = ("coinflow", "feature_pipeline", "training_pipeline", "inference_pipeline", "feature_repo")
 # The wheel of the project takes about 5 s to build here; a much slower build means something is wrong with it.

@@ -25,9 +25,8 @@ from coinflow.quality import Rejects
 from coinflow.services import SPAWN_CHILD_FLAG
 from feature_pipeline.sources.csv_readers import read_trades_csv
 from feature_pipeline.sources.kraken_replay_server import KrakenReplayServer
-
-from .polling import wait_for
-from .test_feature_pipeline_e2e import PAIR, _env_for, read_topic, replay
+from tests.support.feature_runs import PAIR, env_for, read_topic, replay
+from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +64,7 @@ def test_a_killed_live_pipeline_leaves_no_source_process(settings, data_dir, tmp
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     url = asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=10)
-    env = _env_for(settings) | {
+    env = env_for(settings) | {
         "COINFLOW_KRAKEN_WS_URL": url,
         "COINFLOW_METRICS_PORT": "0",
         "COINFLOW_LOG_LEVEL": "INFO",

@@ -1,31 +1,24 @@
 """Training against a real MLflow tracking server, a real Feast repository and Redis.
 
-The MLflow server is the project's own (`ensure_mlflow`), on its own port
+The fixtures `training_settings` and `uri` (tests/integration/conftest.py) give
+each module the project's own MLflow server (`ensure_mlflow`) on its own port
 (COINFLOW_IT_MLFLOW_PORT, default 15123) with a temporary SQLite database and
-artifact store. The feature repository is a temporary copy holding synthetic
-offline histories: BTC/USD with a predictable component, ETH/USD a random walk.
+artifact store, and a temporary feature repository holding synthetic offline
+histories: BTC/USD with a predictable component, ETH/USD a random walk.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import mlflow
 import numpy as np
 import pytest
-import redis
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from coinflow import parquet_writer, services
+from coinflow import services
 from coinflow.contracts import CHALLENGER, CHAMPION, PREDICTED_PRICE, registered_model_name
-from coinflow.feature_store import apply_feature_repo, feature_store
 from coinflow.settings import Settings
-from feature_pipeline.sinks.feast_sink import arrow_schema
-from feature_repo.names import CREATED_TIMESTAMP, indicators_view, ohlcv_view
-from tests.integration.conftest import REPO, TEST_REDIS_URL
-from tests.unit.training_synthetic import FEATURES, ar1_returns, candles_from_returns, features_of
+from tests.support.training_synthetic import FEATURES, PREDICTABLE, RANDOM_WALK
 from training_pipeline.__main__ import app
 from training_pipeline.checks import DataCheckError
 from training_pipeline.dataset import build_dataset
@@ -34,56 +27,8 @@ from training_pipeline.price.train import TrainingOptions, train_pair
 
 pytestmark = pytest.mark.integration
 
-MLFLOW_PORT = int(os.environ.get("COINFLOW_IT_MLFLOW_PORT", "15123"))
-PREDICTABLE, RANDOM_WALK = "BTC/USD", "ETH/USD"
 RUN_CONTRACT_METRICS = ("test_mae", "test_rmse", "test_directional_accuracy", "baseline_test_mae")
 RUN_CONTRACT_TAGS = ("pair", "horizon_minutes", "model_type", "feature_service")
-
-
-def _write_history(settings: Settings, pair: str, phi: float, n: int, seed: int) -> None:
-    features = features_of(candles_from_returns(ar1_returns(n, phi, seed=seed), pair=pair)).assign(
-        **{CREATED_TIMESTAMP: lambda f: f["event_timestamp"]}
-    )
-    store = feature_store(settings)
-    for name in (ohlcv_view("1m"), indicators_view("1m")):
-        view = store.get_feature_view(name)
-        schema = arrow_schema(view)
-        parquet_writer.write_rows(parquet_writer.dataset_root(view.batch_source.path), features[schema.names], schema)
-
-
-@pytest.fixture(scope="module")
-def training_settings(tmp_path_factory) -> Settings:
-    root = tmp_path_factory.mktemp("training")
-    repo = root / "feature_repo"
-    repo.mkdir()
-    for name in ("definitions.py", "names.py", "feature_store.yaml", ".feastignore"):
-        shutil.copy(REPO / name, repo / name)
-    settings = Settings(
-        _env_file=None,
-        run_dir=root / "run",
-        redis_url=TEST_REDIS_URL,
-        feature_repo_path=repo,
-        feast_project="coinflow_training_it",
-        mlflow_tracking_uri=None,
-        mlflow_port=MLFLOW_PORT,
-        optuna_trials=3,
-        min_training_rows=500,
-    )
-    services.ensure_redis(settings)
-    redis.Redis.from_url(TEST_REDIS_URL).flushdb()
-    apply_feature_repo(settings)
-    _write_history(settings, PREDICTABLE, phi=0.5, n=3000, seed=0)
-    # Long enough that chance alone cannot beat the promotion margin (see the unit tests).
-    _write_history(settings, RANDOM_WALK, phi=0.0, n=20_000, seed=1)
-    services.ensure_mlflow(settings)
-    yield settings
-    services.stop_services(settings)
-    assert not services.mlflow_healthy(f"http://127.0.0.1:{MLFLOW_PORT}")
-
-
-@pytest.fixture(scope="module")
-def uri(training_settings: Settings) -> str:
-    return services.ensure_mlflow(training_settings)
 
 
 def _options(training_settings: Settings, models: tuple[str, ...]) -> TrainingOptions:
@@ -92,7 +37,9 @@ def _options(training_settings: Settings, models: tuple[str, ...]) -> TrainingOp
 
 def test_ensure_mlflow_reuses_the_running_server(training_settings: Settings, uri: str):
     record = (training_settings.services.run_dir / "mlflow.json").read_text()
-    assert services.ensure_mlflow(training_settings) == uri == f"http://127.0.0.1:{MLFLOW_PORT}"
+    assert (
+        services.ensure_mlflow(training_settings) == uri == f"http://127.0.0.1:{training_settings.services.mlflow_port}"
+    )
     assert (training_settings.services.run_dir / "mlflow.json").read_text() == record
     assert "started by coinflow" in services.services_status(training_settings)["mlflow"]
 

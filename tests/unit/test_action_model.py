@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from feature_repo.names import BOOK_ENTITY, EVENT_TIMESTAMP, MID_HISTORY_FEATURES, ORDERBOOK_FEATURES
-from tests.unit.book_synthetic import book_rows
+from tests.support.book_synthetic import book_rows
 from training_pipeline.action.dataset import BEST_ACTION, VALUE_COLUMNS, label_book, segment_ids
 from training_pipeline.action.labels import LabelCosts, action_values, confusion_matrix
 from training_pipeline.action.model import ActionModel, book_inputs, decision_metrics, values_bps

@@ -7,10 +7,8 @@ the same code the pipeline runs behind the topic.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 from decimal import Decimal
-from pathlib import Path
 
 import pandas as pd
 from websockets.asyncio.server import ServerConnection, serve
@@ -26,41 +24,11 @@ from feature_pipeline.sources.kraken_protocol import (
     format_book,
     format_subscribe_ack,
     parse_request,
-    rfc3339_to_ms,
 )
 from feature_pipeline.sources.kraken_ws import KrakenBookStream
 from feature_pipeline.transforms.book import OrderBook
-
-DATA = Path(__file__).resolve().parents[2] / "data"
-SESSION = DATA / "coinbase" / "advanced_trade_ETH-USD_2026-08-09.jsonl.gz"
-TOLERANCE_MS = 250
-
-
-def recorded_tickers() -> pd.DataFrame:
-    rows = []
-    with gzip.open(SESSION, "rt") as lines:
-        for line in lines:
-            entry = json.loads(line)
-            message = json.loads(entry["data"]) if entry["t"] == "recv" else {}
-            if message.get("channel") != "ticker":
-                continue
-            ts = rfc3339_to_ms(message["timestamp"])
-            for event in message["events"]:
-                for ticker in event["tickers"]:
-                    rows.append({"ts": ts, "bid": float(ticker["best_bid"]), "ask": float(ticker["best_ask"])})
-    return pd.DataFrame(rows)
-
-
-def agreement(states: pd.DataFrame, tickers: pd.DataFrame) -> float:
-    """Share of ticker messages whose best bid and ask the rebuilt book showed within +-250 ms (or just before)."""
-    states = states.sort_values("timestamp_ms")
-    hits = 0
-    for ticker in tickers.itertuples():
-        near = states[(states.timestamp_ms - ticker.ts).abs() <= TOLERANCE_MS]
-        before = states[states.timestamp_ms <= ticker.ts].tail(1)
-        both = pd.concat([near, before])
-        hits += bool(((both.best_bid == ticker.bid) & (both.best_ask == ticker.ask)).any())
-    return hits / len(tickers)
+from tests.support.book_sessions import agreement, recorded_tickers
+from tests.support.paths import COINBASE_SESSION, DATA
 
 
 async def replay(server: CoinbaseReplayServer, processor: BookProcessor) -> tuple[CoinbaseStream, list[dict], list]:
@@ -85,7 +53,7 @@ def book_states(outputs: list[dict]) -> pd.DataFrame:
 
 def test_recorded_session_rebuilds_the_book_the_ticker_shows():
     processor = BookProcessor(Settings(_env_file=None), Rejects("test_dataflow"))
-    stream, outputs, trades = asyncio.run(replay(CoinbaseReplayServer(read_session(SESSION)), processor))
+    stream, outputs, trades = asyncio.run(replay(CoinbaseReplayServer(read_session(COINBASE_SESSION)), processor))
     states = book_states(outputs)
     assert stream.stats.sequence_gaps == 0 and not stream.gate.resyncs
     assert len(states) == 375  # the snapshot and every level2 update
@@ -99,7 +67,7 @@ def test_recorded_session_rebuilds_the_book_the_ticker_shows():
 
 
 def test_a_lost_message_drops_the_book_and_a_fresh_snapshot_rebuilds_it():
-    frames = read_session(SESSION)
+    frames = read_session(COINBASE_SESSION)
     lost = next(i for i, f in enumerate(frames) if '"l2_data"' in f.data and i > len(frames) // 3)
     server = CoinbaseReplayServer(frames, speed=8, lose=[lost])
     processor = BookProcessor(Settings(_env_file=None), Rejects("test_dataflow"))

@@ -14,8 +14,8 @@ from coinflow.settings import Settings
 from coinflow.streaming import commit_riding_out_outages, outage_config
 from feature_pipeline.sources.csv_readers import read_trades_csv
 from feature_pipeline.sources.kraken_rest import KrakenRestSource, load_checkpoint
-
-from .test_kraken_rest import PAIR, TRADES_CSV, FakeKraken
+from tests.support.fake_kraken import PAIR, FakeKraken
+from tests.support.paths import KRAKEN_TRADES_CSV
 
 EMBEDDED = Broker("127.0.0.1:19092", "abc", embedded=True)
 EXTERNAL = Broker("kafka:9092", "external", embedded=False)
@@ -91,7 +91,9 @@ class _UnreachableProducer:
 
 def test_a_resumable_source_stops_without_recording_progress_past_records_the_broker_did_not_take(tmp_path, caplog):
     # Served as Kraken's own trades (the exchange's ids), as in test_kraken_rest.
-    trades = [{k: v for k, v in t.items() if k != "id_space"} for t in read_trades_csv(TRADES_CSV, PAIR, Rejects("t"))]
+    trades = [
+        {k: v for k, v in t.items() if k != "id_space"} for t in read_trades_csv(KRAKEN_TRADES_CSV, PAIR, Rejects("t"))
+    ]
     checkpoint = tmp_path / "backfill.json"
     source = KrakenRestSource(
         [PAIR],

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from feature_repo.names import ENTITY, EVENT_TIMESTAMP
-from tests.unit.training_synthetic import FEATURES, ar1_returns, candles_from_returns, features_of
+from tests.support.training_synthetic import FEATURES, ar1_returns, candles_from_returns, features_of
 from training_pipeline.checks import drop_warmup
 from training_pipeline.dataset import assemble
 from training_pipeline.deep.checkpoint import CheckpointStore

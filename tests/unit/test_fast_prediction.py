@@ -8,7 +8,6 @@ implementations, kept here only to compare against.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
@@ -21,7 +20,8 @@ from coinflow.quality import Rejects
 from feature_pipeline.sources.csv_readers import iter_ohlcvt_csv
 from feature_repo.names import ENTITY, EVENT_TIMESTAMP
 from inference_pipeline.model_store import ModelKey, ServedModel, price_model_of
-from tests.unit.training_synthetic import FEATURES, features_of
+from tests.support.paths import KRAKEN_CANDLES_CSV, ROOT
+from tests.support.training_synthetic import FEATURES, features_of
 from training_pipeline.checks import drop_warmup
 from training_pipeline.dataset import assemble
 from training_pipeline.features import COUNTS, NOT_INPUTS, PRICE_DIFFERENCES, PRICE_LEVELS, input_matrix, model_inputs
@@ -29,7 +29,6 @@ from training_pipeline.model_base import load_model
 from training_pipeline.price.models import LassoModel, XGBoostModel
 from training_pipeline.splits import time_split
 
-CANDLES = Path(__file__).resolve().parents[2] / "data" / "kraken" / "ohlcvt_XBTUSDC_1m_2023Q1.csv"
 ROWS = slice(30_000, 36_000)
 RTOL = 1e-9
 # The order the FeatureService serves them in differs from the training order, and it serves a column more.
@@ -68,7 +67,7 @@ def reference_lasso(model: LassoModel, raw: pd.DataFrame) -> np.ndarray:
 @pytest.fixture(scope="module")
 def periods() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(train, validation, test, warm-up rows with missing indicators) of real candles."""
-    candles = pd.DataFrame(list(iter_ohlcvt_csv(CANDLES, "BTC/USDC", "1m", 60, Rejects("test"))))[ROWS]
+    candles = pd.DataFrame(list(iter_ohlcvt_csv(KRAKEN_CANDLES_CSV, "BTC/USDC", "1m", 60, Rejects("test"))))[ROWS]
     candles[EVENT_TIMESTAMP] = pd.to_datetime(candles["window_end_ms"], unit="ms", utc=True)
     candles = candles.rename(columns={"pair": ENTITY}).reset_index(drop=True)
     frame = assemble(features_of(candles), candles, timedelta(minutes=1))
@@ -139,7 +138,7 @@ def test_a_served_row_equals_the_pyfunc_output(models, periods, tmp_path, name):
     reloaded = load_model(tmp_path / "model")
     test = periods[2]
     np.testing.assert_allclose(reloaded.predict(test), models[name].predict(test), rtol=RTOL, atol=0)
-    model_file = Path(__file__).resolve().parents[2] / "training_pipeline" / "price" / "served_model.py"
+    model_file = ROOT / "training_pipeline" / "price" / "served_model.py"
     mlflow.pyfunc.save_model(
         tmp_path / "pyfunc",
         python_model=str(model_file),

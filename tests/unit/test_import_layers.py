@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import ROOT
+
 # Lower layers first; a module may import its own layer and the layers below it.
 LAYERS = (("feature_repo",), ("coinflow",), ("feature_pipeline", "training_pipeline", "inference_pipeline"))
 # Sub-pipelines (one folder each) and the modules that wire them together (the CLIs): nothing else in the

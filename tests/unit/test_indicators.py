@@ -1,7 +1,6 @@
 """Streaming and batch indicators against TA-Lib and each other, on real Kraken candles."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,8 +13,9 @@ from feature_pipeline.transforms.indicators import (
     new_indicator_state,
     update_indicators,
 )
+from tests.support.paths import DATA
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "kraken"
+DATA_DIR = DATA / "kraken"
 DATASETS = ("ohlcvt_XBTUSDC_1m_2023Q1.csv", "ohlcvt_XBTUSD_5m_2023Q1.csv")
 CSV_COLUMNS = ("unix", "open", "high", "low", "close", "volume", "trades")
 OHLCV = ["open", "high", "low", "close", "volume"]

@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,8 +27,9 @@ from feature_pipeline.sources.csv_readers import read_trades_csv
 from feature_pipeline.sources.kraken_protocol import format_status, subscribe_request
 from feature_pipeline.sources.kraken_replay_server import KrakenReplayServer, run_in_thread
 from feature_pipeline.sources.kraken_ws import KrakenTradeSource, KrakenTradeStream, backoff_delay
+from tests.support.paths import DATA
 
-KRAKEN_DATA = Path(__file__).resolve().parents[2] / "data" / "kraken"
+KRAKEN_DATA = DATA / "kraken"
 TRADES_CSV = KRAKEN_DATA / "btcusd_trades_2019-07-01T00.csv"
 PAIR = "BTC/USD"
 

@@ -1,15 +1,14 @@
 """Kraken REST backfill against a fake Trades endpoint serving the real Kraken trades file.
 
-The fake (an httpx.MockTransport) pages like Kraken: trades strictly after
-``since`` (ns), a page at a time, ``last`` = the last trade's time in ns; it can
-be told to answer some calls with errors.
+The fake (tests/support/fake_kraken.py, an httpx.MockTransport) pages like
+Kraken: trades strictly after ``since`` (ns), a page at a time, ``last`` = the
+last trade's time in ns; it can be told to answer some calls with errors.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,60 +26,21 @@ from feature_pipeline.sources.kraken_rest import (
     backfill_trades,
     load_checkpoint,
 )
-
-KRAKEN_DATA = Path(__file__).resolve().parents[2] / "data" / "kraken"
-TRADES_CSV = KRAKEN_DATA / "btcusd_trades_2019-07-01T00.csv"
-PAIR = "BTC/USD"
+from tests.support.fake_kraken import PAIR, FakeKraken
+from tests.support.paths import KRAKEN_TRADES_CSV
 
 pytestmark = pytest.mark.timeout(30)
-
-Fault = Callable[[httpx.Request], httpx.Response]
 
 
 @pytest.fixture(scope="module")
 def trades() -> list[Trade]:
     rejects = Rejects("test_csv")
     # Served as Kraken's own trades: their ids are the exchange's, not a file's time keys (no id_space).
-    loaded = [{k: v for k, v in t.items() if k != "id_space"} for t in read_trades_csv(TRADES_CSV, PAIR, rejects)]
+    loaded = [
+        {k: v for k, v in t.items() if k != "id_space"} for t in read_trades_csv(KRAKEN_TRADES_CSV, PAIR, rejects)
+    ]
     assert len(loaded) > 2000 and not rejects.counts
     return loaded
-
-
-class FakeKraken:
-    """``GET /0/public/Trades`` over the given trades of XBTUSD; ``faults`` answer chosen calls."""
-
-    def __init__(self, trades: list[Trade], page_size: int = 100) -> None:
-        self.page_size = page_size
-        self.requests: list[httpx.Request] = []
-        self.faults: dict[int, Fault] = {}  # 1-based call number -> answer
-        self.rows: list[tuple[int, list[Any]]] = []
-        previous_ns = -1
-        for t in trades:  # Kraken times are finer than ms: trades in one ms get distinct ns
-            ns = max(t["timestamp_ms"] * 1_000_000, previous_ns + 1)
-            previous_ns = ns
-            side = "b" if t["side"] == "buy" else "s"
-            self.rows.append((ns, [str(t["price"]), str(t["qty"]), ns / 1e9, side, "l", "", t["trade_id"]]))
-
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
-
-    def since_of_call(self, number: int) -> int:
-        return int(self.requests[number - 1].url.params["since"])
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        assert request.url.path == "/0/public/Trades"
-        fault = self.faults.get(len(self.requests))
-        if fault is not None:
-            return fault(request)
-        if request.url.params["pair"] != "XBTUSD":
-            return httpx.Response(200, json={"error": ["EQuery:Unknown asset pair"]})
-        since = int(request.url.params.get("since", 0))
-        page = [(ns, row) for ns, row in self.rows if ns > since][: self.page_size]
-        last = page[-1][0] if page else since
-        return httpx.Response(
-            200, json={"error": [], "result": {"XXBTZUSD": [row for _, row in page], "last": str(last)}}
-        )
 
 
 def _rate_limited(request: httpx.Request) -> httpx.Response:

@@ -17,8 +17,7 @@ from feature_pipeline.sources.kraken_protocol import book_checksum, checksum_tex
 from feature_pipeline.transforms.book import OrderBook, book_state, frame_levels, to_level, wire_levels
 from feature_pipeline.transforms.book_features import BookSampler
 from feature_repo.names import ASK_SHARE_FEATURES, BID_SHARE_FEATURES, MID_HISTORY_FEATURES
-
-DATA = Path(__file__).resolve().parents[2] / "data"
+from tests.support.paths import DATA
 
 
 def _data(relative: str) -> Path:

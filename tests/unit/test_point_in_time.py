@@ -33,8 +33,8 @@ from coinflow.asof_offline_store import AsofDuckDBOfflineStoreConfig, AsofRetrie
 from coinflow.feature_store import repo_config as coinflow_repo_config
 from coinflow.settings import Settings
 from feature_repo.names import INDICATOR_FEATURES, OHLCV_FEATURES, regression_service
+from tests.support.paths import FEATURE_REPO
 
-REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 ASOF = "coinflow.asof_offline_store.AsofDuckDBOfflineStore"
 FEAST = "duckdb"
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
@@ -301,7 +301,7 @@ def repo_definitions(tmp_path: Path):
     repo = tmp_path / "feature_repo"
     repo.mkdir()
     for name in ("definitions.py", "names.py"):
-        shutil.copy(REPO / name, repo / name)
+        shutil.copy(FEATURE_REPO / name, repo / name)
     spec = importlib.util.spec_from_file_location("pit_test_definitions", repo / "definitions.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -3,14 +3,12 @@ their priority, and .env.example is the tree written out."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from pydantic import ValidationError
 
 from coinflow.settings import Settings, _sections, env_example
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 # The environment variables of the flat settings class this tree replaced: each must still set its setting
 # (COINFLOW_BOOK_SUBSCRIBE_WITHIN_S, never read by any code, was removed).
 OLD_NAMES = {
@@ -206,3 +204,10 @@ def test_override_changes_and_validates_only_what_it_names():
 def test_what_is_served_defaults_to_what_is_trained():
     settings = Settings(_env_file=None, training_pairs="ETH/USD", horizon_minutes=5)
     assert (settings.serve.pairs, settings.serve.horizons) == (["ETH/USD"], [5])
+
+
+def test_as_environment_gives_a_child_process_the_same_settings(monkeypatch):
+    settings = Settings(_env_file=None, redis_url="redis://x:1/2", action_products="a:B,c:D", deep_compile=True)
+    for name, value in settings.as_environment().items():
+        monkeypatch.setenv(name, value)
+    assert Settings(_env_file=None) == settings

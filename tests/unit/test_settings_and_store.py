@@ -11,8 +11,7 @@ from coinflow.feature_store import feast_redis_connection, feature_store_yaml, r
 from coinflow.settings import Settings
 from coinflow.windows import window_row
 from feature_repo.names import CANDLE_FEATURES, window_feature
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import ROOT
 
 
 def test_feast_connection_strings():

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from feature_repo.names import EVENT_TIMESTAMP
-from tests.unit.training_synthetic import FEATURES, ar1_returns, candles_from_returns, features_of
+from tests.support.training_synthetic import FEATURES, ar1_returns, candles_from_returns, features_of
 from training_pipeline.checks import DataCheckError, check_candles, check_features, check_history, drop_warmup
 
 MINUTE = timedelta(minutes=1)

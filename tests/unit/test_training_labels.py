@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from feature_repo.names import EVENT_TIMESTAMP
-from tests.unit.training_synthetic import FEATURES, ar1_returns, candles_from_returns, features_of
+from tests.support.training_synthetic import FEATURES, ar1_returns, candles_from_returns, features_of
 from training_pipeline.dataset import assemble, horizon_delta
 from training_pipeline.labels import (
     LABEL_TIMESTAMP,

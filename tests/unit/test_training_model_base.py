@@ -17,7 +17,7 @@ import pytest
 
 import training_pipeline
 from feature_repo.names import EVENT_TIMESTAMP
-from tests.unit.training_synthetic import FEATURES, ar1_returns, candles_from_returns, features_of
+from tests.support.training_synthetic import FEATURES, ar1_returns, candles_from_returns, features_of
 from training_pipeline.checks import drop_warmup
 from training_pipeline.dataset import assemble
 from training_pipeline.labels import LABEL_TIMESTAMP

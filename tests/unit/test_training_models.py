@@ -9,7 +9,7 @@ import pytest
 
 from coinflow.settings import Settings
 from feature_repo.names import EVENT_TIMESTAMP
-from tests.unit.training_synthetic import FEATURES, ar1_returns, candles_from_returns, features_of
+from tests.support.training_synthetic import FEATURES, ar1_returns, candles_from_returns, features_of
 from training_pipeline.checks import drop_warmup
 from training_pipeline.dataset import assemble
 from training_pipeline.features import PRICE_DIFFERENCES, PRICE_LEVELS, model_inputs

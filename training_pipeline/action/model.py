@@ -118,6 +118,12 @@ class ActionModel:
         self.value_scale = 1.0
         self.summary: dict[str, Any] = {}
 
+    def _fitted(self) -> ActionNetwork:
+        """The network, built by `fit` or `load`."""
+        if self.network is None:
+            raise ValueError("the action model is not fitted")
+        return self.network
+
     def _network(self, n_book_inputs: int) -> ActionNetwork:
         c = self.config
         return ActionNetwork(n_book_inputs, len(self.products), len(ACTIONS), c.hidden_size, c.embedding_dim, c.dropout)
@@ -204,12 +210,11 @@ class ActionModel:
     def scores(self, features: pd.DataFrame) -> np.ndarray:
         """Per row and action (in `Action` order): the predicted value in basis points of the mid relative to the
         mean of the five (mse), or the probability that the action is optimal (bce)."""
-        if self.network is None:
-            raise ValueError("the action model is not fitted")
+        network = self._fitted()
         if len(features) == 0:
             return np.zeros((0, len(ACTIONS)))
-        self.network.eval()
-        outputs = self.network(*self._tensors(features)).double()
+        network.eval()
+        outputs = network(*self._tensors(features)).double()
         return (torch.sigmoid(outputs) if self.loss == "bce" else outputs * self.value_scale).numpy()
 
     def decide(self, features: pd.DataFrame) -> np.ndarray:
@@ -236,13 +241,14 @@ class ActionModel:
 
     def save(self, path: Path) -> None:
         """Write the model into the (new) directory `path`."""
+        network = self._fitted()
         path.mkdir(parents=True, exist_ok=False)
         (path / META_FILE).write_text(
             json.dumps({"features": self.features, "config": asdict(self.config), "loss": self.loss})
         )
         torch.save(
             {
-                "network": self.network.state_dict(),
+                "network": network.state_dict(),
                 "products": self.products,
                 "path_scale": self.path_scale,
                 "book_mean": torch.from_numpy(self.book_mean),

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import mlflow
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from mlflow.models.model import ModelInfo
+from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from training_pipeline.tracking import log_python_model
 
@@ -19,17 +18,17 @@ if TYPE_CHECKING:
 ENTRY = Path(__file__).with_name("served_model.py")
 
 
-class ActionPolicy(mlflow.pyfunc.PythonModel):
+class ActionPolicy(PythonModel):
     """The served action model: ``product`` and the ``orderbook_deep_4s`` columns in; per row a score of each action
     (value in basis points, or probability of being optimal, by the model's loss) and the chosen action."""
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         from training_pipeline.action.model import ActionModel  # imports torch only when an action model loads
 
         self.model = ActionModel.load(Path(context.artifacts["model"]))
 
     def predict(
-        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         from training_pipeline.action.model import ACTION_NAMES, DECISION, SCORE_COLUMNS
 

@@ -53,7 +53,9 @@ class CheckpointStore:
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
     """The states of every random generator training may draw from, as tensors and plain values."""
-    kind, keys, position, has_gauss, cached = np.random.get_state()
+    numpy_state = np.random.get_state(legacy=True)
+    assert isinstance(numpy_state, tuple), "the global generator is MT19937, whose legacy state is a tuple"
+    kind, keys, position, has_gauss, cached = numpy_state
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],

@@ -90,7 +90,15 @@ def frame_rows(frame: pd.DataFrame, default_pair: str) -> pd.Series:
     return pd.Series(default_pair, index=frame.index)
 
 
-class WindowBatches(Dataset):
+class Batches(Dataset[tuple[torch.Tensor, ...]]):
+    """A map-style dataset of known length whose items are whole batches: ``dataset[list of positions]`` -> tensors,
+    the last of them the targets (what `TrainingLoop` takes)."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+
+class WindowBatches(Batches):
     """A map-style dataset whose items are whole batches: ``dataset[list of positions]`` -> tensors.
 
     Gathering a batch with one indexing operation keeps the per-sample Python
@@ -117,7 +125,7 @@ class WindowBatches(Dataset):
         return self.values[index], self.pair_ids[rows], self.targets[rows]
 
 
-class TensorBatches(Dataset):
+class TensorBatches(Batches):
     """Aligned tensors whose items are whole batches: ``dataset[list of positions]`` -> one slice of each."""
 
     def __init__(self, *tensors: torch.Tensor) -> None:

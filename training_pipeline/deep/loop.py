@@ -23,10 +23,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from coinflow.settings import Deep
 from training_pipeline.deep.checkpoint import CheckpointStore, restore_rng_state, rng_state
+from training_pipeline.deep.data import Batches
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,14 @@ def seed_everything(seed: int) -> torch.Generator:
     return generator
 
 
+def _compiled(model: nn.Module) -> nn.Module:
+    """`model` compiled by torch.compile, which wraps a module in a module (an OptimizedModule sharing its weights);
+    its annotations promise only a callable."""
+    runner = torch.compile(model)
+    assert isinstance(runner, nn.Module)
+    return runner
+
+
 class TrainingLoop:
     """Fits `model` on batches of `train`, early-stopped on `validation`; see the module docstring.
 
@@ -113,14 +122,14 @@ class TrainingLoop:
         self.device = resolve_device(config.device)
         self.cuda = self.device.type == "cuda"
         self.model.to(self.device)
-        self.runner: nn.Module = torch.compile(model) if config.compile and self.cuda else model
+        self.runner = _compiled(model) if config.compile and self.cuda else model
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.epochs)
 
-    def loader(self, data: Dataset, shuffle: bool) -> DataLoader:
-        """Batches of `data` (a `WindowBatches`-style dataset indexed by lists of positions), pinned on CUDA."""
+    def loader(self, data: Batches, shuffle: bool) -> DataLoader:
+        """The batches of `data`, pinned on CUDA."""
         sampler = RandomSampler(data, generator=self.generator) if shuffle else SequentialSampler(data)
         workers = self.config.loader_workers
         if workers is None:
@@ -187,7 +196,9 @@ class TrainingLoop:
         }
 
     def _resume(self) -> tuple[int, dict[str, Any]] | None:
-        state = self.checkpoints.load() if self.checkpoints else None
+        if self.checkpoints is None:
+            return None
+        state = self.checkpoints.load()
         if state is None:
             return None
         self.model.load_state_dict(state["model"])
@@ -199,7 +210,7 @@ class TrainingLoop:
         return state["epoch"], {k: state[k] for k in keys}
 
     def fit(
-        self, train: Dataset, validation: Dataset, on_epoch_end: Callable[[int, dict[str, float]], None] | None = None
+        self, train: Batches, validation: Batches, on_epoch_end: Callable[[int, dict[str, float]], None] | None = None
     ) -> LoopResult:
         """Train up to ``config.epochs`` epochs (fewer when validation stops improving); ends with the best weights.
 

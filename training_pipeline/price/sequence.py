@@ -29,7 +29,7 @@ from training_pipeline.deep.checkpoint import CheckpointStore
 from training_pipeline.deep.config import DeepConfig, split_holdout
 from training_pipeline.deep.data import Series, WindowBatches, frame_rows, lay_out, pair_index, window_index
 from training_pipeline.deep.loop import LoopResult, TrainingLoop, seed_everything
-from training_pipeline.deep.networks import SequenceRegressor
+from training_pipeline.deep.networks import Cell, SequenceRegressor
 from training_pipeline.features import model_inputs
 from training_pipeline.labels import TARGET_LOG_RETURN
 from training_pipeline.model_base import PriceModel
@@ -41,8 +41,10 @@ PREDICT_BATCH = 4096
 
 @dataclass(frozen=True)
 class Prepared:
-    """What training a sequence model needs: the window batches, the batch-order generator and the run's key."""
+    """What training a sequence model needs: the network, the window batches, the batch-order generator and the
+    run's key."""
 
+    network: SequenceRegressor
     train: WindowBatches
     validation: WindowBatches
     generator: torch.Generator
@@ -52,7 +54,7 @@ class Prepared:
 class SequencePriceModel(PriceModel):
     """A recurrent network over the last N rows of a pair (see `predict` for the input contract)."""
 
-    cell: ClassVar[str]
+    cell: ClassVar[Cell]
     requirements = ("torch",)
 
     def __init__(self, features: Sequence[str], config: dict[str, Any] | None = None) -> None:
@@ -74,6 +76,12 @@ class SequencePriceModel(PriceModel):
         if targets:
             scaled = (frame[TARGET_LOG_RETURN].to_numpy(dtype=np.float64) - self.target_mean) / self.target_scale
         return lay_out(frame, self._inputs(frame), pairs, scaled)
+
+    def _fitted(self) -> SequenceRegressor:
+        """The network, built by `prepare` or `load`."""
+        if self.network is None:
+            raise ValueError(f"the {self.model_type} model is not fitted")
+        return self.network
 
     def _network(self, n_inputs: int) -> SequenceRegressor:
         c = self.config
@@ -136,6 +144,7 @@ class SequencePriceModel(PriceModel):
         generator = seed_everything(self.config.seed)
         self.network = self._network(train_series.values.shape[1])
         return Prepared(
+            self.network,
             WindowBatches(train_series, train_ends, length),
             WindowBatches(validation_series, validation_ends, length),
             generator,
@@ -150,9 +159,9 @@ class SequencePriceModel(PriceModel):
             CheckpointStore(f"{self.config.checkpoint_root.rstrip('/')}/{key}") if self.config.checkpoint_root else None
         )
         tensorboard = Path(self.config.tensorboard_root) / key if self.config.tensorboard_root else None
-        loop = TrainingLoop(self.network, self.config.loop(), LOSS(), prepared.generator, checkpoints, tensorboard)
+        loop = TrainingLoop(prepared.network, self.config.loop(), LOSS(), prepared.generator, checkpoints, tensorboard)
         result = loop.fit(prepared.train, prepared.validation)
-        self.network.to("cpu")
+        prepared.network.to("cpu")
         self.summary = self._summary(result, key, len(prepared.train), len(prepared.validation))
         return self
 
@@ -186,20 +195,17 @@ class SequencePriceModel(PriceModel):
         last ``sequence_length`` rows and take the last prediction; with fewer,
         the window is padded with copies of the first row (less accurate).
         """
-        if self.network is None:
-            raise ValueError(f"the {self.model_type} model is not fitted")
+        network = self._fitted()
         series = self._series(features, targets=False)
         if len(series) == 0:
             return np.zeros(0)
-        self.network.eval()
+        network.eval()
         values, pair_ids = torch.from_numpy(series.values), torch.from_numpy(series.pair_ids)
         out = np.empty(len(series), np.float64)
         for begin in range(0, len(series), PREDICT_BATCH):
             ends = np.arange(begin, min(begin + PREDICT_BATCH, len(series)))
             index = torch.from_numpy(window_index(ends, series.starts, self.config.sequence_length))
-            out[begin : begin + len(ends)] = (
-                self.network(values[index], pair_ids[torch.from_numpy(ends)]).double().numpy()
-            )
+            out[begin : begin + len(ends)] = network(values[index], pair_ids[torch.from_numpy(ends)]).double().numpy()
         returns = np.empty(len(series), np.float64)
         returns[series.order] = out * self.target_scale + self.target_mean
         return returns
@@ -231,7 +237,7 @@ class SequencePriceModel(PriceModel):
     def _save_artifacts(self, path: Path) -> None:
         torch.save(
             {
-                "network": self.network.state_dict(),
+                "network": self._fitted().state_dict(),
                 "pairs": self.pairs,
                 "n_inputs": len(self.input_mean),
                 "input_mean": torch.from_numpy(self.input_mean),

@@ -10,6 +10,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from mlflow.models.model import ModelInfo
+from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from coinflow.contracts import PREDICTED_PRICE, PREDICTED_RETURN
 from training_pipeline.model_base import PriceModel, load_model
@@ -18,7 +19,7 @@ from training_pipeline.tracking import log_python_model
 ENTRY = Path(__file__).with_name("served_model.py")
 
 
-class PriceForecaster(mlflow.pyfunc.PythonModel):
+class PriceForecaster(PythonModel):
     """The served model: raw FeatureService columns in; predicted log return and price out.
 
     All preprocessing lives in the wrapped model, so a caller passes the
@@ -29,11 +30,11 @@ class PriceForecaster(mlflow.pyfunc.PythonModel):
     needs the project installed (it is in the model's pip requirements).
     """
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         self.model = load_model(Path(context.artifacts["model"]))
 
     def predict(
-        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         returns = self.model.predict(model_input)
         return pd.DataFrame(

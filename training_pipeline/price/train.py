@@ -303,6 +303,8 @@ class PairTrainer:
             return
         champion_mae, label, error = self._champion_mae()
         for candidate in candidates:
+            version = candidate.version
+            assert version is not None, "only registered models are candidates"
             if error is not None:
                 promote, reason = False, f"refused: {label} could not be scored on this test period ({error})"
             else:
@@ -314,12 +316,12 @@ class PairTrainer:
                     label or "the champion",
                 )
             if promote:
-                self.client.set_registered_model_alias(self.name, CHAMPION, candidate.version)
-                champion_mae, label = candidate.test["mae"], f"champion v{candidate.version}"
+                self.client.set_registered_model_alias(self.name, CHAMPION, version)
+                champion_mae, label = candidate.test["mae"], f"champion v{version}"
             candidate.promoted, candidate.promotion = promote, reason
             self.client.set_tag(candidate.run_id, "promotion", reason)
-            self.client.set_model_version_tag(self.name, candidate.version, "promotion", reason)
-            logger.info("%s v%s (%s): %s", self.name, candidate.version, candidate.model_type, reason)
+            self.client.set_model_version_tag(self.name, version, "promotion", reason)
+            logger.info("%s v%s (%s): %s", self.name, version, candidate.model_type, reason)
 
 
 def train_pair(

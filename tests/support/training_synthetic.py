@@ -14,6 +14,8 @@ from feature_repo.names import ENTITY, EVENT_TIMESTAMP, INDICATOR_FEATURES, OHLC
 
 FEATURES = (*OHLCV_FEATURES, *INDICATOR_FEATURES)
 START = pd.Timestamp("2024-01-01", tz="UTC")
+# The pairs of the integration tests' synthetic histories: one with a predictable component, one a random walk.
+PREDICTABLE, RANDOM_WALK = "BTC/USD", "ETH/USD"
 
 
 def ar1_returns(n: int, phi: float, sigma: float = 5e-4, seed: int = 0) -> np.ndarray:

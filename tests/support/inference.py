@@ -5,21 +5,16 @@ and models registered in a real MLflow server through the training pipeline's py
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
-import pytest
 import uvicorn
 from mlflow import MlflowClient
 
-from coinflow import services
 from coinflow.contracts import registered_model_name
 from coinflow.feature_store import feature_store
 from coinflow.quality import Rejects
@@ -28,31 +23,21 @@ from feature_pipeline.candles.sink import CandleFeastSink
 from feature_pipeline.sources.csv_readers import iter_ohlcvt_csv
 from feature_pipeline.transforms.indicators import new_indicator_state, update_indicators
 from feature_repo.names import INDICATOR_FEATURES, OHLCV_FEATURES, regression_service
+from tests.support.paths import KRAKEN_CANDLES_CSV
+from tests.support.ports import free_port
 from training_pipeline.labels import TARGET_LOG_RETURN
 from training_pipeline.model_base import PriceModel
 from training_pipeline.price.models import XGBoostModel
 from training_pipeline.price.serving import log_pyfunc
 
-MLFLOW_PORT = int(os.environ.get("COINFLOW_IT_INFERENCE_MLFLOW_PORT", "15223"))
-CANDLES_CSV = Path(__file__).resolve().parents[2] / "data" / "kraken" / "ohlcvt_XBTUSDC_1m_2023Q1.csv"
 FEATURES = (*OHLCV_FEATURES, *INDICATOR_FEATURES)
 MINUTE_MS = 60_000
-
-
-@pytest.fixture(scope="module")
-def tracking_uri(base_settings: Settings, tmp_path_factory) -> Iterator[str]:
-    """The project's MLflow server on the tests' port, with a database of this module only."""
-    settings = base_settings.override(
-        run_dir=tmp_path_factory.mktemp("mlflow-run"), mlflow_port=MLFLOW_PORT, mlflow_tracking_uri=None
-    )
-    yield services.ensure_mlflow(settings)
-    services.stop_services(settings)
 
 
 def feature_rows(pair: str, count: int, last_end_ms: int | None = None) -> list[dict]:
     """The last `count` real one-minute candles with their indicators (as the feature pipeline computes them),
     moved in time so that the last one closes at `last_end_ms` (default: the last whole minute)."""
-    candles = list(iter_ohlcvt_csv(CANDLES_CSV, pair, "1m", 60, Rejects("test")))[-count:]
+    candles = list(iter_ohlcvt_csv(KRAKEN_CANDLES_CSV, pair, "1m", 60, Rejects("test")))[-count:]
     last_end_ms = last_end_ms if last_end_ms is not None else int(time.time()) // 60 * MINUTE_MS
     shift = last_end_ms - candles[-1]["window_end_ms"]
     state, rows = new_indicator_state(), []
@@ -110,12 +95,6 @@ def register(
     return version
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def running(app, timeout_s: float = 30.0) -> Iterator[str]:
     """Serve `app` with uvicorn in a thread (the real HTTP stack); yields its base URL."""
@@ -133,14 +112,3 @@ def running(app, timeout_s: float = 30.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
-
-
-def wait_until(check, timeout_s: float = 60.0, every_s: float = 0.1):
-    """Poll `check` until it returns something truthy (returned) or the time is up (AssertionError)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(every_s)
-    raise AssertionError(f"not true within {timeout_s} s: {check}")

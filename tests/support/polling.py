@@ -1,4 +1,4 @@
-"""Waiting in integration tests: poll a condition until it holds, or fail saying what was awaited."""
+"""Waiting in tests: poll a condition until it holds, or fail saying what was awaited."""
 
 from __future__ import annotations
 
@@ -20,3 +20,15 @@ def wait_for(
         time.sleep(every_s)
     tail = f"; the command's output ends:\n{log.read_text()[-4000:]}" if log else ""
     pytest.fail(f"timed out waiting for {what}{tail}")
+
+
+def wait_until(check, timeout_s: float = 60.0, every_s: float = 0.1):
+    """Poll `check` until it returns something truthy and return that, or fail with an AssertionError after
+    `timeout_s` (`wait_for` when the caller names what it awaits and needs no value back)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(every_s)
+    raise AssertionError(f"not true within {timeout_s} s: {check}")
