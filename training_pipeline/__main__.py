@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -20,6 +21,7 @@ from coinflow.schemas import INTERVALS_SECONDS
 from coinflow.settings import Settings
 from training_pipeline.checks import DataCheckError
 from training_pipeline.price.train import DEFAULT_MODELS, MODEL_CHOICES, PairResult, TrainingOptions, train_pair
+from training_pipeline.simulation import Outcome
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -218,6 +220,23 @@ def _train_prices(
     return failed
 
 
+def _add_outcomes(table: Table, outcomes: Sequence[Outcome], fees: bool = False) -> None:
+    """One row per simulated account: PnL, return, Sharpe, drawdown, trades (and fees)."""
+    columns = ("account", "PnL", "return %", "Sharpe", "max drawdown %", "trades", *(("fees",) if fees else ()))
+    for column in columns:
+        table.add_column(column, justify="left" if column == "account" else "right")
+    for outcome in outcomes:
+        cells = [
+            outcome.name,
+            f"{outcome.pnl:,.2f}",
+            _fmt(100 * outcome.total_return, 3),
+            _fmt(outcome.sharpe, 2),
+            _fmt(100 * outcome.max_drawdown, 3),
+            str(outcome.fills),
+        ]
+        table.add_row(*cells, *((f"{outcome.fees:,.2f}",) if fees else ()))
+
+
 def _action_table(result: ActionResult) -> Table:
     """The action model's test period: decisions against the labels, and the simulated accounts."""
     ds, split, m = result.dataset, result.split, result.metrics
@@ -228,17 +247,7 @@ def _action_table(result: ActionResult) -> Table:
             f"fit {result.seconds:.0f} s on {result.summary.get('device', '?')}"
         )
     )
-    for column in ("account", "PnL", "return %", "Sharpe", "max drawdown %", "trades"):
-        table.add_column(column, justify="left" if column == "account" else "right")
-    for outcome in result.outcomes:
-        table.add_row(
-            outcome.name,
-            f"{outcome.pnl:,.2f}",
-            _fmt(100 * outcome.total_return, 3),
-            _fmt(outcome.sharpe, 2),
-            _fmt(100 * outcome.max_drawdown, 3),
-            str(outcome.fills),
-        )
+    _add_outcomes(table, result.outcomes)
     table.caption = (
         f"decisions: {m['accuracy']:.1%} optimal; chosen actions worth {m['mean_value_bps']:.2f} bps of the mid "
         f"(best possible {m['oracle_value_bps']:.2f}, always waiting {m['noop_value_bps']:.2f}); confusion matrix "
@@ -283,18 +292,7 @@ def simulate(
         title=f"{report.pair} {report.model} (run {report.run_id}): {report.start:%Y-%m-%d %H:%M} to "
         f"{report.end:%Y-%m-%d %H:%M} UTC"
     )
-    for column in ("account", "PnL", "return %", "Sharpe", "max drawdown %", "trades", "fees"):
-        table.add_column(column, justify="left" if column == "account" else "right")
-    for outcome in report.outcomes:
-        table.add_row(
-            outcome.name,
-            f"{outcome.pnl:,.2f}",
-            _fmt(100 * outcome.total_return, 3),
-            _fmt(outcome.sharpe, 2),
-            _fmt(100 * outcome.max_drawdown, 3),
-            str(outcome.fills),
-            f"{outcome.fees:,.2f}",
-        )
+    _add_outcomes(table, report.outcomes, fees=True)
     console.print(table)
     console.print(
         f"Logged as run {report.simulation_run_id} (nested under {report.run_id}). MLflow: {redact(tracking_uri)}"
