@@ -36,11 +36,16 @@ from coinflow.schemas import INTERVALS_SECONDS
 PREFIX = "COINFLOW_"
 
 
+def comma_items(text: str | None) -> list[str]:
+    """The items of a comma-separated value (a variable or a command's option), trimmed, empty ones dropped."""
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
 def split_commas(value: object) -> object:
-    """A list setting from the environment: ``a,b`` (items trimmed, empty ones dropped) or a JSON list."""
+    """A list setting from the environment: ``a,b`` (`comma_items`) or a JSON list."""
     if isinstance(value, str):
         text = value.strip()
-        return json.loads(text) if text.startswith("[") else [item.strip() for item in text.split(",") if item.strip()]
+        return json.loads(text) if text.startswith("[") else comma_items(text)
     return value
 
 
@@ -602,7 +607,7 @@ class Settings(BaseSettings):
                 value = getattr(values, field)
                 if value is not None:
                     secret = value.get_secret_value() if isinstance(value, SecretStr) else value
-                    variables[cls.env_names(field)[0]] = _example_value(secret)
+                    variables[cls.env_names(field)[0]] = _as_text(secret)
         return variables
 
     @property
@@ -614,7 +619,8 @@ class Settings(BaseSettings):
         return self.deep.tensorboard_dir or self.services.run_dir / "tensorboard"
 
 
-def _example_value(value: Any) -> str:
+def _as_text(value: Any) -> str:
+    """A value as a variable holds it (lists comma-separated, booleans in lower case)."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, list):
@@ -632,7 +638,7 @@ def _example_lines(cls: type[Section], field: str) -> list[str]:
     default = info.get_default(call_default_factory=True)
     if info.default_factory is not None and not isinstance(default, list):
         return [*lines, f"# {name}="]
-    return [*lines, f"# {name}=" if default is None else f"{name}={_example_value(default)}"]
+    return [*lines, f"# {name}=" if default is None else f"{name}={_as_text(default)}"]
 
 
 def env_example(settings_cls: type[Settings] = Settings) -> str:

@@ -266,6 +266,21 @@ class Topics:
     dead_letters: Topic
 
 
+def json_topic(
+    app: Application, name: str, config: TopicConfig, value_deserializer: Literal["json", "bytes"] = "json"
+) -> Topic:
+    """A topic of the project: JSON values written, read as JSON (or as raw bytes, for a step that parses and counts
+    bad ones itself), string keys."""
+    return app.topic(
+        name,
+        value_deserializer=value_deserializer,
+        value_serializer="json",
+        key_deserializer="str",
+        key_serializer="str",
+        config=config,
+    )
+
+
 def pipeline_topics(app: Application, settings: Settings) -> Topics:
     """The feature pipeline's topics: JSON on the wire, string keys.
 
@@ -273,20 +288,9 @@ def pipeline_topics(app: Application, settings: Settings) -> Topics:
     counts malformed ones instead of failing in the deserializer.
     """
     config = topic_config(settings)
-
-    def make(name: str, value_deserializer: Literal["json", "bytes"] = "json") -> Topic:
-        return app.topic(
-            name,
-            value_deserializer=value_deserializer,
-            value_serializer="json",
-            key_deserializer="str",
-            key_serializer="str",
-            config=config,
-        )
-
     return Topics(
-        trades=make(settings.topics.trades, "bytes"),
-        candles=make(settings.topics.candles),
-        features=make(settings.topics.features),
-        dead_letters=make(settings.topics.dead_letters, "bytes"),
+        trades=json_topic(app, settings.topics.trades, config, "bytes"),
+        candles=json_topic(app, settings.topics.candles, config),
+        features=json_topic(app, settings.topics.features, config),
+        dead_letters=json_topic(app, settings.topics.dead_letters, config, "bytes"),
     )

@@ -28,11 +28,6 @@ PairsOption = Annotated[
 ]
 
 
-def split_list(text: str | None) -> list[str] | None:
-    """The items of a comma-separated option (None when not given, so the setting applies)."""
-    return [item.strip() for item in text.split(",") if item.strip()] if text else None
-
-
 def pipeline_settings(**overrides) -> Settings:
     """The settings of a command (options given override them), with logging and dead letters configured."""
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -14,7 +14,7 @@ from coinflow import services
 from coinflow.feature_store import is_registered
 from coinflow.logs import configure_logging
 from coinflow.redact import redact
-from coinflow.settings import Settings
+from coinflow.settings import Settings, comma_items
 from inference_pipeline.app import create_app
 from inference_pipeline.runner import limit_native_threads, run_live_evaluation, run_prediction_stream
 
@@ -30,10 +30,6 @@ def _settings(**overrides) -> Settings:
     configure_logging(settings.services.log_level)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return settings
-
-
-def _split(values: str | None) -> list[str] | None:
-    return [v.strip() for v in values.split(",") if v.strip()] if values else None
 
 
 def _tracking_uri(settings: Settings) -> str:
@@ -115,8 +111,8 @@ def serve(
         serve_model_alias=model_alias,
         serve_model_version=model_version,
         max_feature_age_s=max_feature_age,
-        serve_pairs=_split(pairs),
-        serve_horizons=_split(horizons),
+        serve_pairs=comma_items(pairs) or None,
+        serve_horizons=comma_items(horizons) or None,
     )
     tracking_uri = _tracking_uri(settings)
     if not services.redis_healthy(settings.services.redis_url):
@@ -156,8 +152,8 @@ def predict_stream(
     settings = _settings(
         serve_model_alias=model_alias,
         serve_model_version=model_version,
-        serve_pairs=_split(pairs),
-        serve_horizons=_split(horizons),
+        serve_pairs=comma_items(pairs) or None,
+        serve_horizons=comma_items(horizons) or None,
     )
     tracking_uri = _tracking_uri(settings)
     _metrics_server(settings.services.metrics_port if metrics_port is None else metrics_port)

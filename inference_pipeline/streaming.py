@@ -33,7 +33,7 @@ from coinflow import parquet_writer
 from coinflow.quality import Rejects
 from coinflow.schemas import invalid_candle_reason
 from coinflow.settings import Settings
-from coinflow.streaming import Topics, topic_config
+from coinflow.streaming import Topics, json_topic, topic_config
 from coinflow.windows import push_row
 from feature_repo.names import CANDLE_FEATURES, CREATED_TIMESTAMP, ENTITY, EVENT_TIMESTAMP, indicators_view, ohlcv_view
 from inference_pipeline.evaluation import realised, score_step
@@ -190,14 +190,7 @@ class PredictionsSink(BatchingSink):
 
 
 def predictions_topic(app: Application, settings: Settings) -> Topic:
-    return app.topic(
-        settings.topics.predictions,
-        value_deserializer="json",
-        value_serializer="json",
-        key_deserializer="str",
-        key_serializer="str",
-        config=topic_config(settings),
-    )
+    return json_topic(app, settings.topics.predictions, topic_config(settings))
 
 
 def build_prediction_stream(

@@ -18,7 +18,7 @@ from coinflow.feature_store import feature_store
 from coinflow.logs import configure_logging
 from coinflow.redact import redact
 from coinflow.schemas import INTERVALS_SECONDS
-from coinflow.settings import Settings
+from coinflow.settings import Settings, comma_items
 from training_pipeline.checks import DataCheckError
 from training_pipeline.price.train import DEFAULT_MODELS, MODEL_CHOICES, PairResult, TrainingOptions, train_pair
 from training_pipeline.simulation import Outcome
@@ -37,7 +37,8 @@ app = typer.Typer(
 
 
 def _split(values: list[str] | None) -> list[str]:
-    return [p.strip() for value in values or [] for p in value.split(",") if p.strip()]
+    """The items of a repeatable, comma-separated option."""
+    return [item for value in values or [] for item in comma_items(value)]
 
 
 def _fmt(value: float, digits: int = 4) -> str:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from coinflow import services
-from coinflow.settings import Settings
+from coinflow.settings import Settings, comma_items
 from feature_pipeline.books.runner import run_book_pipeline
 from feature_pipeline.cli import (
     check_file,
@@ -20,7 +20,6 @@ from feature_pipeline.cli import (
     print_stages,
     rows_table,
     serve_metrics,
-    split_list,
 )
 from feature_pipeline.sources.book_source import BookSource
 from feature_pipeline.sources.coinbase_replay_server import CoinbaseReplayServer, read_session
@@ -101,7 +100,7 @@ def live_books(
         try:
             source: BookSource = CoinbaseSource(
                 settings.exchanges.coinbase_ws_url,
-                split_list(products) or settings.exchanges.coinbase_products,
+                comma_items(products) or settings.exchanges.coinbase_products,
                 settings.topics.dead_letters,
                 settings.topics.trades,
                 api_key=_secret(settings.exchanges.coinbase_api_key),
@@ -116,7 +115,7 @@ def live_books(
     elif exchange == "kraken":
         source = KrakenBookSource(
             settings.exchanges.kraken_ws_url,
-            split_list(products) or settings.exchanges.pairs,
+            comma_items(products) or settings.exchanges.pairs,
             settings.exchanges.kraken_book_depth,
             settings.topics.dead_letters,
             reconnect_initial_s=settings.exchanges.reconnect_initial_s,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from quixstreams import Application
@@ -30,7 +30,7 @@ from quixstreams.sinks import BaseSink
 from coinflow.quality import Rejects, dead_letter
 from coinflow.schemas import CONTROL_END, CONTROL_TICK
 from coinflow.settings import Settings
-from coinflow.streaming import topic_config
+from coinflow.streaming import json_topic, topic_config
 from feature_pipeline.transforms.book import (
     CONTROL_RESET,
     FRAME_SNAPSHOT,
@@ -55,21 +55,10 @@ class BookTopics:
 def book_topics(app: Application, settings: Settings) -> BookTopics:
     """The order-book topics: frames read as raw bytes (the dataflow parses and counts bad ones)."""
     config = topic_config(settings)
-
-    def make(name: str, value_deserializer: Literal["json", "bytes"] = "json") -> Topic:
-        return app.topic(
-            name,
-            value_deserializer=value_deserializer,
-            value_serializer="json",
-            key_deserializer="str",
-            key_serializer="str",
-            config=config,
-        )
-
     return BookTopics(
-        updates=make(settings.topics.book_updates, "bytes"),
-        book=make(settings.topics.book),
-        dead_letters=make(settings.topics.dead_letters, "bytes"),
+        updates=json_topic(app, settings.topics.book_updates, config, "bytes"),
+        book=json_topic(app, settings.topics.book, config),
+        dead_letters=json_topic(app, settings.topics.dead_letters, config, "bytes"),
     )
 
 

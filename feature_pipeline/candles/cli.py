@@ -14,7 +14,7 @@ from coinflow import services
 from coinflow.feature_store import feature_store, is_registered
 from coinflow.redact import redact
 from coinflow.schemas import INTERVALS_SECONDS
-from coinflow.settings import Settings
+from coinflow.settings import Settings, comma_items
 from feature_pipeline.candles.runner import run_pipeline
 from feature_pipeline.cli import (
     PairsOption,
@@ -26,7 +26,6 @@ from feature_pipeline.cli import (
     print_stages,
     rows_table,
     serve_metrics,
-    split_list,
 )
 from feature_pipeline.sources.base import RecordSource
 from feature_pipeline.sources.csv_readers import check_ohlcvt_csv, check_trades_csv
@@ -105,7 +104,7 @@ def backfill_ohlcv(
 @app.command()
 def live(pairs: PairsOption = None) -> None:
     """Stream Kraken WebSocket v2 trades of the pairs (one connection) until Ctrl-C, which flushes what is in flight."""
-    settings = pipeline_settings(pairs=split_list(pairs))
+    settings = pipeline_settings(pairs=comma_items(pairs) or None)
     serve_metrics(settings)
     source = KrakenTradeSource(
         settings.exchanges.kraken_ws_url,
@@ -126,7 +125,7 @@ def backfill_rest(
     progress: Annotated[bool, typer.Option(help="Show a progress bar per pair.")] = True,
 ) -> None:
     """Backfill Kraken REST trades of the last N days; resumes where an interrupted run stopped."""
-    settings = pipeline_settings(pairs=split_list(pairs))
+    settings = pipeline_settings(pairs=comma_items(pairs) or None)
     run_id = uuid.uuid4().hex
     settings.services.run_dir.mkdir(parents=True, exist_ok=True)
     source = KrakenRestSource(
@@ -164,7 +163,7 @@ def online_features(
     interval: Annotated[str, typer.Option(help="Candle interval of the feature views to read.")] = "1m",
 ) -> None:
     """Print the freshest features of each pair from the online store (Redis)."""
-    settings = pipeline_settings(pairs=split_list(pairs))
+    settings = pipeline_settings(pairs=comma_items(pairs) or None)
     check_interval(interval)
     if not is_registered(settings):
         console.print(f"[red]No feature views in {settings.feast.registry_path}: run `make feature-repo` first.[/red]")

@@ -85,21 +85,8 @@ def read_topic(settings: Settings, topic: str) -> list:
 
 
 def env_for(settings: Settings) -> dict[str, str]:
-    """The environment of a pipeline subprocess run with `settings`: its services, repository, topics and consumer
-    group by their variables, and none of this shell's COINFLOW_ variables."""
-    variables = {
-        "COINFLOW_RUN_DIR": settings.services.run_dir,
-        "COINFLOW_EMBEDDED_BROKER_PORT": settings.services.embedded_broker_port,
-        "COINFLOW_REDIS_URL": settings.services.redis_url,
-        "COINFLOW_FEATURE_REPO_PATH": settings.feast.repo_path,
-        "COINFLOW_FEAST_PROJECT": settings.feast.project,
-        "COINFLOW_TRADES_TOPIC": settings.topics.trades,
-        "COINFLOW_CANDLES_TOPIC": settings.topics.candles,
-        "COINFLOW_FEATURES_TOPIC": settings.topics.features,
-        "COINFLOW_DEAD_LETTER_TOPIC": settings.topics.dead_letters,
-        "COINFLOW_CONSUMER_GROUP": settings.stream.consumer_group,
-        "COINFLOW_COMMIT_INTERVAL_S": settings.stream.commit_interval_s,
-    }
+    """The environment of a pipeline subprocess run with `settings`: every setting by its variable, and none of
+    this shell's COINFLOW_ variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("COINFLOW_")}
-    env.update({name: str(value) for name, value in variables.items()})
+    env.update(settings.as_environment())
     return env
