@@ -33,6 +33,7 @@ import contextlib
 import heapq
 import json
 import logging
+import math
 import multiprocessing
 import os
 import platform
@@ -58,12 +59,13 @@ from rich.console import Console
 from rich.table import Table
 
 from coinflow import parquet_writer, services
+from coinflow.embedded_broker import EMBEDDED_FETCH_WAIT_MS, newest_record_fetch_s
 from coinflow.feature_store import apply_feature_repo, feature_store
 from coinflow.logs import configure_logging
 from coinflow.quality import Rejects
 from coinflow.schemas import CONTROL_END, Control
 from coinflow.settings import Settings, keyword_names
-from coinflow.streaming import new_application, pipeline_topics, topic_config
+from coinflow.streaming import new_application, outage_config, pipeline_topics, topic_config
 from feature_pipeline.candles.dataflow import build_dataflow
 from feature_pipeline.candles.sink import CandleFeastSink
 from feature_pipeline.runtime import Completion
@@ -98,6 +100,7 @@ LIVE_PAIRS = [
 
 TARGET_TRADES_PER_S = 20_000
 TARGET_P99_S = 1.0
+LATE_LIMIT_S = 2.0
 
 console = Console()
 if not console.is_terminal:
@@ -235,10 +238,10 @@ def write_tiled_csv(path: Path, base: list[dict], count: int, scale: float) -> N
     path.write_text("".join(lines))
 
 
-def _produce(producer, topic: str, key, value, timestamp: int) -> None:
+def _produce(producer, topic: str, key, value, timestamp: int, on_delivery=None) -> None:
     while True:
         try:
-            producer.produce(topic, key=key, value=value, timestamp=timestamp)
+            producer.produce(topic, key=key, value=value, timestamp=timestamp, on_delivery=on_delivery)
             return
         except BufferError:
             producer.poll(0.05)
@@ -337,8 +340,14 @@ class Clock:
         self.stop_after = stop_after
         self.meter = meter
         self.app = None
+        self.previous_wall: float | None = None
+        self.gaps: list[tuple[float, float]] = []
 
     def __call__(self, topic: str, partition: int, offset: int) -> None:
+        now = time.time()
+        if self.previous_wall is not None and now - self.previous_wall > 0.5:
+            self.gaps.append((self.previous_wall, now - self.previous_wall))
+        self.previous_wall = now
         if self.first is None:
             self.first, self.first_wall = time.perf_counter(), time.time()
             if self.meter:
@@ -542,6 +551,7 @@ def run_end_to_end(
 
 def live_producer(
     address: str,
+    producer_config: dict,
     topic: str,
     pairs: list[str],
     rate: float,
@@ -551,13 +561,26 @@ def live_producer(
     go,
     out,
 ) -> None:
-    """Child process: trades paced at `rate`/s round-robin over `pairs`, stamped with the wall clock."""
+    """Child process: trades paced at `rate`/s round-robin over `pairs`, stamped with the wall clock.
+
+    It produces with the producer settings of the project's sources (`producer_config`), as a live source would.
+    """
     import orjson
     from confluent_kafka import Producer
 
     base = base_trades()
     scale = {p: 1.0 / (1 + i) for i, p in enumerate(pairs)}
-    producer = Producer({"bootstrap.servers": address, "linger.ms": 5})
+    producer = Producer({"bootstrap.servers": address, **producer_config})
+    acks: list[float] = []
+    slow_acks: list[tuple[float, float]] = []
+
+    def acked(error, message) -> None:
+        """Broker acknowledgement time of each trade: a produce-side stall shows here, a consumer-side one does not."""
+        took = time.time() - message.timestamp()[1] / 1000
+        acks.append(took)
+        if took > 0.5:
+            slow_acks.append((message.timestamp()[1] / 1000, took))
+
     next_id = {p: 1 for p in pairs}
     last_ts = {p: 0 for p in pairs}
     go.wait(120)
@@ -584,7 +607,7 @@ def live_producer(
                 "side": src["side"],
                 "timestamp_ms": ts,
             }
-            _produce(producer, topic, pair.encode(), orjson.dumps(trade), ts)
+            _produce(producer, topic, pair.encode(), orjson.dumps(trade), ts, acked)
             next_id[pair] += 1
             last_ts[pair] = ts
             sent += 1
@@ -597,7 +620,30 @@ def live_producer(
         marker = {"control": CONTROL_END, "pair": pair, "timestamp_ms": end_ts, "run_id": run_id}
         _produce(producer, topic, pair.encode(), orjson.dumps(marker), end_ts)
     producer.flush(30)
-    out.put({"sent": sent, "seconds": elapsed, "last_ts": last_ts, "max_behind": max_behind})
+    out.put(
+        {
+            "sent": sent,
+            "seconds": elapsed,
+            "last_ts": last_ts,
+            "max_behind": max_behind,
+            "ack": _summary(acks),
+            "slow_acks": _stall_spans(slow_acks),
+        }
+    )
+
+
+def _stall_spans(events: list[tuple[float, float]], join_s: float = 1.0) -> list[dict]:
+    """(wall time, delay) events grouped into spans: start time, length and worst delay of each."""
+    spans: list[dict] = []
+    for at, delay in sorted(events):
+        if spans and at - spans[-1]["end"] <= join_s:
+            spans[-1]["end"] = at
+            spans[-1]["worst_s"] = round(max(spans[-1]["worst_s"], delay), 3)
+        else:
+            spans.append({"start": at, "end": at, "worst_s": round(delay, 3)})
+    return [
+        {**span, "start_utc": datetime.fromtimestamp(span["start"], UTC).strftime("%H:%M:%S.%f")[:-3]} for span in spans
+    ]
 
 
 def live_poller(settings: Settings, pairs: list[str], period_s: float, ready, stop, out) -> None:
@@ -663,7 +709,18 @@ def run_freshness(
     producer = ctx.Process(
         target=live_producer,
         daemon=True,
-        args=(broker.address, settings.topics.trades, pairs, rate, duration_s, run_id, close_after, go, prod_out),
+        args=(
+            broker.address,
+            outage_config(settings, broker, None),
+            settings.topics.trades,
+            pairs,
+            rate,
+            duration_s,
+            run_id,
+            close_after,
+            go,
+            prod_out,
+        ),
     )
     poller.start()
     producer.start()
@@ -721,6 +778,9 @@ def run_freshness(
         "in_sink": _summary(in_sink),
         "poll_missed": len(wrote) - len(via_poll),
         "late": late,
+        "producer_ack": produced["ack"],
+        "producer_slow_acks": produced["slow_acks"],
+        "consumer_gaps": _stall_spans(clock.gaps),
         "polls": polled["polls"],
         "poll_period_ms": polled["seconds"] / max(polled["polls"], 1) * 1000,
         "poll_call_ms_p50": polled["poll_ms_p50"],
@@ -732,6 +792,50 @@ def run_freshness(
         "sink_write_ms_p50": _pct(sink.write_seconds, 50) * 1000,
         "sink_write_ms_max": max(sink.write_seconds, default=float("nan")) * 1000,
     }
+
+
+# --------------------------------------------------------------------------- broker history
+
+HISTORY_SIZES = (10_000, 50_000, 100_000, 200_000)
+HISTORY_SHORT_WAIT_MS = 20
+
+
+def _ms_or_stalled(seconds: list[float | None]) -> str:
+    return ", ".join("no record in 10 s" if x is None or math.isinf(x) else f"{x * 1000:.0f} ms" for x in seconds)
+
+
+def run_broker_history(settings: Settings, broker: services.Broker, sizes: tuple[int, ...] = HISTORY_SIZES) -> dict:
+    """Fetch time of a partition's newest record against the number of batches the partition holds.
+
+    The embedded broker's fetch lists every batch of the partition (see
+    `coinflow.streaming.EMBEDDED_FETCH_WAIT_MS`): one record per batch grows the
+    partition to each size, then a fresh consumer fetches the newest record
+    with the project's fetch wait and with a short one.
+    """
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = f"{settings.topics.trades}-history"
+    admin = AdminClient({"bootstrap.servers": broker.address})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    producer = Producer(
+        {"bootstrap.servers": broker.address, "batch.num.messages": 1, "linger.ms": 0, "enable.idempotence": False}
+    )
+    rows, produced = [], 0
+    for size in sizes:
+        started = time.perf_counter()
+        while produced < size:
+            _produce(producer, topic, b"k", b"%d" % produced, int(time.time() * 1000))
+            produced += 1
+            if produced % 1000 == 0:
+                producer.poll(0)
+        producer.flush(120)
+        fill_s = time.perf_counter() - started
+        project = [newest_record_fetch_s(broker.address, topic, 0) for _ in range(3)]
+        short = newest_record_fetch_s(broker.address, topic, 0, wait_ms=HISTORY_SHORT_WAIT_MS)
+        rows.append({"batches": size, "fill_s": fill_s, "fetch_s": project, "short_wait_fetch_s": short})
+        console.print(f"  {size:,} batches: newest record in {_ms_or_stalled(project)}")
+    return {"wait_ms": EMBEDDED_FETCH_WAIT_MS, "short_wait_ms": HISTORY_SHORT_WAIT_MS, "rows": rows}
 
 
 # --------------------------------------------------------------------------- report
@@ -790,6 +894,33 @@ def results_table(title: str, machine: dict, load_end: float, software: str) -> 
     table.add_row("load average (1 min) at start / end", f"{machine['load_start']:.2f} / {load_end:.2f}")
     table.add_row("software", software)
     return table
+
+
+def _freshness_line(f: dict) -> str:
+    p, s_ = f["poll"], f["sink"]
+    late = sum(1 for x in f["late"] if x["written_after_s"] > LATE_LIMIT_S)
+    return (
+        f"visible p50 {p['p50']:.2f} / p99 {p['p99']:.2f} / max {p['max']:.2f} s; sink write p99 {s_['p99']:.2f} s; "
+        f"{late} candles > {LATE_LIMIT_S:g} s; end markers {'consumed' if f['completed'] else 'NOT consumed'}"
+    )
+
+
+def _freshness_runs_rows(table: Table, runs: list[dict]) -> None:
+    table.add_section()
+    for k, f in enumerate(runs, 1):
+        passed = f["poll"]["p99"] < TARGET_P99_S and f["completed"]
+        passed = passed and not any(x["written_after_s"] > LATE_LIMIT_S for x in f["late"])
+        table.add_row(f"freshness run {k}/{len(runs)}", _freshness_line(f), f"p99 < {TARGET_P99_S:g} s", _ok(passed))
+
+
+def _history_rows(table: Table, history: dict) -> None:
+    table.add_section()
+    for row in history["rows"]:
+        table.add_row(
+            f"embedded broker, partition of {row['batches']:,} batches: newest record fetched in",
+            f"{_ms_or_stalled(row['fetch_s'])} (wait {history['wait_ms']} ms); with a {history['short_wait_ms']} ms "
+            f"wait: {_ms_or_stalled([row['short_wait_fetch_s']])}",
+        )
 
 
 def report(results: dict) -> Table:
@@ -873,6 +1004,10 @@ def report(results: dict) -> Table:
             f"{e['sink_writes']} / {e['sink_write_s_total']:.1f} s (p50 {e['sink_write_s_p50'] * 1000:.0f} ms)",
         )
         table.add_row("rejects", ", ".join(f"{k}={v}" for k, v in e["rejects"].items()) or "none")
+    if "broker_history" in results:
+        _history_rows(table, results["broker_history"])
+    if "freshness_runs" in results:
+        _freshness_runs_rows(table, results["freshness_runs"])
     if "freshness" in results:
         f = results["freshness"]
         table.add_section()
@@ -915,6 +1050,16 @@ def report(results: dict) -> Table:
             "  of which in sink until written (checkpoint + write)",
             f"{b['p50']:.3f} / {b['p99']:.3f} / {b['max']:.3f} s (commit every {f['commit_interval_s']} s)",
         )
+        a = f["producer_ack"]
+        table.add_row(
+            "  trade produced -> acknowledged by the broker",
+            f"{a['p50'] * 1000:.1f} / {a['p99'] * 1000:.1f} / {a['max'] * 1000:.0f} ms; "
+            f"{len(f['producer_slow_acks'])} spans of acks > 0.5 s",
+        )
+        table.add_row(
+            "  consumer pauses > 0.5 s (no message processed)",
+            ", ".join(f"{g['start_utc']} {g['worst_s']:.1f} s" for g in f["consumer_gaps"]) or "none",
+        )
         table.add_row(
             "  sink writes",
             f"{f['sink_writes']}, {f['sink_write_ms_p50']:.0f} ms p50, "
@@ -938,6 +1083,12 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, help="reference + end-to-end repetitions, median reported (default 3; quick 1)"
     )
     parser.add_argument("--live-seconds", type=float, help="length of the live run (default 240; quick 120)")
+    parser.add_argument(
+        "--live-runs",
+        type=int,
+        default=1,
+        help="freshness runs in a row on one broker and one trades topic (its history grows from run to run)",
+    )
     parser.add_argument("--live-pairs", type=int, default=10, help=f"pairs of the live run (<= {len(LIVE_PAIRS)})")
     parser.add_argument("--live-rate", type=float, default=1000.0, help="trades per second of the live run, in all")
     parser.add_argument("--poll-ms", type=float, default=20.0, help="Feast polling period of the live run")
@@ -947,7 +1098,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--phases",
         default="reference,quix-window,end-to-end,freshness",
-        help="comma-separated subset of reference,quix-window,end-to-end,freshness",
+        help="comma-separated subset of reference,quix-window,end-to-end,freshness,broker-history "
+        "(the embedded broker's fetch time against its history; not in the default)",
     )
     parser.add_argument(
         "--set",
@@ -971,7 +1123,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     phases = {p.strip() for p in args.phases.split(",") if p.strip()}
-    unknown = phases - {"reference", "quix-window", "end-to-end", "freshness"}
+    unknown = phases - {"reference", "quix-window", "end-to-end", "freshness", "broker-history"}
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
     n_trades = args.trades or (50_000 if args.quick else 200_000)
@@ -1081,9 +1233,28 @@ def main(argv: list[str] | None = None) -> int:
             console.print(
                 f"Freshness: {args.live_rate:,.0f} trades/s over {len(live_pairs)} pairs for {live_s:.0f} s ..."
             )
-            results["freshness"] = run_freshness(
-                fr, broker, live_pairs, args.live_rate, live_s, args.poll_ms / 1000, args.warmup_s, consumer_extra
-            )
+            runs = []
+            for k in range(max(1, args.live_runs)):
+                runs.append(
+                    run_freshness(
+                        fr,
+                        broker,
+                        live_pairs,
+                        args.live_rate,
+                        live_s,
+                        args.poll_ms / 1000,
+                        args.warmup_s,
+                        consumer_extra,
+                    )
+                )
+                if args.live_runs > 1:
+                    console.print(f"  run {k + 1}/{args.live_runs}: {_freshness_line(runs[-1])}")
+            results["freshness"] = runs[0]
+            if len(runs) > 1:
+                results["freshness_runs"] = runs
+        if "broker-history" in phases:
+            console.print("Broker history: fetch time of the newest record against the batches a partition holds ...")
+            results["broker_history"] = run_broker_history(phase_settings(settings, "history"), broker)
     finally:
         clear_online_rows(settings)
         if broker_started:

@@ -14,6 +14,7 @@ from quixstreams.models import TopicConfig
 from quixstreams.models.topics import Topic
 from quixstreams.models.topics.admin import TopicAdmin
 
+from coinflow.embedded_broker import EMBEDDED_LINGER_MS, HistoryWatch, embedded_consumer_config
 from coinflow.redact import redact
 from coinflow.services import Broker, ServiceError, _kafka_healthy, stream_state_dir
 from coinflow.settings import Settings
@@ -170,6 +171,7 @@ def outage_config(settings: Settings, broker: Broker, wait_s: float | None) -> d
     }
     if broker.embedded:
         config["enable.idempotence"] = False
+        config["linger.ms"] = EMBEDDED_LINGER_MS
     return config
 
 
@@ -190,11 +192,7 @@ def new_application(
     (flushed at every checkpoint, tied to the broker's lifetime): Tansu answers
     ListOffsets with wrong high watermarks, which breaks Quix's recovery from
     changelog topics. On a real Kafka or Redpanda, changelogs are used.
-    Tansu also holds a JoinGroup for half the session timeout, so the embedded
-    broker gets a short one (6 s) to keep start-up quick, and it holds a fetch
-    for fetch.wait.max.ms even when another partition of the request has data
-    (Kafka answers at once), so a short wait keeps sparse topics such as
-    candles from lagging behind busy ones.
+    The embedded broker's consumers get `embedded_consumer_config`.
     """
     options = dict(
         broker_address=broker.address,
@@ -214,7 +212,7 @@ def new_application(
             **(overrides.pop("producer_extra_config", None) or {}),
         },
     )
-    consumer = {"session.timeout.ms": 6000, "fetch.wait.max.ms": 20} if broker.embedded else {}
+    consumer = embedded_consumer_config() if broker.embedded else {}
     consumer.update(overrides.pop("consumer_extra_config", None) or {})
     if consumer:
         options["consumer_extra_config"] = consumer
@@ -235,7 +233,7 @@ def run_application(app: PipelineApplication, broker: Broker, broker_wait_s: flo
     """
     try:
         if broker.embedded:
-            with TopicKeeper(app):
+            with TopicKeeper(app), HistoryWatch(broker.address, [t.name for t in app.topics]):
                 app.run()
         else:
             app.run()
