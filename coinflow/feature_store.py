@@ -2,8 +2,9 @@
 
 feature_store.yaml holds working local defaults, so that plain Feast (the ``feast``
 CLI, ``FeatureStore("feature_repo")``) works on the repository as it is. Here the
-values Settings owns (the project, the registry file and Redis) replace those
-defaults, so the one Settings object decides them for the project's own commands.
+values Settings owns (the project, the registry file and Redis: one server or a
+cluster) replace those defaults, so the one Settings object decides them for the
+project's own commands.
 """
 
 from __future__ import annotations
@@ -13,39 +14,64 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import yaml
 from feast import FeatureStore
 from feast.repo_config import RepoConfig
 
+from coinflow.redis_store import RedisType, feast_connection_string, feast_redis_type, parse_redis_url
 from coinflow.settings import Settings
 
 
-def feast_redis_connection(redis_url: str) -> str:
-    """Feast's Redis connection string (``host:port,db=N[,password=...]``) for a redis:// URL."""
-    parsed = urlparse(redis_url)
-    parts = [f"{parsed.hostname or '127.0.0.1'}:{parsed.port or 6379}"]
-    db = (parsed.path or "/0").lstrip("/") or "0"
-    parts.append(f"db={db}")
-    if parsed.password:
-        parts.append(f"password={parsed.password}")
-    if parsed.scheme == "rediss":
-        parts.append("ssl=true")
-    return ",".join(parts)
+def feast_redis_connection(redis_url: str, redis_type: RedisType = "redis") -> str:
+    """Feast's Redis connection string (``host:port,db=N[,password=...]``; a cluster's nodes comma-separated) for a
+    redis:// URL (`coinflow.redis_store`)."""
+    return feast_connection_string(parse_redis_url(redis_url, redis_type))
+
+
+def online_store_settings(settings: Settings) -> dict[str, Any]:
+    """What Settings own of the Redis online store: its connection string and Feast's ``redis_type``."""
+    address = parse_redis_url(settings.services.redis_url, settings.services.redis_type)
+    return {"connection_string": feast_connection_string(address), "redis_type": feast_redis_type(address)}
+
+
+SPARK_OFFLINE_STORE = "coinflow.spark_offline_store.ParquetSparkOfflineStore"
+
+
+def spark_conf(master: str) -> dict[str, str]:
+    """A Spark session for point-in-time joins: no UI, loopback only, UTC, small shuffles, Arrow to and from pandas."""
+    return {
+        "spark.master": master,
+        "spark.driver.memory": "1g",
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.ui.enabled": "false",
+        "spark.sql.shuffle.partitions": "4",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+    }
+
+
+def spark_offline_store(settings: Settings) -> dict[str, Any]:
+    """The offline_store section selecting Feast's Spark store over the repository's Parquet files."""
+    return {"type": SPARK_OFFLINE_STORE, "spark_conf": spark_conf(settings.feast.spark_master)}
 
 
 def with_settings(raw: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """A feature_store.yaml's configuration with the values Settings owns put in place of its defaults."""
-    return {
+    """A feature_store.yaml's configuration with the values Settings owns put in place of its defaults (and its
+    offline store replaced by Spark's with COINFLOW_FEAST_OFFLINE_STORE=spark)."""
+    config = {
         **raw,
         "project": settings.feast.project,
         "registry": str(settings.feast.registry_path.resolve()),
         "online_store": {
             **raw["online_store"],
-            "connection_string": feast_redis_connection(settings.services.redis_url),
+            **online_store_settings(settings),
         },
     }
+    if settings.feast.offline_store == "spark":
+        config["offline_store"] = spark_offline_store(settings)
+    return config
 
 
 def settings_config(settings: Settings) -> dict[str, Any]:

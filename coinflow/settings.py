@@ -31,6 +31,7 @@ from pydantic_settings import (
 
 import feature_repo
 from coinflow.quality import DEAD_LETTER_MAX_BYTES
+from coinflow.redis_store import RedisType, parse_redis_url
 from coinflow.schemas import INTERVALS_SECONDS
 
 PREFIX = "COINFLOW_"
@@ -90,6 +91,11 @@ class Services(Section):
         description="Redis online store; started locally when it does not answer.",
         json_schema_extra=env("REDIS_URL", "=REDIS_URL"),
     )
+    redis_type: RedisType = Field(
+        default="redis",
+        description="redis: REDIS_URL is one server. redis_cluster: a Redis Cluster, REDIS_URL naming one or more of "
+        "its nodes (redis://[:password@]host1:port1,host2:port2,...; database 0 only); it is never started locally.",
+    )
     run_dir: Path = Field(
         default=Path(".coinflow"),
         description="Where the project keeps pid files, logs, broker data and stream state.",
@@ -100,7 +106,8 @@ class Services(Section):
         json_schema_extra=env("MLFLOW_TRACKING_URI", "=MLFLOW_TRACKING_URI"),
     )
     mlflow_port: int = Field(
-        default=5000, description="Port of the project's MLflow server (SQLite + local artifacts under run_dir/mlflow)."
+        default=5000,
+        description="Port of the project's MLflow server (by default SQLite + artifacts under run_dir/mlflow).",
     )
     mlflow_auth_username: str = Field(
         default="admin", description="Admin user of the project's MLflow server when basic auth is on."
@@ -110,6 +117,16 @@ class Services(Section):
         description="Set: the project's MLflow server runs MLflow's basic-auth app with this admin password (fixed "
         "when its user store is first created) and the project's clients log in with it. Unset: no auth.",
     )
+    mlflow_backend_store_uri: str | None = Field(
+        default=None,
+        description="Backend store of the project's MLflow server, an SQLAlchemy URL such as "
+        "postgresql://user:password@host:5432/mlflow (the database must exist); unset: SQLite under run_dir/mlflow.",
+    )
+    mlflow_artifacts_destination: str | None = Field(
+        default=None,
+        description="Where the project's MLflow server keeps the artifacts it proxies (a path, file:///..., or a URI "
+        "of an MLflow artifact store such as s3://bucket/path with its client installed); unset: run_dir/mlflow.",
+    )
     broker_wait_s: float = Field(
         default=30.0,
         gt=0.0,
@@ -118,6 +135,12 @@ class Services(Section):
     )
     metrics_port: int = Field(default=9108, description="Prometheus metrics port of long-running commands (0: off).")
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _redis_url_fits_type(self) -> Services:
+        """REDIS_URL must be an address of COINFLOW_REDIS_TYPE (a clear error at start-up, not at the first write)."""
+        parse_redis_url(self.redis_url, self.redis_type)
+        return self
 
     @property
     def state_dir(self) -> Path:
@@ -139,6 +162,14 @@ class Feast(Section):
         default=None,
         description="Feast registry file; defaults to <feature repo>/data/registry.db.",
         json_schema_extra=env("FEAST_REGISTRY_PATH"),
+    )
+    offline_store: Literal["yaml", "spark"] = Field(
+        default="yaml",
+        description="yaml: the offline store of feature_store.yaml (the DuckDB ASOF store); spark: Feast's Spark "
+        "offline store over the same Parquet files (needs the spark extra: pip install -e '.[spark]').",
+    )
+    spark_master: str = Field(
+        default="local[2]", description="Spark master of the spark offline store (local[N]: in-process, N cores)."
     )
 
     @property
@@ -292,6 +323,17 @@ class Training(Section):
     )
     optuna_trials: int = Field(
         default=20, ge=1, description="Optuna trials of the XGBoost search (each fits one model per walk-forward fold)."
+    )
+    optuna_storage: str | None = Field(
+        default=None,
+        description="Optuna RDB storage of the XGBoost search, an SQLAlchemy URL such as "
+        "postgresql://user:password@host:5432/optuna (the database must exist), shared by `train` and the "
+        "`tune-worker` processes that join its search; unset: each run searches in memory.",
+    )
+    optuna_study: str | None = Field(
+        default=None,
+        description="Name of the XGBoost search's study in optuna_storage (one pair and horizon per name); unset: "
+        "price-<pair>-<horizon>m-xgboost-<hash of the tuning rows>, so the workers of one training meet in it.",
     )
     walk_forward_folds: int = Field(
         default=3, ge=2, description="Expanding-window folds for tuning and walk-forward evaluation."

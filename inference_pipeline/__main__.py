@@ -115,7 +115,7 @@ def serve(
         serve_horizons=comma_items(horizons) or None,
     )
     tracking_uri = _tracking_uri(settings)
-    if not services.redis_healthy(settings.services.redis_url):
+    if not services.redis_healthy(settings.services.redis_url, redis_type=settings.services.redis_type):
         console.print(
             f"[yellow]The online store {redact(settings.services.redis_url)} does not answer: predictions get 503 until it does "
             "(`make up` starts it).[/yellow]"

@@ -18,13 +18,13 @@ import gc
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import redis.asyncio
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from mlflow import MlflowClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from coinflow import redis_store
 from coinflow.redact import redact
 from coinflow.settings import Settings
 from inference_pipeline.evaluation import read_live_metrics
@@ -88,8 +88,9 @@ class Runtime:
         self.models = ModelStore.from_settings(settings, tracking_uri, store.get_feature_service, self._observe)
         self.predictor = Predictor(self.models, self.features, settings.serve.max_feature_age_s)
         timeout = settings.serve.online_store_timeout_s
-        self.redis = redis.asyncio.Redis.from_url(
-            settings.services.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+        # The readiness probe's own client: one server or a cluster, as the settings say.
+        self.redis = redis_store.async_client(
+            redis_store.parse_redis_url(settings.services.redis_url, settings.services.redis_type), timeout
         )
         self._frozen_at = -1
 
@@ -104,9 +105,8 @@ class Runtime:
 
     async def online_store_up(self) -> bool:
         try:
-            # redis.asyncio shares the sync client's command types, which say ping() may return a plain bool
-            return bool(await self.redis.ping())  # type: ignore[misc]
-        except (redis.RedisError, OSError):
+            return await redis_store.answers_async(self.redis)
+        except redis_store.REDIS_ERRORS:
             return False
 
 

@@ -10,10 +10,11 @@ itself; a served row needs only the values and their event times. The
 results are tested equal to `get_online_features`.
 
 Each feature view row carries its event timestamp (the candle's window end),
-so a served row says how old it is. The API's FeatureStore reads Redis with a
-short socket timeout and without redis-py's retries with backoff, so an
-unreachable Redis answers within the timeout (503) instead of after seconds
-of retries; a connection dropped by a restarted Redis is retried once at once.
+so a served row says how old it is. The API's FeatureStore reads Redis (one
+server or a cluster) with a short socket timeout and without redis-py's retries
+with backoff, so an unreachable Redis answers within the timeout (503) instead
+of after seconds of retries; a connection dropped by a restarted Redis is
+retried once at once.
 
 Sequence models (the LSTM/GRU of the training pipeline) need the last N
 candles of a pair: `read_windows` reads them from the window view of their
@@ -38,6 +39,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 
 from coinflow.feature_store import repo_config
+from coinflow.redis_store import REDIS_ERRORS
 from coinflow.settings import Settings
 from feature_repo.names import ENTITY, window_feature
 
@@ -112,7 +114,10 @@ def serving_store(settings: Settings) -> FeatureStore:
     """The project's FeatureStore with the API's Redis client options (timeouts, no retries with backoff)."""
     config = repo_config(settings)
     timeout = settings.serve.online_store_timeout_s
-    config.online_store.connection_string += f",socket_timeout={timeout},socket_connect_timeout={timeout},retry=null"
+    config.online_store.connection_string += f",socket_timeout={timeout},socket_connect_timeout={timeout}"
+    # A cluster client takes its retries as its own option, not its connections' `retry`.
+    cluster = settings.services.redis_type == "redis_cluster"
+    config.online_store.connection_string += ",cluster_error_retry_attempts=0" if cluster else ",retry=null"
     return FeatureStore(repo_path=str(settings.feast.repo_path.resolve()), config=config)
 
 
@@ -166,6 +171,6 @@ class OnlineFeatures:
                 # A pooled connection that a restarted Redis dropped fails once; the retry opens a new one.
                 if attempt == 2:
                     raise OnlineStoreUnavailable(f"online store unreachable: {exc}") from exc
-            except (redis.exceptions.RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 raise OnlineStoreUnavailable(f"online store error: {type(exc).__name__}: {exc}") from exc
         return rows_from_reads(list(zip(layout, results, strict=True)), pairs)

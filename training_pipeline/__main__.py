@@ -20,13 +20,22 @@ from coinflow.redact import redact
 from coinflow.schemas import INTERVALS_SECONDS
 from coinflow.settings import Settings, comma_items
 from training_pipeline.checks import DataCheckError
-from training_pipeline.price.train import DEFAULT_MODELS, MODEL_CHOICES, PairResult, TrainingOptions, train_pair
+from training_pipeline.price.models import StudyError, open_storage
+from training_pipeline.price.train import (
+    DEFAULT_MODELS,
+    MODEL_CHOICES,
+    PairResult,
+    TrainingOptions,
+    train_pair,
+    tune_worker,
+)
 from training_pipeline.simulation import Outcome
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
     from training_pipeline.action.train import ActionResult
+    from training_pipeline.deep.distributed import Distributed
 
 ACTION = "action"
 
@@ -140,7 +149,11 @@ def train(
         ),
     ] = None,
 ) -> None:
-    """Train, evaluate on a held-out test period, log to MLflow, register, and promote a champion if one qualifies."""
+    """Train, evaluate on a held-out test period, log to MLflow, register, and promote a champion if one qualifies.
+
+    Under torchrun the lstm/gru models train data-parallel, COINFLOW_DEEP_BATCH_SIZE being the global batch, and
+    rank 0 logs: `torchrun --standalone --nproc-per-node 2 -m training_pipeline train --models lstm,gru`.
+    """
     overrides = {"deep_epochs": epochs, "deep_device": device, "deep_checkpoint_dir": checkpoint_dir}
     try:
         settings = Settings().override(**{k: v for k, v in overrides.items() if v is not None})
@@ -166,6 +179,8 @@ def train(
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
+    if options and "xgboost" in options.models:
+        _check_storage(settings)
     if action or (options and {"lstm", "gru"} & set(options.models)):
         from training_pipeline.deep.loop import resolve_device  # imports torch only when a deep model is chosen
 
@@ -174,8 +189,10 @@ def train(
         except ValueError as exc:
             console.print(f"[red]--device: {exc}[/red]")
             raise typer.Exit(2) from exc
+    torchrun = _join_torchrun(settings, chosen)
     try:
-        tracking_uri = services.ensure_mlflow(settings)
+        # Under torchrun rank 0 alone logs and registers; the other ranks train and evaluate alike.
+        tracking_uri = services.ensure_mlflow(settings) if torchrun is None or torchrun.main else None
     except services.ServiceError as exc:
         console.print(f"[red]{redact(exc)}[/red]")
         raise typer.Exit(1) from exc
@@ -188,6 +205,7 @@ def train(
     for book in (_split(product) or settings.action.products) if action else []:
         from training_pipeline.action.train import train_action  # imports torch only when the action model is chosen
 
+        assert tracking_uri is not None, "torchrun trains no action model"
         try:
             outcome = train_action(settings, book, tracking_uri, store)
         except DataCheckError as exc:
@@ -196,19 +214,51 @@ def train(
             continue
         console.print(_action_table(outcome))
         console.print(f"  v{outcome.version}: {outcome.promotion}. MLflow: {redact(tracking_uri)}")
+    if torchrun is not None:
+        from training_pipeline.deep.distributed import stop
+
+        stop()
     if failed:
         raise typer.Exit(1)
 
 
+def _join_torchrun(settings: Settings, models: list[str]) -> Distributed | None:
+    """Join torchrun's process group when this process is one of several (WORLD_SIZE > 1; None otherwise), once
+    the run is known to suit data-parallel training: the lstm/gru models only, a batch that divides among the
+    processes. Only rank 0 prints."""
+    if "WORLD_SIZE" not in os.environ:
+        return None
+    from training_pipeline.deep import distributed  # imports torch only under torchrun
+    from training_pipeline.deep.loop import resolve_device
+
+    context = distributed.Distributed.from_environment(os.environ)
+    if context is None:
+        return None
+    if not models or set(models) - {"lstm", "gru"}:
+        console.print(
+            "[red]under torchrun, train runs the deep price models only: --models lstm, gru or both[/red]",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    try:
+        distributed.per_rank_batch(settings.deep.batch_size, context.world_size)
+        distributed.start(context, resolve_device(settings.deep.device))
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    console.quiet = not context.main
+    return context
+
+
 def _train_prices(
-    settings: Settings, pairs: list[str], options: TrainingOptions, tracking_uri: str, store: FeatureStore
+    settings: Settings, pairs: list[str], options: TrainingOptions, tracking_uri: str | None, store: FeatureStore
 ) -> list[str]:
     """Train the price models of each pair and print its results; the pairs whose data failed the checks."""
     failed = []
     for name in pairs:
         try:
             result = train_pair(settings, name, options, tracking_uri, store)
-        except DataCheckError as exc:
+        except (DataCheckError, StudyError) as exc:
             console.print(str(exc), style="red", markup=False)
             failed.append(name)
             continue
@@ -219,6 +269,71 @@ def _train_prices(
         champion = f"champion: version {result.champion}" if result.champion else "no champion yet (none has qualified)"
         console.print(f"{result.name}: {champion}. MLflow: {redact(tracking_uri)}")
     return failed
+
+
+def _check_storage(settings: Settings) -> None:
+    """Fail at once, in one line, when the shared Optuna storage (COINFLOW_OPTUNA_STORAGE, if set) cannot be opened."""
+    if settings.training.optuna_storage is None:
+        return
+    try:
+        open_storage(settings.training.optuna_storage)
+    except StudyError as exc:
+        console.print(str(exc), style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
+
+
+@app.command("tune-worker")
+def tune_worker_command(
+    worker: Annotated[
+        int,
+        typer.Option(
+            help="This worker's index, distinct among the workers of one search (the `train` run is worker 0); its "
+            "sampler's seed is COINFLOW_TRAINING_SEED + the index.",
+            min=1,
+        ),
+    ],
+    pair: Annotated[
+        str | None, typer.Option(help="Pair whose search to join (default: the first of COINFLOW_TRAINING_PAIRS).")
+    ] = None,
+    horizon: Annotated[
+        int | None, typer.Option(help="Forecast horizon in minutes (default: COINFLOW_HORIZON_MINUTES).", min=1)
+    ] = None,
+    interval: Annotated[
+        str | None, typer.Option(help="Candle interval of the features (default: COINFLOW_CANDLE_INTERVAL).")
+    ] = None,
+    trials: Annotated[
+        int | None, typer.Option(help="Optuna trials this worker runs (default: COINFLOW_OPTUNA_TRIALS).", min=1)
+    ] = None,
+) -> None:
+    """Run XGBoost trials in the shared Optuna study (COINFLOW_OPTUNA_STORAGE) of a pair's training, next to its
+    `train` run and other workers; `train` fits the best trial of them all."""
+    settings = Settings()
+    configure_logging(settings.services.log_level)
+    if settings.training.optuna_storage is None:
+        console.print("[red]COINFLOW_OPTUNA_STORAGE is not set: tuning workers meet in a shared Optuna storage[/red]")
+        raise typer.Exit(2)
+    if interval is not None and interval not in INTERVALS_SECONDS:
+        console.print(f"[red]--interval must be one of {', '.join(INTERVALS_SECONDS)}, not {interval!r}[/red]")
+        raise typer.Exit(2)
+    try:
+        options = TrainingOptions.from_settings(
+            settings, ("xgboost",), horizon_minutes=horizon, interval=interval, trials=trials
+        )
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    _check_storage(settings)
+    try:
+        result = tune_worker(settings, pair or settings.training.pairs[0], options, worker, feature_store(settings))
+    except (DataCheckError, StudyError) as exc:
+        console.print(str(exc), style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
+    console.print(
+        f"worker {result.worker}: {result.worker_trials} trials in study {result.study} ({result.total_trials} in "
+        f"all); best so far: MAE ratio {result.best_value:.5f} with {result.best_params}",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def _add_outcomes(table: Table, outcomes: Sequence[Outcome], fees: bool = False) -> None:

@@ -6,13 +6,13 @@ import uuid
 from pathlib import Path
 from typing import Annotated
 
-import redis
 import typer
 from rich.table import Table
 
 from coinflow import services
 from coinflow.feature_store import feature_store, is_registered
 from coinflow.redact import redact
+from coinflow.redis_store import REDIS_ERRORS
 from coinflow.schemas import INTERVALS_SECONDS
 from coinflow.settings import Settings, comma_items
 from feature_pipeline.candles.runner import run_pipeline
@@ -175,7 +175,7 @@ def online_features(
         rows = store.get_online_features(
             features=refs, entity_rows=[{ENTITY: p} for p in settings.exchanges.pairs]
         ).to_dict()
-    except (redis.RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         console.print(
             f"The online store {redact(settings.services.redis_url)} could not be read ({type(exc).__name__}: "
             f"{redact(exc)}); start it (`make up`) or set REDIS_URL.",

@@ -28,7 +28,8 @@ def pair(settings: Settings) -> str:
 
 
 def test_a_model_is_registered_with_a_served_alias(settings: Settings, pair: str):
-    client = MlflowClient(tracking_uri=services.ensure_mlflow(settings))
+    tracking_uri = services.ensure_mlflow(settings)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     name = registered_model_name(pair, settings.training.horizon_minutes)
     assert client.search_model_versions(f"name='{name}'"), f"no version of {name}"
     assert client.get_model_version_by_alias(name, "challenger").version

@@ -15,6 +15,8 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -111,11 +113,9 @@ def write_history(settings: Settings, pair: str, phi: float, n: int, seed: int) 
         parquet_writer.write_rows(parquet_writer.dataset_root(view.batch_source.path), features[schema.names], schema)
 
 
-@pytest.fixture(scope="module")
-def training_settings(tmp_path_factory, redis_url: str) -> Iterator[Settings]:
-    """A feature repository of this module with synthetic histories (PREDICTABLE, RANDOM_WALK) and the project's
-    MLflow server on COINFLOW_IT_MLFLOW_PORT with a temporary SQLite database and artifact store."""
-    root = tmp_path_factory.mktemp("training")
+def synthetic_training_settings(root: Path, redis_url: str, **overrides: Any) -> Settings:
+    """Small training settings with a feature repository under `root` holding synthetic histories (PREDICTABLE,
+    RANDOM_WALK), and the project's MLflow server (not started) under root/run; `overrides` by flat names."""
     settings = Settings(
         _env_file=None,
         run_dir=root / "run",
@@ -123,15 +123,24 @@ def training_settings(tmp_path_factory, redis_url: str) -> Iterator[Settings]:
         feature_repo_path=copy_feature_repo(root),
         feast_project="coinflow_training_it",
         mlflow_tracking_uri=None,
-        mlflow_port=TRAINING_MLFLOW_PORT,
         optuna_trials=3,
         min_training_rows=500,
-    )
+    ).override(**overrides)
     flush(redis_url)
     apply_feature_repo(settings)
     write_history(settings, PREDICTABLE, phi=0.5, n=3000, seed=0)
     # Long enough that chance alone cannot beat the promotion margin (see the unit tests).
     write_history(settings, RANDOM_WALK, phi=0.0, n=20_000, seed=1)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def training_settings(tmp_path_factory, redis_url: str) -> Iterator[Settings]:
+    """A feature repository of this module with synthetic histories (PREDICTABLE, RANDOM_WALK) and the project's
+    MLflow server on COINFLOW_IT_MLFLOW_PORT with a temporary SQLite database and artifact store."""
+    settings = synthetic_training_settings(
+        tmp_path_factory.mktemp("training"), redis_url, mlflow_port=TRAINING_MLFLOW_PORT
+    )
     services.ensure_mlflow(settings)
     yield settings
     services.stop_services(settings)

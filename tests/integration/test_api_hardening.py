@@ -336,7 +336,7 @@ def test_mlflow_basic_auth_refuses_anonymous_clients_and_serves_the_projects(
         credentials = {k: os.environ.pop(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
         assert credentials == {"MLFLOW_TRACKING_USERNAME": "coinflow-admin", "MLFLOW_TRACKING_PASSWORD": PASSWORD}
         with pytest.raises(MlflowException) as refused:
-            MlflowClient(uri).search_experiments()
+            MlflowClient(uri, registry_uri=uri).search_experiments()
         assert refused.value.get_http_status_code() == 401
         assert services.ensure_mlflow(settings) == uri  # reused, and its clients get the credentials again
         client = MlflowClient(uri, registry_uri=uri)

@@ -34,7 +34,7 @@ def test_lstm_is_logged_registered_judged_served_and_simulated(training_settings
     (lstm,) = result.models
     assert lstm.model_type == "lstm" and lstm.version is not None
     assert lstm.promotion.startswith(("promoted", "refused"))
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     assert client.get_model_version_by_alias(result.name, CHALLENGER).version == lstm.version
     run = client.get_run(lstm.run_id)
     assert run.data.params["model_sequence_length"] == "10"

@@ -173,7 +173,9 @@ def test_models_health_and_readiness(api, world):
     models = api.client.get("/models").json()
     assert models["selector"] == "alias 'champion'"
     fresh = next(m for m in models["models"] if m["pair"] == FRESH)
-    version = MlflowClient(world.uri).get_model_version(registered_model_name(FRESH, 1), world.versions[FRESH])
+    version = MlflowClient(world.uri, registry_uri=world.uri).get_model_version(
+        registered_model_name(FRESH, 1), world.versions[FRESH]
+    )
     assert fresh["loaded"] and fresh["run_id"] == version.run_id and fresh["model_type"] == "xgboost"
     service = feature_store(world.settings).get_feature_service(fresh["feature_service"])
     assert fresh["features"] == [f.name for p in service.feature_view_projections for f in p.features]
@@ -294,7 +296,7 @@ def test_the_alias_moves_under_concurrent_requests_without_errors(world):
         for thread in threads:
             thread.start()
         wait_until(lambda: all(len(out) >= 20 for out in seen))
-        MlflowClient(world.uri).set_registered_model_alias(name, "champion", last_price_version)
+        MlflowClient(world.uri, registry_uri=world.uri).set_registered_model_alias(name, "champion", last_price_version)
         wait_until(lambda: all(out[-1][1].get("model_version") == last_price_version for out in seen), timeout_s=60)
         counts = [len(out) for out in seen]
         wait_until(lambda: all(len(out) >= n + 20 for out, n in zip(seen, counts, strict=True)))

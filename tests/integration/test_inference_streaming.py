@@ -123,7 +123,7 @@ def test_stream_predictions_and_live_evaluation(settings: Settings, tracking_uri
     np.testing.assert_allclose(stored["current_price"], [r["close"] for r in complete], rtol=0)
 
     evaluation = new_application(settings, broker, consumer_group=settings.serve.evaluation_consumer_group)
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     scores = run_until(evaluation, LiveMetricsSink, len(realisable), client, settings.serve.evaluation_log_interval_s)
     build_live_evaluation(
         evaluation, pipeline_topics(evaluation, settings), predictions_topic(evaluation, settings), settings, scores

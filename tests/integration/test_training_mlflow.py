@@ -50,7 +50,7 @@ def test_train_register_promote_and_serve_the_champion_by_alias(training_setting
     )
     name = registered_model_name(PREDICTABLE, 1)
     assert name == result.name == "price-BTCUSD-1m"
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     learned = [m for m in result.models if m.version]
     assert [m.model_type for m in result.models] == ["last_price", "mean_last_n", "lasso", "xgboost"]
     assert [m.model_type for m in learned] == ["lasso", "xgboost"]
@@ -95,7 +95,7 @@ def test_train_register_promote_and_serve_the_champion_by_alias(training_setting
 
 def test_retraining_the_same_model_moves_the_challenger_but_not_the_champion(training_settings: Settings, uri: str):
     name = registered_model_name(PREDICTABLE, 1)
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     before = client.get_model_version_by_alias(name, CHAMPION).version
     result = train_pair(training_settings, PREDICTABLE, _options(training_settings, ("lasso",)), uri)
     (again,) = result.models
@@ -107,7 +107,7 @@ def test_retraining_the_same_model_moves_the_challenger_but_not_the_champion(tra
 def test_on_a_random_walk_nothing_is_promoted_and_the_runs_say_why(training_settings: Settings, uri: str):
     result = train_pair(training_settings, RANDOM_WALK, _options(training_settings, ("lasso", "xgboost")), uri)
     assert result.champion is None
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     for m in result.models:
         assert not m.promoted
         reason = client.get_run(m.run_id).data.tags["promotion"]

@@ -91,7 +91,7 @@ def register(
         info = log_pyfunc(model, example, name)
     version = str(info.registered_model_version)
     if alias:
-        MlflowClient(tracking_uri).set_registered_model_alias(name, alias, version)
+        MlflowClient(tracking_uri, registry_uri=tracking_uri).set_registered_model_alias(name, alias, version)
     return version
 
 

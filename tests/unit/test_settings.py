@@ -123,6 +123,13 @@ def test_every_variable_of_the_flat_settings_still_sets_one():
         "COINFLOW_KAFKA_BROKER_ADDRESS",
         "COINFLOW_REDIS_URL",
         "COINFLOW_MLFLOW_TRACKING_URI",
+        "COINFLOW_MLFLOW_BACKEND_STORE_URI",
+        "COINFLOW_MLFLOW_ARTIFACTS_DESTINATION",
+        "COINFLOW_OPTUNA_STORAGE",
+        "COINFLOW_OPTUNA_STUDY",
+        "COINFLOW_REDIS_TYPE",
+        "COINFLOW_FEAST_OFFLINE_STORE",
+        "COINFLOW_FEAST_SPARK_MASTER",
     }
     assert all_variables() >= OLD_NAMES
 

@@ -119,7 +119,7 @@ class WindowBatches(Batches):
         return len(self.ends)
 
     def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        ends = self.ends[np.asarray(positions)]
+        ends = self.ends[np.asarray(positions, dtype=np.int64)]  # typed: a rank's share of a batch may be empty
         index = torch.from_numpy(window_index(ends, self.starts, self.length))
         rows = torch.from_numpy(ends)
         return self.values[index], self.pair_ids[rows], self.targets[rows]
@@ -137,5 +137,5 @@ class TensorBatches(Batches):
         return len(self.tensors[0])
 
     def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, ...]:
-        index = torch.as_tensor(positions)
+        index = torch.as_tensor(positions, dtype=torch.long)
         return tuple(t[index] for t in self.tensors)

@@ -7,7 +7,10 @@ weights so far); started again with the same checkpoint folder it carries on
 after the last finished epoch, so a pre-empted machine loses at most one epoch
 and the result equals an uninterrupted run's. On CUDA it runs the forward pass
 under bf16 autocast, copies pinned batches without blocking and can compile
-the network.
+the network. In a torchrun process group it trains data-parallel (see
+`training_pipeline.deep.distributed`): DistributedDataParallel, each rank on
+its share of every global batch of ``batch_size`` windows, losses summed over
+the ranks, and rank 0 alone writing checkpoints and TensorBoard.
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler
 
 from coinflow.settings import Deep
+from training_pipeline.deep import distributed
 from training_pipeline.deep.checkpoint import CheckpointStore, restore_rng_state, rng_state
 from training_pipeline.deep.data import Batches
 
@@ -100,8 +105,8 @@ class TrainingLoop:
     """Fits `model` on batches of `train`, early-stopped on `validation`; see the module docstring.
 
     `model` must already be built (its initial weights drawn) after
-    `seed_everything`; `loss` takes (prediction, target). Batches are tuples
-    whose last tensor is the target.
+    `seed_everything`; `loss` takes (prediction, target) and returns their
+    mean loss. Batches are tuples whose last tensor is the target.
     """
 
     def __init__(
@@ -119,25 +124,41 @@ class TrainingLoop:
         self.generator = generator
         self.checkpoints = checkpoints
         self.tensorboard_dir = tensorboard_dir
+        self.rank, self.world_size = distributed.world()
+        if self.world_size > 1:
+            distributed.per_rank_batch(config.batch_size, self.world_size)
         self.device = resolve_device(config.device)
         self.cuda = self.device.type == "cuda"
+        if self.cuda and self.world_size > 1:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.main = self.rank == 0
         self.model.to(self.device)
-        self.runner = _compiled(model) if config.compile and self.cuda else model
+        runner: nn.Module = model
+        if self.world_size > 1:
+            # The ranks' weights start equal (same seed; DDP broadcasts rank 0's anyway) and stay equal; there are
+            # no buffers to keep in step, and a broadcast per forward would make evaluation a collective.
+            runner = DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.cuda else None, forward_sync_buffers=False
+            )
+        self.runner = _compiled(runner) if config.compile and self.cuda else runner
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.epochs)
 
     def loader(self, data: Batches, shuffle: bool) -> DataLoader:
-        """The batches of `data`, pinned on CUDA."""
-        sampler = RandomSampler(data, generator=self.generator) if shuffle else SequentialSampler(data)
+        """The batches of `data` (this rank's shares of them in a process group), pinned on CUDA."""
+        order = RandomSampler(data, generator=self.generator) if shuffle else SequentialSampler(data)
+        batches: Sampler[list[int]] = BatchSampler(order, self.config.batch_size, drop_last=False)
+        if self.world_size > 1:
+            batches = distributed.ShardedBatches(batches, self.rank, self.world_size)
         workers = self.config.loader_workers
         if workers is None:
             workers = GPU_LOADER_WORKERS if self.cuda else 0
         return DataLoader(
             data,
             batch_size=None,
-            sampler=BatchSampler(sampler, self.config.batch_size, drop_last=False),
+            sampler=batches,
             num_workers=workers,
             pin_memory=self.cuda,
             persistent_workers=workers > 0,
@@ -153,37 +174,53 @@ class TrainingLoop:
         """The batch on the loop's device (asynchronous from pinned memory on CUDA)."""
         return tuple(t.to(self.device, non_blocking=self.cuda) for t in batch)
 
+    def _share(self, step: int, samples: int, size: int) -> float:
+        """What this rank's mean loss counts for in step `step`'s gradient: its share of the global batch, times the
+        world size that DistributedDataParallel divides the summed gradients by (exactly 1.0 in one process)."""
+        batch = min(self.config.batch_size, size - step * self.config.batch_size)
+        return samples * self.world_size / batch
+
+    def _mean(self, total: torch.Tensor, count: int) -> tuple[float, int]:
+        """The mean loss and sample count of a pass, over all the ranks."""
+        if self.world_size == 1:
+            return float(total) / max(count, 1), count
+        summed_total, summed_count = distributed.summed([float(total), float(count)], self.device)
+        return summed_total / max(summed_count, 1.0), int(summed_count)
+
     def train_epoch(self, loader: DataLoader) -> tuple[float, int]:
-        """One pass over `loader`: mean training loss and samples seen."""
+        """One pass over `loader`: mean training loss and samples seen (over all the ranks)."""
         self.runner.train()
         total = torch.zeros((), device=self.device)
         count = 0
-        for batch in loader:
+        for step, batch in enumerate(loader):
             *inputs, target = self.to_device(batch)
             with self.autocast():
                 prediction = self.runner(*inputs)
-            loss = self.loss(prediction.float(), target)
+            # A rank with an empty share still takes part in the step (its gradients, zero, join the all-reduce).
+            loss = self.loss(prediction.float(), target) if len(target) else prediction.float().sum()
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * self._share(step, len(target), len(cast(Batches, loader.dataset)))).backward()
             nn.utils.clip_grad_norm_(self.model.parameters(), GRADIENT_CLIP)
             self.optimizer.step()
             total += loss.detach() * len(target)
             count += len(target)
-        return float(total) / max(count, 1), count
+        return self._mean(total, count)
 
     @torch.no_grad()
     def evaluate(self, loader: DataLoader) -> float:
-        """Mean loss over the batches of `loader`."""
+        """Mean loss over the batches of `loader` (over all the ranks: the same on each, so they stop alike)."""
         self.runner.eval()
         total = torch.zeros((), device=self.device)
         count = 0
         for batch in loader:
+            if len(batch[-1]) == 0:
+                continue
             *inputs, target = self.to_device(batch)
             with self.autocast():
                 prediction = self.runner(*inputs)
             total += self.loss(prediction.float(), target) * len(target)
             count += len(target)
-        return float(total) / max(count, 1)
+        return self._mean(total, count)[0]
 
     def _state(self, epoch: int, progress: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -198,7 +235,10 @@ class TrainingLoop:
     def _resume(self) -> tuple[int, dict[str, Any]] | None:
         if self.checkpoints is None:
             return None
-        state = self.checkpoints.load()
+        # In a process group every rank resumes from rank 0's checkpoint, which only rank 0 need be able to read.
+        state = self.checkpoints.load() if self.main else None
+        if self.world_size > 1:
+            state = distributed.from_main(state)
         if state is None:
             return None
         self.model.load_state_dict(state["model"])
@@ -259,8 +299,9 @@ class TrainingLoop:
                 else:
                     progress["bad_epochs"] += 1
                 progress["finished"] = progress["bad_epochs"] >= self.config.patience or epoch == self.config.epochs
-                if self.checkpoints:
+                if self.checkpoints and self.main:
                     self.checkpoints.save(self._state(epoch, progress))
+                distributed.barrier()
                 if writer:
                     for name in ("train_loss", "val_loss", "lr", "samples_per_s"):
                         writer.add_scalar(name, record[name], epoch)
@@ -291,7 +332,7 @@ class TrainingLoop:
         )
 
     def _writer(self, start: int):
-        if self.tensorboard_dir is None:
+        if self.tensorboard_dir is None or not self.main:
             return None
         from torch.utils.tensorboard import SummaryWriter
 

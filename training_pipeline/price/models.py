@@ -6,12 +6,15 @@ arrays without a DataFrame), so both give the same numbers.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import subprocess
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import joblib
 import numpy as np
@@ -21,12 +24,16 @@ from sklearn.linear_model import LassoCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from coinflow.redact import redact
 from feature_repo.names import EVENT_TIMESTAMP
 from training_pipeline.features import input_matrix, input_names, model_inputs, select_columns
 from training_pipeline.labels import BASELINE_WINDOW, LABEL_TIMESTAMP, TARGET_LOG_RETURN, recent_mean_column
 from training_pipeline.metrics import price_mae
 from training_pipeline.model_base import PriceModel
 from training_pipeline.splits import walk_forward
+
+if TYPE_CHECKING:
+    import optuna
 
 logger = logging.getLogger(__name__)
 
@@ -266,6 +273,79 @@ class XGBoostModel(PriceModel):
         return model
 
 
+# Trial attributes of a shared search: which worker ran the trial, and on which rows (`tuning_fingerprint`).
+WORKER_ATTR = "worker"
+TUNING_ROWS_ATTR = "tuning_rows"
+# Workers that open an empty database together race to create Optuna's tables (optuna/optuna#1092); the losers
+# retry, and then find the tables.
+STORAGE_ATTEMPTS = 3
+STORAGE_RETRY_S = 0.5
+
+
+class StudyError(Exception):
+    """The shared Optuna study cannot be used: its storage cannot be opened, or it holds trials on other rows."""
+
+
+@dataclass(frozen=True)
+class SharedStudy:
+    """Where the workers of one XGBoost search meet (an Optuna storage URL and study name), this worker's index
+    (0: the `train` run) and the fingerprint of the rows it tunes on."""
+
+    storage: str
+    name: str
+    worker: int
+    tuning_rows: str
+
+
+def worker_seed(seed: int, worker: int) -> int:
+    """The sampler seed of tuning worker `worker`: distinct per worker, so that workers do not draw the same
+    trials; worker 0 keeps the base seed, so a search in memory draws what it always drew."""
+    return seed + worker
+
+
+def tuning_fingerprint(dataset_hash: str, train_rows: np.ndarray, folds: int) -> str:
+    """SHA-256 of what a trial's score depends on besides its parameters: the dataset, the positions of the
+    training rows in it (the time split) and the number of walk-forward folds."""
+    digest = hashlib.sha256(f"{dataset_hash}:{folds}:".encode())
+    digest.update(np.asarray(train_rows, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def _one_line(error: BaseException) -> str:
+    """A database error's own message on one line, credentials masked (SQLAlchemy appends the SQL and a link)."""
+    return redact(" ".join(str(getattr(error, "orig", None) or error).split()))
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage at `url`, its tables created when missing; `StudyError` when it cannot be opened."""
+    import optuna
+    from sqlalchemy import exc
+
+    attempt = 1
+    while True:
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (exc.IntegrityError, exc.ProgrammingError) as error:
+            if attempt == STORAGE_ATTEMPTS:
+                raise StudyError(f"cannot create the Optuna tables in {redact(url)}: {_one_line(error)}") from error
+            attempt += 1
+            time.sleep(STORAGE_RETRY_S)
+        except (exc.SQLAlchemyError, ImportError, RuntimeError) as error:
+            raise StudyError(f"cannot open the Optuna storage {redact(url)}: {_one_line(error)}") from error
+
+
+def _check_rows(study: optuna.Study, shared: SharedStudy) -> None:
+    """Every trial in the study was scored on the same rows as this worker's (same data, split and folds); a trial
+    another worker has just started may not carry its rows yet."""
+    rows = {t.user_attrs.get(TUNING_ROWS_ATTR) for t in study.get_trials(deepcopy=False)}
+    other = rows - {shared.tuning_rows, None}
+    if other:
+        raise StudyError(
+            f"the Optuna study {shared.name!r} holds trials scored on other rows (another dataset, time split or "
+            "number of folds): name another study with COINFLOW_OPTUNA_STUDY, or unset it for one per dataset"
+        )
+
+
 def tune_xgboost(
     train: pd.DataFrame,
     features: Sequence[str],
@@ -273,21 +353,27 @@ def tune_xgboost(
     trials: int,
     device: str,
     seed: int,
+    shared: SharedStudy | None = None,
 ) -> tuple[dict[str, Any], float]:
     """Optuna search of XGBoost's hyper-parameters on walk-forward folds of the training rows.
 
     Each trial fits one early-stopped model per fold and scores the mean of
     its price MAE relative to the last-price MAE on the fold (scale-free across
     folds, and the quantity the promotion gate judges). Unpromising trials are
-    pruned after their first folds. Returns the best parameters (the number of
-    trees is left to early stopping) and their score.
+    pruned after their first folds. In memory, or in the `shared` study that
+    other workers (`tune-worker`) run trials in at the same time. Returns the
+    best parameters of the study's trials, all workers' (the number of trees
+    is left to early stopping), and their score.
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     splits = walk_forward(train[EVENT_TIMESTAMP], train[LABEL_TIMESTAMP], folds)
+    attributes = {} if shared is None else {WORKER_ATTR: shared.worker, TUNING_ROWS_ATTR: shared.tuning_rows}
 
     def objective(trial: optuna.Trial) -> float:
+        for key, value in attributes.items():
+            trial.set_user_attr(key, value)
         hyper = {
             "max_depth": trial.suggest_int("max_depth", 2, 8),
             "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
@@ -309,9 +395,16 @@ def tune_xgboost(
         return float(np.mean(ratios))
 
     study = optuna.create_study(
+        storage=None if shared is None else open_storage(shared.storage),
+        study_name=None if shared is None else shared.name,
+        load_if_exists=True,
         direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
+        sampler=optuna.samplers.TPESampler(seed=worker_seed(seed, 0 if shared is None else shared.worker)),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3),
     )
+    if shared is not None:
+        _check_rows(study, shared)
     study.optimize(objective, n_trials=trials)
+    if shared is not None:
+        _check_rows(study, shared)  # a worker on other rows may have joined meanwhile
     return dict(study.best_params), float(study.best_value)

@@ -31,7 +31,18 @@ from training_pipeline.dataset import Dataset, build_dataset, horizon_delta
 from training_pipeline.metrics import METRICS, frame_metrics, ratios
 from training_pipeline.model_base import PriceModel
 from training_pipeline.price.evaluate import evaluate, walk_forward_mae_ratios
-from training_pipeline.price.models import LassoModel, LastPrice, MeanLastN, XGBoostModel, resolve_device, tune_xgboost
+from training_pipeline.price.models import (
+    WORKER_ATTR,
+    LassoModel,
+    LastPrice,
+    MeanLastN,
+    SharedStudy,
+    XGBoostModel,
+    open_storage,
+    resolve_device,
+    tune_xgboost,
+    tuning_fingerprint,
+)
 from training_pipeline.price.serving import log_pyfunc, predict_with_alias
 from training_pipeline.splits import Split, time_split
 from training_pipeline.tracking import EXAMPLE_ROWS, champion_version, decide_promotion, git_commit
@@ -101,6 +112,73 @@ class TrainingOptions:
         return cls(models=tuple(m for m in MODEL_CHOICES if m in models), **values)
 
 
+def training_split(settings: Settings, dataset: Dataset) -> Split:
+    """The train / validation / test periods of a dataset: one function, so that `train` and its tuning workers
+    split the same rows the same way."""
+    rows = dataset.frame
+    return time_split(
+        rows[EVENT_TIMESTAMP],
+        rows["label_timestamp"],
+        settings.training.validation_fraction,
+        settings.training.test_fraction,
+    )
+
+
+def shared_study(settings: Settings, dataset: Dataset, split: Split, worker: int) -> SharedStudy | None:
+    """The XGBoost search's study in COINFLOW_OPTUNA_STORAGE that worker `worker` joins (None: in memory); unless
+    COINFLOW_OPTUNA_STUDY names it, its name is derived from the pair, horizon, model and tuning rows."""
+    if settings.training.optuna_storage is None:
+        return None
+    rows = tuning_fingerprint(dataset.fingerprint(), split.train, settings.training.walk_forward_folds)
+    name = settings.training.optuna_study or (
+        f"{registered_model_name(dataset.pair, dataset.horizon_minutes)}-{XGBoostModel.model_type}-{rows[:12]}"
+    )
+    return SharedStudy(settings.training.optuna_storage, name, worker, rows)
+
+
+def xgboost_search(
+    settings: Settings, dataset: Dataset, split: Split, trials: int, device: str, worker: int = 0
+) -> tuple[dict[str, Any], float, SharedStudy | None]:
+    """Run `trials` trials of the XGBoost search on the training rows as worker `worker`, in memory or in the
+    shared study: the best parameters of the study's trials (all workers'), their score, and the study."""
+    shared = shared_study(settings, dataset, split, worker)
+    train = dataset.frame.iloc[split.train]
+    folds, seed = settings.training.walk_forward_folds, settings.training.seed
+    params, value = tune_xgboost(train, dataset.features, folds, trials, device, seed, shared)
+    return params, value, shared
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    """What one tuning worker did in its shared study, and the study's best trial so far (of all workers)."""
+
+    study: str
+    worker: int
+    worker_trials: int
+    total_trials: int
+    best_value: float
+    best_params: dict[str, Any]
+
+
+def tune_worker(
+    settings: Settings, pair: str, options: TrainingOptions, worker: int, store: FeatureStore | None = None
+) -> TuningResult:
+    """Join the shared XGBoost search of `pair` as worker `worker` and run `options.trials` trials in it, on the
+    training rows `train` tunes on (same dataset, same split)."""
+    import optuna
+
+    if settings.training.optuna_storage is None:
+        raise ValueError("a tuning worker needs a shared study: set COINFLOW_OPTUNA_STORAGE")
+    dataset = build_dataset(settings, pair, options.interval, options.horizon_minutes, store)
+    split = training_split(settings, dataset)
+    device = resolve_device(settings.training.xgboost_device)
+    params, value, shared = xgboost_search(settings, dataset, split, options.trials, device, worker)
+    assert shared is not None, "a storage is set"
+    trials = optuna.load_study(study_name=shared.name, storage=open_storage(shared.storage)).get_trials(deepcopy=False)
+    mine = sum(t.user_attrs.get(WORKER_ATTR) == worker for t in trials)
+    return TuningResult(shared.name, worker, mine, len(trials), value, params)
+
+
 def _period(rows: pd.DataFrame) -> tuple[str, str]:
     return rows[EVENT_TIMESTAMP].iloc[0].isoformat(), rows[EVENT_TIMESTAMP].iloc[-1].isoformat()
 
@@ -114,21 +192,19 @@ def _fit(
 
 
 class PairTrainer:
-    """Trains, logs and registers the models of one pair on one split of its dataset."""
+    """Trains, logs and registers the models of one pair on one split of its dataset; without a `client` (a torchrun
+    rank other than 0) it trains and evaluates alike but logs, registers and promotes nothing."""
 
-    def __init__(self, settings: Settings, dataset: Dataset, options: TrainingOptions, client: MlflowClient) -> None:
+    def __init__(
+        self, settings: Settings, dataset: Dataset, options: TrainingOptions, client: MlflowClient | None
+    ) -> None:
         self.settings = settings
         self.dataset = dataset
         self.options = options
         self.client = client
         self.name = registered_model_name(dataset.pair, dataset.horizon_minutes)
         rows = dataset.frame
-        self.split = time_split(
-            rows[EVENT_TIMESTAMP],
-            rows["label_timestamp"],
-            settings.training.validation_fraction,
-            settings.training.test_fraction,
-        )
+        self.split = training_split(settings, dataset)
         self.train = rows.iloc[self.split.train]
         self.validation = rows.iloc[self.split.validation]
         self.test = rows.iloc[self.split.test]
@@ -136,6 +212,12 @@ class PairTrainer:
         self.baseline_validation = frame_metrics(self.validation, self.validation["close"].to_numpy(dtype=float))
         self.baseline_test = frame_metrics(self.test, self.test["close"].to_numpy(dtype=float))
         self.commit, self.dirty = git_commit(Path(training_pipeline.__file__).resolve().parents[1])
+
+    @property
+    def registry(self) -> MlflowClient:
+        """The client of the process that logs and registers."""
+        assert self.client is not None, "only the process with a client logs, registers and promotes"
+        return self.client
 
     def run(self) -> PairResult:
         start = time.perf_counter()
@@ -153,23 +235,23 @@ class PairTrainer:
             )
         if "xgboost" in self.options.models:
             device = resolve_device(self.settings.training.xgboost_device)
-            tuned, score = tune_xgboost(
-                self.train, features, self.settings.training.walk_forward_folds, self.options.trials, device, seed
-            )
+            tuned, score, shared = xgboost_search(self.settings, self.dataset, self.split, self.options.trials, device)
             logger.info("%s: best XGBoost trial, walk-forward MAE ratio %.5f: %s", self.dataset.pair, score, tuned)
+            study = {} if shared is None else {"optuna_study": shared.name}
             result.models.append(
                 self._train_one(
                     lambda: XGBoostModel(features, tuned, device, seed),
-                    {"optuna_trials": self.options.trials},
+                    {"optuna_trials": self.options.trials, **study},
                     {"optuna_best_mae_ratio": score},
                 )
             )
         for model_type in ("lstm", "gru"):
             if model_type in self.options.models:
                 result.models.append(self._train_one(self._sequence_model(model_type), {}))
-        self._promote([m for m in result.models if m.version is not None])
-        champion = champion_version(self.client, self.name)
-        result.champion = None if champion is None else champion.version
+        if self.client is not None:
+            self._promote([m for m in result.models if m.version is not None])
+            champion = champion_version(self.client, self.name)
+            result.champion = None if champion is None else champion.version
         result.seconds = time.perf_counter() - start
         return result
 
@@ -197,13 +279,27 @@ class PairTrainer:
             self.baseline_test["mae"],
             result.walk_forward_mean,
         )
+        if self.client is not None:
+            self._log(model, result, predicted, extra_params, extra_metrics or {})
+        return result
+
+    def _log(
+        self,
+        model: PriceModel,
+        result: ModelResult,
+        predicted: np.ndarray,
+        extra_params: dict[str, Any],
+        extra_metrics: dict[str, float],
+    ) -> None:
+        """The model's MLflow run; a learned model is also registered and becomes the challenger."""
+        folds = result.walk_forward
         with mlflow.start_run(run_name=model.model_type) as run:
             result.run_id = run.info.run_id
             mlflow.set_tags(self._tags(model))
             mlflow.log_params(
                 {**self._params(), **{f"model_{k}": v for k, v in model.params().items()}, **extra_params}
             )
-            mlflow.log_metrics(self._metrics(result, extra_metrics or {}))
+            mlflow.log_metrics(self._metrics(result, extra_metrics))
             for step, ratio in enumerate(folds):
                 mlflow.log_metric("walk_forward_mae_ratio", ratio, step=step)
             for record in model.training_curve():
@@ -215,9 +311,8 @@ class PairTrainer:
                 example = self.test[list(self.dataset.features)].head(EXAMPLE_ROWS).reset_index(drop=True)
                 info = log_pyfunc(model, example, self.name)
                 result.version = str(info.registered_model_version)
-                self.client.set_registered_model_alias(self.name, CHALLENGER, result.version)
+                self.registry.set_registered_model_alias(self.name, CHALLENGER, result.version)
                 mlflow.set_tag("registered_model_version", result.version)
-        return result
 
     def _tags(self, model: PriceModel) -> dict[str, str]:
         return {
@@ -286,7 +381,7 @@ class PairTrainer:
 
     def _champion_mae(self) -> tuple[float | None, str, str | None]:
         """The current champion's test MAE on this test period: (mae or None, label, error or None)."""
-        current = champion_version(self.client, self.name)
+        current = champion_version(self.registry, self.name)
         if current is None:
             return None, "", None
         label = f"champion v{current.version}"
@@ -316,19 +411,26 @@ class PairTrainer:
                     label or "the champion",
                 )
             if promote:
-                self.client.set_registered_model_alias(self.name, CHAMPION, version)
+                self.registry.set_registered_model_alias(self.name, CHAMPION, version)
                 champion_mae, label = candidate.test["mae"], f"champion v{version}"
             candidate.promoted, candidate.promotion = promote, reason
-            self.client.set_tag(candidate.run_id, "promotion", reason)
-            self.client.set_model_version_tag(self.name, version, "promotion", reason)
+            self.registry.set_tag(candidate.run_id, "promotion", reason)
+            self.registry.set_model_version_tag(self.name, version, "promotion", reason)
             logger.info("%s v%s (%s): %s", self.name, version, candidate.model_type, reason)
 
 
 def train_pair(
-    settings: Settings, pair: str, options: TrainingOptions, tracking_uri: str, store: FeatureStore | None = None
+    settings: Settings,
+    pair: str,
+    options: TrainingOptions,
+    tracking_uri: str | None,
+    store: FeatureStore | None = None,
 ) -> PairResult:
-    """Build the dataset of `pair`, train the chosen models and register them under one experiment."""
+    """Build the dataset of `pair`, train the chosen models and register them under one experiment (no `tracking_uri`:
+    train only, as a torchrun rank other than 0 does)."""
     dataset = build_dataset(settings, pair, options.interval, options.horizon_minutes, store)
+    if tracking_uri is None:
+        return PairTrainer(settings, dataset, options, None).run()
     # The registry is the tracking server's; an earlier set_registry_uri in the process must not redirect it.
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
