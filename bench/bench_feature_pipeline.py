@@ -101,6 +101,7 @@ LIVE_PAIRS = [
 TARGET_TRADES_PER_S = 20_000
 TARGET_P99_S = 1.0
 LATE_LIMIT_S = 2.0
+RUN_ID_SPAN = 10_000_000  # trade ids per pair of one live run, more than any run sends
 
 console = Console()
 if not console.is_terminal:
@@ -560,6 +561,7 @@ def live_producer(
     close_after_ms: int,
     go,
     out,
+    first_id: int = 1,
 ) -> None:
     """Child process: trades paced at `rate`/s round-robin over `pairs`, stamped with the wall clock.
 
@@ -581,7 +583,7 @@ def live_producer(
         if took > 0.5:
             slow_acks.append((message.timestamp()[1] / 1000, took))
 
-    next_id = {p: 1 for p in pairs}
+    next_id = {p: first_id for p in pairs}
     last_ts = {p: 0 for p in pairs}
     go.wait(120)
     sent = 0
@@ -698,7 +700,10 @@ def run_freshness(
     poll_s: float,
     warmup_s: float,
     consumer_extra: dict[str, str],
+    first_trade_id: int = 1,
 ) -> dict:
+    """One live run; a run after another on the same topic starts its trade ids past the earlier run's
+    (`first_trade_id`), or the pipeline's dedup would reject them as repeats."""
     ctx = multiprocessing.get_context("spawn")
     run_id = uuid.uuid4().hex
     close_after = settings.stream.candle_close_after_ms
@@ -720,6 +725,7 @@ def run_freshness(
             close_after,
             go,
             prod_out,
+            first_trade_id,
         ),
     )
     poller.start()
@@ -900,7 +906,8 @@ def _freshness_line(f: dict) -> str:
     p, s_ = f["poll"], f["sink"]
     late = sum(1 for x in f["late"] if x["written_after_s"] > LATE_LIMIT_S)
     return (
-        f"visible p50 {p['p50']:.2f} / p99 {p['p99']:.2f} / max {p['max']:.2f} s; sink write p99 {s_['p99']:.2f} s; "
+        f"visible p50 {p['p50']:.2f} / p99 {p['p99']:.2f} / max {p['max']:.2f} s; to sink p99 "
+        f"{f['to_sink']['p99']:.2f} s; sink write p99 {s_['p99']:.2f} s; "
         f"{late} candles > {LATE_LIMIT_S:g} s; end markers {'consumed' if f['completed'] else 'NOT consumed'}"
     )
 
@@ -1245,6 +1252,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.poll_ms / 1000,
                         args.warmup_s,
                         consumer_extra,
+                        first_trade_id=1 + k * RUN_ID_SPAN,
                     )
                 )
                 if args.live_runs > 1:
