@@ -9,7 +9,6 @@ feature repository (no MLflow: tuning needs only the dataset).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -24,6 +23,7 @@ from typer.testing import CliRunner
 from coinflow.feature_store import apply_feature_repo
 from coinflow.settings import Settings
 from tests.integration.conftest import write_history
+from tests.support.feature_runs import env_for
 from tests.support.paths import ROOT, copy_feature_repo
 from tests.support.ports import free_port
 from tests.support.postgres import temporary_database
@@ -70,8 +70,7 @@ def tuning_settings(tmp_path_factory, redis_url: str, storage: str) -> Settings:
 
 def _worker(settings: Settings, worker: int, trials: int, cwd: Path) -> subprocess.Popen[str]:
     """The real `tune-worker` command in a process of its own, given exactly these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COINFLOW_") and k not in ("REDIS_URL",)}
-    env.update(settings.as_environment(), PYTHONPATH=str(ROOT), COLUMNS="200")
+    env = {**env_for(settings), "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
     command = ["-m", "training_pipeline", "tune-worker", "--worker", str(worker), "--pair", PREDICTABLE]
     return subprocess.Popen(
         [sys.executable, *command, "--trials", str(trials)],
