@@ -65,7 +65,7 @@ from coinflow.logs import configure_logging
 from coinflow.quality import Rejects
 from coinflow.schemas import CONTROL_END, Control
 from coinflow.settings import Settings, keyword_names
-from coinflow.streaming import new_application, outage_config, pipeline_topics, topic_config
+from coinflow.streaming import new_application, pipeline_topics, source_producer_config, topic_config
 from feature_pipeline.candles.dataflow import build_dataflow
 from feature_pipeline.candles.sink import CandleFeastSink
 from feature_pipeline.runtime import Completion
@@ -716,7 +716,7 @@ def run_freshness(
         daemon=True,
         args=(
             broker.address,
-            outage_config(settings, broker, None),
+            source_producer_config(settings, broker, None),
             settings.topics.trades,
             pairs,
             rate,

@@ -10,8 +10,10 @@ history (measured: `bench.bench_feature_pipeline --phases broker-history`), and
 the memory engine never deletes a batch (retention and DeleteRecords are not
 implemented there), so only a restart of the broker shortens it.
 
-The client settings bound it: producers batch for `EMBEDDED_LINGER_MS` (fewer
-objects per second of traffic), and consumers wait `EMBEDDED_FETCH_WAIT_MS`,
+The client settings bound it: sources' producers, which carry the traffic,
+batch for `EMBEDDED_SOURCE_LINGER_MS` (fewer objects per second of it; the
+applications' own producers write a few records a second and keep librdkafka's
+short linger, which is what freshness needs), and consumers wait `EMBEDDED_FETCH_WAIT_MS`,
 which leaves the listing of hours of history time to finish. Tansu answers a
 fetch as soon as one of its partitions has records, so the wait only adds
 latency when the consumer is caught up (the broker looks again at half the
@@ -33,7 +35,7 @@ from prometheus_client import Gauge
 
 logger = logging.getLogger(__name__)
 
-EMBEDDED_LINGER_MS = 50
+EMBEDDED_SOURCE_LINGER_MS = 50
 EMBEDDED_FETCH_WAIT_MS = 200
 EMBEDDED_SESSION_TIMEOUT_MS = 6000
 
@@ -51,6 +53,20 @@ def embedded_consumer_config() -> dict[str, Any]:
     timeout keeps a command's start-up quick (about 3 s).
     """
     return {"session.timeout.ms": EMBEDDED_SESSION_TIMEOUT_MS, "fetch.wait.max.ms": EMBEDDED_FETCH_WAIT_MS}
+
+
+def embedded_changelog_producer_config() -> dict[str, Any]:
+    """Producer settings under which Quix can recover state from changelog topics on the embedded broker.
+
+    Tansu 0.6 answers ListOffsets with the base offset of a partition's newest
+    batch plus one, not the offset after its last record; Quix reads a
+    changelog up to that high watermark and would miss the rest of the last
+    batch. With one record per batch the two are the same. It costs a batch
+    per record (the history that every fetch lists), which an application's
+    own producer can afford: it writes candles and, at each checkpoint, one
+    changelog record per changed key (a pair's state), not the trades.
+    """
+    return {"batch.num.messages": 1}
 
 
 def newest_record_fetch_s(

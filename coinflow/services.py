@@ -138,13 +138,32 @@ def _kafka_healthy(address: str, timeout: float = 3.0) -> bool:
         return False
 
 
+def wait_for_kafka(address: str, wait_s: float, attempt_s: float = 1.0, max_backoff_s: float = 5.0) -> bool:
+    """Whether the Kafka broker at `address` answers within `wait_s`: asked again with exponential backoff (from
+    0.5 s to `max_backoff_s`), each miss logged as a warning with the next try's delay."""
+    deadline = time.monotonic() + wait_s
+    backoff = 0.5
+    while True:
+        if _kafka_healthy(address, timeout=max(min(attempt_s, deadline - time.monotonic()), 0.5)):
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        delay = min(backoff, remaining)
+        logger.warning("The broker at %s does not answer yet; asking again in %.1f s", redact(address), delay)
+        time.sleep(delay)
+        backoff = min(backoff * 2, max_backoff_s)
+
+
 def ensure_broker(settings: Settings) -> Broker:
-    """Return a healthy broker: the configured one, or the embedded Tansu broker (started if needed)."""
+    """Return a healthy broker: the configured one (waited for `broker_wait_s`), or the embedded Tansu broker
+    (started if needed)."""
     if settings.services.kafka_broker_address:
-        if not _kafka_healthy(settings.services.kafka_broker_address, timeout=10):
+        if not wait_for_kafka(settings.services.kafka_broker_address, settings.services.broker_wait_s):
             raise ServiceError(
-                f"KAFKA_BROKER_ADDRESS={redact(settings.services.kafka_broker_address)} does not answer Kafka metadata "
-                "requests. Start that broker, or unset KAFKA_BROKER_ADDRESS to use the embedded one."
+                f"KAFKA_BROKER_ADDRESS={redact(settings.services.kafka_broker_address)} did not answer Kafka metadata "
+                f"requests within {settings.services.broker_wait_s:g} s (COINFLOW_BROKER_WAIT_S). Start that broker, "
+                "or unset KAFKA_BROKER_ADDRESS to use the embedded one."
             )
         return Broker(settings.services.kafka_broker_address, "external", embedded=False)
 

@@ -10,11 +10,18 @@ from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from quixstreams import Application
+from quixstreams.error_callbacks import ProducerErrorCallback
+from quixstreams.internal_producer import InternalProducer
 from quixstreams.models import TopicConfig
 from quixstreams.models.topics import Topic
 from quixstreams.models.topics.admin import TopicAdmin
 
-from coinflow.embedded_broker import EMBEDDED_LINGER_MS, HistoryWatch, embedded_consumer_config
+from coinflow.embedded_broker import (
+    EMBEDDED_SOURCE_LINGER_MS,
+    HistoryWatch,
+    embedded_changelog_producer_config,
+    embedded_consumer_config,
+)
 from coinflow.redact import redact
 from coinflow.services import Broker, ServiceError, _kafka_healthy, stream_state_dir
 from coinflow.settings import Settings
@@ -82,22 +89,49 @@ def commit_riding_out_outages(commit: Commit) -> Commit:
 
 
 class PipelineApplication(Application):
-    """A Quix Application whose consumer rides out a broker outage instead of failing the run on a commit.
+    """A Quix Application whose consumer rides out a broker outage instead of failing the run on a commit, and
+    whose sources' producers can have settings of their own.
 
     Only the application's own consumer is wrapped: the sources' consumers
-    are pickled to their processes and commit nothing.
+    are pickled to their processes and commit nothing. Quix gives sources a
+    producer with the application's settings; given
+    `source_producer_extra_config`, they get those instead (sources carry the
+    traffic, the application's own producer a few records a second and its
+    state changes, and the embedded broker wants the traffic in few batches and
+    the changelogs in batches of one: `coinflow.embedded_broker`).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, source_producer_extra_config: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self._source_producer_extra_config = source_producer_extra_config or {}  # read while Quix builds producers
         super().__init__(*args, **kwargs)
         # Quix builds its consumer inside Application.__init__, so its commit is wrapped on the instance (the
         # wrapper keeps the signature); mypy refuses any assignment to a method.
         self._consumer.commit = commit_riding_out_outages(self._consumer.commit)  # type: ignore[method-assign]
 
+    def _get_internal_producer(
+        self, on_error: ProducerErrorCallback | None = None, transactional: bool | None = None
+    ) -> InternalProducer:
+        """Quix's producer. Quix asks for the application's own with `transactional` None, and for a source's
+        (or a one-off state migration's) with False: those get the sources' settings."""
+        if transactional is not False or not self._source_producer_extra_config:
+            return super()._get_internal_producer(on_error=on_error, transactional=transactional)
+        return InternalProducer(
+            broker_address=self._config.broker_address,
+            extra_config=dict(self._source_producer_extra_config),
+            flush_timeout=self._config.flush_timeout,
+            on_error=on_error,
+            transactional=False,
+        )
+
     @property
     def topics(self) -> list[Topic]:
         """The topics the application reads and writes (not the changelogs)."""
         return list(self._topic_manager.non_changelog_topics.values())
+
+    @property
+    def changelog_topics(self) -> list[Topic]:
+        """The changelog topics of the application's state stores (none when changelogs are off)."""
+        return list(self._topic_manager.changelog_topics_list)
 
 
 class TopicKeeper:
@@ -171,7 +205,15 @@ def outage_config(settings: Settings, broker: Broker, wait_s: float | None) -> d
     }
     if broker.embedded:
         config["enable.idempotence"] = False
-        config["linger.ms"] = EMBEDDED_LINGER_MS
+    return config
+
+
+def source_producer_config(settings: Settings, broker: Broker, wait_s: float | None) -> dict[str, Any]:
+    """`outage_config` for a producer of a source's traffic: on the embedded broker it batches
+    `EMBEDDED_SOURCE_LINGER_MS`, which keeps the partitions' history short (`coinflow.embedded_broker`)."""
+    config = outage_config(settings, broker, wait_s)
+    if broker.embedded:
+        config["linger.ms"] = EMBEDDED_SOURCE_LINGER_MS
     return config
 
 
@@ -180,6 +222,7 @@ def new_application(
     broker: Broker,
     consumer_group: str | None = None,
     broker_wait_s: float | None = None,
+    changelogs: bool | None = None,
     **overrides,
 ) -> PipelineApplication:
     """An Application on the given broker with the project's checkpointing and state location.
@@ -188,13 +231,22 @@ def new_application(
     until it is back; finite commands pass ``Settings.broker_wait_s``), then
     fails with `KafkaBrokerUnavailableError` or an undelivered record.
 
-    On the embedded Tansu broker, state lives only in the local RocksDB store
-    (flushed at every checkpoint, tied to the broker's lifetime): Tansu answers
-    ListOffsets with wrong high watermarks, which breaks Quix's recovery from
-    changelog topics. On a real Kafka or Redpanda, changelogs are used.
-    The embedded broker's consumers get `embedded_consumer_config`.
+    State is kept in changelog topics on a real Kafka or Redpanda, so that a
+    partition's state moves with it to another consumer of the group. On the
+    embedded Tansu broker, by default, state lives only in the local RocksDB
+    store (flushed at every checkpoint, tied to the broker's lifetime): its
+    ListOffsets answers are right only for batches of one record, which the
+    application's producer then writes (`embedded_changelog_producer_config`;
+    ``changelogs=True``, as the scale-out workers ask). The embedded broker's
+    consumers get `embedded_consumer_config`, and the sources' producers
+    `source_producer_config`.
     """
-    options = dict(
+    use_changelogs = not broker.embedded if changelogs is None else changelogs
+    producer_overrides = overrides.pop("producer_extra_config", None) or {}
+    own_producer = outage_config(settings, broker, broker_wait_s)
+    if use_changelogs and broker.embedded:
+        own_producer.update(embedded_changelog_producer_config())
+    options: dict[str, Any] = dict(
         broker_address=broker.address,
         consumer_group=consumer_group or settings.stream.consumer_group,
         auto_offset_reset="earliest",
@@ -205,11 +257,13 @@ def new_application(
         # Topics are created with explicit configs (see `topic_config`); the
         # internal changelog/repartition topics inherit the broker's defaults.
         auto_create_topics=True,
-        use_changelog_topics=not broker.embedded,
+        use_changelog_topics=use_changelogs,
         broker_availability_timeout=broker_wait_s or 0,
-        producer_extra_config={
-            **outage_config(settings, broker, broker_wait_s),
-            **(overrides.pop("producer_extra_config", None) or {}),
+        producer_extra_config={**own_producer, **producer_overrides},
+        source_producer_extra_config={
+            "enable.idempotence": True,  # as Quix's default for its producers
+            **source_producer_config(settings, broker, broker_wait_s),
+            **producer_overrides,
         },
     )
     consumer = embedded_consumer_config() if broker.embedded else {}
@@ -233,7 +287,8 @@ def run_application(app: PipelineApplication, broker: Broker, broker_wait_s: flo
     """
     try:
         if broker.embedded:
-            with TopicKeeper(app), HistoryWatch(broker.address, [t.name for t in app.topics]):
+            watched = [t.name for t in [*app.topics, *app.changelog_topics]]
+            with TopicKeeper(app), HistoryWatch(broker.address, watched):
                 app.run()
         else:
             app.run()

@@ -81,8 +81,10 @@ def check_interval(interval: str) -> str:
     return interval
 
 
-def serve_metrics(settings: Settings) -> None:
-    """Expose the Prometheus metrics of a long-running command, when a port is configured."""
+def serve_metrics(settings: Settings, offset: int = 0) -> None:
+    """Expose the Prometheus metrics of a long-running command, when a port is configured (that port plus
+    `offset`: one per worker on a machine)."""
     if settings.services.metrics_port:
-        start_http_server(settings.services.metrics_port, addr="127.0.0.1")
-        console.print(f"Prometheus metrics on http://127.0.0.1:{settings.services.metrics_port}/metrics")
+        port = settings.services.metrics_port + offset
+        start_http_server(port, addr="127.0.0.1")
+        console.print(f"Prometheus metrics on http://127.0.0.1:{port}/metrics")

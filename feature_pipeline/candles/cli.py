@@ -38,14 +38,32 @@ from feature_repo.names import ENTITY, INDICATOR_FEATURES, OHLCV_FEATURES, indic
 app = typer.Typer()
 
 
+IngestOnlyOption = Annotated[
+    bool,
+    typer.Option(
+        "--ingest-only",
+        help="Only write the trades to the trades topic, for a group of `worker` processes to turn into features.",
+    ),
+]
+
+
 def _run_candles(
-    settings: Settings, source: RecordSource, into_candles: bool, finite_pairs: set[str] | None, run_id: str | None
+    settings: Settings,
+    source: RecordSource | None,
+    into_candles: bool,
+    finite_pairs: set[str] | None,
+    run_id: str | None,
+    worker_id: int | None = None,
+    process: bool = True,
 ) -> None:
     try:
-        summary = run_pipeline(settings, source, into_candles, finite_pairs, run_id)
+        summary = run_pipeline(settings, source, into_candles, finite_pairs, run_id, worker_id, process)
     except services.ServiceError as exc:
         raise fail_on_service_error(exc) from exc
-    console.print(rows_table(f"feature pipeline finished in {summary.seconds:.1f} s", summary.rows_written))
+    if process:
+        console.print(rows_table(f"feature pipeline finished in {summary.seconds:.1f} s", summary.rows_written))
+    else:
+        console.print(f"ingest finished in {summary.seconds:.1f} s")
     print_stages(summary.stages)
 
 
@@ -55,8 +73,10 @@ def replay_trades(
     pair: Annotated[str, typer.Option(help="The pair these trades belong to, e.g. BTC/USD.")],
     speed: Annotated[float, typer.Option(help="Replay at real time x SPEED; 0 replays as fast as possible.")] = 0.0,
     exchange: Annotated[str, typer.Option(help="Exchange name stamped on the trades.")] = "kraken",
+    ingest_only: IngestOnlyOption = False,
 ) -> None:
-    """Replay a trades file through the whole pipeline and exit once every candle and indicator is stored."""
+    """Replay a trades file through the whole pipeline and exit once every candle and indicator is stored
+    (with --ingest-only: once every trade is in the trades topic)."""
     settings = pipeline_settings()
     run_id = uuid.uuid4().hex
     close_after = settings.stream.candle_close_after_ms
@@ -71,7 +91,7 @@ def replay_trades(
         max_future_ms=settings.stream.max_future_ms,
         dead_letter_max_bytes=settings.stream.dead_letter_max_bytes,
     )
-    _run_candles(settings, source, into_candles=False, finite_pairs={pair}, run_id=run_id)
+    _run_candles(settings, source, False, {pair}, run_id, process=not ingest_only)
 
 
 @app.command("backfill-ohlcv")
@@ -102,7 +122,7 @@ def backfill_ohlcv(
 
 
 @app.command()
-def live(pairs: PairsOption = None) -> None:
+def live(pairs: PairsOption = None, ingest_only: IngestOnlyOption = False) -> None:
     """Stream Kraken WebSocket v2 trades of the pairs (one connection) until Ctrl-C, which flushes what is in flight."""
     settings = pipeline_settings(pairs=comma_items(pairs) or None)
     serve_metrics(settings)
@@ -115,7 +135,28 @@ def live(pairs: PairsOption = None) -> None:
         reconnect_max_s=settings.exchanges.reconnect_max_s,
         dead_letter_max_bytes=settings.stream.dead_letter_max_bytes,
     )
-    _run_candles(settings, source, into_candles=False, finite_pairs=None, run_id=None)
+    _run_candles(settings, source, False, None, None, process=not ingest_only)
+
+
+@app.command()
+def worker(
+    worker_id: Annotated[
+        int, typer.Option("--worker-id", min=0, help="This worker's number: distinct for workers on one machine.")
+    ] = 0,
+) -> None:
+    """Turn trades into candles, indicators and features as one of a group of workers, until Ctrl-C.
+
+    The workers of the pipeline's consumer group (COINFLOW_CONSUMER_GROUP)
+    share the partitions of the trades and candles topics
+    (COINFLOW_TOPIC_PARTITIONS, set before the topics are created) and keep
+    their state in changelog topics: when one stops or dies, its partitions,
+    with their open candles and indicators, move to the others. Feed them with
+    `live --ingest-only` or `replay-trades --ingest-only`. Its metrics are on
+    COINFLOW_METRICS_PORT plus its worker id.
+    """
+    settings = pipeline_settings()
+    serve_metrics(settings, offset=worker_id)
+    _run_candles(settings, None, False, None, None, worker_id=worker_id)
 
 
 @app.command("backfill-rest")

@@ -31,7 +31,7 @@ from quixstreams.models.topics.admin import TopicAdmin
 
 from coinflow import services
 from coinflow.settings import Settings
-from coinflow.streaming import TopicKeeper, new_application, outage_config, pipeline_topics, topic_config
+from coinflow.streaming import TopicKeeper, new_application, pipeline_topics, source_producer_config, topic_config
 from feature_pipeline.sources.base import BUFFER_STAGE, RecordSource
 from feature_pipeline.sources.kraken_replay_server import KrakenReplayServer
 from tests.support.feature_runs import PAIR, assert_candles_equal, env_for, expected_candles, offline_view, read_topic
@@ -204,6 +204,42 @@ def test_a_finite_run_whose_broker_does_not_come_back_fails_with_one_line(own_br
     assert "Traceback" not in output, output[-3000:]
 
 
+def test_a_broker_down_at_start_is_waited_for_with_backoff_and_used_once_it_answers(own_broker, caplog):
+    """KAFKA_BROKER_ADDRESS names a broker that is not up yet; it starts 3 s later (a Tansu of the test's own)."""
+    later = own_broker.override(
+        run_dir=own_broker.services.run_dir.parent / "later",
+        embedded_broker_port=own_broker.services.embedded_broker_port + 1,
+    )
+    address = f"127.0.0.1:{later.services.embedded_broker_port}"
+    starter = threading.Timer(3.0, services.ensure_broker, args=(later,))
+    starter.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="coinflow.services"):
+            broker = services.ensure_broker(own_broker.override(kafka_broker_address=address, broker_wait_s=60))
+    finally:
+        starter.join()
+        services.stop_services(later)
+    assert broker.address == address and not broker.embedded
+    retries = [r.getMessage() for r in caplog.records if "does not answer yet" in r.getMessage()]
+    assert retries, "the broker was not asked again"
+    delays = [float(m.split("again in ")[1].split(" s")[0]) for m in retries]
+    assert delays == sorted(delays) and delays[0] == 0.5  # backing off
+
+
+def test_a_broker_that_never_comes_up_is_one_line_naming_it_and_the_wait(own_broker, data_dir):
+    address = f"127.0.0.1:{own_broker.services.embedded_broker_port + 2}"  # nothing listens there
+    env = env_for(own_broker) | {"KAFKA_BROKER_ADDRESS": address, "COINFLOW_BROKER_WAIT_S": "3"}
+    path = data_dir / "kraken" / "btcusd_trades_2019-07-01T00.csv"
+    cmd = [sys.executable, "-m", "feature_pipeline", "replay-trades", str(path), "--pair", PAIR]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    lines = [line for line in output.splitlines() if f"KAFKA_BROKER_ADDRESS={address} did not answer" in line]
+    assert len(lines) == 1 and "within 3 s (COINFLOW_BROKER_WAIT_S)" in lines[0], output[-3000:]
+    assert "asking again in" in output  # it was retried before giving up
+
+
 class _Probe(RecordSource):
     """A source whose records the test produces itself, in this process."""
 
@@ -221,7 +257,7 @@ def test_a_source_buffers_while_the_broker_does_not_answer_drops_the_overflow_an
     )
     app = new_application(small, broker)
     topics = pipeline_topics(app, small)
-    producer = InternalProducer(broker.address, extra_config=outage_config(small, broker, wait_s=None))
+    producer = InternalProducer(broker.address, extra_config=source_producer_config(small, broker, wait_s=None))
     source = _Probe("probe", small.topics.dead_letters)
     source.configure(topics.trades, producer)
     source.produce_record(PAIR, {"n": 0}, 1_000)

@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import math
 
-from coinflow.embedded_broker import EMBEDDED_FETCH_WAIT_MS, EMBEDDED_LINGER_MS, history_warning
+from coinflow.embedded_broker import EMBEDDED_FETCH_WAIT_MS, EMBEDDED_SOURCE_LINGER_MS, history_warning
 from coinflow.services import Broker
 from coinflow.settings import Settings
-from coinflow.streaming import new_application, outage_config
+from coinflow.streaming import new_application, outage_config, source_producer_config
 
 EMBEDDED = Broker("127.0.0.1:19092", "abc", embedded=True)
 EXTERNAL = Broker("kafka:9092", "external", embedded=False)
 
 
-def test_producers_batch_longer_only_on_the_embedded_broker():
+def test_sources_producers_batch_longer_only_on_the_embedded_broker_and_the_applications_own_keep_the_default():
     settings = Settings(_env_file=None)
-    assert outage_config(settings, EMBEDDED, None)["linger.ms"] == EMBEDDED_LINGER_MS
-    assert "linger.ms" not in outage_config(settings, EXTERNAL, None)
+    assert source_producer_config(settings, EMBEDDED, None)["linger.ms"] == EMBEDDED_SOURCE_LINGER_MS
+    assert "linger.ms" not in source_producer_config(settings, EXTERNAL, None)
+    assert "linger.ms" not in outage_config(settings, EMBEDDED, None)
+
+
+def test_quix_gives_the_sources_their_producer_settings_and_the_application_its_own(tmp_path):
+    settings = Settings(_env_file=None, run_dir=tmp_path)
+    app = new_application(settings, EMBEDDED, producer_extra_config={"client.id": "probe"})
+    own = app._producer._producer._producer_config  # the producer Quix built for the application in __init__
+    source = app._get_internal_producer(transactional=False)._producer._producer_config  # as `add_source` asks for it
+    assert "linger.ms" not in own and own["client.id"] == "probe"
+    assert source["linger.ms"] == EMBEDDED_SOURCE_LINGER_MS and source["client.id"] == "probe"
+    assert source["message.timeout.ms"] == own["message.timeout.ms"] == 0
 
 
 def test_consumers_of_the_embedded_broker_wait_long_enough_for_its_listing_and_others_keep_librdkafkas_default(

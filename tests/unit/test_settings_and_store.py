@@ -103,6 +103,32 @@ def test_offline_writes_are_idempotent_and_newest_created_wins(tmp_path):
     assert parquet_writer.dataset_root(str(tmp_path / "*" / "*.parquet")) == tmp_path
 
 
+def test_an_offline_write_merges_into_a_file_from_pandas_with_its_columns_in_another_order_and_one_missing(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [
+            ("pair", pa.string()),
+            ("event_timestamp", pa.timestamp("us", tz="UTC")),
+            ("created", pa.timestamp("us", tz="UTC")),
+            ("close", pa.float64()),
+            ("volume", pa.float64()),
+        ]
+    )
+    older = _rows([1.0, 2.0], "2024-01-01")[["close", "created", "event_timestamp", "pair"]]  # no volume
+    path = parquet_writer.partition_path(tmp_path, "BTC/USD", "1970-01-01")
+    path.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pandas(older), path)  # pandas metadata, an index column
+    newer = _rows([1.0, 20.0, 30.0], "2024-01-01").assign(volume=[5.0, 6.0, 7.0])  # created at the same time
+    parquet_writer.write_rows(tmp_path, newer[schema.names], schema)
+    rows = parquet_writer.read_rows(tmp_path)
+    assert list(rows.columns) == schema.names
+    assert rows["close"].tolist() == [1.0, 20.0, 30.0]  # a tie on created: the row written last wins
+    assert rows["volume"].tolist() == [5.0, 6.0, 7.0]
+    assert rows["event_timestamp"].is_monotonic_increasing
+
+
 def test_the_tail_of_an_entity_spans_days_and_the_window_row_lists_it_oldest_first(tmp_path):
     import pyarrow as pa
 
