@@ -28,6 +28,21 @@ def test_quix_gives_the_sources_their_producer_settings_and_the_application_its_
     assert "linger.ms" not in own and own["client.id"] == "probe"
     assert source["linger.ms"] == EMBEDDED_SOURCE_LINGER_MS and source["client.id"] == "probe"
     assert source["message.timeout.ms"] == own["message.timeout.ms"] == 0
+    assert "batch.num.messages" not in own  # no changelogs on the embedded broker by default
+
+
+def test_with_changelogs_on_the_embedded_broker_the_application_writes_batches_of_one_and_its_sources_do_not(
+    tmp_path,
+):
+    settings = Settings(_env_file=None, run_dir=tmp_path)
+    app = new_application(settings, EMBEDDED, changelogs=True)
+    assert app.config.use_changelog_topics
+    assert app._producer._producer._producer_config["batch.num.messages"] == 1  # exact ListOffsets answers
+    assert "batch.num.messages" not in app._get_internal_producer(transactional=False)._producer._producer_config
+    external = new_application(settings, EXTERNAL, changelogs=True)
+    assert "batch.num.messages" not in external._producer._producer._producer_config
+    assert not new_application(settings, EMBEDDED).config.use_changelog_topics
+    assert new_application(settings, EXTERNAL).config.use_changelog_topics
 
 
 def test_consumers_of_the_embedded_broker_wait_long_enough_for_its_listing_and_others_keep_librdkafkas_default(
