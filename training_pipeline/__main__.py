@@ -197,15 +197,45 @@ def train(
         console.print(f"[red]{redact(exc)}[/red]")
         raise typer.Exit(1) from exc
     store = feature_store(settings)
-    failed = (
-        _train_prices(settings, _split(pair) or settings.training.pairs, options, tracking_uri, store)
-        if options
-        else []
-    )
-    for book in (_split(product) or settings.action.products) if action else []:
-        from training_pipeline.action.train import train_action  # imports torch only when the action model is chosen
+    try:
+        failed = (
+            _train_prices(settings, _split(pair) or settings.training.pairs, options, tracking_uri, store)
+            if options
+            else []
+        )
+        if action:
+            failed += _train_actions(settings, _split(product) or settings.action.products, tracking_uri, store)
+    except MlflowException as exc:
+        console.print(tracking_failure(tracking_uri, exc), style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
+    finally:
+        if torchrun is not None:
+            from training_pipeline.deep.distributed import stop
 
-        assert tracking_uri is not None, "torchrun trains no action model"
+            stop()
+    if failed:
+        raise typer.Exit(1)
+
+
+def tracking_failure(tracking_uri: str | None, exc: MlflowException) -> str:
+    """One line for a tracking server (or the store behind it) lost during training: what failed, MLflow's reason
+    in short, and what it leaves behind."""
+    reason = " ".join(exc.message.split())
+    if len(reason) > 400:
+        reason = reason[:397] + "..."
+    return (
+        f"The MLflow server {redact(tracking_uri)} failed while training: {redact(reason)}. Runs logged so far stay "
+        "in MLflow; versions are registered only for finished runs."
+    )
+
+
+def _train_actions(settings: Settings, books: list[str], tracking_uri: str | None, store: FeatureStore) -> list[str]:
+    """Train the action model of each book and print its results; the books whose data failed the checks."""
+    from training_pipeline.action.train import train_action  # imports torch only when the action model is chosen
+
+    assert tracking_uri is not None, "torchrun trains no action model"
+    failed = []
+    for book in books:
         try:
             outcome = train_action(settings, book, tracking_uri, store)
         except DataCheckError as exc:
@@ -214,12 +244,7 @@ def train(
             continue
         console.print(_action_table(outcome))
         console.print(f"  v{outcome.version}: {outcome.promotion}. MLflow: {redact(tracking_uri)}")
-    if torchrun is not None:
-        from training_pipeline.deep.distributed import stop
-
-        stop()
-    if failed:
-        raise typer.Exit(1)
+    return failed
 
 
 def _join_torchrun(settings: Settings, models: list[str]) -> Distributed | None:

@@ -30,7 +30,7 @@ from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
 from mlflow.pyfunc import PythonModel
 
-from coinflow.contracts import CHAMPION
+from coinflow.contracts import CHALLENGER, CHAMPION
 
 # The distribution that installs training_pipeline: a registered model needs it to load.
 PROJECT = "coinflow"
@@ -56,7 +56,7 @@ def log_python_model(
     requirements: Sequence[str],
 ) -> ModelInfo:
     """Log `python_model` (models from code: the file `entry` sets it) with its saved model as the artifact, a
-    signature and input example, in the active run, and register it as `name`."""
+    signature and input example, in the active run, to be registered as `name` once the run has finished."""
     with warnings.catch_warnings():
         # trade_count is an integer feature (Int64 in Feast): MLflow's hint about integer columns does not apply.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
@@ -71,8 +71,18 @@ def log_python_model(
             signature=signature,
             input_example=example,
             pip_requirements=pip_requirements(requirements),
-            registered_model_name=name,
         )
+
+
+def register_challenger(client: MlflowClient, name: str, info: ModelInfo, run_id: str) -> str:
+    """Register the model `info` of the finished run `run_id` as the newest version of `name`, its challenger.
+
+    Registering after the run has ended means a version always belongs to a FINISHED run: a tracking store lost
+    during training leaves unregistered runs behind, never a version of a half-logged one."""
+    registered = mlflow.register_model(info.model_uri, name)
+    client.set_registered_model_alias(name, CHALLENGER, registered.version)
+    client.set_tag(run_id, "registered_model_version", registered.version)
+    return str(registered.version)
 
 
 def champion_version(client: MlflowClient, name: str) -> ModelVersion | None:

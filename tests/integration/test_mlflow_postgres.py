@@ -7,12 +7,16 @@ backend store (COINFLOW_MLFLOW_BACKEND_STORE_URI) and a temporary artifacts
 destination given as a file:// URL (COINFLOW_MLFLOW_ARTIFACTS_DESTINATION).
 Training, the registry's aliases and serving are checked in PostgreSQL's
 MLflow tables and on disk, not only through MLflow's client; then the faults:
-a store where nothing listens, a database that does not exist, and a database
-dropped under the running server.
+a store where nothing listens, a database that does not exist, PostgreSQL
+lost in the middle of a training run, and a database dropped under the
+running server.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +25,7 @@ from urllib.parse import urlparse
 import numpy as np
 import psycopg
 import pytest
+from psycopg import sql
 from typer.testing import CliRunner
 
 from coinflow import services
@@ -30,9 +35,10 @@ from coinflow.redact import redact
 from coinflow.settings import Settings
 from inference_pipeline.model_store import ModelKey, ModelStore
 from tests.integration.conftest import synthetic_training_settings
+from tests.support.feature_runs import env_for
 from tests.support.ports import free_port
-from tests.support.postgres import POSTGRES_URL, database_exists, drop_database, temporary_database
-from tests.support.training_synthetic import FEATURES, PREDICTABLE
+from tests.support.postgres import POSTGRES_URL, admin, database_exists, drop_database, temporary_database
+from tests.support.training_synthetic import FEATURES, PREDICTABLE, RANDOM_WALK
 from training_pipeline.__main__ import app
 from training_pipeline.dataset import build_dataset
 from training_pipeline.price.train import PairResult, TrainingOptions, train_pair
@@ -191,6 +197,77 @@ def test_training_against_a_missing_database_fails_clearly_and_registers_nothing
     assert f'database "{name}" does not exist' in output
     assert "Traceback" not in output and "s3cret" not in output
     assert _started_nothing(settings) and not database_exists(name)
+
+
+def _cut_off(name: str) -> None:
+    """PostgreSQL lost to the server: the database refuses new connections and its open ones are ended."""
+    with admin() as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+
+
+def _restore(name: str) -> None:
+    with admin() as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(name)))
+
+
+def _finished_runs(database_url: str, experiment: str) -> int:
+    ((count,),) = _query(
+        database_url,
+        "SELECT count(*) FROM runs JOIN experiments USING (experiment_id) WHERE experiments.name = %s "
+        "AND runs.status = 'FINISHED'",
+        experiment,
+    )
+    return int(count)
+
+
+def test_postgresql_lost_during_training_is_one_clear_error_and_nothing_half_registered(
+    postgres_settings: Settings, database_url: str, uri: str, tmp_path: Path
+):
+    """`train` of three model families; once its first run has finished, PostgreSQL refuses the server. The command
+    ends with exit status 1 and one line naming the server, no traceback; every version belongs to a finished run
+    and every alias to a version. Then the store is back and the server serves again."""
+    name = urlparse(database_url).path.lstrip("/")
+    experiment = registered_model_name(RANDOM_WALK, 1)
+    env = env_for(postgres_settings) | {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    }
+    log = tmp_path / "train.log"
+    with log.open("w") as out:
+        command = [sys.executable, "-m", "training_pipeline", "train", "--pair", RANDOM_WALK]
+        command += ["--models", "baseline,lasso,xgboost", "--trials", "40"]
+        process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            while _finished_runs(database_url, experiment) == 0:
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "no run finished in 300 s"
+                time.sleep(0.2)
+            _cut_off(name)
+            try:
+                code = process.wait(timeout=240)
+            finally:
+                _restore(name)
+        finally:
+            process.kill()
+    output = log.read_text()
+    flat = " ".join(output.split())
+    assert code == 1, output
+    assert f"The MLflow server {uri} failed while training:" in flat, output
+    assert "versions are registered only for finished runs" in flat
+    assert "Traceback" not in output, output
+
+    runs = dict(_query(database_url, "SELECT run_uuid, status FROM runs"))
+    versions = _query(database_url, "SELECT name, version, run_id FROM model_versions")
+    assert all(runs[run_id] == "FINISHED" for _, _, run_id in versions), (versions, runs)
+    aliases = _query(database_url, "SELECT name, alias, version FROM registered_model_aliases")
+    assert {(n, v) for n, _, v in aliases} <= {(n, v) for n, v, _ in versions}, (aliases, versions)
+    assert services.ensure_mlflow(postgres_settings) == uri  # the store is back: the same server reads it again
 
 
 def test_a_running_server_whose_database_is_gone_is_one_clear_error(

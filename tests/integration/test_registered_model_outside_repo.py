@@ -87,7 +87,7 @@ def _register(model: LassoModel, features: pd.DataFrame, artifacts: Path) -> str
     experiment = mlflow.create_experiment(NAME, artifact_location=artifacts.as_uri())
     with mlflow.start_run(experiment_id=experiment):
         info = log_pyfunc(model, features.head(5), NAME)
-    MlflowClient().set_registered_model_alias(NAME, CHAMPION, str(info.registered_model_version))
+    MlflowClient().set_registered_model_alias(NAME, CHAMPION, str(mlflow.register_model(info.model_uri, NAME).version))
     return f"models:/{NAME}@{CHAMPION}"
 
 

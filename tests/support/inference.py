@@ -89,7 +89,7 @@ def register(
         )
         mlflow.log_params({"interval": "1m", **{f"model_{k}": v for k, v in model.params().items()}})
         info = log_pyfunc(model, example, name)
-    version = str(info.registered_model_version)
+    version = str(mlflow.register_model(info.model_uri, name).version)
     if alias:
         MlflowClient(tracking_uri, registry_uri=tracking_uri).set_registered_model_alias(name, alias, version)
     return version

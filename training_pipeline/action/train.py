@@ -24,7 +24,7 @@ from feast import FeatureStore
 from mlflow import MlflowClient
 
 import training_pipeline
-from coinflow.contracts import CHALLENGER, CHAMPION, action_model_name
+from coinflow.contracts import CHAMPION, action_model_name
 from coinflow.settings import Settings
 from feature_repo.names import EVENT_TIMESTAMP
 from training_pipeline import plots
@@ -35,7 +35,13 @@ from training_pipeline.action.serving import log_action_pyfunc
 from training_pipeline.deep.config import DeepConfig
 from training_pipeline.simulation import Costs, Market, Outcome, benchmarks, equity_curves, simulate
 from training_pipeline.splits import Split, time_split
-from training_pipeline.tracking import EXAMPLE_ROWS, champion_version, decide_action_promotion, git_commit
+from training_pipeline.tracking import (
+    EXAMPLE_ROWS,
+    champion_version,
+    decide_action_promotion,
+    git_commit,
+    register_challenger,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -183,9 +189,7 @@ def train_action(
         )
         example = test[dataset.model_columns].head(EXAMPLE_ROWS).reset_index(drop=True)
         info = log_action_pyfunc(model, example, name)
-        result.version = str(info.registered_model_version)
-        client.set_registered_model_alias(name, CHALLENGER, result.version)
-        mlflow.set_tag("registered_model_version", result.version)
+    result.version = register_challenger(client, name, info, result.run_id)
     if error is not None:
         promote, reason = False, f"refused: {label} could not be scored on this test period ({error})"
     else:

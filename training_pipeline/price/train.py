@@ -23,7 +23,7 @@ from feast import FeatureStore
 from mlflow import MlflowClient
 
 import training_pipeline
-from coinflow.contracts import CHALLENGER, CHAMPION, registered_model_name
+from coinflow.contracts import CHAMPION, registered_model_name
 from coinflow.settings import Settings
 from feature_repo.names import EVENT_TIMESTAMP
 from training_pipeline import plots
@@ -45,7 +45,13 @@ from training_pipeline.price.models import (
 )
 from training_pipeline.price.serving import log_pyfunc, predict_with_alias
 from training_pipeline.splits import Split, time_split
-from training_pipeline.tracking import EXAMPLE_ROWS, champion_version, decide_promotion, git_commit
+from training_pipeline.tracking import (
+    EXAMPLE_ROWS,
+    champion_version,
+    decide_promotion,
+    git_commit,
+    register_challenger,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -293,6 +299,7 @@ class PairTrainer:
     ) -> None:
         """The model's MLflow run; a learned model is also registered and becomes the challenger."""
         folds = result.walk_forward
+        info = None
         with mlflow.start_run(run_name=model.model_type) as run:
             result.run_id = run.info.run_id
             mlflow.set_tags(self._tags(model))
@@ -310,9 +317,8 @@ class PairTrainer:
             if model.learned:
                 example = self.test[list(self.dataset.features)].head(EXAMPLE_ROWS).reset_index(drop=True)
                 info = log_pyfunc(model, example, self.name)
-                result.version = str(info.registered_model_version)
-                self.registry.set_registered_model_alias(self.name, CHALLENGER, result.version)
-                mlflow.set_tag("registered_model_version", result.version)
+        if info is not None:
+            result.version = register_challenger(self.registry, self.name, info, result.run_id)
 
     def _tags(self, model: PriceModel) -> dict[str, str]:
         return {
