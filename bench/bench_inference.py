@@ -80,6 +80,7 @@ from inference_pipeline.model_store import ModelStore
 from training_pipeline.labels import TARGET_LOG_RETURN
 from training_pipeline.price.models import XGBoostModel
 from training_pipeline.price.serving import log_pyfunc
+from training_pipeline.tracking import register_challenger
 
 ROOT = Path(__file__).resolve().parent.parent
 CANDLES = ROOT / "data" / "kraken" / "ohlcvt_XBTUSDC_1m_2023Q1.csv"
@@ -142,7 +143,7 @@ def register_champion(tracking_uri: str, rows: list[dict]) -> tuple[str, XGBoost
     name = registered_model_name(PAIR, 1)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(name)
-    with mlflow.start_run(run_name="xgboost"):
+    with mlflow.start_run(run_name="xgboost") as run:
         mlflow.set_tags(
             {
                 "pair": PAIR,
@@ -152,8 +153,9 @@ def register_champion(tracking_uri: str, rows: list[dict]) -> tuple[str, XGBoost
             }
         )
         info = log_pyfunc(model, frame[list(FEATURES)].head(5), name)
-    version = str(info.registered_model_version)
-    MlflowClient(tracking_uri).set_registered_model_alias(name, CHAMPION, version)
+    client = MlflowClient(tracking_uri)
+    version = register_challenger(client, name, info, run.info.run_id)
+    client.set_registered_model_alias(name, CHAMPION, version)
     return version, model
 
 

@@ -454,6 +454,12 @@ class Serve(Section):
 
     host: str = Field(default="127.0.0.1", description="Interface the prediction API listens on.")
     port: int = Field(default=8000, description="Port of the prediction API.")
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Server processes of the prediction API, each with its own models and alias watcher; more than "
+        "one run under gunicorn with their metrics aggregated (unset: one per core).",
+    )
     pairs: CommaList = Field(
         default_factory=list,
         description="Pairs the API and the streaming predictions serve (unset or empty: the training pairs).",

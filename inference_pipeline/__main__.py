@@ -103,11 +103,20 @@ def serve(
     pairs: PairsOption = None,
     horizons: HorizonsOption = None,
     access_log: Annotated[bool, typer.Option(help="Log every request (the metrics count them anyway).")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Server processes, each with its own models and alias watcher (default: COINFLOW_SERVE_WORKERS, "
+            "else one per core); more than one run under gunicorn.",
+        ),
+    ] = None,
 ) -> None:
     """Serve predictions over REST (OpenAPI docs at /docs) until Ctrl-C."""
     settings = _settings(
         serve_host=host,
         serve_port=port,
+        serve_workers=workers,
         serve_model_alias=model_alias,
         serve_model_version=model_version,
         max_feature_age_s=max_feature_age,
@@ -126,18 +135,40 @@ def serve(
             "can call every route.[/yellow]"
         )
     limit_native_threads()
+    count = settings.serve.workers or os.cpu_count() or 1
     console.print(
         f"Serving {', '.join(settings.serve.pairs)} (horizons {settings.serve.horizons} min) on "
-        f"http://{settings.serve.host}:{settings.serve.port}/docs, models from {redact(tracking_uri)}"
-        f"{'; API key required' if settings.serve.api_key else ''}"
+        f"http://{settings.serve.host}:{settings.serve.port}/docs, models from {redact(tracking_uri)}, "
+        f"{count} worker{'s' if count > 1 else ''}{'; API key required' if settings.serve.api_key else ''}"
     )
-    uvicorn.run(
-        create_app(settings, tracking_uri),
-        host=settings.serve.host,
-        port=settings.serve.port,
-        log_level=settings.services.log_level.lower(),
-        access_log=access_log,
+    if count == 1:
+        uvicorn.run(
+            create_app(settings, tracking_uri),
+            host=settings.serve.host,
+            port=settings.serve.port,
+            log_level=settings.services.log_level.lower(),
+            access_log=access_log,
+        )
+        return
+    _serve_workers(settings, tracking_uri, count, access_log)
+
+
+def _serve_workers(settings: Settings, tracking_uri: str, count: int, access_log: bool) -> None:
+    """`count` workers under gunicorn, sharing a folder of the run directory (wiped first) for their metrics and
+    reports."""
+    from inference_pipeline.workers import GunicornService, ServeDirs, gunicorn_options, use_multiprocess_metrics
+
+    host, port = settings.serve.host, settings.serve.port
+    if services._port_open("127.0.0.1" if host in ("0.0.0.0", "::") else host, port):
+        console.print(f"[red]Port {port} is already in use: stop what listens there or pass --port.[/red]")
+        raise typer.Exit(1)
+    dirs = ServeDirs.of(settings)
+    dirs.reset()
+    use_multiprocess_metrics(dirs.metrics)
+    service = GunicornService(
+        create_app(settings, tracking_uri, dirs, count), gunicorn_options(settings, count, access_log), dirs
     )
+    service.run()
 
 
 @app.command("predict-stream")

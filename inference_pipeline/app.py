@@ -8,6 +8,10 @@ Prediction routes are async: the Redis read is awaited (so /health answers
 while Redis hangs) and the model call on a one-row frame runs inline.
 Requests meet the guards first (`guards.py`): the API key when one is set,
 the body size limit, strict JSON and bounded validation errors.
+
+With several workers (`workers.py`), each runs this lifespan itself and
+reports to the others after every registry check, so /ready and /models
+answer for the whole service and /metrics adds up every worker's.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -22,7 +27,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from mlflow import MlflowClient
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from coinflow import redis_store
 from coinflow.redact import redact
@@ -44,6 +49,14 @@ from inference_pipeline.schemas import (
     Readiness,
 )
 from inference_pipeline.service import Prediction, PredictionError, Predictor
+from inference_pipeline.workers import (
+    ModelReport,
+    ServeDirs,
+    WorkerBoard,
+    WorkerReport,
+    service_model,
+    service_problems,
+)
 
 PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {
@@ -79,9 +92,12 @@ def freeze_heap() -> None:
 class Runtime:
     """What the routes need, built in the lifespan."""
 
-    def __init__(self, settings: Settings, tracking_uri: str, metrics: ApiMetrics) -> None:
+    def __init__(
+        self, settings: Settings, tracking_uri: str, metrics: ApiMetrics, board: WorkerBoard | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.board = board
         store = serving_store(settings)
         self.features = OnlineFeatures(store)
         self.client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
@@ -102,6 +118,8 @@ class Runtime:
         self.metrics.observe_live(
             (m.name, m.version, read_live_metrics(self.client, m.name, m.version)) for m in store.models()
         )
+        if self.board is not None:
+            self.board.publish(worker_report(store))
 
     async def online_store_up(self) -> bool:
         try:
@@ -121,13 +139,31 @@ def _response(prediction: Prediction) -> PredictionResponse:
     return PredictionResponse.model_validate(prediction, from_attributes=True)
 
 
-def create_app(settings: Settings, tracking_uri: str) -> FastAPI:
-    """The API for `settings` (pairs, horizons, alias or version, limits) reading models from `tracking_uri`."""
-    metrics = ApiMetrics()
+def _key_id(pair: str, horizon: int) -> str:
+    return f"{pair}|{horizon}"
+
+
+def worker_report(store: ModelStore) -> WorkerReport:
+    """This process's report to the other workers: whether it is ready and what it serves per key."""
+    models = {}
+    for key in store.keys:
+        model = store.get(key)
+        models[_key_id(key.pair, key.horizon_minutes)] = ModelReport(
+            loaded=model is not None, version=model.version if model else None, problem=store.problem(key)
+        )
+    return WorkerReport(os.getpid(), store.ready(), models)
+
+
+def create_app(settings: Settings, tracking_uri: str, dirs: ServeDirs | None = None, workers: int = 1) -> FastAPI:
+    """The API for `settings` (pairs, horizons, alias or version, limits) reading models from `tracking_uri`; one
+    of `workers` processes sharing `dirs` when there are several."""
+    shared = dirs if workers > 1 else None
+    metrics = ApiMetrics(multiprocess_dir=shared.metrics if shared else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(settings, tracking_uri, metrics)
+        board = WorkerBoard(shared.workers, workers) if shared else None
+        runtime = Runtime(settings, tracking_uri, metrics, board)
         runtime.models.start()
         app.state.runtime = runtime
         try:
@@ -135,6 +171,8 @@ def create_app(settings: Settings, tracking_uri: str) -> FastAPI:
         finally:
             await asyncio.to_thread(runtime.models.stop)
             await runtime.redis.aclose()
+            if board is not None:
+                board.withdraw(os.getpid())
 
     app = FastAPI(
         title="coinflow predictions",
@@ -193,8 +231,12 @@ def create_app(settings: Settings, tracking_uri: str) -> FastAPI:
         problems = [p for k in models.keys if (p := models.problem(k))]
         if not store_up:
             problems.insert(0, f"online store {redact(runtime.settings.services.redis_url)} does not answer")
+        service: list[str] = []
+        if runtime.board is not None:
+            service = service_problems(await asyncio.to_thread(runtime.board.reports), runtime.board.expected)
+            problems += service
         body = Readiness(
-            ready=store_up and models.ready(),
+            ready=store_up and models.ready() and not service,
             online_store=store_up,
             models_loaded=len(models.models()),
             models_expected=len(models.keys),
@@ -206,6 +248,8 @@ def create_app(settings: Settings, tracking_uri: str) -> FastAPI:
     async def models(runtime: RuntimeDep) -> ModelsResponse:
         """What is served per pair and horizon, from which run and FeatureService, or why nothing is."""
         store = runtime.models
+        board = runtime.board
+        reports = await asyncio.to_thread(board.reports) if board is not None else []
         infos = []
         for key in store.keys:
             model, status = store.get(key), store.status[key]
@@ -230,6 +274,11 @@ def create_app(settings: Settings, tracking_uri: str) -> FastAPI:
                         "loaded_at": model.loaded_at,
                     }
                 )
+            if board is not None:
+                everywhere, problem = service_model(_key_id(key.pair, key.horizon_minutes), reports, board.expected)
+                info = info.model_copy(
+                    update={"loaded": info.loaded and everywhere, "problem": info.problem or problem}
+                )
             infos.append(info)
         return ModelsResponse(selector=store.selector, poll_interval_seconds=store.poll_interval_s, models=infos)
 
@@ -241,6 +290,6 @@ def create_app(settings: Settings, tracking_uri: str) -> FastAPI:
     )
     async def prometheus() -> Response:
         """Prometheus metrics: requests and latencies by route and status, feature age, model versions, live evaluation."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app

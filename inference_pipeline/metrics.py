@@ -2,15 +2,19 @@
 
 Requests are counted and timed by route template (never by raw path, which
 would grow without bound), method and status, by a plain ASGI middleware.
+With several workers (`multiprocess_dir`), the values live in
+prometheus-client's multiprocess files and /metrics adds up every worker's.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inference_pipeline.model_store import ModelStore
@@ -25,8 +29,9 @@ Labels = TypeVar("Labels", bound=tuple[str, ...])
 class ApiMetrics:
     """The API's metric families."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, multiprocess_dir: Path | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self.multiprocess_dir = multiprocess_dir
         r = self.registry
         self.requests = Counter(
             "coinflow_api_requests_total",
@@ -62,12 +67,19 @@ class ApiMetrics:
             "Version of the registered model served per pair and horizon (absent: none loaded).",
             ["model", "pair", "horizon", "selector"],
             registry=r,
+            multiprocess_mode="livemostrecent",
         )
         self.model_loads = Gauge(
-            "coinflow_model_loads", "Model versions loaded since start (first loads and swaps).", registry=r
+            "coinflow_model_loads",
+            "Model versions loaded since start (first loads and swaps; summed over workers).",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.model_load_failures = Gauge(
-            "coinflow_model_load_failures", "Registered versions that failed to load.", registry=r
+            "coinflow_model_load_failures",
+            "Registered versions that failed to load (summed over workers).",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.live = Gauge(
             "coinflow_live_metric",
@@ -75,9 +87,18 @@ class ApiMetrics:
             "MAE of the price, MAE of the last-price baseline, their ratio, directional accuracy, rows.",
             ["model", "version", "metric"],
             registry=r,
+            multiprocess_mode="livemostrecent",
         )
         self._versions: set[tuple[str, str, str, str]] = set()
         self._live: set[tuple[str, str, str]] = set()
+
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus' text format: this process's, or every worker's added up."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(self.multiprocess_dir))
+        return generate_latest(registry)
 
     @staticmethod
     def _replace(gauge: Gauge, values: dict[Labels, float], previous: set[Labels]) -> set[Labels]:

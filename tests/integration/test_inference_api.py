@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -26,6 +27,7 @@ import pytest
 import redis
 import schemathesis
 from mlflow import MlflowClient
+from prometheus_client.parser import text_string_to_metric_families
 from schemathesis.checks import not_a_server_error
 
 from coinflow import services
@@ -35,6 +37,7 @@ from coinflow.settings import Settings
 from feature_repo.names import ENTITY, regression_service
 from inference_pipeline.app import create_app
 from inference_pipeline.features import OnlineFeatures, serving_store
+from tests.support.feature_runs import env_for
 from tests.support.inference import (
     FEATURES,
     MINUTE_MS,
@@ -313,6 +316,98 @@ def test_the_alias_moves_under_concurrent_requests_without_errors(world):
         for _, body in out[switch:]:
             assert body["predicted_return"] == 0.0 and body["predicted_price"] == body["current_price"]
         assert all(body["predicted_return"] != 0.0 for _, body in out[:switch])
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _predictions_by_version(metrics: str, name: str) -> dict[str, float]:
+    """The coinflow_predictions_total samples of model `name`, by version, from Prometheus text."""
+    out = {}
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == "coinflow_predictions_total" and sample.labels["model"] == name:
+                out[sample.labels["version"]] = sample.value
+    return out
+
+
+def test_two_workers_swap_the_champion_under_load_without_a_failed_request(world, tmp_path):
+    """`serve --workers 2` under gunicorn: four clients on fresh connections (spread over both workers) predict
+    while the champion moves. Not one request fails; once /models says the whole service serves the new version,
+    every answer has it; /ready and /models speak for both workers, /metrics counts every request of both."""
+    name = registered_model_name(MOVING, 1)
+    old = world.settings
+    old_version = MlflowClient(world.uri, registry_uri=world.uri).get_model_version_by_alias(name, "champion").version
+    new_version = register(world.uri, MOVING, 1, LastPrice(), feature_rows(FRESH, 200), alias=None)
+    port = free_port()
+    settings = old.override(
+        serve_pairs=[MOVING], serve_port=port, serve_workers=2, run_dir=tmp_path / "run", max_feature_age_s=0
+    )
+    log = tmp_path / "serve.log"
+    url = f"http://127.0.0.1:{port}"
+    stop, seen = threading.Event(), [[] for _ in range(4)]
+
+    def client_loop(out: list) -> None:
+        limits = httpx.Limits(max_keepalive_connections=0)  # a new connection each time: either worker answers
+        with httpx.Client(base_url=url, timeout=30, limits=limits) as client:
+            while not stop.is_set():
+                response = client.post("/predict", json={"pair": MOVING})
+                out.append((time.monotonic(), response.status_code, response.json()))
+
+    def service_serves(version: str) -> bool:
+        (model,) = httpx.get(f"{url}/models", timeout=10).json()["models"]
+        return model["loaded"] and model["version"] == version and model["problem"] is None
+
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "inference_pipeline", "serve"],
+            env=env_for(settings),
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: process.poll() is not None or _answers(f"{url}/ready"), timeout_s=120)
+        assert process.poll() is None, log.read_text()
+        ready = httpx.get(f"{url}/ready").json()
+        assert ready["ready"] and ready["problems"] == [], ready
+        reports = list((settings.services.run_dir / "serve" / f"port-{port}" / "workers").glob("worker-*.json"))
+        assert len(reports) == 2, reports
+        threads = [threading.Thread(target=client_loop, args=(out,)) for out in seen]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: all(len(out) >= 20 for out in seen))
+        MlflowClient(world.uri, registry_uri=world.uri).set_registered_model_alias(name, "champion", new_version)
+        wait_until(lambda: service_serves(new_version), timeout_s=60)
+        swapped = time.monotonic()
+        counts = [len(out) for out in seen]
+        wait_until(lambda: all(len(out) >= n + 20 for out, n in zip(seen, counts, strict=True)))
+        stop.set()
+        for thread in threads:
+            thread.join()
+        metrics = httpx.get(f"{url}/metrics").text
+        assert httpx.get(f"{url}/ready").json()["ready"]
+    finally:
+        stop.set()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    answers_ = [answer for out in seen for answer in out]
+    assert {status for _, status, _ in answers_} == {200}
+    assert {body["model_version"] for _, _, body in answers_} == {old_version, new_version}
+    assert {body["model_version"] for at, _, body in answers_ if at > swapped} == {new_version}
+    # Every answer of both workers is counted once in the aggregated metrics.
+    by_version = _predictions_by_version(metrics, name)
+    assert sum(by_version.values()) == len(answers_), by_version
+    versions = Counter(body["model_version"] for _, _, body in answers_)
+    assert by_version == {v: float(n) for v, n in versions.items()}
+    served_by = {path.name for path in (settings.services.run_dir / "serve" / f"port-{port}" / "metrics").iterdir()}
+    assert len({n for n in served_by if n.startswith("counter_")}) == 2, served_by  # both workers counted requests
+    assert process.returncode == 0, log.read_text()
+    assert "Traceback" not in log.read_text()
 
 
 @pytest.fixture

@@ -130,6 +130,7 @@ def test_every_variable_of_the_flat_settings_still_sets_one():
         "COINFLOW_REDIS_TYPE",
         "COINFLOW_FEAST_OFFLINE_STORE",
         "COINFLOW_FEAST_SPARK_MASTER",
+        "COINFLOW_SERVE_WORKERS",
     }
     assert all_variables() >= OLD_NAMES
 
