@@ -7,7 +7,9 @@ registry is unreachable). Nothing happens at import or at `create_app`.
 Prediction routes are async: the Redis read is awaited (so /health answers
 while Redis hangs) and the model call on a one-row frame runs inline.
 Requests meet the guards first (`guards.py`): the API key when one is set,
-the body size limit, strict JSON and bounded validation errors.
+the body size limit, strict JSON and bounded validation errors. POST /predict
+is answered by `direct.py` before the framework's layers whenever it can
+answer exactly as the route would; the route stays the reference.
 
 With several workers (`workers.py`), each runs this lifespan itself and
 reports to the others after every registry check, so /ready and /models
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 from collections.abc import AsyncIterator
@@ -28,10 +31,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from mlflow import MlflowClient
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import TypeAdapter
+from starlette.types import Receive, Scope, Send
 
 from coinflow import redis_store
 from coinflow.redact import redact
 from coinflow.settings import Settings
+from inference_pipeline.direct import DirectPredict, is_direct, refusal, served
 from inference_pipeline.evaluation import read_live_metrics
 from inference_pipeline.features import OnlineFeatures, serving_store
 from inference_pipeline.guards import ApiKeyMiddleware, StrictJSONRoute, validation_error_response
@@ -139,6 +145,26 @@ def _response(prediction: Prediction) -> PredictionResponse:
     return PredictionResponse.model_validate(prediction, from_attributes=True)
 
 
+PREDICTION_JSON = TypeAdapter(PredictionResponse)
+
+
+def encode_prediction(prediction: Prediction) -> bytes:
+    """The body of a prediction, as the route's response model writes it."""
+    return PREDICTION_JSON.dump_json(_response(prediction), by_alias=True)
+
+
+class PredictionAPI(FastAPI):
+    """FastAPI whose POST /predict goes to `direct` first (`direct.py`), once create_app has set it."""
+
+    direct: DirectPredict | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.direct is not None and is_direct(scope):
+            await self.direct(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def _key_id(pair: str, horizon: int) -> str:
     return f"{pair}|{horizon}"
 
@@ -174,7 +200,7 @@ def create_app(settings: Settings, tracking_uri: str, dirs: ServeDirs | None = N
             if board is not None:
                 board.withdraw(os.getpid())
 
-    app = FastAPI(
+    app = PredictionAPI(
         title="coinflow predictions",
         version="1.0",
         summary="Price forecasts of the registered champion models from the freshest online features.",
@@ -189,20 +215,28 @@ def create_app(settings: Settings, tracking_uri: str, dirs: ServeDirs | None = N
 
     @app.exception_handler(PredictionError)
     async def prediction_error(request: Request, exc: PredictionError) -> JSONResponse:
-        metrics.refused.labels(type(exc).__name__).inc()
-        return JSONResponse(status_code=exc.status_code, content=exc.body)
+        return refusal(metrics, exc)
 
-    def _served(predictions: list[Prediction]) -> None:
-        for p in predictions:
-            metrics.feature_age.labels(p.pair).observe(p.feature_age_seconds)
-            metrics.predictions.labels(p.model_name, p.model_version).inc()
+    def _predictor() -> Predictor | None:
+        runtime = getattr(app.state, "runtime", None)
+        return runtime.predictor if runtime is not None else None
+
+    key = settings.serve.api_key
+    app.direct = DirectPredict(
+        functools.partial(FastAPI.__call__, app),
+        _predictor,
+        metrics,
+        encode_prediction,
+        settings.serve.max_body_bytes,
+        key.get_secret_value() if key else None,
+    )
 
     @app.post("/predict", response_model=PredictionResponse, responses=PREDICT_ERRORS, tags=["predictions"])
     async def predict(body: PredictRequest, runtime: RuntimeDep) -> PredictionResponse:
         """Forecast the close of `pair` `horizon` minutes after its latest candle, from the online features."""
         keys = runtime.predictor.keys_for([body.pair], body.horizon)
         predictions = await runtime.predictor.predict(keys)
-        _served(predictions)
+        served(metrics, predictions)
         return _response(predictions[0])
 
     @app.post("/predict/batch", response_model=BatchPredictionResponse, responses=PREDICT_ERRORS, tags=["predictions"])
@@ -210,7 +244,7 @@ def create_app(settings: Settings, tracking_uri: str, dirs: ServeDirs | None = N
         """Forecasts for several pairs with one online-store read; all succeed or the error names each failing pair."""
         keys = runtime.predictor.keys_for(body.pairs, body.horizon)
         predictions = await runtime.predictor.predict(keys)
-        _served(predictions)
+        served(metrics, predictions)
         return BatchPredictionResponse(predictions=[_response(p) for p in predictions])
 
     @app.get("/health", response_model=Health, tags=["operations"])

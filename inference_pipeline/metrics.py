@@ -92,6 +92,11 @@ class ApiMetrics:
         self._versions: set[tuple[str, str, str, str]] = set()
         self._live: set[tuple[str, str, str]] = set()
 
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count and time one HTTP request by its route template."""
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(seconds)
+
     def exposition(self) -> bytes:
         """The metrics in Prometheus' text format: this process's, or every worker's added up."""
         if self.multiprocess_dir is None:
@@ -151,8 +156,5 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", UNMATCHED)
-            method = scope["method"]
-            self.metrics.requests.labels(template, method, str(status)).inc()
-            self.metrics.latency.labels(template, method).observe(time.perf_counter() - start)
+            template = getattr(scope.get("route"), "path", UNMATCHED)
+            self.metrics.observe_request(template, scope["method"], status, time.perf_counter() - start)

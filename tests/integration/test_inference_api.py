@@ -11,6 +11,8 @@ feature repository come from the integration conftest.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import signal
 import subprocess
 import sys
@@ -118,6 +120,35 @@ def test_the_champion_predicts_from_the_freshest_features(api, world):
     assert body["predicted_price"] == pytest.approx(expected["predicted_price"].iloc[0], rel=1e-12)
     assert body["predicted_return"] == pytest.approx(expected["predicted_log_return"].iloc[0], rel=1e-12)
     assert len({api.client.post("/predict", json={"pair": FRESH}).json()["prediction_id"] for _ in range(3)}) == 3
+
+
+def _without_timing(body: bytes) -> bytes:
+    """A prediction's bytes without the fields that differ between two requests (its id and the features' age)."""
+    return re.sub(rb'"(prediction_id|feature_age_seconds)":("[0-9a-f]+"|[0-9.e+-]+)', rb'"\1":_', body)
+
+
+def test_the_direct_path_answers_byte_for_byte_as_the_route(api):
+    """POST /predict with a plain JSON body is answered before the framework (`direct.py`); a JSON subtype goes to
+    the FastAPI route. Both give the same status, headers and bytes, for a prediction and for each refusal."""
+    for body in (
+        {"pair": FRESH},
+        {"pair": FRESH, "horizon": 1},
+        {"pair": "DOGE/USD"},
+        {"pair": STALE},
+        {"pair": FRESH, "horizon": 5},
+    ):
+        direct = api.client.post("/predict", json=body)
+        routed = api.client.post(
+            "/predict", content=json.dumps(body), headers={"content-type": "application/vnd.coinflow+json"}
+        )
+        assert direct.status_code == routed.status_code, (body, direct.text, routed.text)
+        # The date and (with the age's digits) the length are timing; every other header is the same.
+        timing = {"date", "content-length"}
+        assert {k: v for k, v in direct.headers.items() if k not in timing} == {
+            k: v for k, v in routed.headers.items() if k not in timing
+        }
+        assert int(direct.headers["content-length"]) == len(direct.content)
+        assert _without_timing(direct.content) == _without_timing(routed.content), body
 
 
 def test_online_read_equals_feasts_get_online_features(world):
