@@ -70,9 +70,9 @@ def _replaying(messages: list[Message], receive: Receive) -> Receive:
     return replayed
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes | None, list[Message]]:
+async def read_body(headers: Headers, receive: Receive, limit: int) -> tuple[bytes | None, list[Message]]:
     """The whole body (None when it is, or says it is, over `limit`, or the client left) and the messages read."""
-    declared = Headers(scope=scope).get("content-length")
+    declared = headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         return None, []
     messages, chunks, size = [], [], 0
@@ -110,11 +110,16 @@ class DirectPredict:
         self.max_body_bytes = max_body_bytes
         self.api_key = api_key
 
-    def _request(self, scope: Scope, body: bytes | None) -> PredictRequest | None:
-        headers = Headers(scope=scope)
-        if body is None or not json_content(headers):
-            return None
-        if self.api_key is not None and not key_matches(presented_key(headers), self.api_key):
+    def _accepts(self, headers: Headers) -> bool:
+        """Whether the headers let this path answer: a JSON body and, when one is set, the API key (checked before
+        the body is read, as the key's middleware does)."""
+        if not json_content(headers):
+            return False
+        return self.api_key is None or key_matches(presented_key(headers), self.api_key)
+
+    @staticmethod
+    def _request(body: bytes | None) -> PredictRequest | None:
+        if body is None:
             return None
         try:
             return PredictRequest.model_validate(parse_json(body))
@@ -124,9 +129,13 @@ class DirectPredict:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         predictor = self.predictor()
-        body, messages = await read_body(scope, receive, self.max_body_bytes)
-        request = self._request(scope, body) if predictor is not None else None
-        if predictor is None or request is None:
+        headers = Headers(scope=scope)
+        if predictor is None or not self._accepts(headers):
+            await self.app(scope, receive, send)
+            return
+        body, messages = await read_body(headers, receive, self.max_body_bytes)
+        request = self._request(body)
+        if request is None:
             await self.app(scope, _replaying(messages, receive), send)
             return
         response: Response
@@ -140,7 +149,7 @@ class DirectPredict:
         except Exception:  # noqa: BLE001 - the app's own error handling answers and logs it
             await self.app(scope, _replaying(messages, receive), send)
             return
-        await response(scope, _replaying(messages, receive), send)
+        await response(scope, receive, send)
         self.metrics.observe_request(PATH, "POST", response.status_code, time.perf_counter() - start)
 
 
