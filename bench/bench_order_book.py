@@ -51,6 +51,7 @@ from bench.bench_feature_pipeline import (
     watchdog,
 )
 from coinflow import services
+from coinflow.books import Level, OrderBook, book_key
 from coinflow.feature_store import apply_feature_repo, feature_store
 from coinflow.logs import configure_logging
 from coinflow.schemas import CONTROL_END
@@ -62,7 +63,6 @@ from feature_pipeline.sinks.feast_sink import FeastSink, single_view
 from feature_pipeline.sources.book_source import BookGate
 from feature_pipeline.sources.coinbase_protocol import parse_message
 from feature_pipeline.sources.coinbase_replay_server import read_session
-from feature_pipeline.transforms.book import Level, OrderBook, book_key
 from feature_repo.names import ORDERBOOK_VIEW
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,11 +27,7 @@ from quixstreams import Application
 from quixstreams.models.topics import Topic
 from quixstreams.sinks import BaseSink
 
-from coinflow.quality import Rejects, dead_letter
-from coinflow.schemas import CONTROL_END, CONTROL_TICK
-from coinflow.settings import Settings
-from coinflow.streaming import json_topic, topic_config
-from feature_pipeline.transforms.book import (
+from coinflow.books import (
     CONTROL_RESET,
     FRAME_SNAPSHOT,
     FRAME_UPDATE,
@@ -40,6 +36,10 @@ from feature_pipeline.transforms.book import (
     book_state,
     frame_sides,
 )
+from coinflow.quality import Rejects, dead_letter
+from coinflow.schemas import CONTROL_END, CONTROL_TICK
+from coinflow.settings import Settings
+from coinflow.streaming import json_topic, topic_config
 from feature_pipeline.transforms.book_features import BookSampler
 
 logger = logging.getLogger(__name__)

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coinflow.books import book_state_schema
 from coinflow.feature_store import feature_store
 from coinflow.quality import Rejects
 from coinflow.settings import Settings
@@ -19,7 +20,6 @@ from feature_pipeline.sinks.feast_sink import FeastSink, single_view
 from feature_pipeline.sinks.parquet_sink import ParquetSink
 from feature_pipeline.sources.book_source import BookSource
 from feature_pipeline.sources.process import SourceRelay
-from feature_pipeline.transforms.book import book_state_schema
 from feature_repo.names import ORDERBOOK_VIEW
 
 logger = logging.getLogger(__name__)

@@ -20,10 +20,7 @@ from typing import Any
 
 from prometheus_client import Counter as PromCounter
 
-from coinflow.quality import DEAD_LETTER_MAX_BYTES
-from coinflow.schemas import CONTROL_END, Trade
-from feature_pipeline.sources.base import RecordSource
-from feature_pipeline.transforms.book import (
+from coinflow.books import (
     CONTROL_RESET,
     FRAME_SNAPSHOT,
     FRAME_UPDATE,
@@ -33,6 +30,9 @@ from feature_pipeline.transforms.book import (
     book_key,
     wire_levels,
 )
+from coinflow.quality import DEAD_LETTER_MAX_BYTES
+from coinflow.schemas import CONTROL_END, Trade
+from feature_pipeline.sources.base import RecordSource
 
 logger = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from coinflow.books import Level, OrderBook
 from coinflow.schemas import MAX_INT64, Side, Trade
 from feature_pipeline.sources.kraken_protocol import (
     MALFORMED_ERRORS,
@@ -31,7 +32,6 @@ from feature_pipeline.sources.kraken_protocol import (
     ms_to_rfc3339,
     rfc3339_to_ms,
 )
-from feature_pipeline.transforms.book import Level, OrderBook
 
 EXCHANGE = "coinbase"
 LEVEL2 = "level2"

@@ -40,6 +40,7 @@ from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
 
+from coinflow.books import OrderBook, to_level
 from feature_pipeline.sources.coinbase_protocol import (
     DATA_CHANNEL,
     HEARTBEATS,
@@ -52,7 +53,6 @@ from feature_pipeline.sources.coinbase_protocol import (
     parse_request,
     with_sequence_num,
 )
-from feature_pipeline.transforms.book import OrderBook, to_level
 
 logger = logging.getLogger(__name__)
 

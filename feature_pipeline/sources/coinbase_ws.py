@@ -23,6 +23,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
+from coinflow.books import book_key
 from coinflow.quality import DEAD_LETTER_MAX_BYTES, Rejects
 from coinflow.schemas import CONTROL_TICK, Trade
 from feature_pipeline.sources.book_source import BookGate, BookSource
@@ -42,7 +43,6 @@ from feature_pipeline.sources.coinbase_protocol import (
     subscribe_message,
 )
 from feature_pipeline.sources.ws_client import ConnectionStats, ReconnectingClient
-from feature_pipeline.transforms.book import book_key
 
 logger = logging.getLogger(__name__)
 

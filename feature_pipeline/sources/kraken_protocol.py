@@ -23,8 +23,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+from coinflow.books import Level, OrderBook, to_level
 from coinflow.schemas import MAX_INT64, Side, Trade
-from feature_pipeline.transforms.book import Level, OrderBook, to_level
 
 EXCHANGE = "kraken"
 TRADE_CHANNEL = "trade"

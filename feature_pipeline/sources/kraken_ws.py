@@ -13,6 +13,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
+from coinflow.books import OrderBook, book_key
 from coinflow.quality import DEAD_LETTER_MAX_BYTES, Rejects
 from coinflow.schemas import CONTROL_TICK, Control, Trade
 from feature_pipeline.sources.base import RecordSource
@@ -31,7 +32,6 @@ from feature_pipeline.sources.kraken_protocol import (
     subscribe_request,
 )
 from feature_pipeline.sources.ws_client import ConnectionStats, ReconnectingClient, backoff_delay
-from feature_pipeline.transforms.book import OrderBook, book_key
 
 __all__ = [
     "KrakenBookSource",

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Iterator
 from decimal import Decimal
 
-from feature_pipeline.transforms.book import OrderBook, imbalance, microprice
+from coinflow.books import OrderBook, imbalance, microprice
 from feature_repo.names import ASK_SHARE_FEATURES, BID_SHARE_FEATURES, BOOK_ENTITY, MID_HISTORY_FEATURES
 
 BUCKETS = len(BID_SHARE_FEATURES)

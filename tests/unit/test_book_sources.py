@@ -13,6 +13,7 @@ from decimal import Decimal
 import pandas as pd
 from websockets.asyncio.server import ServerConnection, serve
 
+from coinflow.books import OrderBook
 from coinflow.quality import Rejects
 from coinflow.settings import Settings
 from feature_pipeline.books.dataflow import BookProcessor
@@ -26,7 +27,6 @@ from feature_pipeline.sources.kraken_protocol import (
     parse_request,
 )
 from feature_pipeline.sources.kraken_ws import KrakenBookStream
-from feature_pipeline.transforms.book import OrderBook
 from tests.support.book_sessions import agreement, recorded_tickers
 from tests.support.paths import COINBASE_SESSION, DATA
 

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from coinflow.books import OrderBook, book_state, frame_levels, to_level, wire_levels
 from feature_pipeline.sources.coinbase_protocol import parse_message
 from feature_pipeline.sources.kraken_protocol import book_checksum, checksum_text
-from feature_pipeline.transforms.book import OrderBook, book_state, frame_levels, to_level, wire_levels
 from feature_pipeline.transforms.book_features import BookSampler
 from feature_repo.names import ASK_SHARE_FEATURES, BID_SHARE_FEATURES, MID_HISTORY_FEATURES
 from tests.support.paths import DATA

@@ -1,4 +1,9 @@
-"""A level-2 order book and the book-state record, as pure code.
+"""A level-2 order book, the book-state record and the wire form of book frames, as pure code.
+
+Shared by the feature pipeline (which builds books from the exchanges' frames
+and publishes book states) and the inference pipeline's paper venue (which
+fills orders against books built from the same frames): the ``book-updates``
+and ``book`` topics' records are a contract between the pipelines.
 
 Prices and quantities are exact ``decimal.Decimal`` values (no float keys:
 ``0.1 + 0.2`` must not open a new level). Each side is a
