@@ -23,6 +23,9 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREDICTED_RETURN = "predicted_log_return"
 PREDICTED_PRICE = "predicted_price"
+ACTION_DECISION = "action"
+# The order-book action model's five actions, in the order of its scores.
+ACTION_NAMES = ("force_buy", "close_buy", "force_sell", "close_sell", "noop")
 
 
 def registered_model_name(pair: str, horizon_minutes: int) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, cast
 
@@ -191,6 +192,14 @@ class Topics(Section):
     )
     book: str = Field(
         default="book", description="Book-state records, one per book update.", json_schema_extra=env("BOOK_TOPIC")
+    )
+    orders: str = Field(
+        default="orders",
+        description="Every order event of the execution service.",
+        json_schema_extra=env("ORDERS_TOPIC"),
+    )
+    fills: str = Field(
+        default="fills", description="Every fill the execution service recorded.", json_schema_extra=env("FILLS_TOPIC")
     )
     predictions: str = Field(
         default="predictions",
@@ -528,6 +537,69 @@ class Serve(Section):
     )
 
 
+class Trading(Section):
+    """The execution service: its database, the venue, fees, latency of the paper venue, risk limits, strategies."""
+
+    env_prefix: ClassVar[str] = "TRADING_"
+
+    db_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the trading database (orders, fills, ledger), such as "
+        "postgresql+psycopg://user@host:5432/trading; unset: SQLite at run_dir/trading.db.",
+    )
+    initial_quote: Decimal = Field(
+        default=Decimal("10000"), gt=0, description="Quote currency (USD) deposited in a new paper account."
+    )
+    coinbase_maker_fee: Decimal = Field(
+        default=Decimal("0.006"), ge=0, lt=1, description="Coinbase Advanced Trade maker fee (lowest volume tier)."
+    )
+    coinbase_taker_fee: Decimal = Field(
+        default=Decimal("0.012"), ge=0, lt=1, description="Coinbase Advanced Trade taker fee (lowest volume tier)."
+    )
+    kraken_maker_fee: Decimal = Field(
+        default=Decimal("0.0025"), ge=0, lt=1, description="Kraken Pro maker fee (lowest volume tier)."
+    )
+    kraken_taker_fee: Decimal = Field(
+        default=Decimal("0.004"), ge=0, lt=1, description="Kraken Pro taker fee (lowest volume tier)."
+    )
+    order_latency_ms: int = Field(
+        default=50, ge=0, description="Paper venue: time from the decision to the order reaching the book."
+    )
+    report_latency_ms: int = Field(
+        default=20, ge=0, description="Paper venue: time from a fill (or any order event) to its report."
+    )
+    max_position: Decimal | None = Field(default=None, gt=0, description="Most coin held per product (unset: none).")
+    max_notional: Decimal | None = Field(
+        default=Decimal("50000"), gt=0, description="Most quote held in one product, at the mid (unset: none)."
+    )
+    max_total_notional: Decimal | None = Field(
+        default=Decimal("100000"), gt=0, description="Most quote held in all products together (unset: none)."
+    )
+    max_order_quantity: Decimal | None = Field(default=None, gt=0, description="Largest order, in coin (unset: none).")
+    max_orders_per_second: int | None = Field(default=10, ge=1, description="Most orders sent in any second.")
+    max_daily_loss: Decimal | None = Field(
+        default=Decimal("1000"),
+        gt=0,
+        description="Quote lost since midnight UTC (realised + unrealised - fees) after which only reducing orders "
+        "pass (unset: none).",
+    )
+    price_band: Decimal | None = Field(
+        default=Decimal("0.02"),
+        gt=0,
+        lt=1,
+        description="How far from the mid (a fraction) a limit, or a market order's worst fill, may be.",
+    )
+    max_book_age_ms: int = Field(
+        default=10_000, ge=0, description="A book older than this is stale: no new orders against it."
+    )
+    trade_fraction: Decimal = Field(
+        default=Decimal("1"),
+        gt=0,
+        le=1,
+        description="Share of the available quote (buys) or coin (sells) an action-strategy order uses.",
+    )
+
+
 def _sections(settings_cls: type[BaseModel]) -> Iterator[tuple[str, type[Section]]]:
     for name, info in settings_cls.model_fields.items():
         annotation = info.annotation
@@ -606,6 +678,7 @@ class Settings(BaseSettings):
     action: Action = Field(default_factory=Action)
     simulation: Simulation = Field(default_factory=Simulation)
     serve: Serve = Field(default_factory=Serve)
+    trading: Trading = Field(default_factory=Trading)
 
     @classmethod
     def settings_customise_sources(
@@ -657,6 +730,10 @@ class Settings(BaseSettings):
                     secret = value.get_secret_value() if isinstance(value, SecretStr) else value
                     variables[cls.env_names(field)[0]] = _as_text(secret)
         return variables
+
+    @property
+    def trading_db_url(self) -> str:
+        return self.trading.db_url or f"sqlite:///{(self.services.run_dir / 'trading.db').resolve()}"
 
     @property
     def checkpoint_root(self) -> str:

@@ -10,6 +10,7 @@ FEATURE_REPO = ROOT / "feature_repo"
 KRAKEN_TRADES_CSV = DATA / "kraken" / "btcusd_trades_2019-07-01T00.csv"
 KRAKEN_CANDLES_CSV = DATA / "kraken" / "ohlcvt_XBTUSDC_1m_2023Q1.csv"
 COINBASE_SESSION = DATA / "coinbase" / "advanced_trade_ETH-USD_2026-08-09.jsonl.gz"
+COINBASE_SNAPSHOTS = DATA / "coinbase" / "l2_snapshots_BTC-USD_2020-04-11.csv.gz"
 FEATURE_REPO_FILES = ("definitions.py", "names.py", "feature_store.yaml", ".feastignore")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from coinflow.settings import Settings, _sections, env_example
+from coinflow.settings import Settings, Trading, _sections, env_example
 from tests.support.paths import ROOT
 
 # The environment variables of the flat settings class this tree replaced: each must still set its setting
@@ -131,6 +131,9 @@ def test_every_variable_of_the_flat_settings_still_sets_one():
         "COINFLOW_FEAST_OFFLINE_STORE",
         "COINFLOW_FEAST_SPARK_MASTER",
         "COINFLOW_SERVE_WORKERS",
+        "COINFLOW_ORDERS_TOPIC",
+        "COINFLOW_FILLS_TOPIC",
+        *(f"COINFLOW_TRADING_{field.upper()}" for field in Trading.model_fields),
     }
     assert all_variables() >= OLD_NAMES
 

@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from coinflow.contracts import ACTION_DECISION, ACTION_NAMES
 from feature_repo.names import ASK_SHARE_FEATURES, BID_SHARE_FEATURES, BOOK_ENTITY, MID_HISTORY_FEATURES
 from training_pipeline.action.dataset import VALUE_COLUMNS
 from training_pipeline.action.labels import ACTIONS, optimal_actions
@@ -43,9 +44,8 @@ BPS = 1e4
 WEIGHTS_FILE = "weights.pt"
 META_FILE = "action_model.json"
 LOSSES = ("mse", "bce")
-ACTION_NAMES = tuple(action.name.lower() for action in ACTIONS)
 SCORE_COLUMNS = tuple(f"score_{name}" for name in ACTION_NAMES)
-DECISION = "action"
+DECISION = ACTION_DECISION
 
 
 def book_inputs(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

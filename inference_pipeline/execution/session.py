@@ -1,0 +1,222 @@
+"""A trading session: market events in time order -> venue, strategy, execution service; one loop for backtests
+and live sessions.
+
+The events are book frames (a snapshot replaces the book), trades, and
+decisions (a strategy's turn, with the features known at that time). The
+session keeps the exchange's top of book for pricing and the risk checks,
+passes frames and trades to the paper venue when it trades on paper, applies
+the venue's reports due by each event's time, and at a decision asks the
+strategy for intents and sends them through the service. Client order ids
+are made of the strategy, the product, the decision's time and the intent's
+place in it, so a decision replayed is the same order (idempotent), and two
+runs over the same events give the same orders and fills. An order that
+replaces others (a close buy replacing the previous one) is sent once the
+venue has confirmed their cancels, so their reserves are free and never
+promised twice; if the next decision comes first, it is dropped. A decision that
+cannot be taken (no book, a stale book, a model output that is not a number)
+is skipped, counted by reason and logged once with a sample.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from coinflow.books import Level, OrderBook
+from inference_pipeline.execution.orders import OrderRequest, Side, split_product
+from inference_pipeline.execution.paper import PaperVenue
+from inference_pipeline.execution.risk import Refusal
+from inference_pipeline.execution.service import ExecutionService, Quote
+from inference_pipeline.execution.strategies import Cancel, MarketView, Place, PortfolioView, Strategy
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BookEvent:
+    product: str
+    snapshot: bool
+    bids: Sequence[Level]
+    asks: Sequence[Level]
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class TradeEvent:
+    product: str
+    price: Decimal
+    quantity: Decimal
+    aggressor: Side | None
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class DecisionEvent:
+    product: str
+    at_ms: int
+    features: Mapping[str, float]
+
+
+MarketEvent = BookEvent | TradeEvent | DecisionEvent
+
+
+@dataclass(frozen=True)
+class EquityPoint:
+    at_ms: int
+    mid: Decimal
+    equity: Decimal
+    position: Decimal
+
+
+@dataclass
+class SessionLog:
+    """What a session did: the equity at every decision, the skipped decisions by reason, refused orders."""
+
+    equity: list[EquityPoint] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
+    sent: int = 0
+
+
+class TradingSession:
+    """Runs one strategy on one product through the execution service (see the module docstring)."""
+
+    def __init__(self, service: ExecutionService, strategy: Strategy, product: str, max_book_age_ms: int) -> None:
+        self.service = service
+        self.strategy = strategy
+        self.product = product
+        self.quote_asset = split_product(product)[1]
+        self.max_book_age_ms = max_book_age_ms
+        self.books: dict[str, OrderBook] = {}
+        self.quotes: dict[str, Quote] = {}
+        self.log = SessionLog()
+        self._logged: set[str] = set()
+        self._waiting: tuple[frozenset[str], list[tuple[int, Place]], int] | None = None
+        venue = service.venue
+        self.paper = venue if isinstance(venue, PaperVenue) else None
+
+    def run(self, events: Iterable[MarketEvent]) -> SessionLog:
+        """Every event in turn, then the reports still on their way."""
+        last = None
+        for event in events:
+            self.on_event(event)
+            last = event.at_ms
+        if last is not None:
+            self.drain(last)
+        return self.log
+
+    def on_event(self, event: MarketEvent) -> None:
+        if isinstance(event, BookEvent):
+            self._on_book(event)
+        elif isinstance(event, TradeEvent) and self.paper is not None:
+            self.paper.on_trade(event.product, event.price, event.quantity, event.aggressor, event.at_ms)
+        self.service.poll(event.at_ms)
+        self._release(event.at_ms)
+        if isinstance(event, DecisionEvent) and event.product == self.product:
+            self._decide(event)
+
+    def drain(self, after_ms: int) -> None:
+        """Let the orders and reports on their way arrive (nothing else happens in the market meanwhile)."""
+        due = self.paper.next_due_ms() if self.paper else None
+        while due is not None:
+            now = max(due, after_ms)
+            self.service.poll(now)
+            self._release(now)
+            due = self.paper.next_due_ms() if self.paper else None
+
+    def _on_book(self, event: BookEvent) -> None:
+        if self.paper is not None:
+            self.paper.on_book(event.product, event.snapshot, event.bids, event.asks, event.at_ms)
+        book = self.books.setdefault(event.product, OrderBook())
+        if event.snapshot:
+            book.clear()
+        book.apply(event.bids, event.asks)
+        bid, ask = book.best_bid(), book.best_ask()
+        if bid is not None and ask is not None and bid[0] < ask[0]:
+            self.quotes[event.product] = Quote(event.product, bid[0], ask[0], event.at_ms)
+        else:
+            self.quotes.pop(event.product, None)  # one-sided or crossed: nothing to price against
+
+    def _skip(self, reason: str, sample: object) -> None:
+        self.log.skipped[reason] += 1
+        if reason not in self._logged:
+            self._logged.add(reason)
+            logger.warning("decision skipped (%s); sample: %s (logged once; counted)", reason, sample)
+
+    def _decide(self, event: DecisionEvent) -> None:
+        quote = self.quotes.get(self.product)
+        if quote is None:
+            self._skip("no_book", event)
+            return
+        if event.at_ms - quote.at_ms > self.max_book_age_ms:
+            self._skip("stale_book", f"book of {quote.at_ms} at a decision of {event.at_ms}")
+            return
+        if self._waiting is not None:
+            self._skip("replace_superseded", f"orders replacing {sorted(self._waiting[0])} at {event.at_ms}")
+            self._waiting = None
+        portfolio = self.portfolio()
+        try:
+            intents = self.strategy.decide(MarketView(self.product, event.at_ms, quote, event.features), portfolio)
+        except (ValueError, ArithmeticError) as exc:
+            self._skip("bad_model_output", f"{exc} at {event.at_ms}")
+            return
+        cancels = [i.client_order_id for i in intents if isinstance(i, Cancel)]
+        places = [(n, i) for n, i in enumerate(intents) if isinstance(i, Place)]
+        for name in cancels:
+            self.service.cancel(name, event.at_ms)
+        if cancels and places:
+            self._waiting = (frozenset(cancels), places, event.at_ms)
+        for n, place in [] if cancels else places:
+            self._place(place, event.at_ms, n)
+        self._mark(event.at_ms, quote)
+
+    def _release(self, now_ms: int) -> None:
+        """Send the orders waiting for their cancels once none of the cancelled orders is live any more."""
+        if self._waiting is None:
+            return
+        names, places, decided_ms = self._waiting
+        if any(self.service.orders[name].live for name in names if name in self.service.orders):
+            return
+        self._waiting = None
+        for n, place in places:
+            self._place(place, decided_ms, n, now_ms)
+
+    def _place(self, intent: Place, at_ms: int, index: int, now_ms: int | None = None) -> None:
+        """Send one intent of the decision at `at_ms` (its id), at `now_ms` (default: then)."""
+        request = OrderRequest(
+            client_order_id=f"{self.strategy.name}-{self.product}-{at_ms}-{index}",
+            venue=self.service.venue.name,
+            product=self.product,
+            side=intent.side,
+            type=intent.type,
+            quantity=intent.quantity,
+            limit_price=intent.limit_price,
+            time_in_force=intent.time_in_force,
+            post_only=intent.post_only,
+            created_ms=at_ms,
+            strategy=f"{self.strategy.name}:{intent.tag}",
+        )
+        result = self.service.submit(request, self.quotes, at_ms if now_ms is None else now_ms)
+        if isinstance(result, Refusal):
+            self.log.refused[result.limit] += 1
+        else:
+            self.log.sent += 1
+
+    def portfolio(self) -> PortfolioView:
+        base, quote_asset = split_product(self.product)
+        venue = self.service.venue.name
+        free = self.service.available(self.quotes)
+        return PortfolioView(
+            position=self.service.position(self.product).quantity,
+            available_base=free.get((venue, base), Decimal(0)),
+            available_quote=free.get((venue, quote_asset), Decimal(0)),
+            open_orders=tuple(self.service.open_orders(self.product)),
+            taker_fee=self.service.fees.taker,
+        )
+
+    def _mark(self, at_ms: int, quote: Quote) -> None:
+        equity = self.service.mark(self.quotes, self.quote_asset).equity
+        self.log.equity.append(EquityPoint(at_ms, quote.mid, equity, self.service.position(self.product).quantity))

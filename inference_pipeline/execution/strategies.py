@@ -1,0 +1,165 @@
+"""Strategies: market data, the account's position and open orders in; what to do (intents) out. No I/O.
+
+A strategy never talks to a venue: the session hands it a `MarketView` and
+a `PortfolioView` at each decision and sends what it returns through the
+execution service (risk checks, database, venue), so the same object trades
+a backtest and a live session.
+
+- `ActionStrategy`: the order-book action model's decision every 4 s. Force
+  buy and force sell are market orders for `trade_fraction` of what is
+  available (quote to spend, coin to sell); close buy is a post-only bid one
+  tick under the best offer, close sell a post-only offer one tick above the
+  best bid, each replacing the previous close of its side (its reserve comes
+  back to size the new one); no-op does nothing. A buy is never sized past the
+  position limit.
+- `ThresholdStrategy`: a price model's predicted log return against a
+  threshold plus the round trip's taker fees: above it, buy with what is
+  available; below minus the threshold, sell everything held.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
+from typing import Protocol
+
+from inference_pipeline.execution.orders import Order, OrderType, Side, TimeInForce
+from inference_pipeline.execution.service import Quote
+
+
+@dataclass(frozen=True)
+class MarketView:
+    """What a strategy sees of the market at a decision: the product's top of book and its features then."""
+
+    product: str
+    at_ms: int
+    quote: Quote
+    features: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class PortfolioView:
+    """What a strategy sees of its account: the position, what is free to trade, and its live orders."""
+
+    position: Decimal
+    available_base: Decimal
+    available_quote: Decimal
+    open_orders: tuple[Order, ...]
+    taker_fee: Decimal
+
+
+@dataclass(frozen=True)
+class Place:
+    """Send an order; ``tag`` names what it is for (a close buy replaces the previous close buy)."""
+
+    side: Side
+    type: OrderType
+    quantity: Decimal
+    tag: str
+    limit_price: Decimal | None = None
+    time_in_force: TimeInForce = TimeInForce.IOC
+    post_only: bool = False
+
+
+@dataclass(frozen=True)
+class Cancel:
+    client_order_id: str
+
+
+Intent = Place | Cancel
+
+
+class Strategy(Protocol):
+    name: str
+
+    def decide(self, market: MarketView, portfolio: PortfolioView) -> list[Intent]: ...
+
+
+def lot(quantity: Decimal, increment: Decimal) -> Decimal:
+    """`quantity` rounded down to the product's size increment (never more than was asked)."""
+    return (quantity / increment).to_integral_value(rounding=ROUND_DOWN) * increment
+
+
+def buy_size(spend: Decimal, price: Decimal, taker_fee: Decimal, increment: Decimal) -> Decimal:
+    """How much coin `spend` of quote buys at `price` with the taker fee reserved."""
+    return lot(spend / (price * (1 + taker_fee)), increment)
+
+
+def held_quote(order: Order, taker_fee: Decimal) -> Decimal:
+    """What a live buy holds of the quote (its remaining quantity at its limit, with the fee)."""
+    price = order.request.limit_price or Decimal(0)
+    return order.remaining * price * (1 + taker_fee)
+
+
+@dataclass
+class ActionStrategy:
+    """The action model's decisions as orders (see the module docstring); `decide_action` maps a book sample's
+    features to one of the five actions' names."""
+
+    decide_action: Callable[[Mapping[str, float]], str]
+    tick: Decimal
+    size_increment: Decimal
+    trade_fraction: Decimal = Decimal(1)
+    max_position: Decimal | None = None
+    name: str = "action"
+
+    def decide(self, market: MarketView, portfolio: PortfolioView) -> list[Intent]:
+        action = self.decide_action(market.features)
+        quote, fee = market.quote, portfolio.taker_fee
+        room = None if self.max_position is None else max(self.max_position - portfolio.position, Decimal(0))
+        if action == "force_buy":
+            size = buy_size(portfolio.available_quote * self.trade_fraction, quote.best_ask, fee, self.size_increment)
+            size = size if room is None else min(size, lot(room, self.size_increment))
+            return [Place(Side.BUY, OrderType.MARKET, size, "force_buy")] if size > 0 else []
+        if action == "force_sell":
+            size = lot(portfolio.available_base * self.trade_fraction, self.size_increment)
+            return [Place(Side.SELL, OrderType.MARKET, size, "force_sell")] if size > 0 else []
+        if action == "close_buy":
+            previous = [o for o in portfolio.open_orders if o.request.side == Side.BUY and o.request.post_only]
+            freed = sum((held_quote(o, fee) for o in previous), Decimal(0))
+            price = quote.best_ask - self.tick
+            size = buy_size((portfolio.available_quote + freed) * self.trade_fraction, price, fee, self.size_increment)
+            size = size if room is None else min(size, lot(room, self.size_increment))
+            return self._replace(previous, Place(Side.BUY, OrderType.LIMIT, size, "close_buy", price,
+                                                 TimeInForce.GTC, post_only=True))  # fmt: skip
+        if action == "close_sell":
+            previous = [o for o in portfolio.open_orders if o.request.side == Side.SELL and o.request.post_only]
+            freed = sum((o.remaining for o in previous), Decimal(0))
+            size = lot((portfolio.available_base + freed) * self.trade_fraction, self.size_increment)
+            price = quote.best_bid + self.tick
+            return self._replace(previous, Place(Side.SELL, OrderType.LIMIT, size, "close_sell", price,
+                                                 TimeInForce.GTC, post_only=True))  # fmt: skip
+        if action != "noop":
+            raise ValueError(f"unknown action {action!r}")
+        return []
+
+    @staticmethod
+    def _replace(previous: list[Order], new: Place) -> list[Intent]:
+        cancels: list[Intent] = [Cancel(o.client_order_id) for o in previous]
+        return cancels + ([new] if new.quantity > 0 else [])
+
+
+@dataclass
+class ThresholdStrategy:
+    """A price model's predicted log return against a threshold with the fees in it (see the module docstring)."""
+
+    predict_return: Callable[[Mapping[str, float]], float]
+    threshold: float
+    size_increment: Decimal
+    name: str = "threshold"
+
+    def decide(self, market: MarketView, portfolio: PortfolioView) -> list[Intent]:
+        predicted = self.predict_return(market.features)
+        if not math.isfinite(predicted):
+            raise ValueError(f"the model predicted {predicted} at {market.at_ms}")
+        # a round trip pays the taker fee twice: the move must beat that before the threshold counts
+        hurdle = self.threshold + 2 * math.log1p(float(portfolio.taker_fee))
+        if predicted > hurdle:
+            size = buy_size(portfolio.available_quote, market.quote.best_ask, portfolio.taker_fee, self.size_increment)
+            return [Place(Side.BUY, OrderType.MARKET, size, "enter")] if size > 0 else []
+        if predicted < -self.threshold:
+            size = lot(portfolio.available_base, self.size_increment)
+            return [Place(Side.SELL, OrderType.MARKET, size, "exit")] if size > 0 else []
+        return []
