@@ -23,7 +23,6 @@ hold (a force buy at the first step) and no-op are the yardsticks.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -32,7 +31,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-SECONDS_PER_YEAR = 365.25 * 24 * 3600
+from coinflow.performance import max_drawdown, sharpe_ratio
 
 
 class Action(IntEnum):
@@ -142,21 +141,6 @@ def infer_tick(prices: np.ndarray) -> float:
     if not len(gaps):
         raise ValueError("cannot infer the tick: fewer than two distinct prices")
     return float(np.round(gaps.min(), 10))
-
-
-def sharpe_ratio(equity: np.ndarray, seconds_per_step: float) -> float:
-    """Annualised Sharpe ratio of the step returns (no risk-free rate); 0 for a flat curve."""
-    returns = np.diff(equity) / equity[:-1]
-    deviation = returns.std()
-    if len(returns) < 2 or deviation == 0:
-        return 0.0
-    return float(returns.mean() / deviation * math.sqrt(SECONDS_PER_YEAR / seconds_per_step))
-
-
-def max_drawdown(equity: np.ndarray) -> float:
-    """Largest fall from a running peak, as a fraction of that peak."""
-    peaks = np.maximum.accumulate(equity)
-    return float(((peaks - equity) / peaks).max())
 
 
 def regression_actions(predicted_log_return: np.ndarray, threshold: float, passive: bool = False) -> np.ndarray:

@@ -67,6 +67,7 @@ MarketEvent = BookEvent | TradeEvent | DecisionEvent
 class EquityPoint:
     at_ms: int
     mid: Decimal
+    ask: Decimal
     equity: Decimal
     position: Decimal
 
@@ -219,4 +220,6 @@ class TradingSession:
 
     def _mark(self, at_ms: int, quote: Quote) -> None:
         equity = self.service.mark(self.quotes, self.quote_asset).equity
-        self.log.equity.append(EquityPoint(at_ms, quote.mid, equity, self.service.position(self.product).quantity))
+        self.log.equity.append(
+            EquityPoint(at_ms, quote.mid, quote.best_ask, equity, self.service.position(self.product).quantity)
+        )

@@ -14,6 +14,8 @@ from decimal import Decimal as D
 import pytest
 import sqlalchemy as sa
 
+from coinflow.settings import Settings
+from inference_pipeline.execution.backtest import in_time_order, run_backtest
 from inference_pipeline.execution.fees import FeeSchedule
 from inference_pipeline.execution.orders import EventKind, OrderEvent, Status
 from inference_pipeline.execution.paper import Latency, PaperVenue
@@ -158,3 +160,30 @@ def test_the_kill_switch_cancels_every_open_order_blocks_new_ones_and_survives_a
     assert restored.kill_switch
     restored.set_kill_switch(False, events[-1].at_ms)
     assert not open_service(db_url, first=False).kill_switch
+
+
+def test_a_backtest_is_deterministic_and_its_numbers_add_up(tmp_path) -> None:
+    settings = Settings(run_dir=tmp_path, trading_max_daily_loss=None)
+    results = []
+    for n in (1, 2):
+        events = in_time_order(
+            snapshots(400), (e for e in with_decisions(snapshots(400)) if isinstance(e, DecisionEvent))
+        )
+        results.append(
+            run_backtest(settings, scripted(), PRODUCT, "coinbase", events, f"sqlite:///{tmp_path}/bt{n}.db")
+        )
+    first, second = results
+    assert first.service.orders == second.service.orders and first.service.balances == second.service.balances
+    metrics = first.metrics
+    last = first.log.equity[-1]
+    assert metrics["pnl"] == pytest.approx(float(last.equity) - 10_000)
+    cash, coin = first.service.balances[("paper", "USD")], first.service.balances.get(("paper", "BTC"), D(0))
+    assert last.equity == cash + coin * last.mid
+    assert metrics["fees"] == pytest.approx(float(sum(o.fees for o in first.service.orders.values())))
+    assert 0 < metrics["passive_fill_ratio"] < 1
+    hold = first.benchmarks["buy and hold"]
+    coin_held = D(10_000) / (first.log.equity[0].ask * D("1.012"))
+    assert hold["pnl"] == pytest.approx(float(coin_held * last.mid) - 10_000)
+    assert first.benchmarks["no-op"]["pnl"] == 0
+    with pytest.raises(ValueError, match="already holds an account"):
+        run_backtest(settings, scripted(), PRODUCT, "coinbase", [], f"sqlite:///{tmp_path}/bt1.db")

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from coinflow.performance import max_drawdown, sharpe_ratio
 from training_pipeline.simulation import (
     Action,
     Costs,
@@ -13,9 +14,7 @@ from training_pipeline.simulation import (
     benchmarks,
     equity_curves,
     infer_tick,
-    max_drawdown,
     regression_actions,
-    sharpe_ratio,
     simulate,
 )
 

@@ -1,0 +1,115 @@
+"""Backtests: one strategy over recorded market events, through the same session, service and paper venue as live.
+
+The account is a fresh paper account in a database of its own (a file per
+backtest, kept for `positions` and `orders` to read), funded with the
+settings' starting quote. Decisions are merged with the book events in time
+order, a decision after the books of its own millisecond, so a strategy only
+sees what was known at its time.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+from coinflow.settings import Settings
+from inference_pipeline.execution.fees import COINBASE_FEES, KRAKEN_FEES, FeeSchedule
+from inference_pipeline.execution.orders import split_product
+from inference_pipeline.execution.paper import Latency, PaperVenue
+from inference_pipeline.execution.report import benchmark_curves, curve_metrics, seconds_per_step, session_metrics
+from inference_pipeline.execution.risk import RiskLimits
+from inference_pipeline.execution.service import ExecutionService
+from inference_pipeline.execution.session import DecisionEvent, MarketEvent, SessionLog, TradingSession
+from inference_pipeline.execution.store import TradingStore, connect
+from inference_pipeline.execution.strategies import Strategy
+
+
+def exchange_fees(settings: Settings, exchange: str) -> FeeSchedule:
+    """The account's fees on `exchange` (the settings'; their defaults are the published lowest tiers)."""
+    t = settings.trading
+    if exchange == "coinbase":
+        return FeeSchedule(t.coinbase_maker_fee, t.coinbase_taker_fee)
+    if exchange == "kraken":
+        return FeeSchedule(t.kraken_maker_fee, t.kraken_taker_fee)
+    raise ValueError(f"no fees known for exchange {exchange!r} (known: coinbase {COINBASE_FEES}, kraken {KRAKEN_FEES})")
+
+
+def risk_limits(settings: Settings) -> RiskLimits:
+    t = settings.trading
+    return RiskLimits(
+        max_position=t.max_position,
+        max_notional=t.max_notional,
+        max_total_notional=t.max_total_notional,
+        max_order_quantity=t.max_order_quantity,
+        max_orders_per_second=t.max_orders_per_second,
+        max_daily_loss=t.max_daily_loss,
+        price_band=t.price_band,
+        max_book_age_ms=t.max_book_age_ms,
+    )
+
+
+def paper_service(settings: Settings, db_url: str, exchange: str) -> ExecutionService:
+    """The paper account in `db_url`, restored from it; funded with the starting quote when it is new."""
+    fees = exchange_fees(settings, exchange)
+    venue = PaperVenue(fees, Latency(settings.trading.order_latency_ms, settings.trading.report_latency_ms))
+    return ExecutionService.restore(TradingStore(connect(db_url)), venue, risk_limits(settings), fees)
+
+
+def in_time_order(books: Iterable[MarketEvent], decisions: Iterable[DecisionEvent]) -> Iterator[MarketEvent]:
+    """Book (and trade) events and decisions merged by time; at the same millisecond the market comes first."""
+    keyed_books = ((e.at_ms, 0, e) for e in books)
+    keyed_decisions = ((e.at_ms, 1, e) for e in decisions)
+    for _, _, event in heapq.merge(keyed_books, keyed_decisions, key=lambda k: (k[0], k[1])):
+        yield event
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    log: SessionLog
+    service: ExecutionService
+    metrics: dict[str, float]
+    benchmarks: dict[str, dict[str, float]]
+
+
+def run_backtest(
+    settings: Settings,
+    strategy: Strategy,
+    product: str,
+    exchange: str,
+    events: Iterable[MarketEvent],
+    db_url: str,
+) -> BacktestResult:
+    """Trade `strategy` on `product` over `events` from a new paper account in `db_url`."""
+    service = paper_service(settings, db_url, exchange)
+    if service.orders or service.balances:
+        raise ValueError(f"{db_url} already holds an account: a backtest starts from an empty database")
+    initial = settings.trading.initial_quote
+    quote_asset = split_product(product)[1]
+    service.deposit(quote_asset, initial, 0, ref="backtest start")
+    session = TradingSession(service, strategy, product, settings.trading.max_book_age_ms)
+    log = session.run(events)
+    if not log.equity:
+        raise ValueError(
+            f"no decision of {product} could be taken over the events given (skipped: {dict(log.skipped)})"
+        )
+    return BacktestResult(log, service, *summarise(log, service, initial))
+
+
+def summarise(
+    log: SessionLog, service: ExecutionService, initial: Decimal
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """The strategy's metrics and each benchmark's over the same decisions."""
+    orders = list(service.orders.values())
+    metrics = session_metrics(log.equity, orders, initial)
+    metrics.update({f"skipped_{k}": float(v) for k, v in log.skipped.items()})
+    metrics.update({f"refused_{k}": float(v) for k, v in log.refused.items()})
+    step = seconds_per_step(log.equity)
+    curves = benchmark_curves(log.equity, initial, service.fees.taker)
+    return metrics, {c.name: curve_metrics(c, step) for c in curves}
+
+
+def metrics_table(result: BacktestResult) -> Mapping[str, Mapping[str, float]]:
+    """Rows for printing: the strategy, then the benchmarks."""
+    return {"strategy": result.metrics, **result.benchmarks}
