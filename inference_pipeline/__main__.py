@@ -16,6 +16,7 @@ from coinflow.logs import configure_logging
 from coinflow.redact import redact
 from coinflow.settings import Settings, comma_items
 from inference_pipeline.app import create_app
+from inference_pipeline.execution.cli import register as register_trading
 from inference_pipeline.runner import limit_native_threads, run_live_evaluation, run_prediction_stream
 
 console = Console()
@@ -209,6 +210,8 @@ def evaluate_live(metrics_port: MetricsPortOption = None) -> None:
         console.print(f"[red]{redact(exc)}[/red]")
         raise typer.Exit(1) from exc
 
+
+register_trading(app, _settings)
 
 if __name__ == "__main__":
     app()

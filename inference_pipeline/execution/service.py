@@ -84,6 +84,14 @@ class Quote:
 Listener = Callable[[OrderEvent, Order], None]
 
 
+def fold_orders(recorded: Recorded) -> dict[str, Order]:
+    """Every recorded order in its state after its recorded events (which were checked before they were written)."""
+    orders = {r.client_order_id: Order(r) for r in recorded.requests}
+    for event in recorded.events:
+        orders[event.client_order_id] = apply_event(orders[event.client_order_id], event)
+    return orders
+
+
 class ExecutionService:
     """Orders, fills, balances and positions of one account on one venue (see the module docstring)."""
 
@@ -128,9 +136,7 @@ class ExecutionService:
         return service
 
     def _fold(self, recorded: Recorded) -> None:
-        self.orders = {r.client_order_id: Order(r) for r in recorded.requests}
-        for event in recorded.events:
-            self.orders[event.client_order_id] = apply_event(self.orders[event.client_order_id], event)
+        self.orders = fold_orders(recorded)
         for fill in recorded.fills:
             key = (fill.venue, fill.product)
             self.positions[key] = apply_fill(self.positions.get(key) or Position(fill.venue, fill.product), fill)

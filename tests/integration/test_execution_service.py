@@ -187,3 +187,23 @@ def test_a_backtest_is_deterministic_and_its_numbers_add_up(tmp_path) -> None:
     assert first.benchmarks["no-op"]["pnl"] == 0
     with pytest.raises(ValueError, match="already holds an account"):
         run_backtest(settings, scripted(), PRODUCT, "coinbase", [], f"sqlite:///{tmp_path}/bt1.db")
+
+
+def test_the_commands_show_the_account_and_set_the_kill_switch(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from inference_pipeline.__main__ import app
+
+    url = f"sqlite:///{tmp_path / 'trading.db'}"
+    service = open_service(url, first=True)
+    TradingSession(service, scripted(), PRODUCT, LIMITS.max_book_age_ms).run(with_decisions(snapshots(100)))
+    runner = CliRunner()
+    shown = runner.invoke(app, ["positions", "--db", url], env={"COLUMNS": "250"})
+    assert shown.exit_code == 0, shown.output
+    assert f"{service.balances[('paper', 'USD')]:f}" in shown.output and "kill switch: off" in shown.output
+    live = runner.invoke(app, ["orders", "--db", url], env={"COLUMNS": "250"})
+    assert all(o.client_order_id in live.output for o in service.open_orders()) and service.open_orders()
+    turned = runner.invoke(app, ["kill-switch", "on", "--db", url, "--reason", "test"])
+    assert turned.exit_code == 0 and f"{len(service.open_orders())} live order(s)" in turned.output
+    assert open_service(url, first=False).kill_switch
+    assert runner.invoke(app, ["kill-switch", "maybe", "--db", url]).exit_code == 2

@@ -1,0 +1,113 @@
+"""The trading commands of `python -m inference_pipeline`: positions, orders and the kill switch of an account in
+the trading database (COINFLOW_TRADING_DB_URL, or --db)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
+
+from coinflow.redact import redact
+from coinflow.settings import Settings
+from inference_pipeline.execution.accounting import balances, positions
+from inference_pipeline.execution.service import KILL_SWITCH, fold_orders
+from inference_pipeline.execution.store import Control, Recorded, TradingStore, connect
+
+console = Console()
+
+DbOption = Annotated[
+    str | None, typer.Option("--db", help="SQLAlchemy URL of the trading database (default: the settings').")
+]
+
+
+def _recorded(settings: Settings, db: str | None) -> tuple[TradingStore, Recorded]:
+    url = db or settings.trading_db_url
+    try:
+        store = TradingStore(connect(url))
+        return store, store.load()
+    except SQLAlchemyError as exc:
+        console.print(f"[red]The trading database {redact(url)} cannot be read: {redact(exc)}[/red]")
+        raise typer.Exit(1) from exc
+
+
+def kill_switch_state(recorded: Recorded) -> bool:
+    states = [c.value == "on" for c in recorded.controls if c.name == KILL_SWITCH]
+    return bool(states and states[-1])
+
+
+def show_positions(settings: Settings, db: str | None) -> None:
+    """Balances and positions, folded from the ledger and the fills."""
+    _, recorded = _recorded(settings, db)
+    held = Table(title="balances")
+    for column in ("venue", "asset", "balance"):
+        held.add_column(column)
+    for (venue, asset), amount in sorted(balances(recorded.ledger).items()):
+        held.add_row(venue, asset, format(amount, "f"))
+    table = Table(title="positions")
+    for column in ("venue", "product", "quantity", "average cost", "realised PnL", "fees", "bought", "sold"):
+        table.add_column(column)
+    for (venue, product), p in sorted(positions(recorded.fills).items()):
+        table.add_row(venue, product, *(f"{v:f}" for v in (p.quantity, p.average_cost, p.realised_pnl, p.fees,
+                                                            p.bought, p.sold)))  # fmt: skip
+    console.print(held, table)
+    console.print(f"kill switch: {'ON' if kill_switch_state(recorded) else 'off'}")
+
+
+def show_orders(settings: Settings, db: str | None, every: bool, last: int) -> None:
+    """Live orders (or the last `last` of all orders)."""
+    _, recorded = _recorded(settings, db)
+    orders = list(fold_orders(recorded).values())
+    chosen = orders[-last:] if every else [o for o in orders if o.live]
+    table = Table(title="orders" if every else "live orders")
+    for column in ("client order id", "product", "side", "type", "quantity", "limit", "status", "filled", "avg price"):
+        table.add_column(column)
+    for o in chosen:
+        r = o.request
+        table.add_row(r.client_order_id, r.product, r.side, r.type, f"{r.quantity:f}",
+                      "" if r.limit_price is None else f"{r.limit_price:f}", o.status, f"{o.filled:f}",
+                      "" if o.average_price is None else f"{o.average_price:.2f}")  # fmt: skip
+    console.print(table)
+
+
+def set_kill_switch(settings: Settings, db: str | None, on: bool, reason: str) -> None:
+    """Record the kill switch; a trading process cancels its live orders and refuses new ones when it reads it."""
+    store, recorded = _recorded(settings, db)
+    store.set_control(Control(KILL_SWITCH, "on" if on else "off", reason or None, int(time.time() * 1000)))
+    live = sum(1 for o in list(fold_orders(recorded).values()) if o.live)
+    state = "ON: new orders are refused" if on else "off: orders pass the risk checks again"
+    console.print(f"kill switch {state} ({live} live order(s) in the database).")
+
+
+def register(app: typer.Typer, settings: Callable[[], Settings]) -> None:
+    """Add the trading commands to the inference pipeline's CLI (`settings` reads them, once per command)."""
+
+    @app.command("positions")
+    def positions_command(db: DbOption = None) -> None:
+        """Balances and positions of the trading account (from the append-only ledger and fills)."""
+        show_positions(settings(), db)
+
+    @app.command("orders")
+    def orders_command(
+        db: DbOption = None,
+        every: Annotated[bool, typer.Option("--all", help="All orders, not only the live ones.")] = False,
+        last: Annotated[int, typer.Option(help="With --all: how many of the newest.")] = 50,
+    ) -> None:
+        """Live orders of the trading account."""
+        show_orders(settings(), db, every, last)
+
+    @app.command("kill-switch")
+    def kill_switch_command(
+        state: Annotated[str, typer.Argument(help="on: cancel every live order and refuse new ones; off: resume.")],
+        db: DbOption = None,
+        reason: Annotated[str, typer.Option(help="Why (kept in the database).")] = "",
+    ) -> None:
+        """Turn the kill switch on or off."""
+        if state not in ("on", "off"):
+            console.print(f"[red]kill-switch takes on or off, not {state!r}.[/red]")
+            raise typer.Exit(2)
+        set_kill_switch(settings(), db, state == "on", reason)
