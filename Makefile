@@ -49,6 +49,9 @@ quickstart: $(STAMP) ## Install, then run all three pipelines on bundled real da
 replay-session: $(STAMP) ## Replay the recorded Coinbase ETH-USD session through the order-book pipeline (book states to .coinflow/books.parquet)
 	$(PY) -m feature_pipeline replay-session data/coinbase/advanced_trade_ETH-USD_2026-08-09.jsonl.gz --book-out .coinflow/books.parquet
 
+replay-snapshots: $(STAMP) ## Replay the bundled 13.9 h of Coinbase BTC-USD L2 snapshots through the order-book pipeline (about 40 s)
+	$(PY) -m feature_pipeline replay-snapshots data/coinbase/l2_snapshots_BTC-USD_2020-04-11.csv.gz --product coinbase:BTC-USD
+
 live-books: $(STAMP) ## Stream live Coinbase L2 books and trades (COINFLOW_COINBASE_PRODUCTS) until Ctrl-C
 	$(PY) -m feature_pipeline live-books --exchange coinbase
 
@@ -109,4 +112,4 @@ bench: $(STAMP) ## Run the benchmarks (prints tables with the machine)
 clean: down ## Stop services and remove local state (.coinflow, offline store, registry)
 	rm -rf .coinflow feature_repo/data
 
-.PHONY: help install lint format typecheck up down status feature-repo feature-pipeline replay backfill replay-session live-books train mlflow-ui train-deep train-action simulate tensorboard serve predict-stream evaluate-live quickstart test test-unit test-e2e bench clean
+.PHONY: help install lint format typecheck up down status feature-repo feature-pipeline replay backfill replay-session replay-snapshots live-books train mlflow-ui train-deep train-action simulate tensorboard serve predict-stream evaluate-live quickstart test test-unit test-e2e bench clean

@@ -1,5 +1,5 @@
-"""The order-book pipeline's commands: L2 books (live, or a recorded session replayed) -> book states and 4 s
-features -> Feast, with candles from the same session's trades."""
+"""The order-book pipeline's commands: L2 books (live, a recorded session replayed, or a file of snapshots) -> book
+states and 4 s features -> Feast, with candles from the same session's trades where there are any."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from feature_pipeline.cli import (
 from feature_pipeline.sources.book_source import BookSource
 from feature_pipeline.sources.coinbase_replay_server import CoinbaseReplayServer, read_session
 from feature_pipeline.sources.coinbase_ws import CoinbaseSource
+from feature_pipeline.sources.csv_readers import check_snapshot_csv
+from feature_pipeline.sources.file_sources import SnapshotsFileSource
 from feature_pipeline.sources.kraken_replay_server import server_thread
 from feature_pipeline.sources.kraken_ws import KrakenBookSource
 
@@ -45,12 +47,15 @@ def _secret(value) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
+BookOutOption = Annotated[
+    Path | None, typer.Option("--book-out", help="Also write every book-state record to this Parquet file.")
+]
+
+
 @app.command("replay-session")
 def replay_session(
     file: Annotated[Path, typer.Argument(help="A recorded Coinbase Advanced Trade session (.jsonl or .jsonl.gz).")],
-    book_out: Annotated[
-        Path | None, typer.Option("--book-out", help="Also write every book-state record to this Parquet file.")
-    ] = None,
+    book_out: BookOutOption = None,
     speed: Annotated[
         float, typer.Option(help="Replay at the recorded pace x SPEED; 0 replays as fast as possible.")
     ] = 0.0,
@@ -79,6 +84,41 @@ def replay_session(
             dead_letter_max_bytes=settings.stream.dead_letter_max_bytes,
         )
         _run_books(settings, source, candles, book_out)
+
+
+@app.command("replay-snapshots")
+def replay_snapshots(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV (or .csv.gz) of full L2 snapshots, one a row: Timestamp (ISO with its UTC offset), Sequence, "
+            "then Bid_i_Price,Bid_i_Size[,Bid_i_Trades] and Ask_i_* for each level i."
+        ),
+    ],
+    product: Annotated[str, typer.Option(help="The book of the file as <exchange>:<product>, e.g. coinbase:BTC-USD.")],
+    book_out: BookOutOption = None,
+    speed: Annotated[
+        float, typer.Option(help="Replay at the recorded pace x SPEED; 0 replays as fast as possible.")
+    ] = 0.0,
+) -> None:
+    """Replay a file of full L2 snapshots, each row a snapshot of the book, through the book and feature dataflow;
+    exits once every book-state record and feature row is stored."""
+    settings = pipeline_settings()
+    exchange, _, name = product.partition(":")
+    if not exchange or not name:
+        console.print(f"[red]--product must be <exchange>:<product>, e.g. coinbase:BTC-USD, not {product!r}[/red]")
+        raise typer.Exit(2)
+    source = SnapshotsFileSource(
+        check_file(file, check_snapshot_csv),
+        exchange,
+        name,
+        uuid.uuid4().hex,
+        settings.topics.dead_letters,
+        speed,
+        max_future_ms=settings.stream.max_future_ms,
+        dead_letter_max_bytes=settings.stream.dead_letter_max_bytes,
+    )
+    _run_books(settings, source, candles=False, book_out=book_out)
 
 
 @app.command("live-books")

@@ -12,7 +12,9 @@ Books live in process memory, not in Quix state: they are rebuilt from the
 exchange's snapshot whenever the pipeline (and so its source) starts.
 Updates for a book without a snapshot, unusable levels and crossed books are
 rejected (counted, dead-lettered); a book that breaks is dropped until the
-next snapshot, never patched.
+next snapshot, never patched. A snapshot of a book that is still there (a
+source of full snapshots only, such as a file of them) replaces its levels
+but not its feature clock: its averages go on as over updates.
 """
 
 from __future__ import annotations
@@ -97,9 +99,8 @@ class BookProcessor:
         if isinstance(sides, str):
             self._drop(key, sampler)
             return [*rows, self._reject(sides, raw)]
-        if kind == FRAME_SNAPSHOT:
+        if kind == FRAME_SNAPSHOT:  # the book refreshed: its averages go on (those of a dropped one were reset)
             self.books[key] = OrderBook()
-            sampler.reset()
         book = self.books.get(key)
         if book is None:
             return [*rows, self._reject("update_without_snapshot", raw)]

@@ -1,23 +1,29 @@
-"""Readers of exchange files: trades CSVs and Kraken's downloadable OHLCVT candles.
+"""Readers of exchange files: trades CSVs, Kraken's downloadable OHLCVT candles and CSVs of full L2 book snapshots.
 
 The readers are pure parsing: each row becomes a record or a counted reject;
 nothing is produced anywhere here (the sources in `file_sources` do that).
 A problem with the file as a whole (no header, missing columns, not text)
-is a `FileFormatError` naming the file and the row; `check_trades_csv` and
-`check_ohlcvt_csv` find those up front, so that a command can say so in one
-line before its pipeline starts. A row that cannot be read (not UTF-8, a
+is a `FileFormatError` naming the file and the row; `check_trades_csv`,
+`check_ohlcvt_csv` and `check_snapshot_csv` find those up front, so that a
+command can say so in one line before its pipeline starts. A row that cannot be read (not UTF-8, a
 field over csv's size limit, an implausible time) is a reject like any bad row.
+Files ending in ``.gz`` are read through gzip, streamed.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import math
 import time
-from collections.abc import Iterator, Mapping
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NotRequired, TextIO, TypedDict
+from typing import NotRequired, TextIO, TypedDict, TypeVar
 
+from coinflow.books import FRAME_SNAPSHOT, BookFrame, Level, to_level, wire_levels
 from coinflow.quality import Rejects
 from coinflow.schemas import (
     ID_SPACE_TIME,
@@ -34,7 +40,23 @@ TRADES_CSV_COLUMNS = ("time_ms", "timestamp", "price", "qty", "side")
 TRADE_ID_COLUMN = "trade_id"
 OHLCVT_COLUMNS = ("unix", "open", "high", "low", "close", "volume", "trades")
 _SIDES: dict[str, Side] = {"buy": "buy", "sell": "sell", "b": "buy", "s": "sell"}
+_TRADES_HEADER = ",".join(TRADES_CSV_COLUMNS)
+SNAPSHOT_TIME_COLUMN = "timestamp"
+SNAPSHOT_SEQUENCE_COLUMN = "sequence"
+_SNAPSHOT_REQUIRED = (
+    SNAPSHOT_TIME_COLUMN,
+    SNAPSHOT_SEQUENCE_COLUMN,
+    "bid_1_price",
+    "bid_1_size",
+    "ask_1_price",
+    "ask_1_size",
+)
+_SNAPSHOT_HEADER = "Timestamp,Sequence,Bid_1_Price,Bid_1_Size,...,Ask_1_Price,Ask_1_Size,..."
 _SHOWN_CHARS = 80
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+Columns = TypeVar("Columns")
 
 
 class TradeRow(TypedDict):
@@ -52,8 +74,10 @@ class FileFormatError(ValueError):
 
 
 def _open(path: Path) -> TextIO:
-    """The file as text: a UTF-8 BOM is skipped, and bytes that are not UTF-8 are kept (as surrogates) for the rows
-    holding them to be rejected rather than ending the read."""
+    """The file as text (gunzipped as it is read, for a ``.gz``): a UTF-8 BOM is skipped, and bytes that are not
+    UTF-8 are kept (as surrogates) for the rows holding them to be rejected rather than ending the read."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", newline="", encoding="utf-8-sig", errors="surrogateescape")
     return open(path, newline="", encoding="utf-8-sig", errors="surrogateescape")
 
 
@@ -108,13 +132,16 @@ def trades_columns(header: list[str]) -> dict[str, int]:
     return {name: names.index(name) for name in wanted if name in names}
 
 
-def _read_header(rows: Iterator[list[str]], path: Path) -> dict[str, int]:
-    """The columns of the header, the first of `rows`; raises FileFormatError naming `path`."""
+def _read_header(
+    rows: Iterator[list[str]], path: Path, parse: Callable[[list[str]], Columns], expected: str
+) -> Columns:
+    """The columns of the header, the first of `rows`, as `parse` reads them; raises FileFormatError naming `path`
+    (`expected` says what header an empty file lacks)."""
     try:
         header = next(rows, None)
         if header is None:
-            raise FileFormatError(f"row 1: the file is empty; expected a header {','.join(TRADES_CSV_COLUMNS)}")
-        return trades_columns(header)
+            raise FileFormatError(f"row 1: the file is empty; expected a header {expected}")
+        return parse(header)
     except FileFormatError as exc:
         raise FileFormatError(f"{path}: {exc}") from None
 
@@ -182,7 +209,7 @@ def check_trades_csv(path: Path) -> None:
     """Raise FileFormatError if `path` is not a trades CSV at all (reads its header only)."""
     try:
         with _open(path) as handle:
-            _read_header(_rows(handle, Rejects("check"), header_rows=1), path)
+            _read_header(_rows(handle, Rejects("check"), header_rows=1), path, trades_columns, _TRADES_HEADER)
     except OSError as exc:
         raise FileFormatError(f"{path}: cannot be read: {exc.strerror or exc}") from None
 
@@ -204,7 +231,7 @@ def iter_trades_csv(
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     with _open(path) as handle:
         rows = _rows(handle, rejects, header_rows=1)
-        columns = _read_header(rows, path)
+        columns = _read_header(rows, path, trades_columns, _TRADES_HEADER)
         previous_key = None
         for fields in rows:
             parsed = parse_trade_row(fields, columns, now_ms, max_future_ms)
@@ -303,3 +330,168 @@ def iter_ohlcvt_csv(
                 rejects.reject(parsed, _raw(fields))
                 continue
             yield parsed
+
+
+@dataclass(frozen=True)
+class SnapshotColumns:
+    """Where the fields of an L2 snapshots CSV are: its time, its sequence number, and the (price, size) columns
+    of each side's levels, best first; `width` is the number of fields a row needs."""
+
+    timestamp: int
+    sequence: int
+    bids: tuple[tuple[int, int], ...]
+    asks: tuple[tuple[int, int], ...]
+    width: int
+
+
+def _level_columns(names: Mapping[str, int], side: str) -> tuple[tuple[int, int], ...]:
+    """The (price, size) columns of a side's levels 1, 2, ... for as long as the header has both."""
+    levels: list[tuple[int, int]] = []
+    while True:
+        level = len(levels) + 1
+        price, size = names.get(f"{side}_{level}_price"), names.get(f"{side}_{level}_size")
+        if price is None or size is None:
+            return tuple(levels)
+        levels.append((price, size))
+
+
+def snapshot_columns(header: list[str]) -> SnapshotColumns:
+    """The columns of an L2 snapshots CSV's header (Timestamp, Sequence, Bid_i_Price and Bid_i_Size, Ask_i_Price
+    and Ask_i_Size for i = 1..N, any case; other columns such as Bid_i_Trades are ignored); raises
+    FileFormatError (no path) if it is not one."""
+    if _not_text(header):
+        raise FileFormatError(f"row 1: not UTF-8 text (a binary file?): {_shown(header)}")
+    names = {name.strip().lower(): i for i, name in enumerate(header)}
+    missing = [name for name in _SNAPSHOT_REQUIRED if name not in names]
+    if missing:
+        raise FileFormatError(
+            f"row 1: expected a header {_SNAPSHOT_HEADER}, missing {','.join(missing)}; found {_shown(header)}"
+        )
+    bids, asks = _level_columns(names, "bid"), _level_columns(names, "ask")
+    used = [names[SNAPSHOT_TIME_COLUMN], names[SNAPSHOT_SEQUENCE_COLUMN], *(i for level in bids + asks for i in level)]
+    return SnapshotColumns(names[SNAPSHOT_TIME_COLUMN], names[SNAPSHOT_SEQUENCE_COLUMN], bids, asks, max(used) + 1)
+
+
+def iso_time_ms(text: str) -> int | str:
+    """Milliseconds since the epoch (UTC) of an ISO time that carries its UTC offset, e.g.
+    ``2020-04-11 19:53:03.571342-04:00``, truncated to the millisecond without floats; or why it is not one."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return "bad_timestamp"
+    if moment.utcoffset() is None:
+        return "timestamp_without_offset"  # local time of an unknown zone: no UTC time can be told
+    return (moment - _EPOCH) // _MS
+
+
+def sequence_number(text: str) -> int | None:
+    """A feed's sequence number (a non-negative 64-bit integer in plain digits), or None."""
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= MAX_INT64 else None
+
+
+def snapshot_side(fields: list[str], columns: tuple[tuple[int, int], ...]) -> list[Level] | str:
+    """One side's levels of a row, exact and in the file's order, or why one is unusable (see `to_level`; a
+    size of zero is no resting order, so a snapshot listing one is refused too)."""
+    levels = []
+    for price_at, size_at in columns:
+        level = to_level(fields[price_at], fields[size_at])
+        if isinstance(level, str):
+            return level
+        if not level[1]:
+            return "zero_qty"
+        levels.append(level)
+    return levels
+
+
+def crossed(bids: list[Level], asks: list[Level]) -> bool:
+    """Whether the best bid is at or above the best ask (levels of both sides, in any order)."""
+    return max(price for price, _ in bids) >= min(price for price, _ in asks)
+
+
+def parse_snapshot_row(
+    fields: list[str],
+    columns: SnapshotColumns,
+    exchange: str,
+    product: str,
+    previous_ms: int | None,
+    now_ms: int,
+    max_future_ms: int,
+) -> BookFrame | str:
+    """One row of an L2 snapshots CSV as a ``snapshot`` frame of the book (levels exact, as written, in plain
+    notation; the file's sequence number; no checksum), or why it is rejected. ``previous_ms`` is the time of
+    the last row taken: a row stamped before it is refused."""
+    if len(fields) < columns.width:
+        return "malformed_row"
+    timestamp_ms = iso_time_ms(fields[columns.timestamp])
+    if isinstance(timestamp_ms, str):
+        return timestamp_ms
+    problem = time_problem(timestamp_ms, now_ms, max_future_ms)
+    if problem is not None:
+        return problem
+    if previous_ms is not None and timestamp_ms < previous_ms:
+        return "timestamp_backwards"
+    sequence_num = sequence_number(fields[columns.sequence])
+    if sequence_num is None:
+        return "bad_sequence"
+    bids = snapshot_side(fields, columns.bids)
+    if isinstance(bids, str):
+        return bids
+    asks = snapshot_side(fields, columns.asks)
+    if isinstance(asks, str):
+        return asks
+    if crossed(bids, asks):
+        return "crossed_book"
+    return BookFrame(
+        exchange=exchange,
+        product=product,
+        kind=FRAME_SNAPSHOT,
+        bids=wire_levels(bids),
+        asks=wire_levels(asks),
+        sequence_num=sequence_num,
+        checksum_ok=None,
+        timestamp_ms=timestamp_ms,
+    )
+
+
+def check_snapshot_csv(path: Path) -> None:
+    """Raise FileFormatError if `path` is not an L2 snapshots CSV at all (reads its header only)."""
+    try:
+        with _open(path) as handle:
+            _read_header(_rows(handle, Rejects("check"), header_rows=1), path, snapshot_columns, _SNAPSHOT_HEADER)
+    except OSError as exc:
+        raise FileFormatError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+
+
+def iter_snapshot_csv(
+    path: Path,
+    exchange: str,
+    product: str,
+    rejects: Rejects,
+    now_ms: int | None = None,
+    max_future_ms: int = MAX_FUTURE_MS,
+) -> Iterator[BookFrame]:
+    """The rows of an L2 snapshots CSV (plain or gzip, streamed) as ``snapshot`` frames of one book, in file order.
+
+    The file's sequence numbers are the feed's and need not rise (the bundled file's do not), so they are
+    carried, not checked: order is the file's, and a row stamped before the last row taken is rejected. A
+    compressed file cut short ends the read with an ``unreadable_file`` reject, the rows before it kept.
+    """
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    with _open(path) as handle:
+        rows = _rows(handle, rejects, header_rows=1)
+        columns = _read_header(rows, path, snapshot_columns, _SNAPSHOT_HEADER)
+        previous_ms = None
+        try:
+            for fields in rows:
+                frame = parse_snapshot_row(fields, columns, exchange, product, previous_ms, now_ms, max_future_ms)
+                if isinstance(frame, str):
+                    rejects.reject(frame, _raw(fields))
+                    continue
+                previous_ms = frame["timestamp_ms"]
+                yield frame
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            rejects.reject("unreadable_file", f"{path}: {exc}")

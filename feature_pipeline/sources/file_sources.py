@@ -1,7 +1,8 @@
-"""Quix sources that replay files: a trades CSV (into the trades topic) and OHLCVT candles (into the candles topic).
+"""Quix sources that replay files: a trades CSV (into the trades topic), OHLCVT candles (into the candles topic)
+and full L2 book snapshots (into the book-updates topic).
 
-Both are finite: after the data they send an end-of-input marker per pair
-carrying the run's id, which closes the pair's last window and lets the
+All are finite: after the data they send an end-of-input marker per pair (or
+book) carrying the run's id, which closes the last window and lets the
 pipeline stop once everything is in the feature store.
 """
 
@@ -13,10 +14,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from coinflow.books import book_key
 from coinflow.quality import DEAD_LETTER_MAX_BYTES, Rejects
 from coinflow.schemas import CONTROL_END, MAX_FUTURE_MS, Control
 from feature_pipeline.sources.base import RecordSource
-from feature_pipeline.sources.csv_readers import iter_ohlcvt_csv, iter_trades_csv
+from feature_pipeline.sources.book_source import BookSource
+from feature_pipeline.sources.csv_readers import iter_ohlcvt_csv, iter_snapshot_csv, iter_trades_csv
 
 logger = logging.getLogger(__name__)
 
@@ -154,3 +157,48 @@ class CandlesFileSource(FiniteFileSource):
 
     def event_time(self, record: Mapping[str, Any]) -> int:
         return record["window_end_ms"]
+
+
+class SnapshotsFileSource(BookSource):
+    """A book's full L2 snapshots from a CSV (`iter_snapshot_csv`), each row one ``snapshot`` frame on the
+    book-updates topic, optionally at real time x `speed`; then the book's end marker. The file has no trades."""
+
+    stage = "snapshots_file"
+
+    def __init__(
+        self,
+        path: Path,
+        exchange: str,
+        product: str,
+        run_id: str,
+        dead_letter_topic: str,
+        speed: float = 0.0,
+        max_future_ms: int = MAX_FUTURE_MS,
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
+    ) -> None:
+        super().__init__(
+            f"snapshots-file-{run_id}", dead_letter_topic, None, run_id, dead_letter_max_bytes=dead_letter_max_bytes
+        )
+        self.path = Path(path)
+        self.exchange = exchange
+        self.product = product
+        self.speed = speed
+        self.max_future_ms = max_future_ms
+
+    def run(self) -> None:
+        rejects = Rejects(self.stage, forward=self.produce_dead_letter)
+        key = book_key(self.exchange, self.product)
+        frames = iter_snapshot_csv(self.path, self.exchange, self.product, rejects, max_future_ms=self.max_future_ms)
+        count = 0
+        for frame in paced(frames, self.speed):
+            if not self.running:
+                logger.info("%s stopped after %d snapshots", self.name, count)
+                return
+            self.emit(key, frame)
+            count += 1
+        self._produce_end_markers()
+        self.flush()
+        logger.info("%s produced %d snapshots from %s; %s", self.name, count, self.path, rejects.summary())
+
+    def end_keys(self) -> tuple[list[str], list[str]]:
+        return [book_key(self.exchange, self.product)], []
