@@ -281,6 +281,10 @@ class Exchanges(Section):
     coinbase_ws_url: str = Field(
         default="wss://advanced-trade-ws.coinbase.com", description="Coinbase Advanced Trade market-data WebSocket."
     )
+    coinbase_rest_url: str = Field(
+        default="https://api.coinbase.com",
+        description="Coinbase Advanced Trade REST API (orders, fills, accounts) of the trading gateway.",
+    )
     coinbase_products: CommaList = Field(
         default_factory=lambda: ["BTC-USD", "ETH-USD"],
         description="Coinbase products whose books and trades are streamed.",
@@ -591,6 +595,12 @@ class Trading(Section):
     )
     max_book_age_ms: int = Field(
         default=10_000, ge=0, description="A book older than this is stale: no new orders against it."
+    )
+    gateway_timeout_s: float = Field(
+        default=5.0,
+        gt=0.0,
+        description="Timeout of one exchange gateway request; an order whose request timed out stays unknown until "
+        "reconciled with the exchange.",
     )
     trade_fraction: Decimal = Field(
         default=Decimal("1"),
