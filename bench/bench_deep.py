@@ -35,8 +35,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from coinflow.exchange_files import iter_ohlcvt_csv
 from coinflow.quality import Rejects
-from feature_pipeline.sources.csv_readers import iter_ohlcvt_csv
 from feature_pipeline.transforms.indicators import compute_indicators
 from feature_repo.names import ENTITY, EVENT_TIMESTAMP, INDICATOR_FEATURES, OHLCV_FEATURES
 from training_pipeline.checks import drop_warmup

@@ -60,6 +60,7 @@ from rich.table import Table
 
 from coinflow import parquet_writer, services
 from coinflow.embedded_broker import EMBEDDED_FETCH_WAIT_MS, newest_record_fetch_s
+from coinflow.exchange_files import iter_trades_csv
 from coinflow.feature_store import apply_feature_repo, feature_store
 from coinflow.logs import configure_logging
 from coinflow.quality import Rejects
@@ -69,7 +70,6 @@ from coinflow.streaming import new_application, pipeline_topics, source_producer
 from feature_pipeline.candles.dataflow import build_dataflow
 from feature_pipeline.candles.sink import CandleFeastSink
 from feature_pipeline.runtime import Completion
-from feature_pipeline.sources.csv_readers import iter_trades_csv
 from feature_pipeline.transforms.candles import new_candle, update_candle
 from feature_repo.names import indicators_view, ohlcv_view
 

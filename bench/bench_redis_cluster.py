@@ -40,12 +40,12 @@ from rich.table import Table
 
 from bench.bench_feature_pipeline import machine_info
 from coinflow import services
+from coinflow.exchange_files import iter_ohlcvt_csv
 from coinflow.feature_store import apply_feature_repo, feature_store
 from coinflow.quality import Rejects
 from coinflow.settings import Settings
 from feature_pipeline.candles.sink import CandleFeastSink
 from feature_pipeline.sinks.feast_sink import feature_frame, latest_per_entity
-from feature_pipeline.sources.csv_readers import iter_ohlcvt_csv
 from feature_pipeline.transforms.indicators import new_indicator_state, update_indicators
 from feature_repo.names import ENTITY, indicators_view, ohlcv_view, regression_service
 from inference_pipeline.features import OnlineFeatures, serving_store

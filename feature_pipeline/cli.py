@@ -12,11 +12,11 @@ from rich.console import Console
 from rich.table import Table
 
 from coinflow import services
+from coinflow.exchange_files import FileFormatError
 from coinflow.logs import configure_logging
 from coinflow.quality import Rejects, configure_dead_letters
 from coinflow.schemas import INTERVALS_SECONDS
 from coinflow.settings import Settings
-from feature_pipeline.sources.csv_readers import FileFormatError
 
 console = Console()
 

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from coinflow import services
+from coinflow.exchange_files import check_snapshot_csv
 from coinflow.settings import Settings, comma_items
 from feature_pipeline.books.runner import run_book_pipeline
 from feature_pipeline.cli import (
@@ -24,7 +25,6 @@ from feature_pipeline.cli import (
 from feature_pipeline.sources.book_source import BookSource
 from feature_pipeline.sources.coinbase_replay_server import CoinbaseReplayServer, read_session
 from feature_pipeline.sources.coinbase_ws import CoinbaseSource
-from feature_pipeline.sources.csv_readers import check_snapshot_csv
 from feature_pipeline.sources.file_sources import SnapshotsFileSource
 from feature_pipeline.sources.kraken_replay_server import server_thread
 from feature_pipeline.sources.kraken_ws import KrakenBookSource

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from coinflow import services
+from coinflow.exchange_files import check_ohlcvt_csv, check_trades_csv
 from coinflow.feature_store import feature_store, is_registered
 from coinflow.redact import redact
 from coinflow.redis_store import REDIS_ERRORS
@@ -28,7 +29,6 @@ from feature_pipeline.cli import (
     serve_metrics,
 )
 from feature_pipeline.sources.base import RecordSource
-from feature_pipeline.sources.csv_readers import check_ohlcvt_csv, check_trades_csv
 from feature_pipeline.sources.file_sources import CandlesFileSource, TradesFileSource
 from feature_pipeline.sources.kraken_replay_server import serve
 from feature_pipeline.sources.kraken_rest import KrakenRestSource

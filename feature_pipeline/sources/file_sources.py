@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from coinflow.books import book_key
+from coinflow.exchange_files import iter_ohlcvt_csv, iter_snapshot_csv, iter_trades_csv
 from coinflow.quality import DEAD_LETTER_MAX_BYTES, Rejects
 from coinflow.schemas import CONTROL_END, MAX_FUTURE_MS, Control
 from feature_pipeline.sources.base import RecordSource
 from feature_pipeline.sources.book_source import BookSource
-from feature_pipeline.sources.csv_readers import iter_ohlcvt_csv, iter_snapshot_csv, iter_trades_csv
 
 logger = logging.getLogger(__name__)
 

@@ -35,9 +35,9 @@ from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
 
+from coinflow.exchange_files import read_trades_csv
 from coinflow.quality import Rejects
 from coinflow.schemas import Trade
-from feature_pipeline.sources.csv_readers import read_trades_csv
 from feature_pipeline.sources.kraken_protocol import (
     SNAPSHOT_SIZE,
     TRADE_CHANNEL,

@@ -20,11 +20,11 @@ from feast.value_type import ValueType
 from quixstreams.sinks import SinkBackpressureError, SinkBatch
 
 from coinflow import parquet_writer
+from coinflow.exchange_files import iter_ohlcvt_csv
 from coinflow.feature_store import feast_redis_connection, feature_store
 from coinflow.quality import Rejects
 from feature_pipeline.candles.sink import CandleFeastSink
 from feature_pipeline.sinks.feast_sink import FeastSink, check_timestamp_columns, single_view
-from feature_pipeline.sources.csv_readers import iter_ohlcvt_csv
 from feature_pipeline.transforms.indicators import new_indicator_state, update_indicators
 from feature_repo.names import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 

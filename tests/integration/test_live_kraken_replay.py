@@ -20,8 +20,8 @@ import time
 import pandas as pd
 import pytest
 
+from coinflow.exchange_files import read_trades_csv
 from coinflow.quality import Rejects
-from feature_pipeline.sources.csv_readers import read_trades_csv
 from feature_pipeline.sources.kraken_replay_server import KrakenReplayServer
 from tests.support.feature_runs import PAIR, assert_candles_equal, env_for, expected_candles, offline_view
 from tests.support.polling import wait_for

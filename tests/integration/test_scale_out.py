@@ -23,11 +23,11 @@ import pytest
 from confluent_kafka import Producer
 
 from coinflow import services
+from coinflow.exchange_files import read_trades_csv
 from coinflow.feature_store import feature_store
 from coinflow.quality import Rejects
 from coinflow.schemas import CONTROL_END
 from coinflow.settings import Settings
-from feature_pipeline.sources.csv_readers import read_trades_csv
 from feature_repo.names import CREATED_TIMESTAMP, INDICATOR_FEATURES, OHLCV_FEATURES, indicators_view, ohlcv_view
 from tests.integration.conftest import flush
 from tests.support.feature_runs import PAIR, assert_candles_equal, env_for, expected_candles, offline_view, read_topic

@@ -21,9 +21,9 @@ import psutil
 import pytest
 from prometheus_client import REGISTRY
 
+from coinflow.exchange_files import read_trades_csv
 from coinflow.quality import Rejects
 from coinflow.services import SPAWN_CHILD_FLAG
-from feature_pipeline.sources.csv_readers import read_trades_csv
 from feature_pipeline.sources.kraken_replay_server import KrakenReplayServer
 from tests.support.feature_runs import PAIR, env_for, read_topic, replay
 from tests.support.polling import wait_for

@@ -16,11 +16,11 @@ import uvicorn
 from mlflow import MlflowClient
 
 from coinflow.contracts import registered_model_name
+from coinflow.exchange_files import iter_ohlcvt_csv
 from coinflow.feature_store import feature_store
 from coinflow.quality import Rejects
 from coinflow.settings import Settings
 from feature_pipeline.candles.sink import CandleFeastSink
-from feature_pipeline.sources.csv_readers import iter_ohlcvt_csv
 from feature_pipeline.transforms.indicators import new_indicator_state, update_indicators
 from feature_repo.names import INDICATOR_FEATURES, OHLCV_FEATURES, regression_service
 from tests.support.paths import KRAKEN_CANDLES_CSV

@@ -8,11 +8,11 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from quixstreams.models.topics import Topic
 
+from coinflow.exchange_files import read_trades_csv
 from coinflow.quality import Rejects
 from coinflow.services import Broker
 from coinflow.settings import Settings
 from coinflow.streaming import commit_riding_out_outages, outage_config
-from feature_pipeline.sources.csv_readers import read_trades_csv
 from feature_pipeline.sources.kraken_rest import KrakenRestSource, load_checkpoint
 from tests.support.fake_kraken import PAIR, FakeKraken
 from tests.support.paths import KRAKEN_TRADES_CSV

@@ -16,8 +16,8 @@ import pytest
 import xgboost as xgb
 
 from coinflow.contracts import PREDICTED_PRICE, PREDICTED_RETURN
+from coinflow.exchange_files import iter_ohlcvt_csv
 from coinflow.quality import Rejects
-from feature_pipeline.sources.csv_readers import iter_ohlcvt_csv
 from feature_repo.names import ENTITY, EVENT_TIMESTAMP
 from inference_pipeline.model_store import ModelKey, ServedModel, price_model_of
 from tests.support.paths import KRAKEN_CANDLES_CSV, ROOT

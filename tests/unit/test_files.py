@@ -5,15 +5,15 @@ import base64
 
 import pytest
 
-from coinflow.quality import Rejects
-from coinflow.schemas import EARLIEST_EVENT_MS, time_trade_key
-from feature_pipeline.sources.csv_readers import (
+from coinflow.exchange_files import (
     FileFormatError,
     check_ohlcvt_csv,
     check_trades_csv,
     iter_ohlcvt_csv,
     read_trades_csv,
 )
+from coinflow.quality import Rejects
+from coinflow.schemas import EARLIEST_EVENT_MS, time_trade_key
 
 HEADER = b"time_ms,timestamp,price,qty,side\n"
 T0 = 1_561_939_203_172  # 2019-07-01T00:00:03.172Z

@@ -21,9 +21,9 @@ from quixstreams.models.topics import Topic
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.sync.client import connect as sync_connect
 
+from coinflow.exchange_files import read_trades_csv
 from coinflow.quality import Rejects
 from coinflow.schemas import Trade
-from feature_pipeline.sources.csv_readers import read_trades_csv
 from feature_pipeline.sources.kraken_protocol import format_status, subscribe_request
 from feature_pipeline.sources.kraken_replay_server import KrakenReplayServer, run_in_thread
 from feature_pipeline.sources.kraken_ws import KrakenTradeSource, KrakenTradeStream, backoff_delay

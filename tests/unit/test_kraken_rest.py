@@ -16,9 +16,9 @@ import httpx
 import pytest
 from quixstreams.models.topics import Topic
 
+from coinflow.exchange_files import read_trades_csv
 from coinflow.quality import Rejects
 from coinflow.schemas import Trade
-from feature_pipeline.sources.csv_readers import read_trades_csv
 from feature_pipeline.sources.kraken_rest import (
     KrakenApiError,
     KrakenRestClient,

@@ -17,11 +17,7 @@ from typing import Any
 import pytest
 
 from coinflow.books import CONTROL_RESET, FRAME_SNAPSHOT, BookFrame, OrderBook, frame_sides
-from coinflow.quality import Rejects
-from coinflow.schemas import MAX_FUTURE_MS
-from coinflow.settings import Settings
-from feature_pipeline.books.dataflow import BookProcessor
-from feature_pipeline.sources.csv_readers import (
+from coinflow.exchange_files import (
     FileFormatError,
     SnapshotColumns,
     check_snapshot_csv,
@@ -30,6 +26,10 @@ from feature_pipeline.sources.csv_readers import (
     parse_snapshot_row,
     snapshot_columns,
 )
+from coinflow.quality import Rejects
+from coinflow.schemas import MAX_FUTURE_MS
+from coinflow.settings import Settings
+from feature_pipeline.books.dataflow import BookProcessor
 from feature_pipeline.transforms.book_features import depth_shares
 from feature_repo.names import BID_SHARE_FEATURES
 from tests.support.paths import COINBASE_SNAPSHOTS

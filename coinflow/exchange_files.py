@@ -1,12 +1,14 @@
 """Readers of exchange files: trades CSVs, Kraken's downloadable OHLCVT candles and CSVs of full L2 book snapshots.
 
 The readers are pure parsing: each row becomes a record or a counted reject;
-nothing is produced anywhere here (the sources in `file_sources` do that).
+nothing is produced anywhere here (the feature pipeline's file sources do
+that; the inference pipeline's backtests read book snapshots through them too).
 A problem with the file as a whole (no header, missing columns, not text)
 is a `FileFormatError` naming the file and the row; `check_trades_csv`,
 `check_ohlcvt_csv` and `check_snapshot_csv` find those up front, so that a
-command can say so in one line before its pipeline starts. A row that cannot be read (not UTF-8, a
-field over csv's size limit, an implausible time) is a reject like any bad row.
+command can say so in one line before its pipeline starts. A row that cannot
+be read (not UTF-8, a field over csv's size limit, an implausible time) is a
+reject like any bad row.
 Files ending in ``.gz`` are read through gzip, streamed.
 """
 
