@@ -12,15 +12,21 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import pyarrow.parquet as pq
 import yaml
-from feast import FeatureStore
+from feast import FeatureStore, FileSource
 from feast.repo_config import RepoConfig
 
+from coinflow.parquet_writer import dataset_root
 from coinflow.redis_store import RedisType, feast_connection_string, feast_redis_type, parse_redis_url
+from coinflow.schemas import pair_slug
 from coinflow.settings import Settings
+from feature_repo.names import EVENT_TIMESTAMP
 
 
 def feast_redis_connection(redis_url: str, redis_type: RedisType = "redis") -> str:
@@ -132,3 +138,30 @@ def apply_feature_repo(settings: Settings) -> FeatureStore:
     with _importable_from(repo):
         apply_total(repo_config(settings), repo, skip_source_validation=True)
     return feature_store(settings)
+
+
+TIMESTAMP_DTYPE = "datetime64[ns, UTC]"
+
+
+def read_entity_rows(store: FeatureStore, view: str, entity: str, key: str, columns: Sequence[str]) -> pd.DataFrame:
+    """One entity's rows (entity, event_timestamp and `columns`) of a view's offline Parquet, in time order.
+
+    The spine of a dataset: the times at which the entity has rows; features
+    are then read through Feast at those times.
+    """
+    source = store.get_feature_view(view).batch_source
+    if not isinstance(source, FileSource):
+        raise ValueError(f"the offline rows of {view} are not in Parquet files (its batch source is {source!r})")
+    files = sorted((dataset_root(source.path) / pair_slug(key)).glob("*.parquet"))
+    wanted = [entity, EVENT_TIMESTAMP, *columns]
+    if not files:
+        return pd.DataFrame(
+            {
+                entity: pd.Series(dtype=str),
+                EVENT_TIMESTAMP: pd.Series(dtype=TIMESTAMP_DTYPE),
+                **{c: pd.Series(dtype=float) for c in columns},
+            }
+        )
+    rows = pq.ParquetDataset(files).read(columns=wanted).to_pandas()
+    rows[EVENT_TIMESTAMP] = rows[EVENT_TIMESTAMP].astype(TIMESTAMP_DTYPE)
+    return rows[rows[entity] == key].sort_values(EVENT_TIMESTAMP).reset_index(drop=True)

@@ -602,6 +602,11 @@ class Trading(Section):
         description="Timeout of one exchange gateway request; an order whose request timed out stays unknown until "
         "reconciled with the exchange.",
     )
+    size_increment: Decimal = Field(
+        default=Decimal("0.00000001"),
+        gt=0,
+        description="Order sizes are rounded down to this (Coinbase's base increment of BTC-USD).",
+    )
     trade_fraction: Decimal = Field(
         default=Decimal("1"),
         gt=0,

@@ -211,7 +211,7 @@ def evaluate_live(metrics_port: MetricsPortOption = None) -> None:
         raise typer.Exit(1) from exc
 
 
-register_trading(app, _settings)
+register_trading(app, _settings, _tracking_uri)
 
 if __name__ == "__main__":
     app()

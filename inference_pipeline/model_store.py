@@ -154,6 +154,14 @@ def price_model_of(pyfunc: PyFuncModel) -> ServedPriceModel | None:
     return model if isinstance(model, ServedPriceModel) else None
 
 
+def load_pyfunc(client: MlflowClient, tracking_uri: str, name: str, version: str) -> PyFuncModel:
+    """A registered version's pyfunc, downloaded from the given server (not the process-wide MLflow URI)."""
+    source = client.get_model_version_download_uri(name, version)
+    with tempfile.TemporaryDirectory(prefix="coinflow-model-") as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri)
+        return mlflow.pyfunc.load_model(local)
+
+
 def service_layout(service: FeatureService) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The (views, feature names) of a FeatureService, in its order."""
     views = tuple(p.name for p in service.feature_view_projections)
@@ -354,12 +362,7 @@ class ModelStore:
                 )
             window = window_view(params.get("interval", "1m"))
         views, features = service_layout(self._feature_services(service_name))
-        source = self._client.get_model_version_download_uri(found.name, found.version)
-        with tempfile.TemporaryDirectory(prefix="coinflow-model-") as tmp:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=source, dst_path=tmp, tracking_uri=self._tracking_uri
-            )
-            pyfunc = mlflow.pyfunc.load_model(local)
+        pyfunc = load_pyfunc(self._client, self._tracking_uri, found.name, found.version)
         schema = pyfunc.metadata.get_input_schema()
         if schema is not None:
             check_inputs(schema.input_names(), features, f"{found.name} v{found.version}")

@@ -16,12 +16,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pandas as pd
-import pyarrow.parquet as pq
-from feast import FeatureStore, FileSource
+from feast import FeatureStore
 
-from coinflow.feature_store import feature_store
-from coinflow.parquet_writer import dataset_root
-from coinflow.schemas import INTERVALS_SECONDS, pair_slug
+from coinflow.feature_store import TIMESTAMP_DTYPE, feature_store, read_entity_rows
+from coinflow.schemas import INTERVALS_SECONDS
 from coinflow.settings import Settings
 from feature_repo.names import ENTITY, EVENT_TIMESTAMP, ohlcv_view, regression_service
 from training_pipeline import checks
@@ -35,8 +33,6 @@ from training_pipeline.labels import (
 )
 
 logger = logging.getLogger(__name__)
-
-TIMESTAMP_DTYPE = "datetime64[ns, UTC]"
 
 
 class TimeOrderedRows:
@@ -79,30 +75,6 @@ def horizon_delta(horizon_minutes: int, interval: str) -> timedelta:
     if (horizon_minutes * 60) % INTERVALS_SECONDS[interval]:
         raise ValueError(f"the horizon ({horizon_minutes} min) must be a multiple of the candle interval ({interval})")
     return timedelta(minutes=horizon_minutes)
-
-
-def read_entity_rows(store: FeatureStore, view: str, entity: str, key: str, columns: Sequence[str]) -> pd.DataFrame:
-    """One entity's rows (entity, event_timestamp and `columns`) of a view's offline Parquet, in time order.
-
-    The spine of a dataset: the times at which the entity has rows; features
-    are then read through Feast at those times.
-    """
-    source = store.get_feature_view(view).batch_source
-    if not isinstance(source, FileSource):
-        raise ValueError(f"the offline rows of {view} are not in Parquet files (its batch source is {source!r})")
-    files = sorted((dataset_root(source.path) / pair_slug(key)).glob("*.parquet"))
-    wanted = [entity, EVENT_TIMESTAMP, *columns]
-    if not files:
-        return pd.DataFrame(
-            {
-                entity: pd.Series(dtype=str),
-                EVENT_TIMESTAMP: pd.Series(dtype=TIMESTAMP_DTYPE),
-                **{c: pd.Series(dtype=float) for c in columns},
-            }
-        )
-    rows = pq.ParquetDataset(files).read(columns=wanted).to_pandas()
-    rows[EVENT_TIMESTAMP] = rows[EVENT_TIMESTAMP].astype(TIMESTAMP_DTYPE)
-    return rows[rows[entity] == key].sort_values(EVENT_TIMESTAMP).reset_index(drop=True)
 
 
 def read_candles(store: FeatureStore, pair: str, interval: str) -> pd.DataFrame:

@@ -10,18 +10,25 @@ sees what was known at its time.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 
+import pandas as pd
+
+from coinflow.books import frame_sides
+from coinflow.exchange_files import iter_snapshot_csv
+from coinflow.quality import Rejects
 from coinflow.settings import Settings
+from feature_repo.names import EVENT_TIMESTAMP
 from inference_pipeline.execution.fees import COINBASE_FEES, KRAKEN_FEES, FeeSchedule
 from inference_pipeline.execution.orders import split_product
 from inference_pipeline.execution.paper import Latency, PaperVenue
 from inference_pipeline.execution.report import benchmark_curves, curve_metrics, seconds_per_step, session_metrics
 from inference_pipeline.execution.risk import RiskLimits
 from inference_pipeline.execution.service import ExecutionService
-from inference_pipeline.execution.session import DecisionEvent, MarketEvent, SessionLog, TradingSession
+from inference_pipeline.execution.session import BookEvent, DecisionEvent, MarketEvent, SessionLog, TradingSession
 from inference_pipeline.execution.store import TradingStore, connect
 from inference_pipeline.execution.strategies import Strategy
 
@@ -55,6 +62,35 @@ def paper_service(settings: Settings, db_url: str, exchange: str) -> ExecutionSe
     fees = exchange_fees(settings, exchange)
     venue = PaperVenue(fees, Latency(settings.trading.order_latency_ms, settings.trading.report_latency_ms))
     return ExecutionService.restore(TradingStore(connect(db_url)), venue, risk_limits(settings), fees)
+
+
+def snapshot_events(path: Path, book: str, rejects: Rejects) -> Iterator[BookEvent]:
+    """The book events of an L2 snapshots file (the `replay-snapshots` layout) of `book` (``coinbase:BTC-USD``),
+    read by the same parser as the feature pipeline's replay; unusable rows are counted in `rejects`."""
+    exchange, _, product = book.partition(":")
+    for frame in iter_snapshot_csv(path, exchange, product, rejects):
+        sides = frame_sides(frame["bids"], frame["asks"])
+        assert not isinstance(sides, str), "the parser passes only usable levels"
+        yield BookEvent(product, True, sides[0], sides[1], frame["timestamp_ms"])
+
+
+def feature_decisions(rows: pd.DataFrame, product: str, features: Sequence[str]) -> Iterator[DecisionEvent]:
+    """A decision at each feature row's time (when its sample was taken), with the row's features."""
+    times = rows[EVENT_TIMESTAMP].astype("int64") // 1_000_000
+    values = rows[list(features)].to_dict("records")
+    for at_ms, row in zip(times.tolist(), values, strict=True):
+        yield DecisionEvent(product, at_ms, row)
+
+
+def in_period(rows: pd.DataFrame, start: str | None, end: str | None) -> pd.DataFrame:
+    """The rows from `start` to `end` (ISO times, bounds included; None: open)."""
+    times = rows[EVENT_TIMESTAMP]
+    keep = pd.Series(True, index=rows.index)
+    if start:
+        keep &= times >= pd.Timestamp(start)
+    if end:
+        keep &= times <= pd.Timestamp(end)
+    return rows[keep].reset_index(drop=True)
 
 
 def in_time_order(books: Iterable[MarketEvent], decisions: Iterable[DecisionEvent]) -> Iterator[MarketEvent]:

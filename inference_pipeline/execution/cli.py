@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,9 +13,13 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from coinflow.exchange_files import FileFormatError
 from coinflow.redact import redact
 from coinflow.settings import Settings
 from inference_pipeline.execution.accounting import balances, positions
+from inference_pipeline.execution.backtest import metrics_table
+from inference_pipeline.execution.models import ModelNotFound
+from inference_pipeline.execution.runs import BacktestRun, backtest_action
 from inference_pipeline.execution.service import KILL_SWITCH, fold_orders
 from inference_pipeline.execution.store import Control, Recorded, TradingStore, connect
 
@@ -83,8 +88,56 @@ def set_kill_switch(settings: Settings, db: str | None, on: bool, reason: str) -
     console.print(f"kill switch {state} ({live} live order(s) in the database).")
 
 
-def register(app: typer.Typer, settings: Callable[[], Settings]) -> None:
-    """Add the trading commands to the inference pipeline's CLI (`settings` reads them, once per command)."""
+def show_backtest(run: BacktestRun) -> None:
+    """The strategy's and the benchmarks' numbers, side by side."""
+    rows = metrics_table(run.result)
+    table = Table(title=f"{run.model} on paper, {run.start:%Y-%m-%d %H:%M} to {run.end:%Y-%m-%d %H:%M} UTC")
+    table.add_column("")
+    for name in rows:
+        table.add_column(name, justify="right")
+    for metric in ("pnl", "return", "sharpe", "max_drawdown"):
+        table.add_row(metric, *(f"{rows[name].get(metric, float('nan')):,.4f}" for name in rows))
+    console.print(table)
+    m = run.result.metrics
+    console.print(
+        f"orders {m['orders']:.0f} ({m['filled_orders']:.0f} with fills), fees {m['fees']:,.2f}, turnover "
+        f"{m['turnover']:,.2f}, passive fill ratio {m['passive_fill_ratio']:.3f}; skipped decisions "
+        f"{dict(run.result.log.skipped) or 'none'}, refused orders {dict(run.result.log.refused) or 'none'}. "
+        f"{run.book_rejects.summary()}"
+    )
+    console.print(f"MLflow run {run.run_id}; the account is in {run.db_url} (`positions --db ...`).")
+
+
+def register(app: typer.Typer, settings: Callable[[], Settings], tracking_uri: Callable[[Settings], str]) -> None:
+    """Add the trading commands to the inference pipeline's CLI (`settings` reads them, once per command;
+    `tracking_uri` finds or starts MLflow)."""
+
+    @app.command("backtest")
+    def backtest_command(
+        product: Annotated[str, typer.Option(help="The book, <exchange>:<product> (coinbase:BTC-USD).")],
+        book_file: Annotated[Path, typer.Option(help="L2 snapshots of the book (the replay-snapshots layout).")],
+        strategy: Annotated[str, typer.Option(help="action: the order-book action model's decisions.")] = "action",
+        start: Annotated[str | None, typer.Option(help="ISO start (default: the model's test period).")] = None,
+        end: Annotated[str | None, typer.Option(help="ISO end (default: the model's test period).")] = None,
+        model_alias: Annotated[str | None, typer.Option(help="Registry alias (default champion).")] = None,
+        model_version: Annotated[int | None, typer.Option(help="Registered version (instead of the alias).")] = None,
+        db: DbOption = None,
+    ) -> None:
+        """Paper-trade a registered model over recorded books, log the session to MLflow, print its numbers."""
+        if strategy != "action":
+            console.print(f"[red]--strategy {strategy}: only action is wired to backtests so far.[/red]")
+            raise typer.Exit(2)
+        if ":" not in product:
+            console.print(f"[red]--product {product!r} is not <exchange>:<product> (coinbase:BTC-USD).[/red]")
+            raise typer.Exit(2)
+        current = settings()
+        uri = tracking_uri(current)
+        try:
+            run = backtest_action(current, uri, product, book_file, start, end, model_alias, model_version, db)
+        except (ModelNotFound, ValueError, FileFormatError) as exc:
+            console.print(f"[red]{redact(exc)}[/red]")
+            raise typer.Exit(1) from exc
+        show_backtest(run)
 
     @app.command("positions")
     def positions_command(db: DbOption = None) -> None:

@@ -2,7 +2,8 @@
 
 The checks, in order: the kill switch; a book to price against (present and
 not stale); the price band around the mid; the order size; the order rate;
-the reserves (available = balance minus what open orders hold); the position
+the reserves (available = balance minus what open orders hold; a market
+order is valued at the worst price it walks to in the book); the position
 and notional per product and in total, after the order; the daily loss
 (after which only orders that reduce a position pass). A limit of None is
 off. An order reduces a position when it trades against it and does not go
@@ -15,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from coinflow.books import Level
 from inference_pipeline.execution.orders import OrderRequest, OrderType, Side
 
 
@@ -53,6 +55,7 @@ class RiskContext:
     taker_fee: Decimal
     recent_orders_ms: Sequence[int]  # send times of the orders of the last second
     daily_pnl: Decimal
+    levels: Sequence[Level] = ()  # the other side's book, best first (a market order is valued by walking it)
 
 
 def reduces(request: OrderRequest, position: Decimal) -> bool:
@@ -61,11 +64,25 @@ def reduces(request: OrderRequest, position: Decimal) -> bool:
     return position != 0 and (position > 0) != (signed > 0) and abs(signed) <= abs(position)
 
 
-def order_price(request: OrderRequest, mid: Decimal, band: Decimal | None) -> Decimal:
-    """The price an order is valued at: its limit, or for a market order the mid moved by the band (its worst
-    allowed fill; the mid when there is no band)."""
+def worst_price(levels: Sequence[Level], quantity: Decimal) -> Decimal | None:
+    """The last price a market order of `quantity` reaches walking `levels` (best first); None when they cannot
+    fill it."""
+    left = quantity
+    for price, available in levels:
+        left -= available
+        if left <= 0:
+            return price
+    return None
+
+
+def order_price(request: OrderRequest, mid: Decimal, band: Decimal | None, levels: Sequence[Level] = ()) -> Decimal:
+    """The price an order is valued at: its limit; for a market order the worst price it walks to in the other
+    side's `levels`, or, when they cannot fill it, the mid moved by the band (the mid when there is no band)."""
     if request.type == OrderType.LIMIT and request.limit_price is not None:
         return request.limit_price
+    walked = worst_price(levels, request.quantity)
+    if walked is not None:
+        return walked
     move = band or Decimal(0)
     return mid * (1 + move) if request.side == Side.BUY else mid * (1 - move)
 
@@ -80,11 +97,12 @@ def check_order(request: OrderRequest, limits: RiskLimits, ctx: RiskContext) -> 
     if limits.max_book_age_ms is not None and age > limits.max_book_age_ms:
         return Refusal("stale_book", f"the book of {request.product} is {age} ms old (limit {limits.max_book_age_ms})")
     mid = ctx.mid
-    price = order_price(request, mid, limits.price_band)
-    if limits.price_band is not None and request.type == OrderType.LIMIT:
+    price = order_price(request, mid, limits.price_band, ctx.levels)
+    if limits.price_band is not None:
         off = abs(price - mid) / mid
         if off > limits.price_band:
-            return Refusal("price_band", f"limit {price} is {off:.4%} from the mid {mid} (band {limits.price_band:%})")
+            what = "limit" if request.type == OrderType.LIMIT else "the market order's worst fill"
+            return Refusal("price_band", f"{what} {price} is {off:.4%} from the mid {mid} (band {limits.price_band:%})")
     if limits.max_order_quantity is not None and request.quantity > limits.max_order_quantity:
         return Refusal("order_size", f"quantity {request.quantity} above the limit {limits.max_order_quantity}")
     if limits.max_orders_per_second is not None:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
+from coinflow.books import Level
 from inference_pipeline.execution.accounting import (
     EntryKind,
     LedgerEntry,
@@ -40,6 +41,7 @@ from inference_pipeline.execution.orders import (
     Order,
     OrderEvent,
     OrderRequest,
+    Side,
     apply_event,
     request_problem,
     split_product,
@@ -75,6 +77,8 @@ class Quote:
     best_bid: Decimal
     best_ask: Decimal
     at_ms: int
+    bids: tuple[Level, ...] = ()  # the top levels, best first, where the book is known
+    asks: tuple[Level, ...] = ()
 
     @property
     def mid(self) -> Decimal:
@@ -230,6 +234,7 @@ class ExecutionService:
             taker_fee=self.fees.taker,
             recent_orders_ms=[t for t in self._sent_ms if now_ms - t < 1000],
             daily_pnl=daily,
+            levels=(quote.asks if request.side == Side.BUY else quote.bids) if quote else (),
         )
 
     def _refuse(self, refusal: Refusal, request: OrderRequest) -> Refusal:

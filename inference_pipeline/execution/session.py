@@ -34,6 +34,8 @@ from inference_pipeline.execution.strategies import Cancel, MarketView, Place, P
 
 logger = logging.getLogger(__name__)
 
+QUOTE_LEVELS = 50  # levels a side strategies and the risk checks see (market orders are valued by walking them)
+
 
 @dataclass(frozen=True)
 class BookEvent:
@@ -137,7 +139,14 @@ class TradingSession:
         book.apply(event.bids, event.asks)
         bid, ask = book.best_bid(), book.best_ask()
         if bid is not None and ask is not None and bid[0] < ask[0]:
-            self.quotes[event.product] = Quote(event.product, bid[0], ask[0], event.at_ms)
+            self.quotes[event.product] = Quote(
+                event.product,
+                bid[0],
+                ask[0],
+                event.at_ms,
+                tuple(book.top_bids(QUOTE_LEVELS)),
+                tuple(book.top_asks(QUOTE_LEVELS)),
+            )
         else:
             self.quotes.pop(event.product, None)  # one-sided or crossed: nothing to price against
 

@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 from inference_pipeline.execution.orders import Order, OrderType, Side, TimeInForce
 from inference_pipeline.execution.service import Quote
@@ -87,18 +87,47 @@ def buy_size(spend: Decimal, price: Decimal, taker_fee: Decimal, increment: Deci
     return lot(spend / (price * (1 + taker_fee)), increment)
 
 
+def market_buy_size(quote: Quote, spend: Decimal, taker_fee: Decimal, increment: Decimal) -> Decimal:
+    """The most coin a market buy for `spend` can be, valued as the risk checks value it: all of it at the worst
+    price it walks to in the offers, with the taker fee (the best offer alone when the levels are not known)."""
+    levels = quote.asks or ((quote.best_ask, Decimal("Infinity")),)
+    depth, best = Decimal(0), Decimal(0)
+    for price, quantity in levels:
+        cap = spend / (price * (1 + taker_fee))  # everything at this level's price
+        if cap <= depth:
+            break
+        depth += quantity
+        best = min(cap, depth)
+        if cap <= depth:
+            break
+    return lot(best, increment)
+
+
 def held_quote(order: Order, taker_fee: Decimal) -> Decimal:
     """What a live buy holds of the quote (its remaining quantity at its limit, with the fee)."""
     price = order.request.limit_price or Decimal(0)
     return order.remaining * price * (1 + taker_fee)
 
 
+@dataclass(frozen=True)
+class ScoredDecisions:
+    """A model's outputs scored ahead for every decision of a backtest (the same rows the session will see, in one
+    call), looked up by the decision's time; a time without one is an error, never a guess."""
+
+    by_time_ms: Mapping[int, Any]
+
+    def __call__(self, market: MarketView) -> Any:
+        if market.at_ms not in self.by_time_ms:
+            raise ValueError(f"no model output for the decision at {market.at_ms}")
+        return self.by_time_ms[market.at_ms]
+
+
 @dataclass
 class ActionStrategy:
-    """The action model's decisions as orders (see the module docstring); `decide_action` maps a book sample's
-    features to one of the five actions' names."""
+    """The action model's decisions as orders (see the module docstring); `decide_action` gives one of the five
+    actions' names for a decision (from the book sample's features)."""
 
-    decide_action: Callable[[Mapping[str, float]], str]
+    decide_action: Callable[[MarketView], str]
     tick: Decimal
     size_increment: Decimal
     trade_fraction: Decimal = Decimal(1)
@@ -106,11 +135,11 @@ class ActionStrategy:
     name: str = "action"
 
     def decide(self, market: MarketView, portfolio: PortfolioView) -> list[Intent]:
-        action = self.decide_action(market.features)
+        action = self.decide_action(market)
         quote, fee = market.quote, portfolio.taker_fee
         room = None if self.max_position is None else max(self.max_position - portfolio.position, Decimal(0))
         if action == "force_buy":
-            size = buy_size(portfolio.available_quote * self.trade_fraction, quote.best_ask, fee, self.size_increment)
+            size = market_buy_size(quote, portfolio.available_quote * self.trade_fraction, fee, self.size_increment)
             size = size if room is None else min(size, lot(room, self.size_increment))
             return [Place(Side.BUY, OrderType.MARKET, size, "force_buy")] if size > 0 else []
         if action == "force_sell":
@@ -145,19 +174,19 @@ class ActionStrategy:
 class ThresholdStrategy:
     """A price model's predicted log return against a threshold with the fees in it (see the module docstring)."""
 
-    predict_return: Callable[[Mapping[str, float]], float]
+    predict_return: Callable[[MarketView], float]
     threshold: float
     size_increment: Decimal
     name: str = "threshold"
 
     def decide(self, market: MarketView, portfolio: PortfolioView) -> list[Intent]:
-        predicted = self.predict_return(market.features)
+        predicted = self.predict_return(market)
         if not math.isfinite(predicted):
             raise ValueError(f"the model predicted {predicted} at {market.at_ms}")
         # a round trip pays the taker fee twice: the move must beat that before the threshold counts
         hurdle = self.threshold + 2 * math.log1p(float(portfolio.taker_fee))
         if predicted > hurdle:
-            size = buy_size(portfolio.available_quote, market.quote.best_ask, portfolio.taker_fee, self.size_increment)
+            size = market_buy_size(market.quote, portfolio.available_quote, portfolio.taker_fee, self.size_increment)
             return [Place(Side.BUY, OrderType.MARKET, size, "enter")] if size > 0 else []
         if predicted < -self.threshold:
             size = lot(portfolio.available_base, self.size_increment)

@@ -284,3 +284,32 @@ def test_the_contracts_action_names_are_the_action_models_in_its_order() -> None
     from training_pipeline.action.labels import ACTIONS
 
     assert tuple(action.name.lower() for action in ACTIONS) == ACTION_NAMES
+
+
+def test_a_market_order_is_valued_at_the_worst_price_it_walks_to() -> None:
+    market = replace(LIMIT_BUY, type=OrderType.MARKET, limit_price=None, time_in_force=TimeInForce.IOC)
+    asks = [(D("100.5"), D("1.5")), (D(101), D(1)), (D(130), D(9))]
+    ctx = context(levels=asks)
+    # 2 coins reach the second level: valued at 2 * 101 * 1.01 = 204.02
+    assert check_order(market, RiskLimits(), replace(ctx, available_quote=D("204.01"))).limit == "reserves"
+    assert check_order(market, RiskLimits(), replace(ctx, available_quote=D("204.02"))) is None
+    # 3 coins would reach 130, 30 % from the mid: past a 2 % band
+    big = replace(market, quantity=D(3))
+    assert check_order(big, RiskLimits(price_band=D("0.02")), ctx).limit == "price_band"
+
+
+def test_a_market_buy_is_sized_to_what_the_risk_check_lets_through() -> None:
+    from inference_pipeline.execution.service import Quote
+    from inference_pipeline.execution.strategies import market_buy_size
+
+    asks = ((D(100), D(1)), (D(101), D(1)), (D(102), D(5)))
+    quote = Quote("BTC-USD", D(99), D(100), 0, ((D(99), D(1)),), asks)
+    # 150 at 100 (fee 1 %) would be 1.485 coins, past the first level; at 101 it is 1.4705...: 1.47 in 0.01 lots
+    size = market_buy_size(quote, D(150), D("0.01"), D("0.01"))
+    assert size == D("1.47")
+    market = replace(LIMIT_BUY, type=OrderType.MARKET, limit_price=None, time_in_force=TimeInForce.IOC, quantity=size)
+    assert check_order(market, RiskLimits(), context(levels=asks, available_quote=D(150))) is None
+    assert check_order(replace(market, quantity=size + D("0.01")), RiskLimits(),
+                       context(levels=asks, available_quote=D(150))).limit == "reserves"  # fmt: skip
+    # within the first level: all of it at the best offer
+    assert market_buy_size(quote, D("50.5"), D("0.01"), D("0.01")) == D("0.5")

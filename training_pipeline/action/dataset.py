@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
-from coinflow.feature_store import feature_store
+from coinflow.feature_store import TIMESTAMP_DTYPE, feature_store, read_entity_rows
 from coinflow.settings import Settings
 from feature_repo.names import BOOK_ENTITY, EVENT_TIMESTAMP, ORDERBOOK_SERVICE, ORDERBOOK_VIEW
 from training_pipeline import checks
 from training_pipeline.action.labels import ACTIONS, LabelCosts, action_values
-from training_pipeline.dataset import TIMESTAMP_DTYPE, TimeOrderedRows, read_entity_rows
+from training_pipeline.dataset import TimeOrderedRows
 from training_pipeline.simulation import best_quotes, infer_tick
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,93 @@
+"""The registered models strategies trade on, loaded from the MLflow registry by alias or version.
+
+The inference pipeline knows the action model only through the registry's
+contract (`coinflow.contracts`): its name per book, its input (the book key
+and the FeatureService's features, as its run logged them) and its output
+column of chosen actions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PyFuncModel
+
+from coinflow.contracts import ACTION_DECISION, ACTION_NAMES, CHAMPION, action_model_name
+from feature_repo.names import BOOK_ENTITY, EVENT_TIMESTAMP
+from inference_pipeline.model_store import load_pyfunc
+
+
+class ModelNotFound(LookupError):
+    """No such registered model, alias or version (the message says which and what to run)."""
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A loaded model version and what its training run logged."""
+
+    name: str
+    version: str
+    run_id: str
+    params: dict[str, str]
+    model: PyFuncModel
+
+    @property
+    def features(self) -> list[str]:
+        return self.params["features"].split(",")
+
+
+def load_registered(
+    client: MlflowClient, tracking_uri: str, name: str, alias: str | None, version: int | None
+) -> RegisteredModel:
+    """The version of `name` pinned by `version`, else behind `alias` (default the champion)."""
+    try:
+        found = (
+            client.get_model_version(name, str(version))
+            if version is not None
+            else client.get_model_version_by_alias(name, alias or CHAMPION)
+        )
+    except MlflowException as exc:
+        selector = f"version {version}" if version is not None else f"alias {alias or CHAMPION}"
+        raise ModelNotFound(f"no {selector} of the registered model {name}: train it first ({exc.message})") from exc
+    if found.run_id is None:
+        raise ModelNotFound(f"{name} v{found.version} was registered without a run: what it reads is unknown")
+    run = client.get_run(found.run_id)
+    model = load_pyfunc(client, tracking_uri, name, str(found.version))
+    return RegisteredModel(name, str(found.version), found.run_id, dict(run.data.params), model)
+
+
+def load_action_model(tracking_uri: str, book: str, alias: str | None, version: int | None) -> RegisteredModel:
+    """The action model of a book (``coinbase:BTC-USD``)."""
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    loaded = load_registered(client, tracking_uri, action_model_name(book), alias, version)
+    if "features" not in loaded.params:
+        raise ModelNotFound(f"{loaded.name} v{loaded.version}: its run logged no features (not trained by `train`)")
+    return loaded
+
+
+def score_actions(model: RegisteredModel, book: str, rows: pd.DataFrame) -> dict[int, str]:
+    """The model's chosen action for each feature row of `book` (entity, event_timestamp, features), by the row's
+    time in ms: scored in one call, row by row the same as one at a time (the model reads one sample a row)."""
+    frame = rows.reset_index(drop=True)
+    inputs = frame[model.features].copy()
+    inputs.insert(0, BOOK_ENTITY, book)
+    out = model.model.predict(inputs)
+    if not isinstance(out, pd.DataFrame):
+        raise TypeError(f"{model.name} v{model.version} returned a {type(out).__name__}, not a DataFrame")
+    chosen = out[ACTION_DECISION]
+    unknown = set(chosen) - set(ACTION_NAMES)
+    if unknown:
+        raise ValueError(f"{model.name} v{model.version} chose actions outside {ACTION_NAMES}: {sorted(unknown)}")
+    times = frame[EVENT_TIMESTAMP].astype("int64") // 1_000_000
+    return dict(zip(times.tolist(), list(chosen), strict=True))
+
+
+def run_period(model: RegisteredModel, names: Sequence[str] = ("test_start", "test_end")) -> tuple[str, str] | None:
+    """The period the model's run held out for testing (its logged bounds), if it logged them."""
+    if all(n in model.params for n in names):
+        return model.params[names[0]], model.params[names[1]]
+    return None
