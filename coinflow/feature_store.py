@@ -143,6 +143,11 @@ def apply_feature_repo(settings: Settings) -> FeatureStore:
 TIMESTAMP_DTYPE = "datetime64[ns, UTC]"
 
 
+def times_ms(times: pd.Series) -> pd.Series:
+    """Event timestamps (any resolution, UTC) as integer Unix milliseconds."""
+    return pd.to_datetime(times, utc=True).dt.as_unit("ms").astype("int64")
+
+
 def read_entity_rows(store: FeatureStore, view: str, entity: str, key: str, columns: Sequence[str]) -> pd.DataFrame:
     """One entity's rows (entity, event_timestamp and `columns`) of a view's offline Parquet, in time order.
 

@@ -193,6 +193,11 @@ class Topics(Section):
     book: str = Field(
         default="book", description="Book-state records, one per book update.", json_schema_extra=env("BOOK_TOPIC")
     )
+    book_features: str = Field(
+        default="book-features",
+        description="The 4 s order-book feature rows, as the feature store gets them (live trading decides on them).",
+        json_schema_extra=env("BOOK_FEATURES_TOPIC"),
+    )
     orders: str = Field(
         default="orders",
         description="Every order event of the execution service.",

@@ -4,7 +4,9 @@ book-updates topic (normalised frames from the Coinbase and Kraken sources,
 keyed by ``<exchange>:<product>``): each frame is parsed and applied to that
 key's in-memory `OrderBook`; every complete frame yields a book-state record
 on the ``book`` topic, and the key's `BookSampler` turns the book into feature
-rows at the end of each 4 s window, for the feature-store sink. Ticks move
+rows at the end of each 4 s window, for the feature-store sink and the
+``book-features`` topic (which live trading decides on; a finite run's end
+markers follow the rows there too). Ticks move
 the feature clock of quiet books, ``reset`` drops a book (the source is
 rebuilding it), end markers of a finite run pass to the sink after the rows.
 
@@ -51,6 +53,7 @@ logger = logging.getLogger(__name__)
 class BookTopics:
     updates: Topic
     book: Topic
+    features: Topic
     dead_letters: Topic
 
 
@@ -60,6 +63,7 @@ def book_topics(app: Application, settings: Settings) -> BookTopics:
     return BookTopics(
         updates=json_topic(app, settings.topics.book_updates, config, "bytes"),
         book=json_topic(app, settings.topics.book, config),
+        features=json_topic(app, settings.topics.book_features, config),
         dead_letters=json_topic(app, settings.topics.dead_letters, config, "bytes"),
     )
 
@@ -145,8 +149,12 @@ def is_book_state(record: dict) -> bool:
     return "best_bid" in record
 
 
+def is_feature_row(record: dict) -> bool:
+    return "window_end_ms" in record
+
+
 def for_the_sink(record: dict) -> bool:
-    return "window_end_ms" in record or record.get("control") == CONTROL_END
+    return is_feature_row(record) or record.get("control") == CONTROL_END
 
 
 def build_book_dataflow(
@@ -165,6 +173,7 @@ def build_book_dataflow(
     if book_out is not None:
         states.sink(book_out)
     outputs.filter(for_the_sink).sink(sink)
+    outputs.filter(for_the_sink).to_topic(topics.features)
     outputs.filter(lambda r: "reject" in r).apply(
         lambda r: dead_letter("book_dataflow", r["reject"], r["raw"])
     ).to_topic(topics.dead_letters)

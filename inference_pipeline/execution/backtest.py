@@ -19,6 +19,7 @@ import pandas as pd
 
 from coinflow.books import frame_sides
 from coinflow.exchange_files import iter_snapshot_csv
+from coinflow.feature_store import times_ms
 from coinflow.quality import Rejects
 from coinflow.settings import Settings
 from feature_repo.names import EVENT_TIMESTAMP
@@ -76,20 +77,26 @@ def snapshot_events(path: Path, book: str, rejects: Rejects) -> Iterator[BookEve
 
 def feature_decisions(rows: pd.DataFrame, product: str, features: Sequence[str]) -> Iterator[DecisionEvent]:
     """A decision at each feature row's time (when its sample was taken), with the row's features."""
-    times = rows[EVENT_TIMESTAMP].astype("int64") // 1_000_000
+    times = times_ms(rows[EVENT_TIMESTAMP])
     values = rows[list(features)].to_dict("records")
     for at_ms, row in zip(times.tolist(), values, strict=True):
         yield DecisionEvent(product, at_ms, row)
 
 
+def utc_time(text: str) -> pd.Timestamp:
+    """An ISO time; one without an offset is UTC."""
+    stamp = pd.Timestamp(text)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
+
+
 def in_period(rows: pd.DataFrame, start: str | None, end: str | None) -> pd.DataFrame:
-    """The rows from `start` to `end` (ISO times, bounds included; None: open)."""
+    """The rows from `start` to `end` (ISO times, UTC unless they say otherwise, bounds included; None: open)."""
     times = rows[EVENT_TIMESTAMP]
     keep = pd.Series(True, index=rows.index)
     if start:
-        keep &= times >= pd.Timestamp(start)
+        keep &= times >= utc_time(start)
     if end:
-        keep &= times <= pd.Timestamp(end)
+        keep &= times <= utc_time(end)
     return rows[keep].reset_index(drop=True)
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from coinflow.exchange_files import FileFormatError
 from coinflow.redact import redact
+from coinflow.services import ServiceError
 from coinflow.settings import Settings
 from inference_pipeline.execution.accounting import balances, positions
 from inference_pipeline.execution.backtest import metrics_table
@@ -22,6 +23,7 @@ from inference_pipeline.execution.models import ModelNotFound
 from inference_pipeline.execution.runs import BacktestRun, backtest_action
 from inference_pipeline.execution.service import KILL_SWITCH, fold_orders
 from inference_pipeline.execution.store import Control, Recorded, TradingStore, connect
+from inference_pipeline.execution.trading import run_trading
 
 console = Console()
 
@@ -111,6 +113,40 @@ def show_backtest(run: BacktestRun) -> None:
 def register(app: typer.Typer, settings: Callable[[], Settings], tracking_uri: Callable[[Settings], str]) -> None:
     """Add the trading commands to the inference pipeline's CLI (`settings` reads them, once per command;
     `tracking_uri` finds or starts MLflow)."""
+
+    @app.command("trade")
+    def trade_command(
+        product: Annotated[str, typer.Option(help="The book, <exchange>:<product> (coinbase:BTC-USD).")],
+        strategy: Annotated[str, typer.Option(help="action: the order-book action model's decisions.")] = "action",
+        venue: Annotated[str, typer.Option(help="paper (the default and, so far, the only one).")] = "paper",
+        model_alias: Annotated[str | None, typer.Option(help="Registry alias (default champion).")] = None,
+        model_version: Annotated[int | None, typer.Option(help="Registered version (instead of the alias).")] = None,
+    ) -> None:
+        """Trade a registered model live over the book's topics on the paper venue, until the input ends (a
+        replay) or Ctrl-C; the account is in the trading database, the session in MLflow."""
+        if strategy != "action" or venue != "paper":
+            console.print(f"[red]--strategy {strategy} --venue {venue}: only the action strategy on paper is wired "
+                          "to live sessions so far.[/red]")  # fmt: skip
+            raise typer.Exit(2)
+        if ":" not in product:
+            console.print(f"[red]--product {product!r} is not <exchange>:<product> (coinbase:BTC-USD).[/red]")
+            raise typer.Exit(2)
+        current = settings()
+        uri = tracking_uri(current)
+        try:
+            run = run_trading(current, uri, product, model_alias, model_version)
+        except (ModelNotFound, ValueError, ServiceError) as exc:
+            console.print(f"[red]{redact(exc)}[/red]")
+            raise typer.Exit(1) from exc
+        if run.result is None:
+            console.print(f"No decision was taken. {run.feed_rejects.summary()}")
+            return
+        m = run.result.metrics
+        console.print(
+            f"{m['orders']:.0f} orders, PnL {m['pnl']:,.2f} after {m['fees']:,.2f} fees over "
+            f"{len(run.result.log.equity)} decisions; resumed {run.resumed_orders} resting order(s). "
+            f"MLflow run {run.run_id}. {run.feed_rejects.summary()}"
+        )
 
     @app.command("backtest")
     def backtest_command(

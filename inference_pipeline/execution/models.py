@@ -17,7 +17,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel
 
 from coinflow.contracts import ACTION_DECISION, ACTION_NAMES, CHAMPION, action_model_name
+from coinflow.feature_store import times_ms
 from feature_repo.names import BOOK_ENTITY, EVENT_TIMESTAMP
+from inference_pipeline.execution.strategies import MarketView
 from inference_pipeline.model_store import load_pyfunc
 
 
@@ -82,7 +84,7 @@ def score_actions(model: RegisteredModel, book: str, rows: pd.DataFrame) -> dict
     unknown = set(chosen) - set(ACTION_NAMES)
     if unknown:
         raise ValueError(f"{model.name} v{model.version} chose actions outside {ACTION_NAMES}: {sorted(unknown)}")
-    times = frame[EVENT_TIMESTAMP].astype("int64") // 1_000_000
+    times = times_ms(frame[EVENT_TIMESTAMP])
     return dict(zip(times.tolist(), list(chosen), strict=True))
 
 
@@ -91,3 +93,16 @@ def run_period(model: RegisteredModel, names: Sequence[str] = ("test_start", "te
     if all(n in model.params for n in names):
         return model.params[names[0]], model.params[names[1]]
     return None
+
+
+@dataclass(frozen=True)
+class ActionDecider:
+    """The action model's choice for one decision, from that sample's features (a live session's decider)."""
+
+    model: RegisteredModel
+    book: str
+
+    def __call__(self, market: MarketView) -> str:
+        row = pd.DataFrame([{name: market.features.get(name, float("nan")) for name in self.model.features}])
+        row[EVENT_TIMESTAMP] = pd.Timestamp(market.at_ms, unit="ms", tz="UTC")
+        return score_actions(self.model, self.book, row)[market.at_ms]

@@ -23,7 +23,9 @@ data get the same fills:
   the crossing quantity goes; a trade only at its price fills what is left
   after the queue. Touching the price fills nothing.
 - Every report (accepted, fill, cancelled, rejected, expired) reaches the
-  trader ``report_latency_ms`` after it happened; a fill carries both times.
+  trader ``report_latency_ms`` after it happened; a fill carries both times
+  and is named by its order and its number there (``<client id>:<n>``), so
+  the same fill computed again (a replayed market event) is the same fill.
 - A good-till-time order expires at its time; a cancel takes effect when it
   reaches the venue, if the order is still there.
 """
@@ -65,6 +67,7 @@ class Resting:
     request: OrderRequest
     remaining: Decimal
     queue_ahead: Decimal
+    fills: int = 0  # fills so far: the next fill's id is the order's id and its number
 
 
 @dataclass(order=True)
@@ -143,7 +146,6 @@ class PaperVenue:
         self._pending: list[_Due] = []  # orders and cancels on their way to the book
         self._reports: list[_Due] = []
         self._seq = itertools.count()
-        self._fills = itertools.count(1)
         self._known: set[str] = set()
 
     # --- the trader's side -------------------------------------------------
@@ -172,13 +174,13 @@ class PaperVenue:
         times = [q[0].at_ms for q in (self._pending, self._reports) if q]
         return min(times) if times else None
 
-    def restore(self, request: OrderRequest, remaining: Decimal) -> None:
-        """Put back a resting order after a restart (from the trading database); the queue ahead of it is unknown,
-        so it goes behind the whole level."""
+    def restore(self, request: OrderRequest, remaining: Decimal, fills: int) -> None:
+        """Put back a resting order after a restart (from the trading database: what is left of it and how many
+        fills it had); the queue ahead of it is unknown, so it goes behind the whole level."""
         book = self.books.get(request.product)
         assert request.limit_price is not None, "only limit orders rest"
         ahead = queue_at(book, request.side, request.limit_price) if book else Decimal(0)
-        self.resting[request.client_order_id] = Resting(request, remaining, ahead)
+        self.resting[request.client_order_id] = Resting(request, remaining, ahead, fills)
         self._known.add(request.client_order_id)
 
     def open_orders(self) -> list[str]:
@@ -283,7 +285,7 @@ class PaperVenue:
     ) -> None:
         request = order.request
         fill = Fill(
-            fill_id=f"{self.name}-{next(self._fills)}",
+            fill_id=f"{request.client_order_id}:{order.fills + 1}",
             client_order_id=request.client_order_id,
             venue=request.venue,
             product=request.product,
@@ -296,6 +298,7 @@ class PaperVenue:
             local_ms=at_ms + self.latency.report_ms,
         )
         order.remaining -= quantity
+        order.fills += 1
         self._report(
             OrderEvent(
                 request.client_order_id, EventKind.FILL, at_ms, venue_order_id=request.client_order_id, fill=fill

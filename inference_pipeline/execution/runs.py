@@ -19,7 +19,7 @@ import pandas as pd
 from coinflow.feature_store import feature_store, read_entity_rows
 from coinflow.quality import Rejects
 from coinflow.settings import Settings
-from feature_repo.names import BOOK_ENTITY, ORDERBOOK_VIEW
+from feature_repo.names import BOOK_ENTITY, EVENT_TIMESTAMP, ORDERBOOK_VIEW
 from inference_pipeline.execution.backtest import (
     BacktestResult,
     feature_decisions,
@@ -27,6 +27,7 @@ from inference_pipeline.execution.backtest import (
     in_time_order,
     run_backtest,
     snapshot_events,
+    utc_time,
 )
 from inference_pipeline.execution.models import load_action_model, run_period, score_actions
 from inference_pipeline.execution.strategies import ActionStrategy, ScoredDecisions
@@ -73,14 +74,15 @@ def backtest_action(
         max_position=settings.trading.max_position,
     )
     first_ms, last_ms = (
-        int(rows["event_timestamp"].iloc[0].value // 1_000_000),
-        int(rows["event_timestamp"].iloc[-1].value // 1_000_000),
+        int(rows[EVENT_TIMESTAMP].iloc[0].value // 1_000_000),
+        int(rows[EVENT_TIMESTAMP].iloc[-1].value // 1_000_000),
     )
     rejects = Rejects("backtest_books")
+    until_ms = utc_time(end).value // 1_000_000 if end else last_ms  # books up to the period's end
     books = (
         e
         for e in snapshot_events(book_file, book, rejects)
-        if first_ms - settings.trading.max_book_age_ms <= e.at_ms <= last_ms
+        if first_ms - settings.trading.max_book_age_ms <= e.at_ms <= until_ms
     )
     decisions = feature_decisions(rows, product, model.features)
     url = db_url or _backtest_db(settings, book)
@@ -92,15 +94,15 @@ def backtest_action(
         "model_name": model.name,
         "model_version": model.version,
         "model_run_id": model.run_id,
-        "start": rows["event_timestamp"].iloc[0].isoformat(),
-        "end": rows["event_timestamp"].iloc[-1].isoformat(),
+        "start": rows[EVENT_TIMESTAMP].iloc[0].isoformat(),
+        "end": rows[EVENT_TIMESTAMP].iloc[-1].isoformat(),
         "book_file": str(book_file),
         "decisions": len(rows),
         **{f"trading_{k}": v for k, v in settings.trading.model_dump(exclude={"db_url"}).items()},
     }
     run_id = log_session(tracking_uri, book, params, {"session": "backtest", "database": url}, result)
-    return BacktestRun(result, run_id, f"{model.name} v{model.version}", rows["event_timestamp"].iloc[0],
-                       rows["event_timestamp"].iloc[-1], url, rejects)  # fmt: skip
+    return BacktestRun(result, run_id, f"{model.name} v{model.version}", rows[EVENT_TIMESTAMP].iloc[0],
+                       rows[EVENT_TIMESTAMP].iloc[-1], url, rejects)  # fmt: skip
 
 
 def _backtest_db(settings: Settings, book: str) -> str:

@@ -120,8 +120,10 @@ class ExecutionService:
         self.refusals: Counter[str] = Counter()
         self.bad_reports: Counter[str] = Counter()
         self._fill_ids: set[tuple[str, str]] = set()
+        self._fill_counts: Counter[str] = Counter()
         self._sent_ms: deque[int] = deque(maxlen=1000)
         self._logged: set[str] = set()
+        self._controls_seen = 0
 
     # --- state ---------------------------------------------------------------
 
@@ -145,9 +147,26 @@ class ExecutionService:
             key = (fill.venue, fill.product)
             self.positions[key] = apply_fill(self.positions.get(key) or Position(fill.venue, fill.product), fill)
             self._fill_ids.add((fill.venue, fill.fill_id))
+            self._fill_counts[fill.client_order_id] += 1
         self.balances = balances(recorded.ledger)
         for control in recorded.controls:
             self._apply_control(control)
+        self._controls_seen = len(recorded.controls)
+
+    def sync_controls(self, now_ms: int) -> None:
+        """Apply the controls another process set since (the `kill-switch` command): turned on, the kill switch
+        cancels every live order here."""
+        controls = self.store.controls()
+        was_on = self.kill_switch
+        for control in controls[self._controls_seen :]:
+            self._apply_control(control)
+        self._controls_seen = len(controls)
+        if self.kill_switch and not was_on:
+            logger.warning(
+                "the kill switch is on: cancelling %d live order(s), refusing new ones", len(self.open_orders())
+            )
+            for order in self.open_orders():
+                self.venue.cancel(order.client_order_id, now_ms)
 
     def _apply_control(self, control: Control) -> None:
         if control.name == KILL_SWITCH:
@@ -162,6 +181,10 @@ class ExecutionService:
 
     def open_orders(self, product: str | None = None) -> list[Order]:
         return [o for o in self.orders.values() if o.live and (product is None or o.request.product == product)]
+
+    def fill_count(self, client_order_id: str) -> int:
+        """How many fills of an order are recorded."""
+        return self._fill_counts[client_order_id]
 
     def position(self, product: str) -> Position:
         return self.positions.get((self.venue.name, product)) or Position(self.venue.name, product)
@@ -186,6 +209,7 @@ class ExecutionService:
             control = Control(f"{DAY_OPEN}:{day}", format(equity, "f"), None, now_ms)
             self.store.set_control(control)
             self._apply_control(control)
+            self._controls_seen += 1
         return equity - self.day_open[day]
 
     # --- orders --------------------------------------------------------------
@@ -253,6 +277,7 @@ class ExecutionService:
         control = Control(KILL_SWITCH, "on" if on else "off", reason or None, now_ms)
         self.store.set_control(control)
         self._apply_control(control)
+        self._controls_seen += 1
         if on:
             for order in self.open_orders():
                 self.venue.cancel(order.client_order_id, now_ms)
@@ -301,6 +326,7 @@ class ExecutionService:
         assert fill is not None
         key = (fill.venue, fill.product)
         self.positions[key] = apply_fill(self.positions.get(key) or Position(fill.venue, fill.product), fill)
+        self._fill_counts[fill.client_order_id] += 1
         for entry in fill_entries(fill):
             asset_key = (entry.venue, entry.asset)
             self.balances[asset_key] = self.balances.get(asset_key, Decimal(0)) + entry.amount

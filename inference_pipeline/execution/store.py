@@ -283,6 +283,12 @@ class TradingStore:
                 {"name": control.name, "value": control.value, "reason": control.reason, "at_ms": control.at_ms},
             )
 
+    def controls(self) -> list[Control]:
+        """Every control, in the order set (another process, such as `kill-switch`, may have added some)."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(controls_table).order_by(controls_table.c.id))
+            return [Control(r.name, r.value, r.reason, r.at_ms) for r in rows]
+
     def load(self) -> Recorded:
         """Every row, in the order written."""
         with self.engine.connect() as connection:
@@ -311,11 +317,7 @@ class TradingStore:
                 LedgerEntry(r.venue, r.asset, r.amount, EntryKind(r.kind), r.ref, r.at_ms)
                 for r in connection.execute(sa.select(ledger_table).order_by(ledger_table.c.id))
             ]
-            controls = [
-                Control(r.name, r.value, r.reason, r.at_ms)
-                for r in connection.execute(sa.select(controls_table).order_by(controls_table.c.id))
-            ]
-        return Recorded(requests, events, list(fills.values()), ledger, controls)
+        return Recorded(requests, events, list(fills.values()), ledger, self.controls())
 
 
 def _fill_row(fill: Fill) -> dict[str, Any]:

@@ -133,6 +133,7 @@ def test_every_variable_of_the_flat_settings_still_sets_one():
         "COINFLOW_SERVE_WORKERS",
         "COINFLOW_ORDERS_TOPIC",
         "COINFLOW_FILLS_TOPIC",
+        "COINFLOW_BOOK_FEATURES_TOPIC",
         "COINFLOW_COINBASE_REST_URL",
         *(f"COINFLOW_TRADING_{field.upper()}" for field in Trading.model_fields),
     }

@@ -1,0 +1,196 @@
+"""`trade`: a strategy live over the topics through the execution service, on the paper venue.
+
+The account lives in the trading database (COINFLOW_TRADING_DB_URL): a new
+one is funded with the starting quote; an existing one is folded back from
+the database and its live orders reconciled with the venue before trading
+again (on paper, resting orders are put back in the venue's book behind the
+whole level, since their place in the queue died with the process; orders
+never acknowledged are cancelled). One Quix application reads the book's
+frames and feature rows (`LiveFeed` merges them in backtest order), every
+order event and fill goes to the ``orders`` and ``fills`` topics, and the
+kill switch set by another process is read every second. A finite input
+(a replay) ends the session at its end marker; a live one runs until stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from quixstreams.models import TopicConfig
+
+from coinflow import services
+from coinflow.quality import Rejects
+from coinflow.schemas import pair_slug
+from coinflow.settings import Settings
+from coinflow.streaming import json_topic, new_application, run_application, topic_config
+from inference_pipeline.execution.backtest import BacktestResult, paper_service, summarise
+from inference_pipeline.execution.live import LiveFeed
+from inference_pipeline.execution.models import ActionDecider, load_action_model
+from inference_pipeline.execution.orders import EventKind, Order, OrderEvent, OrderType
+from inference_pipeline.execution.paper import PaperVenue
+from inference_pipeline.execution.service import ExecutionService
+from inference_pipeline.execution.session import MarketEvent, TradingSession
+from inference_pipeline.execution.strategies import ActionStrategy
+from inference_pipeline.execution.tracking import log_session
+
+logger = logging.getLogger(__name__)
+
+CONTROLS_EVERY_S = 1.0
+
+
+def order_record(event: OrderEvent, order: Order) -> dict[str, Any]:
+    """The ``orders`` topic's record of one order event: the event and the order's state after it."""
+    r = order.request
+    return {
+        "client_order_id": r.client_order_id,
+        "event": str(event.kind),
+        "at_ms": event.at_ms,
+        "status": str(order.status),
+        "venue": r.venue,
+        "product": r.product,
+        "side": str(r.side),
+        "type": str(r.type),
+        "quantity": format(r.quantity, "f"),
+        "limit_price": None if r.limit_price is None else format(r.limit_price, "f"),
+        "filled": format(order.filled, "f"),
+        "reason": event.reason,
+        "strategy": r.strategy,
+    }
+
+
+def fill_record(event: OrderEvent) -> dict[str, Any]:
+    """The ``fills`` topic's record of one fill (exact decimals as text)."""
+    f = event.fill
+    assert f is not None
+    return {
+        "fill_id": f.fill_id,
+        "client_order_id": f.client_order_id,
+        "venue": f.venue,
+        "product": f.product,
+        "side": str(f.side),
+        "price": format(f.price, "f"),
+        "quantity": format(f.quantity, "f"),
+        "fee": format(f.fee, "f"),
+        "liquidity": str(f.liquidity),
+        "exchange_ms": f.exchange_ms,
+        "local_ms": f.local_ms,
+    }
+
+
+class TopicPublisher:
+    """A service listener putting every applied order event on ``orders`` and every fill on ``fills``."""
+
+    def __init__(self, produce: Callable[[str, str, dict[str, Any]], None], orders: str, fills: str) -> None:
+        self.produce = produce
+        self.orders, self.fills = orders, fills
+
+    def __call__(self, event: OrderEvent, order: Order) -> None:
+        self.produce(self.orders, order.client_order_id, order_record(event, order))
+        if event.kind == EventKind.FILL:
+            self.produce(self.fills, order.client_order_id, fill_record(event))
+
+
+def resume(service: ExecutionService, now_ms: int) -> int:
+    """Put the account's resting orders back into the paper venue and settle those it never acknowledged;
+    returns how many rest."""
+    venue = service.venue
+    resting = 0
+    if isinstance(venue, PaperVenue):
+        for order in service.open_orders():
+            if order.request.type == OrderType.LIMIT and order.venue_order_id is not None:
+                venue.restore(order.request, order.remaining, service.fill_count(order.client_order_id))
+                resting += 1
+    service.reconcile(now_ms)
+    return resting
+
+
+@dataclass(frozen=True)
+class TradingRun:
+    result: BacktestResult | None
+    run_id: str | None
+    feed_rejects: Rejects
+    resumed_orders: int
+
+
+def run_trading(
+    settings: Settings,
+    tracking_uri: str,
+    book: str,
+    alias: str | None = None,
+    version: int | None = None,
+    consumer_group: str | None = None,
+) -> TradingRun:
+    """Trade the action model of `book` on paper over its topics until the input ends or the process is stopped."""
+    broker = services.ensure_broker(settings)
+    model = load_action_model(tracking_uri, book, alias, version)
+    exchange, _, product = book.partition(":")
+    service = paper_service(settings, settings.trading_db_url, exchange)
+    now_ms = int(time.time() * 1000)
+    if not service.balances:
+        service.deposit(product.split("-")[-1], settings.trading.initial_quote, now_ms, ref="paper account opened")
+    resumed = resume(service, now_ms)
+    strategy = ActionStrategy(
+        ActionDecider(model, book),
+        tick=Decimal(model.params.get("tick", "0.01")),
+        size_increment=settings.trading.size_increment,
+        trade_fraction=settings.trading.trade_fraction,
+        max_position=settings.trading.max_position,
+    )
+    session = TradingSession(service, strategy, product, settings.trading.max_book_age_ms)
+    group = consumer_group or f"trading-{pair_slug(book)}"
+    app = new_application(settings, broker, consumer_group=group)
+    config: TopicConfig = topic_config(settings)
+    producer = app.get_producer()
+    service.listeners.append(
+        TopicPublisher(
+            lambda topic, key, value: producer.produce(topic, value=orjson.dumps(value), key=key),
+            settings.topics.orders,
+            settings.topics.fills,
+        )
+    )
+    checked = [time.monotonic()]
+
+    def deliver(event: MarketEvent) -> None:
+        if time.monotonic() - checked[0] >= CONTROLS_EVERY_S:
+            service.sync_controls(event.at_ms)
+            checked[0] = time.monotonic()
+        session.on_event(event)
+
+    feed = LiveFeed(book, model.features, deliver, on_end=app.stop)
+    for name in (settings.topics.orders, settings.topics.fills):
+        json_topic(app, name, config)
+    app.dataframe(json_topic(app, settings.topics.book_updates, config)).update(
+        lambda value, key, *_: feed.on_frame(value, key), metadata=True
+    )
+    app.dataframe(json_topic(app, settings.topics.book_features, config)).update(
+        lambda value, key, *_: feed.on_features(value, key), metadata=True
+    )
+    logger.warning("paper trading %s with %s v%s (account %s)", book, model.name, model.version,
+                   settings.trading_db_url)  # fmt: skip
+    try:
+        run_application(app, broker, None)
+    finally:
+        producer.flush()
+    last = session.log.equity[-1].at_ms if session.log.equity else None
+    if last is not None:
+        session.drain(last)
+    if not session.log.equity:
+        return TradingRun(None, None, feed.rejects, resumed)
+    result = BacktestResult(session.log, service, *summarise(session.log, service, settings.trading.initial_quote))
+    params = {
+        "strategy": strategy.name,
+        "book": book,
+        "venue": "paper",
+        "model_name": model.name,
+        "model_version": model.version,
+        "decisions": len(session.log.equity),
+        **{f"trading_{k}": v for k, v in settings.trading.model_dump(exclude={"db_url"}).items()},
+    }
+    run_id = log_session(tracking_uri, book, params, {"session": "live", "database": settings.trading_db_url}, result)
+    return TradingRun(result, run_id, feed.rejects, resumed)

@@ -1,0 +1,84 @@
+"""One strategy, both ways, over the same recorded data: real Coinbase BTC-USD snapshots replayed through the
+feature pipeline onto the real broker, then the action model traded live over the topics (`run_trading`) and
+backtested over the file and the offline store (`backtest_action`): the same orders and fills, to the last digit.
+The live session also puts every order event and fill on the `orders` and `fills` topics, and stops at the
+replay's end marker."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import itertools
+import json
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from coinflow.settings import Settings
+from inference_pipeline.execution.runs import backtest_action
+from inference_pipeline.execution.trading import run_trading
+from tests.support.feature_runs import env_for, read_topic
+from tests.support.paths import COINBASE_SNAPSHOTS
+from training_pipeline.action.train import train_action
+
+pytestmark = pytest.mark.integration
+
+BOOK = "coinbase:BTC-USD"
+ROWS = 2_400  # 40 minutes of books: 600 samples of 4 s
+
+
+@pytest.fixture
+def replayed(settings: Settings, tmp_path) -> tuple[Settings, object]:
+    """The first ROWS snapshots replayed by `replay-snapshots` onto topics of this test."""
+    path = tmp_path / "snapshots.csv"
+    with gzip.open(COINBASE_SNAPSHOTS, "rt", newline="") as source, open(path, "w", newline="") as target:
+        csv.writer(target).writerows(itertools.islice(csv.reader(source), ROWS + 1))
+    tag = uuid.uuid4().hex[:8]
+    topics = settings.override(
+        book_updates_topic=f"book-updates-{tag}",
+        book_topic=f"book-{tag}",
+        book_features_topic=f"book-features-{tag}",
+        orders_topic=f"orders-{tag}",
+        fills_topic=f"fills-{tag}",
+        book_consumer_group=f"it-books-{tag}",
+        action_min_samples=300,
+        simulation_taker_fee=0.0,  # labels without fees: the model acts, so there are orders to compare
+        simulation_maker_fee=0.0,
+        deep_epochs=2,
+        deep_hidden_size=8,
+        deep_device="cpu",
+        deep_checkpoint_dir=str(tmp_path / "checkpoints"),
+        deep_tensorboard_dir=tmp_path / "tensorboard",
+        trading_max_daily_loss=None,
+        trading_trade_fraction="0.2",  # a fifth of what is free each time: many orders, not one
+    )
+    command = [sys.executable, "-m", "feature_pipeline", "replay-snapshots", str(path), "--product", BOOK]
+    done = subprocess.run(command, env=env_for(topics), capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return topics, path
+
+
+def test_the_live_session_over_the_topics_trades_exactly_as_the_backtest(replayed, tracking_uri, tmp_path) -> None:
+    settings, path = replayed
+    trained = train_action(settings, BOOK, tracking_uri)
+    live_settings = settings.override(trading_db_url=f"sqlite:///{tmp_path / 'live.db'}")
+    live = run_trading(live_settings, tracking_uri, BOOK, version=int(trained.version),
+                       consumer_group=f"it-trading-{uuid.uuid4().hex[:8]}")  # fmt: skip
+    assert live.result is not None
+    backtest = backtest_action(settings, tracking_uri, BOOK, path, start="2000-01-01", end="2100-01-01",
+                               version=int(trained.version), db_url=f"sqlite:///{tmp_path / 'backtest.db'}")  # fmt: skip
+
+    live_orders, backtest_orders = live.result.service.orders, backtest.result.service.orders
+    assert live_orders == backtest_orders  # every request, status, fill quantity, average price and fee
+    assert live.result.service.balances == backtest.result.service.balances
+    assert live.result.log.equity == backtest.result.log.equity  # the same decisions at the same times
+    assert len(live_orders) > 5 and any(o.filled for o in live_orders.values()), live.result.metrics
+
+    fills = [json.loads(m.value()) for m in read_topic(settings, settings.topics.fills)]
+    orders = [json.loads(m.value()) for m in read_topic(settings, settings.topics.orders)]
+    recorded = live.result.service.store.load()
+    assert sorted(f["fill_id"] for f in fills) == sorted(f.fill_id for f in recorded.fills)
+    assert len(orders) == len(recorded.events)
+    assert {o["client_order_id"] for o in orders} <= set(live_orders)
