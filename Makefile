@@ -108,6 +108,7 @@ bench: $(STAMP) ## Run the benchmarks (prints tables with the machine)
 	$(PY) -m bench.bench_pit_retrieval
 	$(PY) -m bench.bench_deep
 	$(PY) -m bench.bench_inference
+	$(PY) -m bench.bench_trading
 
 clean: down ## Stop services and remove local state (.coinflow, offline store, registry)
 	rm -rf .coinflow feature_repo/data

@@ -181,8 +181,8 @@ def mark_to_market(
     for (v, asset), amount in balance.items():
         if v != venue or asset == quote or not amount:
             continue
-        product = next((p for (pv, p) in held if pv == venue and split_product(p) == (asset, quote)), None)
-        if product is None or product not in marks:
+        product = next((p for p in marks if split_product(p) == (asset, quote)), None)
+        if product is None:
             raise ValueError(f"{venue}: no mark for {asset} in {quote}")
         equity += amount * marks[product]
     mine = [p for (v, _), p in held.items() if v == venue]

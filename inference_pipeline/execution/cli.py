@@ -144,7 +144,8 @@ def register(app: typer.Typer, settings: Callable[[], Settings], tracking_uri: C
         m = run.result.metrics
         console.print(
             f"{m['orders']:.0f} orders, PnL {m['pnl']:,.2f} after {m['fees']:,.2f} fees over "
-            f"{len(run.result.log.equity)} decisions; resumed {run.resumed_orders} resting order(s). "
+            f"{len(run.result.log.equity)} decisions"
+            f"{'' if run.resumed_at_ms is None else ' after replaying the session to where it had stopped'}. "
             f"MLflow run {run.run_id}. {run.feed_rejects.summary()}"
         )
 

@@ -174,15 +174,6 @@ class PaperVenue:
         times = [q[0].at_ms for q in (self._pending, self._reports) if q]
         return min(times) if times else None
 
-    def restore(self, request: OrderRequest, remaining: Decimal, fills: int) -> None:
-        """Put back a resting order after a restart (from the trading database: what is left of it and how many
-        fills it had); the queue ahead of it is unknown, so it goes behind the whole level."""
-        book = self.books.get(request.product)
-        assert request.limit_price is not None, "only limit orders rest"
-        ahead = queue_at(book, request.side, request.limit_price) if book else Decimal(0)
-        self.resting[request.client_order_id] = Resting(request, remaining, ahead, fills)
-        self._known.add(request.client_order_id)
-
     def open_orders(self) -> list[str]:
         """Client order ids of the orders resting here."""
         return sorted(self.resting)

@@ -7,7 +7,10 @@ appending each to the database, so that a restart rebuilds exactly the same
 orders, balances and positions (`ExecutionService.restore`). Reports that
 cannot apply (a fill of an unknown order, a fill seen before, a fill past the
 order's quantity, an event after the order is done) are refused: counted by
-reason, logged once with a sample, never recorded. An order whose sending
+reason, logged once with a sample, never recorded; a report already recorded
+(the venue saying it again after a restart) is passed over. Every order sent
+and cancel asked for is recorded first, in order, so that a restart can hand
+the paper venue the same requests at the same times again. An order whose sending
 failed (a timeout) stays ``new``: its state is unknown until the venue is
 asked (`reconcile`), never assumed.
 """
@@ -47,7 +50,7 @@ from inference_pipeline.execution.orders import (
     split_product,
 )
 from inference_pipeline.execution.risk import Refusal, RiskContext, RiskLimits, check_order
-from inference_pipeline.execution.store import Control, Recorded, TradingStore
+from inference_pipeline.execution.store import Control, Recorded, TradingStore, VenueRequest
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +91,11 @@ class Quote:
 Listener = Callable[[OrderEvent, Order], None]
 
 
+def report_key(event: OrderEvent) -> tuple:
+    """What makes a report the same report: its order, kind, time and fill."""
+    return (event.client_order_id, str(event.kind), event.at_ms, event.fill.fill_id if event.fill else None)
+
+
 def fold_orders(recorded: Recorded) -> dict[str, Order]:
     """Every recorded order in its state after its recorded events (which were checked before they were written)."""
     orders = {r.client_order_id: Order(r) for r in recorded.requests}
@@ -121,6 +129,10 @@ class ExecutionService:
         self.bad_reports: Counter[str] = Counter()
         self._fill_ids: set[tuple[str, str]] = set()
         self._fill_counts: Counter[str] = Counter()
+        self._recorded_reports: set[tuple] = set()
+        self.replayed_reports = 0
+        self.venue_requests: list[VenueRequest] = []
+        self.held: set[str] = set()  # orders recorded but not sent yet (`hold`)
         self._sent_ms: deque[int] = deque(maxlen=1000)
         self._logged: set[str] = set()
         self._controls_seen = 0
@@ -143,6 +155,14 @@ class ExecutionService:
 
     def _fold(self, recorded: Recorded) -> None:
         self.orders = fold_orders(recorded)
+        self._recorded_reports = {report_key(e) for e in recorded.events}
+        self.venue_requests = list(recorded.venue_requests)
+        sent = {r.client_order_id for r in recorded.venue_requests if r.kind == "send"}
+        self.held = {
+            r.client_order_id
+            for r in recorded.venue_requests
+            if r.kind == "hold" and r.client_order_id not in sent and self.orders[r.client_order_id].live
+        }
         for fill in recorded.fills:
             key = (fill.venue, fill.product)
             self.positions[key] = apply_fill(self.positions.get(key) or Position(fill.venue, fill.product), fill)
@@ -166,7 +186,7 @@ class ExecutionService:
                 "the kill switch is on: cancelling %d live order(s), refusing new ones", len(self.open_orders())
             )
             for order in self.open_orders():
-                self.venue.cancel(order.client_order_id, now_ms)
+                self.cancel(order.client_order_id, now_ms)
 
     def _apply_control(self, control: Control) -> None:
         if control.name == KILL_SWITCH:
@@ -193,7 +213,8 @@ class ExecutionService:
         """Balances minus what live orders hold (market buys at the ask plus the price band)."""
         band = self.limits.price_band or Decimal(0)
         prices = {p: q.best_ask * (1 + band) for p, q in (quotes or {}).items()}
-        return available(self.balances, self.open_orders(), {self.venue.name: self.fees.taker}, prices)
+        working = [o for o in self.open_orders() if o.client_order_id not in self.held]
+        return available(self.balances, working, {self.venue.name: self.fees.taker}, prices)
 
     def mark(self, quotes: Mapping[str, Quote], quote_asset: str) -> Mark:
         """The account's equity and PnL at the quotes' mids."""
@@ -227,11 +248,55 @@ class ExecutionService:
         refusal = check_order(request, self.limits, self._context(request, quotes, now_ms))
         if refusal is not None:
             return self._refuse(refusal, request)
-        self.store.add_order(request)
+        self.store.add_order(request, now_ms)
         order = self.orders[request.client_order_id] = Order(request, updated_ms=now_ms)
         self._sent_ms.append(now_ms)
         self.venue.submit(request, now_ms)
         return order
+
+    def hold(self, request: OrderRequest, now_ms: int) -> Order | Refusal:
+        """Record an order that waits to be sent (`release`) until the cancels of the orders it replaces are
+        confirmed; it holds no reserve meanwhile."""
+        known = self.orders.get(request.client_order_id)
+        if known is not None:
+            return known
+        problem = request_problem(request) or (
+            None if request.venue == self.venue.name else f"order for {request.venue} sent to {self.venue.name}"
+        )
+        if problem is not None:
+            return self._refuse(Refusal("malformed", problem), request)
+        self.store.add_order(request, now_ms, kind="hold")
+        self.held.add(request.client_order_id)
+        order = self.orders[request.client_order_id] = Order(request, updated_ms=now_ms)
+        return order
+
+    def release(self, client_order_id: str, quotes: Mapping[str, Quote], now_ms: int) -> Order | Refusal:
+        """Send a held order after the risk checks; refused, it is recorded rejected with the limit's name."""
+        self.held.discard(client_order_id)
+        order = self.orders[client_order_id]
+        refusal = check_order(order.request, self.limits, self._context(order.request, quotes, now_ms))
+        if refusal is not None:
+            self._refuse(refusal, order.request)
+            reason = f"refused by the risk check {refusal.limit}: {refusal.detail}"
+            self.handle([OrderEvent(client_order_id, EventKind.REJECTED, now_ms, reason=reason)])
+            return refusal
+        self.store.add_request("send", client_order_id, now_ms)
+        self._sent_ms.append(now_ms)
+        self.venue.submit(order.request, now_ms)
+        return order
+
+    def replay_request(self, request: VenueRequest) -> None:
+        """Make a recorded request to the venue again (after a restart, at its recorded time); nothing is recorded."""
+        if request.kind == "send":
+            self._sent_ms.append(request.at_ms)
+            self.venue.submit(self.orders[request.client_order_id].request, request.at_ms)
+        elif request.kind == "cancel":
+            self.venue.cancel(request.client_order_id, request.at_ms)
+
+    def drop(self, client_order_id: str, now_ms: int, reason: str) -> None:
+        """Settle a held order that will not be sent (recorded cancelled)."""
+        self.held.discard(client_order_id)
+        self.handle([OrderEvent(client_order_id, EventKind.CANCELLED, now_ms, reason=reason)])
 
     def _context(self, request: OrderRequest, quotes: Mapping[str, Quote], now_ms: int) -> RiskContext:
         base, quote_asset = split_product(request.product)
@@ -268,8 +333,10 @@ class ExecutionService:
         return refusal
 
     def cancel(self, client_order_id: str, now_ms: int) -> None:
+        """Ask the venue to cancel a live order (recorded first)."""
         order = self.orders.get(client_order_id)
         if order is not None and order.live:
+            self.store.add_request("cancel", client_order_id, now_ms)
             self.venue.cancel(client_order_id, now_ms)
 
     def set_kill_switch(self, on: bool, now_ms: int, reason: str = "") -> None:
@@ -280,7 +347,7 @@ class ExecutionService:
         self._controls_seen += 1
         if on:
             for order in self.open_orders():
-                self.venue.cancel(order.client_order_id, now_ms)
+                self.cancel(order.client_order_id, now_ms)
 
     # --- reports -------------------------------------------------------------
 
@@ -293,6 +360,9 @@ class ExecutionService:
         applied: list[tuple[OrderEvent, Order]] = []
         pending: dict[str, Order] = {}
         for event in events:
+            if report_key(event) in self._recorded_reports:
+                self.replayed_reports += 1  # the venue said it again (a replay after a restart): already applied
+                continue
             order = pending.get(event.client_order_id) or self.orders.get(event.client_order_id)
             if order is None:
                 self._bad("unknown_order", event, "a report of an order this account never sent")

@@ -20,7 +20,7 @@ is skipped, counted by reason and logged once with a sample.
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -30,6 +30,7 @@ from inference_pipeline.execution.orders import OrderRequest, Side, split_produc
 from inference_pipeline.execution.paper import PaperVenue
 from inference_pipeline.execution.risk import Refusal
 from inference_pipeline.execution.service import ExecutionService, Quote
+from inference_pipeline.execution.store import VenueRequest
 from inference_pipeline.execution.strategies import Cancel, MarketView, Place, PortfolioView, Strategy
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,9 @@ class TradingSession:
         self.quotes: dict[str, Quote] = {}
         self.log = SessionLog()
         self._logged: set[str] = set()
-        self._waiting: tuple[frozenset[str], list[tuple[int, Place]], int] | None = None
+        self._waiting: tuple[frozenset[str], list[str]] | None = None  # cancelled ids, held orders replacing them
+        self._replay: deque[VenueRequest] | None = None
+        self._recover_until: int | None = None
         venue = service.venue
         self.paper = venue if isinstance(venue, PaperVenue) else None
 
@@ -111,11 +114,52 @@ class TradingSession:
             self.drain(last)
         return self.log
 
-    def on_event(self, event: MarketEvent) -> None:
+    def recover(self, requests: Sequence[VenueRequest], until_ms: int) -> None:
+        """After a restart, before trading again: the market up to `until_ms` (the last recorded request or report)
+        goes to the paper venue with the recorded requests at their times and nothing is decided, so that the
+        venue is where it was when the process stopped (its reports already recorded are passed over); then the
+        orders that were waiting for cancels wait again."""
+        self._replay = deque(r for r in requests if r.kind != "hold")
+        self._recover_until = until_ms
+
+    def _recovering(self, event: MarketEvent) -> bool:
+        if self._recover_until is None:
+            return False
+        if event.at_ms <= self._recover_until:
+            if isinstance(event, DecisionEvent):
+                self.service.poll(event.at_ms)
+                self._resend(event.at_ms, inclusive=True)
+                return True
+            self._resend(event.at_ms, inclusive=False)
+            self._on_market(event)
+            self.service.poll(event.at_ms)
+            self._resend(event.at_ms, inclusive=True)
+            return True
+        self._resend(self._recover_until, inclusive=True)
+        self._recover_until = self._replay = None
+        held = self.service.held
+        if held:
+            holds = {r.at_ms for r in self.service.venue_requests if r.kind == "hold" and r.client_order_id in held}
+            cancelled = {
+                r.client_order_id for r in self.service.venue_requests if r.kind == "cancel" and r.at_ms in holds
+            }
+            self._waiting = (frozenset(cancelled), sorted(held))
+        return False
+
+    def _resend(self, limit_ms: int, inclusive: bool) -> None:
+        while self._replay and (self._replay[0].at_ms < limit_ms or (inclusive and self._replay[0].at_ms == limit_ms)):
+            self.service.replay_request(self._replay.popleft())
+
+    def _on_market(self, event: MarketEvent) -> None:
         if isinstance(event, BookEvent):
             self._on_book(event)
         elif isinstance(event, TradeEvent) and self.paper is not None:
             self.paper.on_trade(event.product, event.price, event.quantity, event.aggressor, event.at_ms)
+
+    def on_event(self, event: MarketEvent) -> None:
+        if self._recovering(event):
+            return
+        self._on_market(event)
         self.service.poll(event.at_ms)
         self._release(event.at_ms)
         if isinstance(event, DecisionEvent) and event.product == self.product:
@@ -166,6 +210,8 @@ class TradingSession:
             return
         if self._waiting is not None:
             self._skip("replace_superseded", f"orders replacing {sorted(self._waiting[0])} at {event.at_ms}")
+            for name in self._waiting[1]:
+                self.service.drop(name, event.at_ms, "superseded by the next decision before it could be sent")
             self._waiting = None
         portfolio = self.portfolio()
         try:
@@ -178,7 +224,8 @@ class TradingSession:
         for name in cancels:
             self.service.cancel(name, event.at_ms)
         if cancels and places:
-            self._waiting = (frozenset(cancels), places, event.at_ms)
+            held = [self._place(place, event.at_ms, n, hold=True) for n, place in places]
+            self._waiting = (frozenset(cancels), [name for name in held if name is not None])
         for n, place in [] if cancels else places:
             self._place(place, event.at_ms, n)
         self._mark(event.at_ms, quote)
@@ -187,15 +234,20 @@ class TradingSession:
         """Send the orders waiting for their cancels once none of the cancelled orders is live any more."""
         if self._waiting is None:
             return
-        names, places, decided_ms = self._waiting
+        names, held = self._waiting
         if any(self.service.orders[name].live for name in names if name in self.service.orders):
             return
         self._waiting = None
-        for n, place in places:
-            self._place(place, decided_ms, n, now_ms)
+        for name in held:
+            result = self.service.release(name, self.quotes, now_ms)
+            if isinstance(result, Refusal):
+                self.log.refused[result.limit] += 1
+            else:
+                self.log.sent += 1
 
-    def _place(self, intent: Place, at_ms: int, index: int, now_ms: int | None = None) -> None:
-        """Send one intent of the decision at `at_ms` (its id), at `now_ms` (default: then)."""
+    def _place(self, intent: Place, at_ms: int, index: int, hold: bool = False) -> str | None:
+        """Send one intent of the decision at `at_ms` (its id), or hold it until `_release`; returns its id unless
+        it was refused."""
         request = OrderRequest(
             client_order_id=f"{self.strategy.name}-{self.product}-{at_ms}-{index}",
             venue=self.service.venue.name,
@@ -209,11 +261,13 @@ class TradingSession:
             created_ms=at_ms,
             strategy=f"{self.strategy.name}:{intent.tag}",
         )
-        result = self.service.submit(request, self.quotes, at_ms if now_ms is None else now_ms)
+        result = self.service.hold(request, at_ms) if hold else self.service.submit(request, self.quotes, at_ms)
         if isinstance(result, Refusal):
             self.log.refused[result.limit] += 1
-        else:
+            return None
+        if not hold:
             self.log.sent += 1
+        return request.client_order_id
 
     def portfolio(self) -> PortfolioView:
         base, quote_asset = split_product(self.product)

@@ -104,6 +104,15 @@ ledger_table = sa.Table(
     sa.Column("ref", NAME, nullable=False),
     sa.Column("at_ms", sa.BigInteger, nullable=False),
 )
+# What the account asked of the venue, in order: orders sent and cancels asked for (a restart replays them).
+requests_table = sa.Table(
+    "venue_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("client_order_id", NAME, sa.ForeignKey("orders.client_order_id"), nullable=False),
+    sa.Column("at_ms", sa.BigInteger, nullable=False),
+)
 controls_table = sa.Table(
     "controls",
     metadata,
@@ -126,6 +135,15 @@ class Control:
 
 
 @dataclass(frozen=True)
+class VenueRequest:
+    """An order handed to the venue (``send``), held back (``hold``) or a cancel asked for (``cancel``), at a time."""
+
+    kind: str
+    client_order_id: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
 class Recorded:
     """Everything in the database, in the order it was written."""
 
@@ -134,6 +152,7 @@ class Recorded:
     fills: list[Fill]
     ledger: list[LedgerEntry]
     controls: list[Control]
+    venue_requests: list[VenueRequest]
 
 
 def _request_row(request: OrderRequest) -> dict[str, Any]:
@@ -221,8 +240,10 @@ class TradingStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def add_order(self, request: OrderRequest) -> bool:
-        """Record a new order before it is sent; False when its client order id is already there (the same order)."""
+    def add_order(self, request: OrderRequest, at_ms: int, kind: str = "send") -> bool:
+        """Record a new order and its sending (``send``) before it is sent, or an order held back until other
+        orders' cancels are confirmed (``hold``); False when its client order id is already there (the same
+        order)."""
         with self.engine.begin() as connection:
             exists = connection.execute(
                 sa.select(orders_table.c.client_order_id).where(
@@ -232,7 +253,17 @@ class TradingStore:
             if exists:
                 return False
             connection.execute(orders_table.insert(), _request_row(request))
+            connection.execute(
+                requests_table.insert(), {"kind": kind, "client_order_id": request.client_order_id, "at_ms": at_ms}
+            )
         return True
+
+    def add_request(self, kind: str, client_order_id: str, at_ms: int) -> None:
+        """Record a request to the venue (``send`` of a held order, ``cancel``) before it is made."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                requests_table.insert(), {"kind": kind, "client_order_id": client_order_id, "at_ms": at_ms}
+            )
 
     def record(self, events: Iterable[OrderEvent]) -> list[OrderEvent]:
         """Append order events in one transaction (each fill with its fill row and ledger entries); returns those
@@ -317,7 +348,11 @@ class TradingStore:
                 LedgerEntry(r.venue, r.asset, r.amount, EntryKind(r.kind), r.ref, r.at_ms)
                 for r in connection.execute(sa.select(ledger_table).order_by(ledger_table.c.id))
             ]
-        return Recorded(requests, events, list(fills.values()), ledger, self.controls())
+            venue_requests = [
+                VenueRequest(r.kind, r.client_order_id, r.at_ms)
+                for r in connection.execute(sa.select(requests_table).order_by(requests_table.c.id))
+            ]
+        return Recorded(requests, events, list(fills.values()), ledger, self.controls(), venue_requests)
 
 
 def _fill_row(fill: Fill) -> dict[str, Any]:

@@ -2,10 +2,11 @@
 
 The account lives in the trading database (COINFLOW_TRADING_DB_URL): a new
 one is funded with the starting quote; an existing one is folded back from
-the database and its live orders reconciled with the venue before trading
-again (on paper, resting orders are put back in the venue's book behind the
-whole level, since their place in the queue died with the process; orders
-never acknowledged are cancelled). One Quix application reads the book's
+the database, and the session replays the topics from their beginning to
+the last recorded request or report, handing the paper venue the recorded
+requests at their times and deciding nothing (`TradingSession.recover`), so
+that the venue's book, queues and orders are exactly where they were when
+the process stopped; then it trades on. One Quix application reads the book's
 frames and feature rows (`LiveFeed` merges them in backtest order), every
 order event and fill goes to the ``orders`` and ``fills`` topics, and the
 kill switch set by another process is read every second. A finite input
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -32,8 +34,7 @@ from coinflow.streaming import json_topic, new_application, run_application, top
 from inference_pipeline.execution.backtest import BacktestResult, paper_service, summarise
 from inference_pipeline.execution.live import LiveFeed
 from inference_pipeline.execution.models import ActionDecider, load_action_model
-from inference_pipeline.execution.orders import EventKind, Order, OrderEvent, OrderType
-from inference_pipeline.execution.paper import PaperVenue
+from inference_pipeline.execution.orders import EventKind, Order, OrderEvent
 from inference_pipeline.execution.service import ExecutionService
 from inference_pipeline.execution.session import MarketEvent, TradingSession
 from inference_pipeline.execution.strategies import ActionStrategy
@@ -96,18 +97,10 @@ class TopicPublisher:
             self.produce(self.fills, order.client_order_id, fill_record(event))
 
 
-def resume(service: ExecutionService, now_ms: int) -> int:
-    """Put the account's resting orders back into the paper venue and settle those it never acknowledged;
-    returns how many rest."""
-    venue = service.venue
-    resting = 0
-    if isinstance(venue, PaperVenue):
-        for order in service.open_orders():
-            if order.request.type == OrderType.LIMIT and order.venue_order_id is not None:
-                venue.restore(order.request, order.remaining, service.fill_count(order.client_order_id))
-                resting += 1
-    service.reconcile(now_ms)
-    return resting
+def recovery_point(service: ExecutionService) -> int | None:
+    """The time of the last request or report the account recorded (None: a new account)."""
+    times = [r.at_ms for r in service.venue_requests] + [o.updated_ms for o in service.orders.values()]
+    return max(times) if times else None
 
 
 @dataclass(frozen=True)
@@ -115,7 +108,7 @@ class TradingRun:
     result: BacktestResult | None
     run_id: str | None
     feed_rejects: Rejects
-    resumed_orders: int
+    resumed_at_ms: int | None
 
 
 def run_trading(
@@ -134,7 +127,6 @@ def run_trading(
     now_ms = int(time.time() * 1000)
     if not service.balances:
         service.deposit(product.split("-")[-1], settings.trading.initial_quote, now_ms, ref="paper account opened")
-    resumed = resume(service, now_ms)
     strategy = ActionStrategy(
         ActionDecider(model, book),
         tick=Decimal(model.params.get("tick", "0.01")),
@@ -143,7 +135,12 @@ def run_trading(
         max_position=settings.trading.max_position,
     )
     session = TradingSession(service, strategy, product, settings.trading.max_book_age_ms)
-    group = consumer_group or f"trading-{pair_slug(book)}"
+    resumed_at = recovery_point(service)
+    if resumed_at is not None:
+        session.recover(service.venue_requests, resumed_at)
+    # Every start reads the topics from their beginning: a restarted paper session replays the market to where it
+    # stopped (its consumer offsets would skip what the paper venue must see again).
+    group = consumer_group or f"trading-{pair_slug(book)}-{uuid.uuid4().hex[:8]}"
     app = new_application(settings, broker, consumer_group=group)
     config: TopicConfig = topic_config(settings)
     producer = app.get_producer()
@@ -181,7 +178,7 @@ def run_trading(
     if last is not None:
         session.drain(last)
     if not session.log.equity:
-        return TradingRun(None, None, feed.rejects, resumed)
+        return TradingRun(None, None, feed.rejects, resumed_at)
     result = BacktestResult(session.log, service, *summarise(session.log, service, settings.trading.initial_quote))
     params = {
         "strategy": strategy.name,
@@ -193,4 +190,4 @@ def run_trading(
         **{f"trading_{k}": v for k, v in settings.trading.model_dump(exclude={"db_url"}).items()},
     }
     run_id = log_session(tracking_uri, book, params, {"session": "live", "database": settings.trading_db_url}, result)
-    return TradingRun(result, run_id, feed.rejects, resumed)
+    return TradingRun(result, run_id, feed.rejects, resumed_at)

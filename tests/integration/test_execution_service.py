@@ -59,10 +59,14 @@ def with_decisions(events: Iterator[BookEvent], every_ms: int = 4_000) -> Iterat
 
 
 def scripted() -> ActionStrategy:
-    """The action strategy with a fixed cycle of actions instead of a model (the model's part is tested apart)."""
-    actions = itertools.cycle(CYCLE)
-    return ActionStrategy(lambda _: next(actions), tick=D("0.01"), size_increment=D("0.00000001"),
-                          trade_fraction=D("0.5"))  # fmt: skip
+    """The action strategy with a fixed cycle of actions by decision time instead of a model (stateless, as a model
+    is; the model's part is tested apart)."""
+    return ActionStrategy(
+        lambda market: CYCLE[(market.at_ms // 4000) % len(CYCLE)],
+        tick=D("0.01"),
+        size_increment=D("0.00000001"),
+        trade_fraction=D("0.5"),
+    )
 
 
 def open_service(url: str, first: bool) -> ExecutionService:
@@ -143,17 +147,18 @@ def test_the_kill_switch_cancels_every_open_order_blocks_new_ones_and_survives_a
     service = open_service(db_url, first=True)
     session = TradingSession(service, scripted(), PRODUCT, LIMITS.max_book_age_ms)
     events = list(with_decisions(snapshots(120)))
-    for event in events[:4]:
-        session.on_event(event)
+    seen = 0
+    while not service.open_orders():  # until a close order rests
+        session.on_event(events[seen])
+        seen += 1
     resting = service.open_orders()
-    assert resting, "the first decision is a close buy that rests"
-    at = events[3].at_ms
+    at = events[seen - 1].at_ms
     service.set_kill_switch(True, at, "test")
     service.poll(at + 1_000)
     assert service.open_orders() == []
     assert all(service.orders[o.client_order_id].status == Status.CANCELLED for o in resting)
     refused = session.log.refused["kill_switch"]
-    for event in events[4:]:
+    for event in events[seen:]:
         session.on_event(event)
     assert session.log.refused["kill_switch"] > refused and service.open_orders() == []
     restored = open_service(db_url, first=False)
@@ -207,3 +212,30 @@ def test_the_commands_show_the_account_and_set_the_kill_switch(tmp_path) -> None
     assert turned.exit_code == 0 and f"{len(service.open_orders())} live order(s)" in turned.output
     assert open_service(url, first=False).kill_switch
     assert runner.invoke(app, ["kill-switch", "maybe", "--db", url]).exit_code == 2
+
+
+@pytest.mark.parametrize("crash_after", [37, 101, 166, 250, 333])
+def test_a_session_recovered_after_a_crash_ends_exactly_as_an_uninterrupted_one(db_url: str, tmp_path, crash_after):
+    """The process dies after `crash_after` events (resting orders, queues, replacements waiting for cancels and
+    reports in flight die with it); a new one folds the account back from the database, replays the same events
+    from the start with the recorded requests (`recover`) and trades on: the same orders, fills, cash and
+    positions as a session that never stopped."""
+    events = list(with_decisions(snapshots(400)))
+    whole = open_service(f"sqlite:///{tmp_path / 'whole.db'}", first=True)
+    TradingSession(whole, scripted(), PRODUCT, LIMITS.max_book_age_ms).run(events)
+
+    first = open_service(db_url, first=True)
+    crashed = TradingSession(first, scripted(), PRODUCT, LIMITS.max_book_age_ms)
+    for event in events[:crash_after]:
+        crashed.on_event(event)
+    assert any(o.live for o in first.orders.values()) or crash_after == 333
+
+    service = open_service(db_url, first=False)
+    restarted = TradingSession(service, scripted(), PRODUCT, LIMITS.max_book_age_ms)
+    times = [r.at_ms for r in service.venue_requests] + [o.updated_ms for o in service.orders.values()]
+    restarted.recover(service.venue_requests, max(times))
+    restarted.run(events)
+    assert service.orders == whole.orders
+    assert service.balances == whole.balances
+    assert service.positions == whole.positions
+    assert service.bad_reports == {} and service.replayed_reports > 0

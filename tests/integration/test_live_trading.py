@@ -1,8 +1,9 @@
-"""One strategy, both ways, over the same recorded data: real Coinbase BTC-USD snapshots replayed through the
+"""One strategy, both ways, over the same recorded data, and through a SIGKILL: real Coinbase BTC-USD snapshots replayed through the
 feature pipeline onto the real broker, then the action model traded live over the topics (`run_trading`) and
 backtested over the file and the offline store (`backtest_action`): the same orders and fills, to the last digit.
 The live session also puts every order event and fill on the `orders` and `fills` topics, and stops at the
-replay's end marker."""
+replay's end marker. A `trade` process killed with SIGKILL half-way and started again ends with exactly the orders,
+cash, positions and open orders of a session that was never interrupted."""
 
 from __future__ import annotations
 
@@ -10,17 +11,26 @@ import csv
 import gzip
 import itertools
 import json
+import signal
 import subprocess
 import sys
 import uuid
+from decimal import Decimal as D
 
 import pytest
+import sqlalchemy as sa
 
 from coinflow.settings import Settings
+from inference_pipeline.execution.fees import FeeSchedule
+from inference_pipeline.execution.paper import PaperVenue
+from inference_pipeline.execution.risk import RiskLimits
 from inference_pipeline.execution.runs import backtest_action
+from inference_pipeline.execution.service import ExecutionService
+from inference_pipeline.execution.store import TradingStore, connect, orders_table
 from inference_pipeline.execution.trading import run_trading
 from tests.support.feature_runs import env_for, read_topic
 from tests.support.paths import COINBASE_SNAPSHOTS
+from tests.support.polling import wait_until
 from training_pipeline.action.train import train_action
 
 pytestmark = pytest.mark.integration
@@ -82,3 +92,52 @@ def test_the_live_session_over_the_topics_trades_exactly_as_the_backtest(replaye
     assert sorted(f["fill_id"] for f in fills) == sorted(f.fill_id for f in recorded.fills)
     assert len(orders) == len(recorded.events)
     assert {o["client_order_id"] for o in orders} <= set(live_orders)
+
+
+def test_a_session_killed_mid_way_and_restarted_ends_exactly_as_an_uninterrupted_one(
+    replayed, tracking_uri, tmp_path
+) -> None:
+    settings, _ = replayed
+    version = int(train_action(settings, BOOK, tracking_uri).version)
+    whole = run_trading(settings.override(trading_db_url=f"sqlite:///{tmp_path / 'whole.db'}"), tracking_uri, BOOK,
+                        version=version, consumer_group=f"it-trading-{uuid.uuid4().hex[:8]}")  # fmt: skip
+    assert whole.result is not None
+    total = len(whole.result.service.orders)
+    assert total > 5  # (resting orders across a crash: test_execution_service's recovery test, at many points)
+
+    url = f"sqlite:///{tmp_path / 'killed.db'}"
+    env = env_for(settings.override(trading_db_url=url, mlflow_tracking_uri=tracking_uri)) | {"COLUMNS": "300"}
+    command = [sys.executable, "-m", "inference_pipeline", "trade", "--product", BOOK, "--model-version", str(version)]
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    engine = sa.create_engine(url)
+
+    def recorded_orders() -> int:
+        try:
+            with engine.connect() as c:
+                return c.execute(sa.select(sa.func.count()).select_from(orders_table)).scalar_one()
+        except sa.exc.OperationalError:  # not created yet
+            return 0
+
+    wait_until(lambda: first.poll() is not None or recorded_orders() >= total // 2, timeout_s=180, every_s=0.02)
+    assert first.poll() is None, first.stderr.read().decode()[-3000:] if first.stderr else ""
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    at_kill = recorded_orders()
+    assert total // 2 <= at_kill < total, (at_kill, total)
+
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "after replaying the session to where it had stopped" in second.stdout
+
+    restarted = open_account(url)
+    expected = whole.result.service
+    assert restarted.orders == expected.orders
+    assert restarted.balances == expected.balances
+    assert restarted.positions == expected.positions
+    assert {o.client_order_id for o in restarted.open_orders()} == {o.client_order_id for o in expected.open_orders()}
+
+
+def open_account(url: str) -> ExecutionService:
+    """The account in a trading database, folded back as a restarted process would."""
+    venue = PaperVenue(FeeSchedule(D(0), D(0)))
+    return ExecutionService.restore(TradingStore(connect(url)), venue, RiskLimits(), venue.fees)
