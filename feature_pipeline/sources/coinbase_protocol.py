@@ -1,8 +1,9 @@
 """Coinbase Advanced Trade market data (WebSocket) as pure functions.
 
 Client side: `subscribe_message` (one channel per message, as Coinbase
-requires; an optional CDP JWT) and `parse_message`, which turns a frame into a
-`Frame`: its connection-wide ``sequence_num``, its time, and what it carries
+requires; an optional CDP JWT from `coinflow.coinbase_auth`) and
+`parse_message`, which turns a frame into a `Frame`: its connection-wide
+``sequence_num``, its time, and what it carries
 (level2 book events, market trades, a heartbeat, the subscription state) plus
 a reason for every bad part, whatever the frame holds (numbers must fit what
 the pipeline carries, see `kraken_protocol.checked_level`). Server side (for
@@ -16,21 +17,19 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from coinflow.books import Level, OrderBook
 from coinflow.schemas import MAX_INT64, Side, Trade
+from coinflow.times import ms_to_rfc3339, rfc3339_to_ms
 from feature_pipeline.sources.kraken_protocol import (
     MALFORMED_ERRORS,
     UNSUBSCRIBED,
     checked_id,
     checked_level,
     decode_frame,
-    ms_to_rfc3339,
-    rfc3339_to_ms,
 )
 
 EXCHANGE = "coinbase"
@@ -117,36 +116,6 @@ def subscribe_message(
     if jwt is not None:
         body["jwt"] = jwt
     return json.dumps(body)
-
-
-def cdp_signing_key(private_key_pem: str) -> Any:
-    """The P-256 EC private key of a CDP API key (what ES256 signs with).
-
-    Raises ValueError saying what is wrong, never quoting the key, when the PEM is not one: checked at
-    start-up, since a bad key would otherwise fail only when the first subscription is signed.
-    """
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-    try:
-        key = load_pem_private_key(private_key_pem.encode(), password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise ValueError("not a PEM private key (expected -----BEGIN EC PRIVATE KEY----- ..., unencrypted)") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise ValueError(  # noqa: TRY004 - the secret's content is wrong, not the argument's type
-            "not an EC private key on the P-256 curve, which CDP API keys (ES256) are"
-        )
-    return key
-
-
-def cdp_jwt(key_name: str, private_key_pem: str, now_s: int, nonce: str | None = None) -> str:
-    """The short-lived JWT (ES256, 2 minutes) that authenticates a subscription with a CDP API key."""
-    import jwt
-
-    claims = {"iss": "cdp", "nbf": now_s, "exp": now_s + 120, "sub": key_name}
-    headers = {"kid": key_name, "nonce": nonce or secrets.token_hex()}
-    return jwt.encode(claims, cdp_signing_key(private_key_pem), algorithm="ES256", headers=headers)
 
 
 def parse_message(text: str | bytes, products: frozenset[str] | None = None) -> Message:

@@ -24,6 +24,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from coinflow.books import book_key
+from coinflow.coinbase_auth import cdp_jwt, cdp_signing_key
 from coinflow.quality import DEAD_LETTER_MAX_BYTES, Rejects
 from coinflow.schemas import CONTROL_TICK, Trade
 from feature_pipeline.sources.book_source import BookGate, BookSource
@@ -36,8 +37,6 @@ from feature_pipeline.sources.coinbase_protocol import (
     Frame,
     Rejected,
     ServerError,
-    cdp_jwt,
-    cdp_signing_key,
     pair_of,
     parse_message,
     subscribe_message,

@@ -19,12 +19,12 @@ import math
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
 from coinflow.books import Level, OrderBook, to_level
 from coinflow.schemas import MAX_INT64, Side, Trade
+from coinflow.times import ms_to_rfc3339, rfc3339_to_ms
 
 EXCHANGE = "kraken"
 TRADE_CHANNEL = "trade"
@@ -37,7 +37,6 @@ UNSUBSCRIBED = "unsubscribed_symbol"
 # What decoding and reading a hostile frame can raise (RecursionError: nesting; OverflowError: huge numbers).
 MALFORMED_ERRORS = (RecursionError, ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SIDES: dict[str, Side] = {"buy": "buy", "sell": "sell"}
 _REST_SIDES: dict[str, Side] = {"b": "buy", "s": "sell"}
 _REST_ASSETS = {"BTC": "XBT", "DOGE": "XDG"}
@@ -136,25 +135,6 @@ class RestTradesPage:
     last: int | None
     errors: list[str]
     rejects: list[tuple[str, Any]] = field(default_factory=list)
-
-
-# --- times -----------------------------------------------------------------
-
-
-def rfc3339_to_ms(text: object) -> int:
-    """Unix ms of an RFC 3339 time with an offset (``2023-09-25T07:48:36.925533Z``); a ValueError for anything else."""
-    if not isinstance(text, str) or "T" not in text:
-        raise ValueError(f"not an RFC 3339 time: {text!r}")
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise ValueError(f"RFC 3339 time without an offset: {text!r}")
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
-
-
-def ms_to_rfc3339(timestamp_ms: int) -> str:
-    """Kraken's form of a time: UTC with microseconds and ``Z``."""
-    moment = _EPOCH + timedelta(milliseconds=timestamp_ms)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # --- client side -----------------------------------------------------------

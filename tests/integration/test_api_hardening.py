@@ -32,8 +32,8 @@ from pydantic import SecretStr
 from coinflow import services
 from coinflow.settings import Settings
 from inference_pipeline.app import create_app
-from tests.support.inference import running
 from tests.support.polling import wait_until
+from tests.support.ports import running
 
 pytestmark = pytest.mark.integration
 

@@ -46,12 +46,11 @@ from tests.support.inference import (
     feature_rows,
     fit_xgboost,
     register,
-    running,
     training_frame,
     write_features,
 )
 from tests.support.polling import wait_until
-from tests.support.ports import free_port
+from tests.support.ports import free_port, running
 from training_pipeline.price.models import LastPrice
 from training_pipeline.price.sequence import LSTMPriceModel
 
@@ -386,8 +385,9 @@ def test_two_workers_swap_the_champion_under_load_without_a_failed_request(world
         limits = httpx.Limits(max_keepalive_connections=0)  # a new connection each time: either worker answers
         with httpx.Client(base_url=url, timeout=30, limits=limits) as client:
             while not stop.is_set():
+                sent = time.monotonic()  # a request sent before the swap may be answered by the old model after it
                 response = client.post("/predict", json={"pair": MOVING})
-                out.append((time.monotonic(), response.status_code, response.json()))
+                out.append((sent, response.status_code, response.json()))
 
     def service_serves(version: str) -> bool:
         (model,) = httpx.get(f"{url}/models", timeout=10).json()["models"]

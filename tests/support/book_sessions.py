@@ -7,7 +7,7 @@ import json
 
 import pandas as pd
 
-from feature_pipeline.sources.kraken_protocol import rfc3339_to_ms
+from coinflow.times import rfc3339_to_ms
 from tests.support.paths import COINBASE_SESSION
 
 TOLERANCE_MS = 250

@@ -4,15 +4,11 @@ and models registered in a real MLflow server through the training pipeline's py
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
-from collections.abc import Iterator
 
 import mlflow
 import numpy as np
 import pandas as pd
-import uvicorn
 from mlflow import MlflowClient
 
 from coinflow.contracts import registered_model_name
@@ -24,7 +20,6 @@ from feature_pipeline.candles.sink import CandleFeastSink
 from feature_pipeline.transforms.indicators import new_indicator_state, update_indicators
 from feature_repo.names import INDICATOR_FEATURES, OHLCV_FEATURES, regression_service
 from tests.support.paths import KRAKEN_CANDLES_CSV
-from tests.support.ports import free_port
 from training_pipeline.labels import TARGET_LOG_RETURN
 from training_pipeline.model_base import PriceModel
 from training_pipeline.price.models import XGBoostModel
@@ -93,22 +88,3 @@ def register(
     if alias:
         MlflowClient(tracking_uri, registry_uri=tracking_uri).set_registered_model_alias(name, alias, version)
     return version
-
-
-@contextlib.contextmanager
-def running(app, timeout_s: float = 30.0) -> Iterator[str]:
-    """Serve `app` with uvicorn in a thread (the real HTTP stack); yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout_s
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from typer.testing import CliRunner
 
+from coinflow.coinbase_auth import cdp_jwt, cdp_signing_key
 from coinflow.quality import DEAD_LETTER_MAX_BYTES, Rejects, configure_dead_letters, dead_letter
 from feature_pipeline.__main__ import app
 from feature_pipeline.sources import coinbase_protocol, kraken_protocol
@@ -239,7 +240,7 @@ def _pem(key) -> str:
 
 def test_a_cdp_key_must_be_a_p256_ec_private_key() -> None:
     good = ec.generate_private_key(ec.SECP256R1())
-    token = coinbase_protocol.cdp_jwt("organizations/x/apiKeys/y", _pem(good), 1_700_000_000)
+    token = cdp_jwt("organizations/x/apiKeys/y", _pem(good), 1_700_000_000)
     import jwt
 
     claims = jwt.decode(
@@ -254,7 +255,7 @@ def test_a_cdp_key_must_be_a_p256_ec_private_key() -> None:
         (_pem(rsa.generate_private_key(65537, 2048)), "not an EC private key"),
     ):
         with pytest.raises(ValueError, match=message) as raised:
-            coinbase_protocol.cdp_signing_key(bad)
+            cdp_signing_key(bad)
         assert "SECRETSTUFF" not in str(raised.value) and "hunter2" not in str(raised.value)
     with pytest.raises(ValueError, match="not a PEM"):
         CoinbaseSource("ws://unused", [COINBASE_PRODUCT], "dead-letters", None, api_key="k", api_secret="hunter2")

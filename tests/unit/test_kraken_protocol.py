@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from coinflow.times import ms_to_rfc3339, rfc3339_to_ms
 from feature_pipeline.sources.kraken_protocol import (
     Heartbeat,
     Pong,
@@ -23,12 +24,10 @@ from feature_pipeline.sources.kraken_protocol import (
     format_status,
     format_subscribe_ack,
     format_trades,
-    ms_to_rfc3339,
     parse_message,
     parse_request,
     parse_rest_trades,
     rest_pair,
-    rfc3339_to_ms,
     subscribe_request,
 )
 
