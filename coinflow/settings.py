@@ -607,6 +607,9 @@ class Trading(Section):
         description="Timeout of one exchange gateway request; an order whose request timed out stays unknown until "
         "reconciled with the exchange.",
     )
+    gateway_poll_interval_s: float = Field(
+        default=1.0, ge=0.0, description="Least time between two polls of an exchange gateway for fills and statuses."
+    )
     size_increment: Decimal = Field(
         default=Decimal("0.00000001"),
         gt=0,

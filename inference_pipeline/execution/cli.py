@@ -19,6 +19,7 @@ from coinflow.services import ServiceError
 from coinflow.settings import Settings
 from inference_pipeline.execution.accounting import balances, positions
 from inference_pipeline.execution.backtest import metrics_table
+from inference_pipeline.execution.coinbase import GatewayError
 from inference_pipeline.execution.models import ModelNotFound
 from inference_pipeline.execution.runs import BacktestRun, backtest_action
 from inference_pipeline.execution.service import KILL_SWITCH, fold_orders
@@ -118,24 +119,35 @@ def register(app: typer.Typer, settings: Callable[[], Settings], tracking_uri: C
     def trade_command(
         product: Annotated[str, typer.Option(help="The book, <exchange>:<product> (coinbase:BTC-USD).")],
         strategy: Annotated[str, typer.Option(help="action: the order-book action model's decisions.")] = "action",
-        venue: Annotated[str, typer.Option(help="paper (the default and, so far, the only one).")] = "paper",
+        venue: Annotated[
+            str, typer.Option(help="paper (the default) or coinbase (real orders: needs --live).")
+        ] = "paper",
+        live: Annotated[
+            bool, typer.Option("--live", help="Really send orders to the exchange (--venue coinbase).")
+        ] = False,
         model_alias: Annotated[str | None, typer.Option(help="Registry alias (default champion).")] = None,
         model_version: Annotated[int | None, typer.Option(help="Registered version (instead of the alias).")] = None,
     ) -> None:
-        """Trade a registered model live over the book's topics on the paper venue, until the input ends (a
-        replay) or Ctrl-C; the account is in the trading database, the session in MLflow."""
-        if strategy != "action" or venue != "paper":
-            console.print(f"[red]--strategy {strategy} --venue {venue}: only the action strategy on paper is wired "
-                          "to live sessions so far.[/red]")  # fmt: skip
+        """Trade a registered model live over the book's topics, on the paper venue (or on Coinbase with --live),
+        until the input ends (a replay) or Ctrl-C; the account is in the trading database, the session in MLflow."""
+        if strategy != "action" or venue not in ("paper", "coinbase"):
+            console.print(f"[red]--strategy {strategy} --venue {venue}: the action strategy trades on paper or "
+                          "coinbase.[/red]")  # fmt: skip
             raise typer.Exit(2)
+        if venue == "coinbase" and not live:
+            console.print("[red]--venue coinbase sends real orders with real money: add --live to mean it.[/red]")
+            raise typer.Exit(2)
+        if venue == "coinbase":
+            console.print(f"[bold red]LIVE TRADING on Coinbase: real orders for {product}, real money "
+                          "(risk limits: COINFLOW_TRADING_*; stop: kill-switch on).[/bold red]")  # fmt: skip
         if ":" not in product:
             console.print(f"[red]--product {product!r} is not <exchange>:<product> (coinbase:BTC-USD).[/red]")
             raise typer.Exit(2)
         current = settings()
         uri = tracking_uri(current)
         try:
-            run = run_trading(current, uri, product, model_alias, model_version)
-        except (ModelNotFound, ValueError, ServiceError) as exc:
+            run = run_trading(current, uri, product, model_alias, model_version, venue=venue)
+        except (ModelNotFound, ValueError, ServiceError, GatewayError) as exc:
             console.print(f"[red]{redact(exc)}[/red]")
             raise typer.Exit(1) from exc
         if run.result is None:

@@ -348,7 +348,8 @@ class CoinbaseGateway:
     """Orders on Coinbase Advanced Trade through its REST API (see the module docstring).
 
     ``settle_ms``: how long after sending an order without a clear answer the exchange's not knowing it means it
-    never got it. 429s are retried ``max_retries`` times, after Retry-After (else ``backoff_s`` doubling), unless
+    never got it. ``poll_interval_s``: the least time between two polls of the exchange by `advance` (a session
+    advances its venue on every market event). 429s are retried ``max_retries`` times, after Retry-After (else ``backoff_s`` doubling), unless
     the wait would pass ``max_wait_s``. ``clock`` (Unix seconds) dates the JWTs; ``sleep`` waits out 429s.
     """
 
@@ -364,6 +365,7 @@ class CoinbaseGateway:
         backoff_s: float = 0.5,
         max_wait_s: float = 10.0,
         settle_ms: int = 60_000,
+        poll_interval_s: float = 0.0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -373,6 +375,8 @@ class CoinbaseGateway:
         self.backoff_s = backoff_s
         self.max_wait_s = max_wait_s
         self.settle_ms = settle_ms
+        self.poll_interval_s = poll_interval_s
+        self._polled_at: float | None = None
         self.counts: Counter[str] = Counter()
         self._sleep = sleep
         # trust_env=False: no proxy or .netrc from the environment decides where signed requests go.
@@ -403,7 +407,7 @@ class CoinbaseGateway:
             exchanges.coinbase_api_key.get_secret_value(),
             exchanges.coinbase_api_secret.get_secret_value(),
             timeout_s=settings.trading.gateway_timeout_s,
-            **options,
+            **{"poll_interval_s": settings.trading.gateway_poll_interval_s, **options},
         )
 
     def close(self) -> None:
@@ -456,6 +460,10 @@ class CoinbaseGateway:
         first), then the orders that ended. An order whose status cannot be had this time is asked again next
         time."""
         events, self._events = self._events, []
+        polled = time.monotonic()
+        if self._polled_at is not None and polled - self._polled_at < self.poll_interval_s:
+            return events
+        self._polled_at = polled
         records: dict[str, Mapping[str, Any]] = {}
         for name, followed in self._followed.items():
             try:
@@ -514,6 +522,19 @@ class CoinbaseGateway:
             self._send_cancel(name, self._followed[name])
         self._cancel_wanted &= self._unknown.keys()
         return events
+
+    def adopt(
+        self, request: OrderRequest, venue_order_id: str | None, sent_ms: int, fill_ids: Iterable[str], filled: Decimal
+    ) -> None:
+        """Follow an order a previous process sent (after a restart, from the trading database): by its exchange
+        id, with the fills (and quantity) already recorded; without one, its fate is unknown until
+        `reconcile_unknown`."""
+        name = request.client_order_id
+        self._submitted.add(name)
+        if venue_order_id is None:
+            self._unknown[name] = _Unknown(request, sent_ms)
+            return
+        self._followed[name] = _Followed(request, venue_order_id, filled, set(fill_ids))
 
     def unknown_orders(self) -> list[str]:
         """Client order ids of the orders whose fate is unknown (see `reconcile_unknown`)."""

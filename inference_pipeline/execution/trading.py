@@ -1,4 +1,4 @@
-"""`trade`: a strategy live over the topics through the execution service, on the paper venue.
+"""`trade`: a strategy live over the topics through the execution service, on the paper venue or on Coinbase.
 
 The account lives in the trading database (COINFLOW_TRADING_DB_URL): a new
 one is funded with the starting quote; an existing one is folded back from
@@ -11,6 +11,11 @@ frames and feature rows (`LiveFeed` merges them in backtest order), every
 order event and fill goes to the ``orders`` and ``fills`` topics, and the
 kill switch set by another process is read every second. A finite input
 (a replay) ends the session at its end marker; a live one runs until stopped.
+
+On Coinbase (``--venue coinbase --live``) the gateway is the venue: a new
+account's ledger opens with the exchange's balances, and a restart follows
+again the live orders the database holds (`CoinbaseGateway.adopt`) and asks
+the exchange about those whose fate is unknown before trading again.
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ from coinflow.quality import Rejects
 from coinflow.schemas import pair_slug
 from coinflow.settings import Settings
 from coinflow.streaming import json_topic, new_application, run_application, topic_config
-from inference_pipeline.execution.backtest import BacktestResult, paper_service, summarise
+from inference_pipeline.execution.backtest import BacktestResult, exchange_fees, paper_service, risk_limits, summarise
+from inference_pipeline.execution.coinbase import CoinbaseGateway
 from inference_pipeline.execution.live import LiveFeed
 from inference_pipeline.execution.models import ActionDecider, load_action_model
 from inference_pipeline.execution.orders import EventKind, Order, OrderEvent
 from inference_pipeline.execution.service import ExecutionService
 from inference_pipeline.execution.session import MarketEvent, TradingSession
+from inference_pipeline.execution.store import TradingStore, connect
 from inference_pipeline.execution.strategies import ActionStrategy
 from inference_pipeline.execution.tracking import log_session
 
@@ -111,6 +118,28 @@ class TradingRun:
     resumed_at_ms: int | None
 
 
+def coinbase_service(settings: Settings, db_url: str, gateway: CoinbaseGateway, now_ms: int) -> ExecutionService:
+    """The Coinbase account in `db_url`, its gateway following again the live orders a previous process sent (by
+    their exchange ids; an order never acknowledged is asked for by its client id) and those of unknown fate
+    settled; a new account's ledger opens with the exchange's balances."""
+    fees = exchange_fees(settings, "coinbase")
+    service = ExecutionService.restore(TradingStore(connect(db_url)), gateway, risk_limits(settings), fees)
+    if not service.balances:
+        for asset, balance in sorted(gateway.balances().items()):
+            if balance.total:
+                service.deposit(asset, balance.total, now_ms, ref="balance on Coinbase when the account was opened")
+    sent = {r.client_order_id: r.at_ms for r in service.venue_requests if r.kind == "send"}
+    recorded = service.store.load()
+    for order in service.open_orders():
+        name = order.client_order_id
+        if name in sent:
+            fill_ids = [f.fill_id for f in recorded.fills if f.client_order_id == name]
+            gateway.adopt(order.request, order.venue_order_id, sent[name], fill_ids, order.filled)
+    service.handle(gateway.reconcile_unknown(now_ms))
+    service.reconcile(now_ms)
+    return service
+
+
 def run_trading(
     settings: Settings,
     tracking_uri: str,
@@ -118,15 +147,24 @@ def run_trading(
     alias: str | None = None,
     version: int | None = None,
     consumer_group: str | None = None,
+    venue: str = "paper",
 ) -> TradingRun:
-    """Trade the action model of `book` on paper over its topics until the input ends or the process is stopped."""
+    """Trade the action model of `book` over its topics, on paper or on Coinbase (`venue`), until the input ends or
+    the process is stopped."""
     broker = services.ensure_broker(settings)
     model = load_action_model(tracking_uri, book, alias, version)
     exchange, _, product = book.partition(":")
-    service = paper_service(settings, settings.trading_db_url, exchange)
     now_ms = int(time.time() * 1000)
-    if not service.balances:
-        service.deposit(product.split("-")[-1], settings.trading.initial_quote, now_ms, ref="paper account opened")
+    gateway = None
+    if venue == "coinbase":
+        if exchange != "coinbase":
+            raise ValueError(f"--venue coinbase trades Coinbase books, not {book}")
+        gateway = CoinbaseGateway.from_settings(settings)
+        service = coinbase_service(settings, settings.trading_db_url, gateway, now_ms)
+    else:
+        service = paper_service(settings, settings.trading_db_url, exchange)
+        if not service.balances:
+            service.deposit(product.split("-")[-1], settings.trading.initial_quote, now_ms, ref="paper account opened")
     strategy = ActionStrategy(
         ActionDecider(model, book),
         tick=Decimal(model.params.get("tick", "0.01")),
@@ -136,7 +174,7 @@ def run_trading(
     )
     session = TradingSession(service, strategy, product, settings.trading.max_book_age_ms)
     resumed_at = recovery_point(service)
-    if resumed_at is not None:
+    if resumed_at is not None and gateway is None:
         session.recover(service.venue_requests, resumed_at)
     # Every start reads the topics from their beginning: a restarted paper session replays the market to where it
     # stopped (its consumer offsets would skip what the paper venue must see again).
@@ -156,6 +194,8 @@ def run_trading(
     def deliver(event: MarketEvent) -> None:
         if time.monotonic() - checked[0] >= CONTROLS_EVERY_S:
             service.sync_controls(event.at_ms)
+            if gateway is not None:
+                service.handle(gateway.reconcile_unknown(event.at_ms))
             checked[0] = time.monotonic()
         session.on_event(event)
 
@@ -174,6 +214,8 @@ def run_trading(
         run_application(app, broker, None)
     finally:
         producer.flush()
+        if gateway is not None:
+            gateway.close()
     last = session.log.equity[-1].at_ms if session.log.equity else None
     if last is not None:
         session.drain(last)
@@ -183,7 +225,7 @@ def run_trading(
     params = {
         "strategy": strategy.name,
         "book": book,
-        "venue": "paper",
+        "venue": venue,
         "model_name": model.name,
         "model_version": model.version,
         "decisions": len(session.log.equity),

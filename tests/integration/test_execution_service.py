@@ -212,6 +212,8 @@ def test_the_commands_show_the_account_and_set_the_kill_switch(tmp_path) -> None
     assert turned.exit_code == 0 and f"{len(service.open_orders())} live order(s)" in turned.output
     assert open_service(url, first=False).kill_switch
     assert runner.invoke(app, ["kill-switch", "maybe", "--db", url]).exit_code == 2
+    unmeant = runner.invoke(app, ["trade", "--product", "coinbase:BTC-USD", "--venue", "coinbase"])
+    assert unmeant.exit_code == 2 and "--live" in unmeant.output  # real money needs saying so
 
 
 @pytest.mark.parametrize("crash_after", [37, 101, 166, 250, 333])

@@ -19,6 +19,8 @@ from decimal import Decimal as D
 
 import pytest
 import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from coinflow.settings import Settings
 from inference_pipeline.execution.fees import FeeSchedule
@@ -28,9 +30,11 @@ from inference_pipeline.execution.runs import backtest_action
 from inference_pipeline.execution.service import ExecutionService
 from inference_pipeline.execution.store import TradingStore, connect, orders_table
 from inference_pipeline.execution.trading import run_trading
+from tests.support.coinbase_trading_mock import CoinbaseTradingMock
 from tests.support.feature_runs import env_for, read_topic
 from tests.support.paths import COINBASE_SNAPSHOTS
 from tests.support.polling import wait_until
+from tests.support.ports import running
 from training_pipeline.action.train import train_action
 
 pytestmark = pytest.mark.integration
@@ -141,3 +145,45 @@ def open_account(url: str) -> ExecutionService:
     """The account in a trading database, folded back as a restarted process would."""
     venue = PaperVenue(FeeSchedule(D(0), D(0)))
     return ExecutionService.restore(TradingStore(connect(url)), venue, RiskLimits(), venue.fees)
+
+
+def test_on_coinbase_the_session_sends_its_orders_to_the_exchange_and_keeps_what_it_answers(
+    replayed, tracking_uri, tmp_path
+) -> None:
+    """The same session with the Coinbase gateway as its venue, against the project's local Advanced Trade server
+    (which checks every request's ES256 JWT): each order the model makes reaches the exchange once, and the
+    database holds exactly the exchange's fills, with its fees, and balances that follow from them."""
+    settings, _ = replayed
+    version = int(train_action(settings, BOOK, tracking_uri).version)
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    ).decode()
+    name = "organizations/org-1/apiKeys/key-1"
+    mock = CoinbaseTradingMock(
+        name, key.public_key(), quotes={"BTC-USD": ("6889.00", "6889.01")}, balances={"USD": "10000", "BTC": "1"}
+    )
+    with running(mock.app) as url:
+        live = settings.override(
+            coinbase_rest_url=url,
+            coinbase_api_key=name,
+            coinbase_api_secret=pem,
+            trading_db_url=f"sqlite:///{tmp_path / 'coinbase.db'}",
+            trading_gateway_poll_interval_s=0.0,
+        )
+        run = run_trading(live, tracking_uri, BOOK, version=version,
+                          consumer_group=f"it-trading-{uuid.uuid4().hex[:8]}", venue="coinbase")  # fmt: skip
+    assert run.result is not None
+    service = run.result.service
+    assert len(service.orders) > 5 and mock.fills
+    at_exchange = [o.client_order_id for o in mock.orders.values()]
+    assert sorted(at_exchange) == sorted(service.orders)  # every order reached the exchange, once
+    recorded = service.store.load()
+    assert sorted((f.fill_id, f.price, f.quantity, f.fee) for f in recorded.fills) == sorted(
+        (m.entry_id, m.price, m.size, m.commission) for m in mock.fills
+    )
+    assert service.bad_reports == {} and all(s.status != 401 for s in mock.seen)
+    opened = {"USD": D(10_000), "BTC": D(1)}
+    for asset, start in opened.items():
+        spent = sum(e.amount for e in recorded.ledger if e.asset == asset and e.kind != "deposit")
+        assert service.balances[("coinbase", asset)] == start + spent
