@@ -52,6 +52,17 @@ replay-session: $(STAMP) ## Replay the recorded Coinbase ETH-USD session through
 replay-snapshots: $(STAMP) ## Replay the bundled 13.9 h of Coinbase BTC-USD L2 snapshots through the order-book pipeline (about 40 s)
 	$(PY) -m feature_pipeline replay-snapshots data/coinbase/l2_snapshots_BTC-USD_2020-04-11.csv.gz --product coinbase:BTC-USD
 
+paper-trade-action: $(STAMP) ## The action model on 13.9 h of real BTC-USD books: replay them, train, paper-trade its test period (about 2 min)
+	$(PY) -m feature_pipeline replay-snapshots data/coinbase/l2_snapshots_BTC-USD_2020-04-11.csv.gz --product coinbase:BTC-USD
+	$(PY) -m training_pipeline train --models action --product coinbase:BTC-USD
+	$(PY) -m inference_pipeline backtest --strategy action --product coinbase:BTC-USD --model-alias challenger --book-file data/coinbase/l2_snapshots_BTC-USD_2020-04-11.csv.gz
+
+trade: $(STAMP) ## Paper-trade the action champion of BOOK (default coinbase:BTC-USD) over the live book topics until Ctrl-C
+	$(PY) -m inference_pipeline trade --strategy action --product $(or $(BOOK),coinbase:BTC-USD)
+
+positions: $(STAMP) ## Balances, positions and the kill switch of the trading account
+	$(PY) -m inference_pipeline positions
+
 live-books: $(STAMP) ## Stream live Coinbase L2 books and trades (COINFLOW_COINBASE_PRODUCTS) until Ctrl-C
 	$(PY) -m feature_pipeline live-books --exchange coinbase
 
@@ -113,4 +124,4 @@ bench: $(STAMP) ## Run the benchmarks (prints tables with the machine)
 clean: down ## Stop services and remove local state (.coinflow, offline store, registry)
 	rm -rf .coinflow feature_repo/data
 
-.PHONY: help install lint format typecheck up down status feature-repo feature-pipeline replay backfill replay-session replay-snapshots live-books train mlflow-ui train-deep train-action simulate tensorboard serve predict-stream evaluate-live quickstart test test-unit test-e2e bench clean
+.PHONY: help install lint format typecheck up down status feature-repo feature-pipeline replay backfill replay-session replay-snapshots paper-trade-action trade positions live-books train mlflow-ui train-deep train-action simulate tensorboard serve predict-stream evaluate-live quickstart test test-unit test-e2e bench clean

@@ -133,6 +133,7 @@ class ExecutionService:
         self.replayed_reports = 0
         self.venue_requests: list[VenueRequest] = []
         self.held: set[str] = set()  # orders recorded but not sent yet (`hold`)
+        self._live: dict[str, None] = {}  # ids of the live orders, in the order they came
         self._sent_ms: deque[int] = deque(maxlen=1000)
         self._logged: set[str] = set()
         self._controls_seen = 0
@@ -155,6 +156,7 @@ class ExecutionService:
 
     def _fold(self, recorded: Recorded) -> None:
         self.orders = fold_orders(recorded)
+        self._live = {name: None for name, order in self.orders.items() if order.live}
         self._recorded_reports = {report_key(e) for e in recorded.events}
         self.venue_requests = list(recorded.venue_requests)
         sent = {r.client_order_id for r in recorded.venue_requests if r.kind == "send"}
@@ -200,7 +202,17 @@ class ExecutionService:
         self.balances[(entry.venue, asset)] = self.balances.get((entry.venue, asset), Decimal(0)) + amount
 
     def open_orders(self, product: str | None = None) -> list[Order]:
-        return [o for o in self.orders.values() if o.live and (product is None or o.request.product == product)]
+        """The live orders (new, open, partially filled), oldest first."""
+        live = (self.orders[name] for name in self._live)
+        return [o for o in live if product is None or o.request.product == product]
+
+    def _keep(self, order: Order) -> None:
+        """Store an order's state, keeping the index of live ones (so a long session does not scan them all)."""
+        self.orders[order.client_order_id] = order
+        if order.live:
+            self._live[order.client_order_id] = None
+        else:
+            self._live.pop(order.client_order_id, None)
 
     def fill_count(self, client_order_id: str) -> int:
         """How many fills of an order are recorded."""
@@ -249,7 +261,8 @@ class ExecutionService:
         if refusal is not None:
             return self._refuse(refusal, request)
         self.store.add_order(request, now_ms)
-        order = self.orders[request.client_order_id] = Order(request, updated_ms=now_ms)
+        order = Order(request, updated_ms=now_ms)
+        self._keep(order)
         self._sent_ms.append(now_ms)
         self.venue.submit(request, now_ms)
         return order
@@ -267,7 +280,8 @@ class ExecutionService:
             return self._refuse(Refusal("malformed", problem), request)
         self.store.add_order(request, now_ms, kind="hold")
         self.held.add(request.client_order_id)
-        order = self.orders[request.client_order_id] = Order(request, updated_ms=now_ms)
+        order = Order(request, updated_ms=now_ms)
+        self._keep(order)
         return order
 
     def release(self, client_order_id: str, quotes: Mapping[str, Quote], now_ms: int) -> Order | Refusal:
@@ -384,7 +398,7 @@ class ExecutionService:
             return []
         self.store.record([event for event, _ in applied])
         for event, after in applied:
-            self.orders[event.client_order_id] = after
+            self._keep(after)
             if event.fill is not None:
                 self._book_fill(event)
             for listener in self.listeners:
