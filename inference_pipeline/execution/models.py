@@ -8,8 +8,9 @@ column of chosen actions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 import pandas as pd
 from mlflow import MlflowClient
@@ -18,8 +19,9 @@ from mlflow.pyfunc import PyFuncModel
 
 from coinflow.contracts import ACTION_DECISION, ACTION_NAMES, CHAMPION, action_model_name
 from coinflow.feature_store import times_ms
+from coinflow.settings import Settings
 from feature_repo.names import BOOK_ENTITY, EVENT_TIMESTAMP
-from inference_pipeline.execution.strategies import MarketView
+from inference_pipeline.execution.strategies import ActionStrategy, MarketView
 from inference_pipeline.model_store import load_pyfunc
 
 
@@ -106,3 +108,27 @@ class ActionDecider:
         row = pd.DataFrame([{name: market.features.get(name, float("nan")) for name in self.model.features}])
         row[EVENT_TIMESTAMP] = pd.Timestamp(market.at_ms, unit="ms", tz="UTC")
         return score_actions(self.model, self.book, row)[market.at_ms]
+
+
+def action_strategy(settings: Settings, model: RegisteredModel, decide: Callable[[MarketView], str]) -> ActionStrategy:
+    """The action strategy of a registered model (its tick as its run logged it) with the trading settings."""
+    return ActionStrategy(
+        decide,
+        tick=Decimal(model.params.get("tick", "0.01")),
+        size_increment=settings.trading.size_increment,
+        trade_fraction=settings.trading.trade_fraction,
+        max_position=settings.trading.max_position,
+    )
+
+
+def session_params(settings: Settings, model: RegisteredModel, book: str, venue: str) -> dict[str, object]:
+    """What a session's MLflow run records of what traded: strategy, book, venue, model and trading settings."""
+    return {
+        "strategy": "action",
+        "book": book,
+        "venue": venue,
+        "model_name": model.name,
+        "model_version": model.version,
+        "model_run_id": model.run_id,
+        **{f"trading_{k}": v for k, v in settings.trading.model_dump(exclude={"db_url"}).items()},
+    }

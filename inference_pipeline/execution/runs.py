@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
@@ -29,8 +28,14 @@ from inference_pipeline.execution.backtest import (
     snapshot_events,
     utc_time,
 )
-from inference_pipeline.execution.models import load_action_model, run_period, score_actions
-from inference_pipeline.execution.strategies import ActionStrategy, ScoredDecisions
+from inference_pipeline.execution.models import (
+    action_strategy,
+    load_action_model,
+    run_period,
+    score_actions,
+    session_params,
+)
+from inference_pipeline.execution.strategies import ScoredDecisions
 from inference_pipeline.execution.tracking import log_session
 
 
@@ -66,13 +71,7 @@ def backtest_action(
         raise ValueError(f"no {ORDERBOOK_VIEW} rows of {book} between {start} and {end} in the offline store: "
                          "replay or record its books first")  # fmt: skip
     product = book.partition(":")[2]
-    strategy = ActionStrategy(
-        ScoredDecisions(score_actions(model, book, rows)),
-        tick=Decimal(model.params.get("tick", "0.01")),
-        size_increment=settings.trading.size_increment,
-        trade_fraction=settings.trading.trade_fraction,
-        max_position=settings.trading.max_position,
-    )
+    strategy = action_strategy(settings, model, ScoredDecisions(score_actions(model, book, rows)))
     first_ms, last_ms = (
         int(rows[EVENT_TIMESTAMP].iloc[0].value // 1_000_000),
         int(rows[EVENT_TIMESTAMP].iloc[-1].value // 1_000_000),
@@ -88,17 +87,11 @@ def backtest_action(
     url = db_url or _backtest_db(settings, book)
     result = run_backtest(settings, strategy, product, book.partition(":")[0], in_time_order(books, decisions), url)
     params = {
-        "strategy": strategy.name,
-        "book": book,
-        "venue": "paper",
-        "model_name": model.name,
-        "model_version": model.version,
-        "model_run_id": model.run_id,
+        **session_params(settings, model, book, "paper"),
         "start": rows[EVENT_TIMESTAMP].iloc[0].isoformat(),
         "end": rows[EVENT_TIMESTAMP].iloc[-1].isoformat(),
         "book_file": str(book_file),
         "decisions": len(rows),
-        **{f"trading_{k}": v for k, v in settings.trading.model_dump(exclude={"db_url"}).items()},
     }
     run_id = log_session(tracking_uri, book, params, {"session": "backtest", "database": url}, result)
     return BacktestRun(result, run_id, f"{model.name} v{model.version}", rows[EVENT_TIMESTAMP].iloc[0],

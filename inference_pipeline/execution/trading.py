@@ -25,7 +25,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -39,12 +38,11 @@ from coinflow.streaming import json_topic, new_application, run_application, top
 from inference_pipeline.execution.backtest import BacktestResult, exchange_fees, paper_service, risk_limits, summarise
 from inference_pipeline.execution.coinbase import CoinbaseGateway
 from inference_pipeline.execution.live import LiveFeed
-from inference_pipeline.execution.models import ActionDecider, load_action_model
+from inference_pipeline.execution.models import ActionDecider, action_strategy, load_action_model, session_params
 from inference_pipeline.execution.orders import EventKind, Order, OrderEvent
 from inference_pipeline.execution.service import ExecutionService
 from inference_pipeline.execution.session import MarketEvent, TradingSession
 from inference_pipeline.execution.store import TradingStore, connect
-from inference_pipeline.execution.strategies import ActionStrategy
 from inference_pipeline.execution.tracking import log_session
 
 logger = logging.getLogger(__name__)
@@ -165,13 +163,7 @@ def run_trading(
         service = paper_service(settings, settings.trading_db_url, exchange)
         if not service.balances:
             service.deposit(product.split("-")[-1], settings.trading.initial_quote, now_ms, ref="paper account opened")
-    strategy = ActionStrategy(
-        ActionDecider(model, book),
-        tick=Decimal(model.params.get("tick", "0.01")),
-        size_increment=settings.trading.size_increment,
-        trade_fraction=settings.trading.trade_fraction,
-        max_position=settings.trading.max_position,
-    )
+    strategy = action_strategy(settings, model, ActionDecider(model, book))
     session = TradingSession(service, strategy, product, settings.trading.max_book_age_ms)
     resumed_at = recovery_point(service)
     if resumed_at is not None and gateway is None:
@@ -222,14 +214,6 @@ def run_trading(
     if not session.log.equity:
         return TradingRun(None, None, feed.rejects, resumed_at)
     result = BacktestResult(session.log, service, *summarise(session.log, service, settings.trading.initial_quote))
-    params = {
-        "strategy": strategy.name,
-        "book": book,
-        "venue": venue,
-        "model_name": model.name,
-        "model_version": model.version,
-        "decisions": len(session.log.equity),
-        **{f"trading_{k}": v for k, v in settings.trading.model_dump(exclude={"db_url"}).items()},
-    }
+    params = {**session_params(settings, model, book, venue), "decisions": len(session.log.equity)}
     run_id = log_session(tracking_uri, book, params, {"session": "live", "database": settings.trading_db_url}, result)
     return TradingRun(result, run_id, feed.rejects, resumed_at)
