@@ -40,9 +40,9 @@ from bench.bench_feature_pipeline import console, machine_info
 from coinflow.books import frame_sides
 from coinflow.exchange_files import iter_snapshot_csv
 from coinflow.quality import Rejects
-from inference_pipeline.execution.accounting import fill_entries
-from inference_pipeline.execution.fees import COINBASE_FEES
-from inference_pipeline.execution.orders import OrderType, Side, TimeInForce
+from coinflow.trading.accounting import fill_entries
+from coinflow.trading.fees import COINBASE_FEES
+from coinflow.trading.orders import OrderType, Side, TimeInForce
 from inference_pipeline.execution.paper import PaperVenue
 from inference_pipeline.execution.risk import RiskLimits
 from inference_pipeline.execution.service import ExecutionService

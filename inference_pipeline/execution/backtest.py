@@ -22,9 +22,9 @@ from coinflow.exchange_files import iter_snapshot_csv
 from coinflow.feature_store import times_ms
 from coinflow.quality import Rejects
 from coinflow.settings import Settings
+from coinflow.trading.fees import COINBASE_FEES, KRAKEN_FEES, FeeSchedule
+from coinflow.trading.orders import split_product
 from feature_repo.names import EVENT_TIMESTAMP
-from inference_pipeline.execution.fees import COINBASE_FEES, KRAKEN_FEES, FeeSchedule
-from inference_pipeline.execution.orders import split_product
 from inference_pipeline.execution.paper import Latency, PaperVenue
 from inference_pipeline.execution.report import benchmark_curves, curve_metrics, seconds_per_step, session_metrics
 from inference_pipeline.execution.risk import RiskLimits

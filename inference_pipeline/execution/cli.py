@@ -17,7 +17,7 @@ from coinflow.exchange_files import FileFormatError
 from coinflow.redact import redact
 from coinflow.services import ServiceError
 from coinflow.settings import Settings
-from inference_pipeline.execution.accounting import balances, positions
+from coinflow.trading.accounting import balances, positions
 from inference_pipeline.execution.backtest import metrics_table
 from inference_pipeline.execution.coinbase import GatewayError
 from inference_pipeline.execution.models import ModelNotFound

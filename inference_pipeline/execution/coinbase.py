@@ -45,7 +45,7 @@ from coinflow.coinbase_auth import cdp_jwt, cdp_signing_key, rest_uri
 from coinflow.redact import redact
 from coinflow.settings import Settings
 from coinflow.times import ms_to_rfc3339, rfc3339_to_ms
-from inference_pipeline.execution.orders import (
+from coinflow.trading.orders import (
     EventKind,
     Fill,
     Liquidity,

@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from coinflow.books import Level, OrderBook
-from inference_pipeline.execution.fees import FeeSchedule
-from inference_pipeline.execution.orders import (
+from coinflow.trading.fees import FeeSchedule
+from coinflow.trading.orders import (
     EventKind,
     Fill,
     Liquidity,

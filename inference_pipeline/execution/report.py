@@ -15,7 +15,7 @@ from decimal import Decimal
 import numpy as np
 
 from coinflow.performance import max_drawdown, sharpe_ratio
-from inference_pipeline.execution.orders import Order
+from coinflow.trading.orders import Order
 from inference_pipeline.execution.session import EquityPoint
 
 

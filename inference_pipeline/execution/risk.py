@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from coinflow.books import Level
-from inference_pipeline.execution.orders import OrderRequest, OrderType, Side
+from coinflow.trading.orders import OrderRequest, OrderType, Side
 
 
 @dataclass(frozen=True)

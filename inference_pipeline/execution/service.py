@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from coinflow.books import Level
-from inference_pipeline.execution.accounting import (
+from coinflow.trading.accounting import (
     EntryKind,
     LedgerEntry,
     Mark,
@@ -37,8 +37,8 @@ from inference_pipeline.execution.accounting import (
     fill_entries,
     mark_to_market,
 )
-from inference_pipeline.execution.fees import FeeSchedule
-from inference_pipeline.execution.orders import (
+from coinflow.trading.fees import FeeSchedule
+from coinflow.trading.orders import (
     EventKind,
     IllegalTransition,
     Order,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from coinflow.books import Level, OrderBook
-from inference_pipeline.execution.orders import OrderRequest, Side, split_product
+from coinflow.trading.orders import OrderRequest, Side, split_product
 from inference_pipeline.execution.paper import PaperVenue
 from inference_pipeline.execution.risk import Refusal
 from inference_pipeline.execution.service import ExecutionService, Quote

@@ -19,8 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from inference_pipeline.execution.accounting import EntryKind, LedgerEntry, fill_entries
-from inference_pipeline.execution.orders import (
+from coinflow.trading.accounting import EntryKind, LedgerEntry, fill_entries
+from coinflow.trading.orders import (
     EventKind,
     Fill,
     Liquidity,

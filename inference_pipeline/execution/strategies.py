@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from typing import Any, Protocol
 
-from inference_pipeline.execution.orders import Order, OrderType, Side, TimeInForce
+from coinflow.trading.orders import Order, OrderType, Side, TimeInForce
 from inference_pipeline.execution.service import Quote
 
 

@@ -35,11 +35,11 @@ from coinflow.quality import Rejects
 from coinflow.schemas import pair_slug
 from coinflow.settings import Settings
 from coinflow.streaming import json_topic, new_application, run_application, topic_config
+from coinflow.trading.orders import EventKind, Order, OrderEvent
 from inference_pipeline.execution.backtest import BacktestResult, exchange_fees, paper_service, risk_limits, summarise
 from inference_pipeline.execution.coinbase import CoinbaseGateway
 from inference_pipeline.execution.live import LiveFeed
 from inference_pipeline.execution.models import ActionDecider, action_strategy, load_action_model, session_params
-from inference_pipeline.execution.orders import EventKind, Order, OrderEvent
 from inference_pipeline.execution.service import ExecutionService
 from inference_pipeline.execution.session import MarketEvent, TradingSession
 from inference_pipeline.execution.store import TradingStore, connect

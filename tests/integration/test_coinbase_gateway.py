@@ -18,9 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from coinflow.coinbase_auth import cdp_jwt, rest_uri
-from inference_pipeline.execution.coinbase import NEVER_RECEIVED, Balance, CoinbaseGateway, GatewayError
-from inference_pipeline.execution.fees import FeeSchedule
-from inference_pipeline.execution.orders import (
+from coinflow.trading.fees import FeeSchedule
+from coinflow.trading.orders import (
     EventKind,
     Liquidity,
     Order,
@@ -32,6 +31,7 @@ from inference_pipeline.execution.orders import (
     TimeInForce,
     apply_event,
 )
+from inference_pipeline.execution.coinbase import NEVER_RECEIVED, Balance, CoinbaseGateway, GatewayError
 from inference_pipeline.execution.risk import RiskLimits
 from inference_pipeline.execution.service import ExecutionService, Quote
 from inference_pipeline.execution.store import TradingStore, connect

@@ -15,9 +15,9 @@ import pytest
 import sqlalchemy as sa
 
 from coinflow.settings import Settings
+from coinflow.trading.fees import FeeSchedule
+from coinflow.trading.orders import EventKind, OrderEvent, Status
 from inference_pipeline.execution.backtest import in_time_order, run_backtest
-from inference_pipeline.execution.fees import FeeSchedule
-from inference_pipeline.execution.orders import EventKind, OrderEvent, Status
 from inference_pipeline.execution.paper import Latency, PaperVenue
 from inference_pipeline.execution.risk import RiskLimits
 from inference_pipeline.execution.service import ExecutionService

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from coinflow.settings import Settings
-from inference_pipeline.execution.fees import FeeSchedule
+from coinflow.trading.fees import FeeSchedule
 from inference_pipeline.execution.paper import PaperVenue
 from inference_pipeline.execution.risk import RiskLimits
 from inference_pipeline.execution.runs import backtest_action

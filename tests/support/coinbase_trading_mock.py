@@ -43,8 +43,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from coinflow.times import ms_to_rfc3339, rfc3339_to_ms
-from inference_pipeline.execution.fees import COINBASE_FEES, FeeSchedule
-from inference_pipeline.execution.orders import Liquidity
+from coinflow.trading.fees import COINBASE_FEES, FeeSchedule
+from coinflow.trading.orders import Liquidity
 
 API = "/api/v3/brokerage"
 ORDERS = f"{API}/orders"

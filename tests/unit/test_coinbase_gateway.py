@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from coinflow.coinbase_auth import cdp_jwt, rest_uri
 from coinflow.settings import Settings
+from coinflow.trading.orders import EventKind, Liquidity, OrderRequest, OrderType, Side, TimeInForce
 from inference_pipeline.execution.coinbase import (
     Balance,
     CdpAuth,
@@ -31,7 +32,6 @@ from inference_pipeline.execution.coinbase import (
     status_event,
     wire_decimal,
 )
-from inference_pipeline.execution.orders import EventKind, Liquidity, OrderRequest, OrderType, Side, TimeInForce
 
 KEY_NAME = "organizations/org/apiKeys/key"
 KEY = ec.generate_private_key(ec.SECP256R1())

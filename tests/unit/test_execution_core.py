@@ -8,7 +8,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from inference_pipeline.execution.accounting import (
+from coinflow.trading.accounting import (
     EntryKind,
     LedgerEntry,
     Position,
@@ -19,7 +19,7 @@ from inference_pipeline.execution.accounting import (
     mark_to_market,
     positions,
 )
-from inference_pipeline.execution.orders import (
+from coinflow.trading.orders import (
     ACCEPTS,
     EventKind,
     Fill,

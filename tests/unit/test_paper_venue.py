@@ -10,8 +10,8 @@ from decimal import Decimal as D
 
 import pytest
 
-from inference_pipeline.execution.fees import FeeSchedule
-from inference_pipeline.execution.orders import (
+from coinflow.trading.fees import FeeSchedule
+from coinflow.trading.orders import (
     EventKind,
     Liquidity,
     Order,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from inference_pipeline.execution.orders import Liquidity
+from coinflow.trading.orders import Liquidity
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from enum import StrEnum
 
-from inference_pipeline.execution.orders import Fill, Order, OrderType, Side, split_product
+from coinflow.trading.orders import Fill, Order, OrderType, Side, split_product
 
 ZERO = Decimal(0)
 
