@@ -621,6 +621,13 @@ class Trading(Section):
         le=1,
         description="Share of the available quote (buys) or coin (sells) an action-strategy order uses.",
     )
+    metrics_port: int = Field(
+        default=9120,
+        ge=0,
+        le=65535,
+        description="Prometheus metrics port of the trade command, on 127.0.0.1 (0: off); apart from "
+        "COINFLOW_METRICS_PORT, so that a trading process and the other long-running commands can run side by side.",
+    )
 
 
 def _sections(settings_cls: type[BaseModel]) -> Iterator[tuple[str, type[Section]]]:

@@ -9,8 +9,10 @@ that the venue's book, queues and orders are exactly where they were when
 the process stopped; then it trades on. One Quix application reads the book's
 frames and feature rows (`LiveFeed` merges them in backtest order), every
 order event and fill goes to the ``orders`` and ``fills`` topics, and the
-kill switch set by another process is read every second. A finite input
-(a replay) ends the session at its end marker; a live one runs until stopped.
+kill switch set by another process is read every second; the session's
+Prometheus metrics are served on COINFLOW_TRADING_METRICS_PORT (`metrics.py`).
+A finite input (a replay) ends the session at its end marker; a live one runs
+until stopped.
 
 On Coinbase (``--venue coinbase --live``) the gateway is the venue: a new
 account's ledger opens with the exchange's balances, and a restart follows
@@ -39,6 +41,7 @@ from coinflow.trading.orders import EventKind, Order, OrderEvent
 from inference_pipeline.execution.backtest import BacktestResult, exchange_fees, paper_service, risk_limits, summarise
 from inference_pipeline.execution.coinbase import CoinbaseGateway
 from inference_pipeline.execution.live import LiveFeed
+from inference_pipeline.execution.metrics import TradingMetrics, serve_metrics, stop_metrics
 from inference_pipeline.execution.models import ActionDecider, action_strategy, load_action_model, session_params
 from inference_pipeline.execution.service import ExecutionService
 from inference_pipeline.execution.session import MarketEvent, TradingSession
@@ -114,6 +117,7 @@ class TradingRun:
     run_id: str | None
     feed_rejects: Rejects
     resumed_at_ms: int | None
+    metrics: TradingMetrics | None = None
 
 
 def coinbase_service(settings: Settings, db_url: str, gateway: CoinbaseGateway, now_ms: int) -> ExecutionService:
@@ -165,6 +169,7 @@ def run_trading(
             service.deposit(product.split("-")[-1], settings.trading.initial_quote, now_ms, ref="paper account opened")
     strategy = action_strategy(settings, model, ActionDecider(model, book))
     session = TradingSession(service, strategy, product, settings.trading.max_book_age_ms)
+    metrics = TradingMetrics(session)
     resumed_at = recovery_point(service)
     if resumed_at is not None and gateway is None:
         session.recover(service.venue_requests, resumed_at)
@@ -202,9 +207,11 @@ def run_trading(
     )
     logger.warning("paper trading %s with %s v%s (account %s)", book, model.name, model.version,
                    settings.trading_db_url)  # fmt: skip
+    server = serve_metrics(metrics.registry, settings.trading.metrics_port)
     try:
         run_application(app, broker, None)
     finally:
+        stop_metrics(server)
         producer.flush()
         if gateway is not None:
             gateway.close()
@@ -212,8 +219,8 @@ def run_trading(
     if last is not None:
         session.drain(last)
     if not session.log.equity:
-        return TradingRun(None, None, feed.rejects, resumed_at)
+        return TradingRun(None, None, feed.rejects, resumed_at, metrics)
     result = BacktestResult(session.log, service, *summarise(session.log, service, settings.trading.initial_quote))
     params = {**session_params(settings, model, book, venue), "decisions": len(session.log.equity)}
     run_id = log_session(tracking_uri, book, params, {"session": "live", "database": settings.trading_db_url}, result)
-    return TradingRun(result, run_id, feed.rejects, resumed_at)
+    return TradingRun(result, run_id, feed.rejects, resumed_at, metrics)

@@ -67,6 +67,7 @@ def base_settings(tmp_path_factory, redis_url: str) -> Iterator[Settings]:
         feast_project="coinflow_it",
         commit_interval_s=0.2,
         metrics_port=0,
+        trading_metrics_port=0,
         _env_file=None,
     )
     services.ensure_broker(settings)

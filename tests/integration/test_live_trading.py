@@ -14,6 +14,7 @@ import json
 import signal
 import subprocess
 import sys
+import urllib.request
 import uuid
 from decimal import Decimal as D
 
@@ -21,6 +22,8 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from coinflow.settings import Settings
 from coinflow.trading.fees import FeeSchedule
@@ -28,13 +31,13 @@ from inference_pipeline.execution.paper import PaperVenue
 from inference_pipeline.execution.risk import RiskLimits
 from inference_pipeline.execution.runs import backtest_action
 from inference_pipeline.execution.service import ExecutionService
-from inference_pipeline.execution.store import TradingStore, connect, orders_table
+from inference_pipeline.execution.store import TradingStore, connect, fills_table, orders_table
 from inference_pipeline.execution.trading import run_trading
 from tests.support.coinbase_trading_mock import CoinbaseTradingMock
 from tests.support.feature_runs import env_for, read_topic
 from tests.support.paths import COINBASE_SNAPSHOTS
 from tests.support.polling import wait_until
-from tests.support.ports import running
+from tests.support.ports import free_port, running
 from training_pipeline.action.train import train_action
 
 pytestmark = pytest.mark.integration
@@ -96,6 +99,22 @@ def test_the_live_session_over_the_topics_trades_exactly_as_the_backtest(replaye
     assert sorted(f["fill_id"] for f in fills) == sorted(f.fill_id for f in recorded.fills)
     assert len(orders) == len(recorded.events)
     assert {o["client_order_id"] for o in orders} <= set(live_orders)
+    # the session's metrics are the database's numbers; every fill was timed
+    assert live.metrics is not None
+    scraped = metric_values(generate_latest(live.metrics.registry).decode())
+    assert scraped["coinflow_trading_fills_total"] == len(recorded.fills)
+    assert scraped["coinflow_trading_order_fill_latency_seconds_count"] == len(recorded.fills)
+    assert scraped["coinflow_trading_orders"] == len(live_orders)
+
+
+def metric_values(exposition: str) -> dict[str, float]:
+    """Each sample name's values added up over its labels (buckets aside)."""
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if not sample.name.endswith("_bucket"):
+                values[sample.name] = values.get(sample.name, 0.0) + sample.value
+    return values
 
 
 def test_a_session_killed_mid_way_and_restarted_ends_exactly_as_an_uninterrupted_one(
@@ -112,22 +131,30 @@ def test_a_session_killed_mid_way_and_restarted_ends_exactly_as_an_uninterrupted
     url = f"sqlite:///{tmp_path / 'killed.db'}"
     env = env_for(settings.override(trading_db_url=url, mlflow_tracking_uri=tracking_uri)) | {"COLUMNS": "300"}
     command = [sys.executable, "-m", "inference_pipeline", "trade", "--product", BOOK, "--model-version", str(version)]
-    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    port = free_port()
+    first_env = env | {"COINFLOW_TRADING_METRICS_PORT": str(port)}
+    first = subprocess.Popen(command, env=first_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     engine = sa.create_engine(url)
 
-    def recorded_orders() -> int:
+    def recorded(table: sa.Table) -> int:
         try:
             with engine.connect() as c:
-                return c.execute(sa.select(sa.func.count()).select_from(orders_table)).scalar_one()
+                return c.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
         except sa.exc.OperationalError:  # not created yet
             return 0
 
-    wait_until(lambda: first.poll() is not None or recorded_orders() >= total // 2, timeout_s=180, every_s=0.02)
+    wait_until(lambda: first.poll() is not None or recorded(orders_table) >= total // 2, timeout_s=180, every_s=0.02)
     assert first.poll() is None, first.stderr.read().decode()[-3000:] if first.stderr else ""
+    at_wait = recorded(orders_table)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        scraped = metric_values(response.read().decode())  # the running process's own endpoint
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
-    at_kill = recorded_orders()
+    at_kill = recorded(orders_table)
     assert total // 2 <= at_kill < total, (at_kill, total)
+    # what it served follows the database (an order or fill is counted once written), while it kept trading
+    assert at_wait - 1 <= scraped["coinflow_trading_orders"] <= at_kill
+    assert scraped["coinflow_trading_fills_total"] <= recorded(fills_table)
 
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
