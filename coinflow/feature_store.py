@@ -170,3 +170,14 @@ def read_entity_rows(store: FeatureStore, view: str, entity: str, key: str, colu
     rows = pq.ParquetDataset(files).read(columns=wanted).to_pandas()
     rows[EVENT_TIMESTAMP] = rows[EVENT_TIMESTAMP].astype(TIMESTAMP_DTYPE)
     return rows[rows[entity] == key].sort_values(EVENT_TIMESTAMP).reset_index(drop=True)
+
+
+def service_rows(store: FeatureStore, spine: pd.DataFrame, service_name: str) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """A FeatureService's features at each spine row (its entity column, then event_timestamp), point in time and
+    in time order, and the features' names."""
+    service = store.get_feature_service(service_name)
+    retrieved = store.get_historical_features(entity_df=spine, features=service).to_df()
+    features = tuple(f.name for projection in service.feature_view_projections for f in projection.features)
+    retrieved[EVENT_TIMESTAMP] = retrieved[EVENT_TIMESTAMP].astype(TIMESTAMP_DTYPE)
+    columns = [spine.columns[0], EVENT_TIMESTAMP, *features]
+    return retrieved[columns].sort_values(EVENT_TIMESTAMP, kind="stable").reset_index(drop=True), features

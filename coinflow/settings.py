@@ -621,6 +621,12 @@ class Trading(Section):
         le=1,
         description="Share of the available quote (buys) or coin (sells) an action-strategy order uses.",
     )
+    threshold: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Threshold strategy: it buys when the price model's predicted log return beats this plus the "
+        "round trip's taker fees, and sells all it holds below minus this.",
+    )
     metrics_port: int = Field(
         default=9120,
         ge=0,

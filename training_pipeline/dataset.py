@@ -18,7 +18,7 @@ from datetime import timedelta
 import pandas as pd
 from feast import FeatureStore
 
-from coinflow.feature_store import TIMESTAMP_DTYPE, feature_store, read_entity_rows
+from coinflow.feature_store import feature_store, read_entity_rows, service_rows
 from coinflow.schemas import INTERVALS_SECONDS
 from coinflow.settings import Settings
 from feature_repo.names import ENTITY, EVENT_TIMESTAMP, ohlcv_view, regression_service
@@ -106,16 +106,13 @@ def build_dataset(
     checks.check_candles(
         candles, pair, timedelta(seconds=INTERVALS_SECONDS[interval]), settings.training.max_missing_fraction
     )
-    service = store.get_feature_service(regression_service(interval))
-    spine = candles[[ENTITY, EVENT_TIMESTAMP]]
-    retrieved = store.get_historical_features(entity_df=spine, features=service).to_df()
-    features = tuple(f.name for projection in service.feature_view_projections for f in projection.features)
-    retrieved[EVENT_TIMESTAMP] = retrieved[EVENT_TIMESTAMP].astype(TIMESTAMP_DTYPE)
-    frame = assemble(retrieved[[ENTITY, EVENT_TIMESTAMP, *features]], candles, horizon)
+    service = regression_service(interval)
+    retrieved, features = service_rows(store, candles[[ENTITY, EVENT_TIMESTAMP]], service)
+    frame = assemble(retrieved, candles, horizon)
     inputs = (*features, recent_mean_column(BASELINE_WINDOW))
     frame, warmup = checks.drop_warmup(frame, inputs)
     if warmup:
         logger.info("%s: dropped %d leading rows whose indicators are still warming up", pair, warmup)
     checks.check_features(frame, pair, inputs)
     checks.check_history(frame, pair, settings.training.min_training_rows)
-    return Dataset(pair, interval, horizon_minutes, service.name, features, frame, warmup)
+    return Dataset(pair, interval, horizon_minutes, service, features, frame, warmup)

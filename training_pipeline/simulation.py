@@ -1,20 +1,25 @@
 """A trading simulator over a test period: one account, fees, market and passive orders, partial fills.
 
-The account holds quote currency (USD) and coin. At every step (a candle,
-or a 4-second book sample) a policy picks one of five actions:
+It runs on the shared trading core (`coinflow.trading`): the step venue's
+fill model, the orders' state machine and the ledger, the same pieces the
+execution service's candle backtests use, so a simulated and a paper-traded
+decision give the same fills. The account holds quote currency (USD) and
+coin. At every step (a candle, or a 4-second book sample) a policy picks one
+of five actions:
 
-- force buy: take the best offer now, spending ``trade_fraction`` of the quote (taker fee);
-- close buy: bid one tick under the best offer (maker fee);
-- force sell: hit the best bid now, selling ``trade_fraction`` of the coin (taker fee);
-- close sell: offer one tick above the best bid (maker fee);
+- force buy: a market order at the best offer for ``trade_fraction`` of the quote, the taker fee on top;
+- close buy: a post-only bid one tick under the best offer (maker fee);
+- force sell: a market order at the best bid for ``trade_fraction`` of the coin (taker fee);
+- close sell: a post-only offer one tick above the best bid (maker fee);
 - no-op.
 
-Fill model for passive orders: an order lives for one step. It fills
-completely when the next step trades through its limit (its low below a
-bid's limit, its high above an offer's), fills ``touch_fill`` of its size when
-the price only touches the limit, and otherwise lapses unfilled; fills happen
-at the limit price. Prices are compared on the market's tick grid. A candle
-market has no spread, so its best bid and offer are both the close.
+A passive order lives for one step (good till just after its own step): it
+fills completely when the next step trades through its limit (its low
+below a bid's limit, its high above an offer's), fills ``touch_fill`` of its
+size when the price only touches the limit, and otherwise expires unfilled;
+fills happen at the limit price. Prices are put on the market's tick grid
+and sizes rounded down to 1e-8 coin. A candle market has no spread, so its
+best bid and offer are both the close.
 
 The result is marked to the mid at every step: PnL, return, annualised
 Sharpe ratio of the step returns, maximum drawdown, fills and fees. Buy and
@@ -24,6 +29,7 @@ hold (a force buy at the first step) and no-op are the yardsticks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import IntEnum
 
 import numpy as np
@@ -31,7 +37,16 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from coinflow.feature_store import times_ms
 from coinflow.performance import max_drawdown, sharpe_ratio
+from coinflow.trading.accounting import Account
+from coinflow.trading.fees import FeeSchedule
+from coinflow.trading.orders import OrderRequest, OrderType, Side, TimeInForce, buy_size, lot
+from coinflow.trading.steps import Step, StepVenue, on_grid, printed
+
+BASE, QUOTE = "COIN", "QUOTE"
+PRODUCT = f"{BASE}-{QUOTE}"  # the simulator's one product: the assets are named only for the ledger
+SIZE_INCREMENT = Decimal("1e-8")
 
 
 class Action(IntEnum):
@@ -88,6 +103,17 @@ class Market:
     def __len__(self) -> int:
         return len(self.bid)
 
+    def steps(self) -> list[Step]:
+        """The market as the step venue sees it: exact prices on the tick grid, times in Unix ms."""
+        tick = printed(self.tick)
+        times = times_ms(self.times).tolist()
+        return [
+            Step(at, on_grid(b, tick), on_grid(a, tick), on_grid(lo, tick), on_grid(hi, tick))
+            for at, b, a, lo, hi in zip(
+                times, self.bid.tolist(), self.ask.tolist(), self.low.tolist(), self.high.tolist(), strict=True
+            )
+        ]
+
 
 @dataclass(frozen=True)
 class Costs:
@@ -98,21 +124,23 @@ class Costs:
 
 @dataclass(frozen=True)
 class Outcome:
-    """One simulated account over the period."""
+    """One simulated account over the period; PnL and return are against what it started with (so the fees of a
+    trade at the first step count)."""
 
     name: str
     equity: np.ndarray
     fills: int
     fees: float
     seconds_per_step: float
+    initial: float
 
     @property
     def pnl(self) -> float:
-        return float(self.equity[-1] - self.equity[0])
+        return float(self.equity[-1] - self.initial)
 
     @property
     def total_return(self) -> float:
-        return float(self.equity[-1] / self.equity[0] - 1.0)
+        return float(self.equity[-1] / self.initial - 1.0)
 
     @property
     def sharpe(self) -> float:
@@ -152,14 +180,40 @@ def regression_actions(predicted_log_return: np.ndarray, threshold: float, passi
     return actions
 
 
-def passive_fill(side: Action, limit: float, low: float, high: float, tick: float, touch_fill: float) -> float:
-    """Share of a passive order at `limit` that fills in a step trading between `low` and `high`."""
-    tolerance = tick * 1e-6
-    if side == Action.CLOSE_BUY:
-        through, touched = low < limit - tolerance, low <= limit + tolerance
+def action_order(
+    action: Action, step: Step, account: Account, fraction: Decimal, tick: Decimal, fees: FeeSchedule, name: str
+) -> OrderRequest | None:
+    """The order an action asks for at `step` (None: no-op, or nothing to trade with)."""
+    quote, coin = account.balance(QUOTE) * fraction, account.balance(BASE) * fraction
+    side, price, tif, expire = Side.BUY, None, TimeInForce.IOC, None
+    if action == Action.FORCE_BUY:
+        size = buy_size(quote, step.ask, fees.taker, SIZE_INCREMENT)
+    elif action == Action.FORCE_SELL:
+        side, size = Side.SELL, lot(coin, SIZE_INCREMENT)
+    elif action == Action.CLOSE_BUY:
+        price = step.ask - tick
+        size = buy_size(quote, price, fees.maker, SIZE_INCREMENT)
+    elif action == Action.CLOSE_SELL:
+        side, price, size = Side.SELL, step.bid + tick, lot(coin, SIZE_INCREMENT)
     else:
-        through, touched = high > limit + tolerance, high >= limit - tolerance
-    return 1.0 if through else touch_fill if touched else 0.0
+        return None
+    if price is not None:
+        tif, expire = TimeInForce.GTT, step.at_ms + 1  # tried against the next step only
+    if size <= 0:
+        return None
+    return OrderRequest(
+        client_order_id=name,
+        venue=account.venue,
+        product=PRODUCT,
+        side=side,
+        type=OrderType.MARKET if price is None else OrderType.LIMIT,
+        quantity=size,
+        limit_price=price,
+        time_in_force=tif,
+        post_only=price is not None,
+        expire_ms=expire,
+        created_ms=step.at_ms,
+    )
 
 
 def simulate(
@@ -173,46 +227,25 @@ def simulate(
     """Run the account through the market, taking `actions[t]` at step ``t``; see the module docstring."""
     if len(actions) != len(market):
         raise ValueError(f"{len(actions)} actions for {len(market)} market steps")
-    quote, coin, fills, fees = float(initial_quote), 0.0, 0, 0.0
-    pending: tuple[Action, float, float] | None = None
+    fees = FeeSchedule(maker=printed(costs.maker_fee), taker=printed(costs.taker_fee))
+    venue = StepVenue(fees, printed(costs.touch_fill))
+    account = Account(venue.name)
+    account.deposit(QUOTE, printed(initial_quote), 0)
+    fraction, tick = printed(trade_fraction), printed(market.tick)
     equity = np.empty(len(market))
-    for t in range(len(market)):
-        if pending is not None:
-            side, limit, size = pending
-            share = passive_fill(side, limit, market.low[t], market.high[t], market.tick, costs.touch_fill)
-            if share > 0:
-                fills += 1
-                if side == Action.CLOSE_BUY:
-                    spent = size * share
-                    quote -= spent
-                    coin += spent * (1 - costs.maker_fee) / limit
-                    fees += spent * costs.maker_fee
-                else:
-                    sold = size * share
-                    coin -= sold
-                    quote += sold * limit * (1 - costs.maker_fee)
-                    fees += sold * limit * costs.maker_fee
-            pending = None
-        action = Action(int(actions[t]))
-        bid, ask = market.bid[t], market.ask[t]
-        if action == Action.FORCE_BUY and quote > 0:
-            spent = quote * trade_fraction
-            quote -= spent
-            coin += spent * (1 - costs.taker_fee) / ask
-            fees += spent * costs.taker_fee
-            fills += 1
-        elif action == Action.FORCE_SELL and coin > 0:
-            sold = coin * trade_fraction
-            coin -= sold
-            quote += sold * bid * (1 - costs.taker_fee)
-            fees += sold * bid * costs.taker_fee
-            fills += 1
-        elif action == Action.CLOSE_BUY and quote > 0:
-            pending = (action, ask - market.tick, quote * trade_fraction)
-        elif action == Action.CLOSE_SELL and coin > 0:
-            pending = (action, bid + market.tick, coin * trade_fraction)
-        equity[t] = quote + coin * (bid + ask) / 2
-    return Outcome(name, equity, fills, fees, _seconds_per_step(market.times))
+    for t, step in enumerate(market.steps()):
+        venue.on_step(PRODUCT, step)
+        account.apply(venue.advance(step.at_ms))
+        request = action_order(Action(int(actions[t])), step, account, fraction, tick, fees, f"{name}-{t}")
+        if request is not None:
+            account.send(request)
+            venue.submit(request, step.at_ms)
+            account.apply(venue.advance(step.at_ms))
+        equity[t] = float(account.balance(QUOTE) + account.balance(BASE) * (step.bid + step.ask) / 2)
+    fee_total = sum((f.fee for f in account.fills), Decimal(0))
+    return Outcome(
+        name, equity, len(account.fills), float(fee_total), _seconds_per_step(market.times), float(initial_quote)
+    )
 
 
 def _seconds_per_step(times: pd.Series) -> float:

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
 
-from coinflow.trading.orders import Fill, Order, OrderType, Side, split_product
+from coinflow.trading.orders import Fill, Order, OrderEvent, OrderRequest, OrderType, Side, apply_event, split_product
 
 ZERO = Decimal(0)
 
@@ -192,3 +192,37 @@ def mark_to_market(
         unrealised_pnl=sum((p.unrealised_pnl(marks[p.product]) for p in mine if p.quantity), ZERO),
         fees=sum((p.fees for p in mine), ZERO),
     )
+
+
+@dataclass
+class Account:
+    """One venue's account kept in memory: orders folded from their events, and the ledger of deposits and fills
+    with its running balances. The execution service folds the same way and persists every row; a simulation
+    needs only this. An event that cannot apply raises (in a simulation it is a bug, not an exchange's word)."""
+
+    venue: str
+    orders: dict[str, Order] = field(default_factory=dict)
+    entries: list[LedgerEntry] = field(default_factory=list)
+    fills: list[Fill] = field(default_factory=list)
+    totals: dict[str, Decimal] = field(default_factory=dict)  # balance per asset
+
+    def deposit(self, asset: str, amount: Decimal, at_ms: int) -> None:
+        self._enter(LedgerEntry(self.venue, asset, amount, EntryKind.DEPOSIT, "deposit", at_ms))
+
+    def send(self, request: OrderRequest) -> None:
+        self.orders[request.client_order_id] = Order(request, updated_ms=request.created_ms)
+
+    def apply(self, events: Iterable[OrderEvent]) -> None:
+        for event in events:
+            self.orders[event.client_order_id] = apply_event(self.orders[event.client_order_id], event)
+            if event.fill is not None:
+                self.fills.append(event.fill)
+                for entry in fill_entries(event.fill):
+                    self._enter(entry)
+
+    def balance(self, asset: str) -> Decimal:
+        return self.totals.get(asset, ZERO)
+
+    def _enter(self, entry: LedgerEntry) -> None:
+        self.entries.append(entry)
+        self.totals[entry.asset] = self.balance(entry.asset) + entry.amount

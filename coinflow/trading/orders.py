@@ -17,7 +17,7 @@ a float.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from enum import StrEnum
 
 
@@ -259,3 +259,13 @@ def fill_problem(order: Order, fill: Fill) -> tuple[str, str] | None:
         if worse:
             return "through_limit", f"fill {fill.fill_id} at {fill.price}, beyond {name}'s limit {request.limit_price}"
     return None
+
+
+def lot(quantity: Decimal, increment: Decimal) -> Decimal:
+    """`quantity` rounded down to the product's size increment (never more than was asked)."""
+    return (quantity / increment).to_integral_value(rounding=ROUND_DOWN) * increment
+
+
+def buy_size(spend: Decimal, price: Decimal, taker_fee: Decimal, increment: Decimal) -> Decimal:
+    """How much coin `spend` of quote buys at `price` with the taker fee on top (what a buy's reserve holds)."""
+    return lot(spend / (price * (1 + taker_fee)), increment)

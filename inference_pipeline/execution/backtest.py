@@ -1,5 +1,9 @@
 """Backtests: one strategy over recorded market events, through the same session, service and paper venue as live.
 
+Over books (snapshot files) orders go to the paper venue; over candles (the
+offline store's OHLCV rows, where no book is known) to the step venue, the
+fill model the training pipeline's simulator also runs on.
+
 The account is a fresh paper account in a database of its own (a file per
 backtest, kept for `positions` and `orders` to read), funded with the
 settings' starting quote. Decisions are merged with the book events in time
@@ -24,12 +28,20 @@ from coinflow.quality import Rejects
 from coinflow.settings import Settings
 from coinflow.trading.fees import COINBASE_FEES, KRAKEN_FEES, FeeSchedule
 from coinflow.trading.orders import split_product
+from coinflow.trading.steps import StepVenue, printed
 from feature_repo.names import EVENT_TIMESTAMP
 from inference_pipeline.execution.paper import Latency, PaperVenue
 from inference_pipeline.execution.report import benchmark_curves, curve_metrics, seconds_per_step, session_metrics
 from inference_pipeline.execution.risk import RiskLimits
 from inference_pipeline.execution.service import ExecutionService
-from inference_pipeline.execution.session import BookEvent, DecisionEvent, MarketEvent, SessionLog, TradingSession
+from inference_pipeline.execution.session import (
+    BookEvent,
+    CandleEvent,
+    DecisionEvent,
+    MarketEvent,
+    SessionLog,
+    TradingSession,
+)
 from inference_pipeline.execution.store import TradingStore, connect
 from inference_pipeline.execution.strategies import Strategy
 
@@ -58,10 +70,15 @@ def risk_limits(settings: Settings) -> RiskLimits:
     )
 
 
-def paper_service(settings: Settings, db_url: str, exchange: str) -> ExecutionService:
-    """The paper account in `db_url`, restored from it; funded with the starting quote when it is new."""
+def paper_service(settings: Settings, db_url: str, exchange: str, candles: bool = False) -> ExecutionService:
+    """The paper account in `db_url`, restored from it: on the paper venue over books, on the step venue over
+    candles (its touch fill is the simulation's, COINFLOW_SIMULATION_TOUCH_FILL)."""
     fees = exchange_fees(settings, exchange)
-    venue = PaperVenue(fees, Latency(settings.trading.order_latency_ms, settings.trading.report_latency_ms))
+    venue: PaperVenue | StepVenue = (
+        StepVenue(fees, printed(settings.simulation.touch_fill))
+        if candles
+        else PaperVenue(fees, Latency(settings.trading.order_latency_ms, settings.trading.report_latency_ms))
+    )
     return ExecutionService.restore(TradingStore(connect(db_url)), venue, risk_limits(settings), fees)
 
 
@@ -73,6 +90,21 @@ def snapshot_events(path: Path, book: str, rejects: Rejects) -> Iterator[BookEve
         sides = frame_sides(frame["bids"], frame["asks"])
         assert not isinstance(sides, str), "the parser passes only usable levels"
         yield BookEvent(product, True, sides[0], sides[1], frame["timestamp_ms"])
+
+
+PRICES = ("open", "high", "low", "close")
+
+
+def candle_events(rows: pd.DataFrame, product: str, rejects: Rejects) -> Iterator[CandleEvent]:
+    """A candle event at each OHLCV row's time (when the candle closed), prices exactly as the floats print; a row
+    whose prices are not positive numbers is counted in `rejects` and skipped."""
+    times = times_ms(rows[EVENT_TIMESTAMP])
+    for at_ms, values in zip(times.tolist(), rows[list(PRICES)].itertuples(index=False, name=None), strict=True):
+        prices = [printed(v) for v in values]
+        if not all(p.is_finite() and p > 0 for p in prices):
+            rejects.reject("bad_price", {"at_ms": at_ms, **dict(zip(PRICES, values, strict=True))})
+            continue
+        yield CandleEvent(product, prices[0], prices[1], prices[2], prices[3], at_ms)
 
 
 def feature_decisions(rows: pd.DataFrame, product: str, features: Sequence[str]) -> Iterator[DecisionEvent]:
@@ -101,7 +133,8 @@ def in_period(rows: pd.DataFrame, start: str | None, end: str | None) -> pd.Data
 
 
 def in_time_order(books: Iterable[MarketEvent], decisions: Iterable[DecisionEvent]) -> Iterator[MarketEvent]:
-    """Book (and trade) events and decisions merged by time; at the same millisecond the market comes first."""
+    """Market events (books, trades, candles) and decisions merged by time; at the same millisecond the market
+    comes first."""
     keyed_books = ((e.at_ms, 0, e) for e in books)
     keyed_decisions = ((e.at_ms, 1, e) for e in decisions)
     for _, _, event in heapq.merge(keyed_books, keyed_decisions, key=lambda k: (k[0], k[1])):
@@ -123,9 +156,11 @@ def run_backtest(
     exchange: str,
     events: Iterable[MarketEvent],
     db_url: str,
+    candles: bool = False,
 ) -> BacktestResult:
-    """Trade `strategy` on `product` over `events` from a new paper account in `db_url`."""
-    service = paper_service(settings, db_url, exchange)
+    """Trade `strategy` on `product` over `events` (book events, or candle events with `candles`) from a new paper
+    account in `db_url`."""
+    service = paper_service(settings, db_url, exchange, candles)
     if service.orders or service.balances:
         raise ValueError(f"{db_url} already holds an account: a backtest starts from an empty database")
     initial = settings.trading.initial_quote

@@ -21,7 +21,7 @@ from coinflow.trading.accounting import balances, positions
 from inference_pipeline.execution.backtest import metrics_table
 from inference_pipeline.execution.coinbase import GatewayError
 from inference_pipeline.execution.models import ModelNotFound
-from inference_pipeline.execution.runs import BacktestRun, backtest_action
+from inference_pipeline.execution.runs import BacktestRun, backtest_action, backtest_threshold
 from inference_pipeline.execution.service import KILL_SWITCH, fold_orders
 from inference_pipeline.execution.store import Control, Recorded, TradingStore, connect
 from inference_pipeline.execution.trading import run_trading
@@ -91,6 +91,19 @@ def set_kill_switch(settings: Settings, db: str | None, on: bool, reason: str) -
     console.print(f"kill switch {state} ({live} live order(s) in the database).")
 
 
+def backtest_problem(strategy: str, product: str | None, book_file: Path | None, pair: str | None) -> str | None:
+    """What is wrong with the backtest command's options (None: nothing)."""
+    if strategy == "action":
+        if product is None or book_file is None:
+            return "--strategy action needs --product <exchange>:<product> and --book-file."
+        if ":" not in product:
+            return f"--product {product!r} is not <exchange>:<product> (coinbase:BTC-USD)."
+        return None
+    if strategy == "threshold":
+        return None if pair else "--strategy threshold needs --pair (BTC/USD)."
+    return f"--strategy {strategy}: action or threshold."
+
+
 def show_backtest(run: BacktestRun) -> None:
     """The strategy's and the benchmarks' numbers, side by side."""
     rows = metrics_table(run.result)
@@ -106,7 +119,7 @@ def show_backtest(run: BacktestRun) -> None:
         f"orders {m['orders']:.0f} ({m['filled_orders']:.0f} with fills), fees {m['fees']:,.2f}, turnover "
         f"{m['turnover']:,.2f}, passive fill ratio {m['passive_fill_ratio']:.3f}; skipped decisions "
         f"{dict(run.result.log.skipped) or 'none'}, refused orders {dict(run.result.log.refused) or 'none'}. "
-        f"{run.book_rejects.summary()}"
+        f"{run.market_rejects.summary()}"
     )
     console.print(f"MLflow run {run.run_id}; the account is in {run.db_url} (`positions --db ...`).")
 
@@ -163,26 +176,40 @@ def register(app: typer.Typer, settings: Callable[[], Settings], tracking_uri: C
 
     @app.command("backtest")
     def backtest_command(
-        product: Annotated[str, typer.Option(help="The book, <exchange>:<product> (coinbase:BTC-USD).")],
-        book_file: Annotated[Path, typer.Option(help="L2 snapshots of the book (the replay-snapshots layout).")],
-        strategy: Annotated[str, typer.Option(help="action: the order-book action model's decisions.")] = "action",
+        strategy: Annotated[
+            str, typer.Option(help="action: the action model over books; threshold: a price model over candles.")
+        ] = "action",
+        product: Annotated[
+            str | None, typer.Option(help="action: the book, <exchange>:<product> (coinbase:BTC-USD).")
+        ] = None,
+        book_file: Annotated[
+            Path | None, typer.Option(help="action: L2 snapshots of the book (the replay-snapshots layout).")
+        ] = None,
+        pair: Annotated[str | None, typer.Option(help="threshold: the pair (BTC/USD).")] = None,
+        horizon: Annotated[int, typer.Option(help="threshold: the price model's horizon in minutes.")] = 1,
+        exchange: Annotated[str, typer.Option(help="threshold: whose fees the paper account pays.")] = "kraken",
         start: Annotated[str | None, typer.Option(help="ISO start (default: the model's test period).")] = None,
         end: Annotated[str | None, typer.Option(help="ISO end (default: the model's test period).")] = None,
         model_alias: Annotated[str | None, typer.Option(help="Registry alias (default champion).")] = None,
         model_version: Annotated[int | None, typer.Option(help="Registered version (instead of the alias).")] = None,
         db: DbOption = None,
     ) -> None:
-        """Paper-trade a registered model over recorded books, log the session to MLflow, print its numbers."""
-        if strategy != "action":
-            console.print(f"[red]--strategy {strategy}: only action is wired to backtests so far.[/red]")
-            raise typer.Exit(2)
-        if ":" not in product:
-            console.print(f"[red]--product {product!r} is not <exchange>:<product> (coinbase:BTC-USD).[/red]")
+        """Paper-trade a registered model over recorded books (action) or candles (threshold), log the session to
+        MLflow, print its numbers."""
+        problem = backtest_problem(strategy, product, book_file, pair)
+        if problem:
+            console.print(f"[red]{problem}[/red]")
             raise typer.Exit(2)
         current = settings()
         uri = tracking_uri(current)
         try:
-            run = backtest_action(current, uri, product, book_file, start, end, model_alias, model_version, db)
+            if strategy == "action":
+                assert product is not None and book_file is not None
+                run = backtest_action(current, uri, product, book_file, start, end, model_alias, model_version, db)
+            else:
+                assert pair is not None
+                run = backtest_threshold(current, uri, pair, horizon, exchange, start, end, model_alias,
+                                         model_version, db)  # fmt: skip
         except (ModelNotFound, ValueError, FileFormatError) as exc:
             console.print(f"[red]{redact(exc)}[/red]")
             raise typer.Exit(1) from exc

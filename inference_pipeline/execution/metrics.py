@@ -13,13 +13,16 @@ listener of the service's applied reports.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from decimal import Decimal
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from coinflow.trading.accounting import Position, mark_to_market
@@ -141,20 +144,47 @@ class SessionCollector:
         yield family
 
 
+@dataclass(eq=False)  # registered in a CollectorRegistry, which keys collectors by identity
+class LatencyHistogram:
+    """Order-to-fill latencies per (venue, product), kept in this object. Not a prometheus-client `Histogram`: that
+    keeps its values where the process-wide value class says, and importing Feast switches it to shared files by
+    metric name (so two sessions in one process would add up)."""
+
+    buckets: tuple[float, ...] = FILL_LATENCY_BUCKETS
+    counts: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    sums: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def start(self, venue: str, product: str) -> None:
+        self.counts.setdefault((venue, product), [0] * (len(self.buckets) + 1))
+        self.sums.setdefault((venue, product), 0.0)
+
+    def observe(self, venue: str, product: str, seconds: float) -> None:
+        self.start(venue, product)
+        self.counts[(venue, product)][bisect.bisect_left(self.buckets, seconds)] += 1
+        self.sums[(venue, product)] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(
+            "coinflow_trading_order_fill_latency_seconds",
+            "Time from an order's creation (its decision) to each of its fills, on the session's clock.",
+            labels=["venue", "product"],
+        )
+        for key, counts in sorted(dict(self.counts).items()):
+            cumulative = list(itertools.accumulate(counts))
+            edges = [*(repr(b) for b in self.buckets), "+Inf"]
+            family.add_metric(list(key), list(zip(edges, cumulative, strict=True)), self.sums[key])
+        yield family
+
+
 class TradingMetrics:
     """A session's metrics: the collector and the order-to-fill latency, which listens to the service's reports."""
 
     def __init__(self, session: TradingSession, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.registry.register(SessionCollector(session))
-        self.fill_latency = Histogram(
-            "coinflow_trading_order_fill_latency_seconds",
-            "Time from an order's creation (its decision) to each of its fills, on the session's clock.",
-            ["venue", "product"],
-            buckets=FILL_LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.fill_latency.labels(session.service.venue.name, session.product)  # there from the start, at 0
+        self.fill_latency = LatencyHistogram()
+        self.fill_latency.start(session.service.venue.name, session.product)  # there from the start, at 0
+        self.registry.register(self.fill_latency)
         session.service.listeners.append(self.observe)
 
     def observe(self, event: OrderEvent, order: Order) -> None:
@@ -162,7 +192,7 @@ class TradingMetrics:
         fill = event.fill
         if event.kind == EventKind.FILL and fill is not None:
             seconds = max(fill.local_ms - order.request.created_ms, 0) / 1000
-            self.fill_latency.labels(fill.venue, fill.product).observe(seconds)
+            self.fill_latency.observe(fill.venue, fill.product, seconds)
 
 
 def serve_metrics(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> WSGIServer | None:

@@ -1,14 +1,15 @@
 """The registered models strategies trade on, loaded from the MLflow registry by alias or version.
 
-The inference pipeline knows the action model only through the registry's
-contract (`coinflow.contracts`): its name per book, its input (the book key
-and the FeatureService's features, as its run logged them) and its output
-column of chosen actions.
+The inference pipeline knows the models only through the registry's
+contract (`coinflow.contracts`): the action model's name per book, its input
+(the book key and the FeatureService's features, as its run logged them)
+and its output column of chosen actions; a price model's name per pair and
+horizon, its features and its predicted log return.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -17,11 +18,18 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel
 
-from coinflow.contracts import ACTION_DECISION, ACTION_NAMES, CHAMPION, action_model_name
+from coinflow.contracts import (
+    ACTION_DECISION,
+    ACTION_NAMES,
+    CHAMPION,
+    PREDICTED_RETURN,
+    action_model_name,
+    registered_model_name,
+)
 from coinflow.feature_store import times_ms
 from coinflow.settings import Settings
 from feature_repo.names import BOOK_ENTITY, EVENT_TIMESTAMP
-from inference_pipeline.execution.strategies import ActionStrategy, MarketView
+from inference_pipeline.execution.strategies import ActionStrategy, MarketView, ThresholdStrategy
 from inference_pipeline.model_store import load_pyfunc
 
 
@@ -73,6 +81,30 @@ def load_action_model(tracking_uri: str, book: str, alias: str | None, version: 
     return loaded
 
 
+def load_price_model(
+    tracking_uri: str, pair: str, horizon_minutes: int, alias: str | None, version: int | None
+) -> RegisteredModel:
+    """The price model of a pair and horizon (``BTC/USD``, 1)."""
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    loaded = load_registered(client, tracking_uri, registered_model_name(pair, horizon_minutes), alias, version)
+    missing = {"features", "interval"} - set(loaded.params)
+    if missing:
+        raise ModelNotFound(f"{loaded.name} v{loaded.version}: its run logged no {sorted(missing)} (not trained by "
+                            "`train`)")  # fmt: skip
+    return loaded
+
+
+def score_returns(model: RegisteredModel, rows: pd.DataFrame) -> dict[int, float]:
+    """The price model's predicted log return for each feature row (entity, event_timestamp, features), by the
+    row's time in ms. The rows are the pair's history in time order, so a sequence model has the rows before each."""
+    frame = rows.reset_index(drop=True)
+    out = model.model.predict(frame[model.features])
+    if not isinstance(out, pd.DataFrame) or PREDICTED_RETURN not in out:
+        raise TypeError(f"{model.name} v{model.version} did not return a DataFrame with {PREDICTED_RETURN}")
+    times = times_ms(frame[EVENT_TIMESTAMP])
+    return dict(zip(times.tolist(), out[PREDICTED_RETURN].astype(float).tolist(), strict=True))
+
+
 def score_actions(model: RegisteredModel, book: str, rows: pd.DataFrame) -> dict[int, str]:
     """The model's chosen action for each feature row of `book` (entity, event_timestamp, features), by the row's
     time in ms: scored in one call, row by row the same as one at a time (the model reads one sample a row)."""
@@ -121,14 +153,22 @@ def action_strategy(settings: Settings, model: RegisteredModel, decide: Callable
     )
 
 
-def session_params(settings: Settings, model: RegisteredModel, book: str, venue: str) -> dict[str, object]:
-    """What a session's MLflow run records of what traded: strategy, book, venue, model and trading settings."""
+def threshold_strategy(settings: Settings, predict: Callable[[MarketView], float]) -> ThresholdStrategy:
+    """The threshold strategy on a price model's predictions with the trading settings."""
+    return ThresholdStrategy(predict, settings.trading.threshold, settings.trading.size_increment)
+
+
+def session_params(
+    settings: Settings, model: RegisteredModel, market: Mapping[str, object], venue: str, strategy: str = "action"
+) -> dict[str, object]:
+    """What a session's MLflow run records of what traded: strategy, market (book, or pair and horizon), venue,
+    model and trading settings."""
     return {
-        "strategy": "action",
-        "book": book,
+        "strategy": strategy,
+        **market,
         "venue": venue,
         "model_name": model.name,
         "model_version": model.version,
         "model_run_id": model.run_id,
-        **{f"trading_{k}": v for k, v in settings.trading.model_dump(exclude={"db_url"}).items()},
+        **{f"trading_{k}": v for k, v in settings.trading.model_dump(exclude={"db_url", "metrics_port"}).items()},
     }

@@ -1,12 +1,15 @@
 """A trading session: market events in time order -> venue, strategy, execution service; one loop for backtests
 and live sessions.
 
-The events are book frames (a snapshot replaces the book), trades, and
+The events are book frames (a snapshot replaces the book), trades, candles
+(where no book is known: the close is both best bid and offer) and
 decisions (a strategy's turn, with the features known at that time). The
 session keeps the exchange's top of book for pricing and the risk checks,
-passes frames and trades to the paper venue when it trades on paper, applies
-the venue's reports due by each event's time, and at a decision asks the
-strategy for intents and sends them through the service. Client order ids
+passes frames and trades to the paper venue (candles to the step venue)
+when it trades on paper, applies the venue's reports due by each event's
+time, and at a decision asks the strategy for intents, sends them through
+the service and applies what the venue reported by then before it marks the
+account. Client order ids
 are made of the strategy, the product, the decision's time and the intent's
 place in it, so a decision replayed is the same order (idempotent), and two
 runs over the same events give the same orders and fills. An order that
@@ -27,6 +30,7 @@ from decimal import Decimal
 
 from coinflow.books import Level, OrderBook
 from coinflow.trading.orders import OrderRequest, Side, split_product
+from coinflow.trading.steps import Step, StepVenue
 from inference_pipeline.execution.paper import PaperVenue
 from inference_pipeline.execution.risk import Refusal
 from inference_pipeline.execution.service import ExecutionService, Quote
@@ -57,13 +61,25 @@ class TradeEvent:
 
 
 @dataclass(frozen=True)
+class CandleEvent:
+    """A closed candle of `product` (its time: when it closed)."""
+
+    product: str
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    at_ms: int
+
+
+@dataclass(frozen=True)
 class DecisionEvent:
     product: str
     at_ms: int
     features: Mapping[str, float]
 
 
-MarketEvent = BookEvent | TradeEvent | DecisionEvent
+MarketEvent = BookEvent | TradeEvent | CandleEvent | DecisionEvent
 
 
 @dataclass(frozen=True)
@@ -103,6 +119,7 @@ class TradingSession:
         self._recover_until: int | None = None
         venue = service.venue
         self.paper = venue if isinstance(venue, PaperVenue) else None
+        self.steps = venue if isinstance(venue, StepVenue) else None
 
     def run(self, events: Iterable[MarketEvent]) -> SessionLog:
         """Every event in turn, then the reports still on their way."""
@@ -155,6 +172,13 @@ class TradingSession:
             self._on_book(event)
         elif isinstance(event, TradeEvent) and self.paper is not None:
             self.paper.on_trade(event.product, event.price, event.quantity, event.aggressor, event.at_ms)
+        elif isinstance(event, CandleEvent):
+            if self.steps is not None:
+                self.steps.on_step(event.product, Step(event.at_ms, event.close, event.close, event.low, event.high))
+            # the step venue fills any size at the close: one level of unbounded depth, so orders are sized and
+            # valued at the price they will fill at
+            level = ((event.close, Decimal("Infinity")),)
+            self.quotes[event.product] = Quote(event.product, event.close, event.close, event.at_ms, level, level)
 
     def on_event(self, event: MarketEvent) -> None:
         if self._recovering(event):
@@ -228,6 +252,8 @@ class TradingSession:
             self._waiting = (frozenset(cancels), [name for name in held if name is not None])
         for n, place in [] if cancels else places:
             self._place(place, event.at_ms, n)
+        self.service.poll(event.at_ms)  # what a venue without latency already did
+        self._release(event.at_ms)
         self._mark(event.at_ms, quote)
 
     def _release(self, now_ms: int) -> None:

@@ -22,10 +22,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 from typing import Any, Protocol
 
-from coinflow.trading.orders import Order, OrderType, Side, TimeInForce
+from coinflow.trading.orders import Order, OrderType, Side, TimeInForce, buy_size, lot
 from inference_pipeline.execution.service import Quote
 
 
@@ -75,16 +75,6 @@ class Strategy(Protocol):
     name: str
 
     def decide(self, market: MarketView, portfolio: PortfolioView) -> list[Intent]: ...
-
-
-def lot(quantity: Decimal, increment: Decimal) -> Decimal:
-    """`quantity` rounded down to the product's size increment (never more than was asked)."""
-    return (quantity / increment).to_integral_value(rounding=ROUND_DOWN) * increment
-
-
-def buy_size(spend: Decimal, price: Decimal, taker_fee: Decimal, increment: Decimal) -> Decimal:
-    """How much coin `spend` of quote buys at `price` with the taker fee reserved."""
-    return lot(spend / (price * (1 + taker_fee)), increment)
 
 
 def market_buy_size(quote: Quote, spend: Decimal, taker_fee: Decimal, increment: Decimal) -> Decimal:

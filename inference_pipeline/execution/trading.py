@@ -221,6 +221,6 @@ def run_trading(
     if not session.log.equity:
         return TradingRun(None, None, feed.rejects, resumed_at, metrics)
     result = BacktestResult(session.log, service, *summarise(session.log, service, settings.trading.initial_quote))
-    params = {**session_params(settings, model, book, venue), "decisions": len(session.log.equity)}
+    params = {**session_params(settings, model, {"book": book}, venue), "decisions": len(session.log.equity)}
     run_id = log_session(tracking_uri, book, params, {"session": "live", "database": settings.trading_db_url}, result)
     return TradingRun(result, run_id, feed.rejects, resumed_at, metrics)

@@ -102,11 +102,14 @@ def tracking_uri(base_settings: Settings, tmp_path_factory) -> Iterator[str]:
     services.stop_services(settings)
 
 
-def write_history(settings: Settings, pair: str, phi: float, n: int, seed: int) -> None:
-    """A synthetic AR(1) history of `pair` in the offline candle and indicator views."""
-    features = features_of(candles_from_returns(ar1_returns(n, phi, seed=seed), pair=pair)).assign(
-        **{CREATED_TIMESTAMP: lambda f: f["event_timestamp"]}
-    )
+def write_history(settings: Settings, pair: str, phi: float, n: int, seed: int, decimals: int | None = None) -> None:
+    """A synthetic AR(1) history of `pair` in the offline candle and indicator views (prices rounded to `decimals`
+    if given, on a tick grid as an exchange's are)."""
+    candles = candles_from_returns(ar1_returns(n, phi, seed=seed), pair=pair)
+    if decimals is not None:
+        prices = ["open", "high", "low", "close", "vwap"]
+        candles[prices] = candles[prices].round(decimals)
+    features = features_of(candles).assign(**{CREATED_TIMESTAMP: lambda f: f["event_timestamp"]})
     store = feature_store(settings)
     for name in (ohlcv_view("1m"), indicators_view("1m")):
         view = store.get_feature_view(name)

@@ -37,10 +37,11 @@ def _market(close, low=None, high=None) -> Market:
 def test_market_orders_pay_the_taker_fee_both_ways():
     market = _market([100, 110, 120])
     outcome = simulate(market, np.array([Action.FORCE_BUY, Action.NOOP, Action.FORCE_SELL]), COSTS, 1000.0)
-    coin = 1000 * 0.99 / 100
-    np.testing.assert_allclose(outcome.equity, [coin * 100, coin * 110, coin * 120 * 0.99])
+    coin = 9.90099009  # 1000 / (100 * 1.01), the fee on top, rounded down to 1e-8
+    cash = 1000 - coin * 100 * 1.01
+    np.testing.assert_allclose(outcome.equity, [cash + coin * 100, cash + coin * 110, cash + coin * 120 * 0.99])
     assert outcome.fills == 2
-    assert outcome.fees == pytest.approx(10 + coin * 120 * 0.01)
+    assert outcome.fees == pytest.approx(coin * 100 * 0.01 + coin * 120 * 0.01)
 
 
 def test_a_passive_buy_fills_through_its_limit_fully_at_a_touch_partly_and_above_not_at_all():
@@ -48,11 +49,12 @@ def test_a_passive_buy_fills_through_its_limit_fully_at_a_touch_partly_and_above
     through = simulate(_market([100, 100], low=[100, 98]), actions, COSTS, 1000.0)
     touched = simulate(_market([100, 100], low=[100, 99]), actions, COSTS, 1000.0)
     above = simulate(_market([100, 100], low=[100, 99.5]), actions, COSTS, 1000.0)
-    full_coin = 1000 * 0.995 / 99
-    assert through.equity[-1] == pytest.approx(full_coin * 100)
-    assert touched.equity[-1] == pytest.approx(500 + full_coin / 2 * 100)
+    full_coin = 10.05075631  # 1000 / (99 * 1.005): the bid one tick under the offer, the maker fee on top
+    cost = full_coin * 99 * 1.005
+    assert through.equity[-1] == pytest.approx(1000 - cost + full_coin * 100)
+    assert touched.equity[-1] == pytest.approx(1000 - cost / 2 + full_coin / 2 * 100)
     assert above.equity[-1] == pytest.approx(1000.0) and above.fills == 0
-    assert through.fees == pytest.approx(5.0) and touched.fees == pytest.approx(2.5)
+    assert through.fees == pytest.approx(full_coin * 99 * 0.005) and touched.fees == pytest.approx(through.fees / 2)
 
 
 def test_a_passive_order_lives_one_step():
@@ -75,8 +77,9 @@ def test_the_account_never_goes_short_or_into_debt():
 def test_benchmarks_and_risk_measures():
     market = _market([100, 120, 90, 150])
     hold, noop = benchmarks(market, COSTS, 1000.0)
-    np.testing.assert_allclose(hold.equity, np.array([100, 120, 90, 150]) * 9.9)
-    assert hold.max_drawdown == pytest.approx(0.25)
+    coin = 9.90099009
+    np.testing.assert_allclose(hold.equity, 1000 - coin * 101 + np.array([100, 120, 90, 150]) * coin)
+    assert hold.max_drawdown == pytest.approx(30 * coin / (1000 - coin * 101 + 120 * coin))
     assert noop.pnl == 0 and noop.sharpe == 0 and noop.max_drawdown == 0
     assert max_drawdown(np.array([10.0, 5.0, 20.0, 15.0])) == pytest.approx(0.5)
     steady = 1.001 ** np.arange(100) * (1 + 1e-4 * (-1) ** np.arange(100))
