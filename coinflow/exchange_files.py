@@ -1,4 +1,5 @@
-"""Readers of exchange files: trades CSVs, Kraken's downloadable OHLCVT candles and CSVs of full L2 book snapshots.
+"""Readers of exchange files: trades CSVs, Kraken's downloadable OHLCVT candles, CSVs of full L2 book snapshots,
+and universe candle files (one a pair, Binance's layout or Kraken's OHLCVT; `read_candle_file`).
 
 The readers are pure parsing: each row becomes a record or a counted reject;
 nothing is produced anywhere here (the feature pipeline's file sources do
@@ -16,19 +17,23 @@ from __future__ import annotations
 
 import csv
 import gzip
+import itertools
 import math
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NotRequired, TextIO, TypedDict, TypeVar
 
+import pandas as pd
+
 from coinflow.books import FRAME_SNAPSHOT, BookFrame, Level, to_level, wire_levels
 from coinflow.quality import Rejects
 from coinflow.schemas import (
     ID_SPACE_TIME,
+    INTERVALS_SECONDS,
     MAX_FUTURE_MS,
     MAX_INT64,
     Candle,
@@ -497,3 +502,217 @@ def iter_snapshot_csv(
                 yield frame
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             rejects.reject("unreadable_file", f"{path}: {exc}")
+
+
+# Candle files of a universe of tickers, one file a pair: Binance's layout (a header timestamp_ms,open,high,low,
+# close,volume; the time is the candle's OPEN, in ms) or Kraken's OHLCVT export (no header; `parse_ohlcvt_row`).
+BINANCE_COLUMNS = ("timestamp_ms", "open", "high", "low", "close", "volume")
+CANDLE_FRAME_COLUMNS = ("pair", "event_timestamp", "open", "high", "low", "close", "volume")
+_BINANCE_HEADER = ",".join(BINANCE_COLUMNS)
+# Quote currencies a file name may end its symbol with, tried in order (USDT before USD; no TUSD, which would
+# read XBTUSD as XB/TUSD).
+_QUOTES = ("USDT", "USDC", "BUSD", "DAI", "USD", "EUR", "GBP", "JPY", "CAD", "AUD", "CHF", "BTC", "XBT", "ETH")
+_KRAKEN_ASSETS = {"XBT": "BTC", "XDG": "DOGE"}  # Kraken's own names of assets that everyone else spells otherwise
+_CANDLE_SUFFIXES = (".csv.gz", ".csv")
+
+
+class FileCandle(TypedDict):
+    """One row of a universe candle file: its pair, the time it became known (the candle's close, ms) and OHLCV."""
+
+    pair: str
+    timestamp_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+def _asset(name: str) -> str:
+    return _KRAKEN_ASSETS.get(name, name)
+
+
+def _symbol_pair(token: str) -> str | None:
+    """``ETHUSDT``, ``XBTUSD`` or ``ETH-USDT`` as ``ETH/USDT``, ``BTC/USD``, ``ETH/USDT``; None if it is no symbol."""
+    base, dash, quote = token.partition("-")
+    if dash:
+        ok = base.isalnum() and quote.isalnum() and base.isupper() and quote.isupper()
+        return f"{_asset(base)}/{_asset(quote)}" if ok else None
+    if not (token.isalnum() and token.isupper()):
+        return None
+    for quote in _QUOTES:
+        if token.endswith(quote) and len(token) > len(quote) and not token[: -len(quote)].isdigit():
+            return f"{_asset(token[: -len(quote)])}/{_asset(quote)}"
+    return None
+
+
+def candle_file_pair(path: Path) -> str:
+    """The pair a candle file holds, from its name: ``ETHUSDT.csv.gz`` (Binance), ``XBTUSD_1.csv`` (Kraken's
+    download) or ``ohlcvt_XBTUSDC_1m_2023Q1.csv`` give ETH/USDT, BTC/USD, BTC/USDC (Kraken's XBT and XDG read as
+    BTC and DOGE); raises FileFormatError if the name holds no symbol."""
+    stem = path.name
+    for suffix in _CANDLE_SUFFIXES:
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    for token in stem.split("_"):
+        pair = _symbol_pair(token)
+        if pair is not None:
+            return pair
+    raise FileFormatError(f"{path}: no pair in the file name (expected e.g. ETHUSDT.csv.gz or XBTUSD_1.csv)")
+
+
+def candle_files(folder: Path) -> list[Path]:
+    """The candle files of a folder (``*.csv`` and ``*.csv.gz``), by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(_CANDLE_SUFFIXES))
+
+
+def binance_columns(header: list[str]) -> dict[str, int]:
+    """The position of each column of a Binance candle file's header; raises FileFormatError (no path) if it is
+    not one."""
+    if _not_text(header):
+        raise FileFormatError(f"row 1: not UTF-8 text (a binary file?): {_shown(header)}")
+    names = [name.strip().lower() for name in header]
+    missing = [name for name in BINANCE_COLUMNS if name not in names]
+    if missing:
+        raise FileFormatError(
+            f"row 1: expected a header {_BINANCE_HEADER} or Kraken OHLCVT rows {','.join(OHLCVT_COLUMNS)}, "
+            f"missing {','.join(missing)}; found {_shown(header)}"
+        )
+    return {name: names.index(name) for name in BINANCE_COLUMNS}
+
+
+def ohlc_problem(o: float, h: float, lo: float, c: float, volume: float) -> str | None:
+    """Why a candle's prices and volume are unusable (the reasons `parse_ohlcvt_row` gives), or None."""
+    if not all(math.isfinite(p) and p > 0 for p in (o, h, lo, c)) or not math.isfinite(volume) or volume < 0:
+        return "non_positive_or_nan"
+    if not (lo <= min(o, c) and h >= max(o, c)):
+        return "inconsistent_ohlc"
+    return None
+
+
+def parse_binance_row(
+    fields: list[str], columns: Mapping[str, int], pair: str, interval_s: int, now_ms: int, max_future_ms: int
+) -> FileCandle | str:
+    """One row of a Binance candle file as a FileCandle stamped at its close (open + interval), or why it is
+    rejected."""
+    if len(fields) <= max(columns.values()):
+        return "malformed_row"
+    open_ms = _whole(fields[columns["timestamp_ms"]])
+    if open_ms is None:
+        return "bad_timestamp"
+    close_ms = open_ms + interval_s * 1000
+    problem = time_problem(open_ms, now_ms, max_future_ms) or time_problem(close_ms, now_ms, max_future_ms)
+    if problem is not None:
+        return problem
+    try:
+        o, h, lo, c, volume = (float(fields[columns[name]]) for name in BINANCE_COLUMNS[1:])
+    except ValueError:
+        return "malformed_row"
+    problem = ohlc_problem(o, h, lo, c, volume)
+    if problem is not None:
+        return problem
+    return FileCandle(pair=pair, timestamp_ms=close_ms, open=o, high=h, low=lo, close=c, volume=volume)
+
+
+def _kraken_candle(fields: list[str], pair: str, interval_s: int, now_ms: int, max_future_ms: int) -> FileCandle | str:
+    """One row of a Kraken OHLCVT export as a FileCandle (read by `parse_ohlcvt_row`), or why it is rejected."""
+    label = next((name for name, seconds in INTERVALS_SECONDS.items() if seconds == interval_s), f"{interval_s}s")
+    candle = parse_ohlcvt_row(fields, pair, label, interval_s, now_ms, max_future_ms)
+    if isinstance(candle, str):
+        return candle
+    return FileCandle(
+        pair=pair,
+        timestamp_ms=candle["window_end_ms"],
+        open=candle["open"],
+        high=candle["high"],
+        low=candle["low"],
+        close=candle["close"],
+        volume=candle["volume"],
+    )
+
+
+def check_candle_file(path: Path) -> None:
+    """Raise FileFormatError if `path` is no candle file at all: no pair in its name, or neither a Binance header
+    nor a Kraken OHLCVT row first (reads its first row only)."""
+    candle_file_pair(path)
+    try:
+        with _open(path) as handle:
+            try:
+                first = next(_rows(handle, Rejects("check"), header_rows=1), None)
+            except FileFormatError as exc:
+                raise FileFormatError(f"{path}: {exc}") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise FileFormatError(f"{path}: cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+    if first is None:
+        raise FileFormatError(f"{path}: the file is empty")
+    if not (first and _is_number(first[0]) and len(first) >= len(OHLCVT_COLUMNS)):
+        try:
+            binance_columns(first)
+        except FileFormatError as exc:
+            raise FileFormatError(f"{path}: {exc}") from None
+
+
+def iter_candle_file(
+    path: Path,
+    interval_s: int,
+    rejects: Rejects,
+    *,
+    now_ms: int | None = None,
+    max_future_ms: int = MAX_FUTURE_MS,
+) -> Iterator[FileCandle]:
+    """The candles of one pair's file (Binance layout or Kraken OHLCVT, told by its first row; plain or gzip,
+    streamed) in time order, each stamped at its close. Unusable rows are counted in `rejects` and skipped: bad
+    prices (non-positive, not finite, high below low), and a time equal to (``duplicate_time``) or before
+    (``timestamp_backwards``) the last one taken; a compressed file cut short ends with ``unreadable_file``."""
+    check_candle_file(path)
+    pair = candle_file_pair(path)
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    with _open(path) as handle:
+        rows = _rows(handle, rejects, header_rows=1)
+        first = next(rows)
+        columns = None if _is_number(first[0]) else binance_columns(first)
+        if columns is None:
+            rows = itertools.chain([first], rows)
+        last_ms: int | None = None
+        try:
+            for fields in rows:
+                if columns is None:
+                    candle = _kraken_candle(fields, pair, interval_s, now_ms, max_future_ms)
+                else:
+                    candle = parse_binance_row(fields, columns, pair, interval_s, now_ms, max_future_ms)
+                if isinstance(candle, dict) and last_ms is not None and candle["timestamp_ms"] <= last_ms:
+                    candle = "duplicate_time" if candle["timestamp_ms"] == last_ms else "timestamp_backwards"
+                if isinstance(candle, str):
+                    rejects.reject(candle, _raw(fields))
+                    continue
+                last_ms = candle["timestamp_ms"]
+                yield candle
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            rejects.reject("unreadable_file", f"{path}: {exc}")
+
+
+def candle_frame(candles: Iterable[FileCandle]) -> pd.DataFrame:
+    """Candles as the universe frame: pair, event_timestamp (UTC, the close), open, high, low, close, volume."""
+    frame = pd.DataFrame.from_records(
+        list(candles), columns=["pair", "timestamp_ms", "open", "high", "low", "close", "volume"]
+    )
+    frame.insert(1, "event_timestamp", pd.to_datetime(frame.pop("timestamp_ms").astype("int64"), unit="ms", utc=True))
+    prices = list(CANDLE_FRAME_COLUMNS[2:])
+    frame[prices] = frame[prices].astype("float64")
+    frame["pair"] = frame["pair"].astype(object)
+    return frame
+
+
+def read_candle_file(path: Path, interval_s: int, rejects: Rejects | None = None) -> pd.DataFrame:
+    """One pair's candle file (Binance or Kraken OHLCVT layout) as a frame with columns pair (from the file name),
+    event_timestamp (UTC, the candle's close: open + interval, when it became known), open, high, low, close,
+    volume, in time order; unusable rows are counted in `rejects` and dropped (see `iter_candle_file`)."""
+    return candle_frame(iter_candle_file(Path(path), interval_s, rejects or Rejects("candle_file")))
+
+
+def read_candle_folder(folder: Path, interval_s: int, rejects: Rejects | None = None) -> pd.DataFrame:
+    """Every candle file of a folder (`candle_files`, one a pair) as one frame, pair by pair, each in time order."""
+    rejects = rejects or Rejects("candle_file")
+    frames = [read_candle_file(path, interval_s, rejects) for path in candle_files(Path(folder))]
+    return pd.concat(frames, ignore_index=True) if frames else candle_frame([])

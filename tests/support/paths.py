@@ -21,3 +21,9 @@ def copy_feature_repo(parent: Path) -> Path:
     for name in FEATURE_REPO_FILES:
         shutil.copy(FEATURE_REPO / name, repo / name)
     return repo
+
+
+# The shared real data beside the checkout (see its README): Binance candles of a universe of USDT pairs.
+SHARED_DATA = ROOT.parent / "shared" / "data"
+BINANCE_1M = SHARED_DATA / "binance" / "1m_2021-05-15_2021-06-05"
+BINANCE_5M = SHARED_DATA / "binance" / "5m_2024-12-31_2026-02-19"
