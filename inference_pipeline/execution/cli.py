@@ -24,7 +24,7 @@ from inference_pipeline.execution.models import ModelNotFound
 from inference_pipeline.execution.runs import BacktestRun, backtest_action, backtest_threshold
 from inference_pipeline.execution.service import KILL_SWITCH, fold_orders
 from inference_pipeline.execution.store import Control, Recorded, TradingStore, connect
-from inference_pipeline.execution.trading import run_trading
+from inference_pipeline.execution.trading import run_threshold_trading, run_trading
 
 console = Console()
 
@@ -96,12 +96,32 @@ def backtest_problem(strategy: str, product: str | None, book_file: Path | None,
     if strategy == "action":
         if product is None or book_file is None:
             return "--strategy action needs --product <exchange>:<product> and --book-file."
-        if ":" not in product:
-            return f"--product {product!r} is not <exchange>:<product> (coinbase:BTC-USD)."
-        return None
+        return _book_problem(product)
     if strategy == "threshold":
         return None if pair else "--strategy threshold needs --pair (BTC/USD)."
     return f"--strategy {strategy}: action or threshold."
+
+
+def trade_problem(strategy: str, product: str | None, pair: str | None, venue: str, live: bool) -> str | None:
+    """What is wrong with the trade command's options (None: nothing)."""
+    if venue not in ("paper", "coinbase"):
+        return f"--venue {venue}: paper or coinbase."
+    if strategy == "action":
+        if product is None:
+            return "--strategy action needs --product <exchange>:<product>."
+        if venue == "coinbase" and not live:
+            return "--venue coinbase sends real orders with real money: add --live to mean it."
+        return _book_problem(product)
+    if strategy == "threshold":
+        if venue != "paper":
+            return ("--strategy threshold trades on the paper venue only (its step venue fills candles; the Coinbase "
+                    "gateway trades books).")  # fmt: skip
+        return None if pair else "--strategy threshold needs --pair (BTC/USD)."
+    return f"--strategy {strategy}: action or threshold."
+
+
+def _book_problem(product: str) -> str | None:
+    return None if ":" in product else f"--product {product!r} is not <exchange>:<product> (coinbase:BTC-USD)."
 
 
 def show_backtest(run: BacktestRun) -> None:
@@ -130,10 +150,17 @@ def register(app: typer.Typer, settings: Callable[[], Settings], tracking_uri: C
 
     @app.command("trade")
     def trade_command(
-        product: Annotated[str, typer.Option(help="The book, <exchange>:<product> (coinbase:BTC-USD).")],
-        strategy: Annotated[str, typer.Option(help="action: the order-book action model's decisions.")] = "action",
+        strategy: Annotated[
+            str, typer.Option(help="action: the action model over books; threshold: a price model over candles.")
+        ] = "action",
+        product: Annotated[
+            str | None, typer.Option(help="action: the book, <exchange>:<product> (coinbase:BTC-USD).")
+        ] = None,
+        pair: Annotated[str | None, typer.Option(help="threshold: the pair (BTC/USD).")] = None,
+        horizon: Annotated[int, typer.Option(help="threshold: the price model's horizon in minutes.")] = 1,
+        exchange: Annotated[str, typer.Option(help="threshold: whose fees the paper account pays.")] = "kraken",
         venue: Annotated[
-            str, typer.Option(help="paper (the default) or coinbase (real orders: needs --live).")
+            str, typer.Option(help="paper (the default) or coinbase (action only; real orders: needs --live).")
         ] = "paper",
         live: Annotated[
             bool, typer.Option("--live", help="Really send orders to the exchange (--venue coinbase).")
@@ -141,25 +168,25 @@ def register(app: typer.Typer, settings: Callable[[], Settings], tracking_uri: C
         model_alias: Annotated[str | None, typer.Option(help="Registry alias (default champion).")] = None,
         model_version: Annotated[int | None, typer.Option(help="Registered version (instead of the alias).")] = None,
     ) -> None:
-        """Trade a registered model live over the book's topics, on the paper venue (or on Coinbase with --live),
-        until the input ends (a replay) or Ctrl-C; the account is in the trading database, the session in MLflow."""
-        if strategy != "action" or venue not in ("paper", "coinbase"):
-            console.print(f"[red]--strategy {strategy} --venue {venue}: the action strategy trades on paper or "
-                          "coinbase.[/red]")  # fmt: skip
-            raise typer.Exit(2)
-        if venue == "coinbase" and not live:
-            console.print("[red]--venue coinbase sends real orders with real money: add --live to mean it.[/red]")
+        """Trade a registered model live over the topics (action: the book's; threshold: the pair's candles), on the
+        paper venue (or the action model on Coinbase with --live), until the input ends (a replay) or Ctrl-C; the
+        account is in the trading database, the session in MLflow."""
+        problem = trade_problem(strategy, product, pair, venue, live)
+        if problem:
+            console.print(f"[red]{problem}[/red]")
             raise typer.Exit(2)
         if venue == "coinbase":
             console.print(f"[bold red]LIVE TRADING on Coinbase: real orders for {product}, real money "
                           "(risk limits: COINFLOW_TRADING_*; stop: kill-switch on).[/bold red]")  # fmt: skip
-        if ":" not in product:
-            console.print(f"[red]--product {product!r} is not <exchange>:<product> (coinbase:BTC-USD).[/red]")
-            raise typer.Exit(2)
         current = settings()
         uri = tracking_uri(current)
         try:
-            run = run_trading(current, uri, product, model_alias, model_version, venue=venue)
+            if strategy == "action":
+                assert product is not None
+                run = run_trading(current, uri, product, model_alias, model_version, venue=venue)
+            else:
+                assert pair is not None
+                run = run_threshold_trading(current, uri, pair, horizon, exchange, model_alias, model_version)
         except (ModelNotFound, ValueError, ServiceError, GatewayError) as exc:
             console.print(f"[red]{redact(exc)}[/red]")
             raise typer.Exit(1) from exc

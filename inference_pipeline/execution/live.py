@@ -1,5 +1,6 @@
 """Live sessions: the book's frames (``book-updates``) and its 4 s feature rows (``book-features``) off the topics,
-merged into one stream of market events and decisions in the order a backtest of the same data sees them.
+merged into one stream of market events and decisions in the order a backtest of the same data sees them; and a
+pair's closed candles off the ``features`` topic (`CandleFeed`), for the strategies that trade candles.
 
 The order is a backtest's: every frame stamped at or before a sample's time,
 then the decision on that sample, then later frames. The two topics are read
@@ -22,8 +23,9 @@ from typing import Any
 
 from coinflow.books import CONTROL_RESET, FRAME_SNAPSHOT, FRAME_UPDATE, frame_sides
 from coinflow.quality import Rejects
-from coinflow.schemas import CONTROL_END
-from inference_pipeline.execution.session import BookEvent, DecisionEvent, MarketEvent
+from coinflow.schemas import CONTROL_END, invalid_candle_reason
+from coinflow.trading.steps import printed
+from inference_pipeline.execution.session import BookEvent, CandleEvent, DecisionEvent, MarketEvent
 
 logger = logging.getLogger(__name__)
 
@@ -155,3 +157,60 @@ class LiveFeed:
     def _deliver(self, events: list[MarketEvent]) -> None:
         for event in events:
             self.deliver(event)
+
+
+class CandleFeed:
+    """One pair's closed candles into a session, from the ``features`` topic: the candle pipeline's row of each
+    closed candle holds its OHLCV and its indicators (the price model's features), so one topic brings both and no
+    merge is needed. Each row of the pair and `interval` becomes a `CandleEvent` at its window end (prices as the
+    floats print, as a backtest reads them from the offline store), then the `DecisionEvent` on that row at the
+    same millisecond. Rows of other pairs or intervals are ignored; a row that is no usable candle
+    (`invalid_candle_reason`: missing or non-positive prices, a bad window, ...) or not after the last one (a
+    duplicate, out of order) is counted in `rejects` and skipped. The candle pipeline keeps its end markers off
+    this topic, so a session over it runs until stopped; an end marker of the pair (``{"control": "end", "pair":
+    ...}``, which a replay may publish) ends a finite input."""
+
+    def __init__(
+        self,
+        pair: str,
+        interval: str,
+        features: list[str],
+        deliver: Callable[[MarketEvent], None],
+        on_end: Callable[[], None] | None = None,
+    ) -> None:
+        self.pair, self.interval, self.features = pair, interval, features
+        self.deliver = deliver
+        self.on_end = on_end
+        self.rejects = Rejects("trading_candle_feed")
+        self.ended = False
+        self._last_ms: int | None = None
+
+    def on_features(self, record: Mapping[str, Any], key: str | None = None) -> None:
+        if self.ended:
+            return
+        if not isinstance(record, Mapping):
+            self.rejects.reject("not_an_object", str(record)[:200])
+            return
+        if record.get("pair") != self.pair:
+            return
+        if record.get("control") == CONTROL_END:
+            self.ended = True
+            if self.on_end is not None:
+                self.on_end()
+            return
+        if record.get("control") is not None:
+            return
+        reason = invalid_candle_reason(record)
+        if reason is not None:
+            self.rejects.reject(reason, record)
+            return
+        if record["interval"] != self.interval:
+            return
+        at_ms = record["window_end_ms"]
+        if self._last_ms is not None and at_ms <= self._last_ms:
+            self.rejects.reject("stale_candle", record)
+            return
+        self._last_ms = at_ms
+        o, h, low, c = (printed(record[name]) for name in ("open", "high", "low", "close"))
+        self.deliver(CandleEvent(self.pair, o, h, low, c, at_ms))
+        self.deliver(decision_event(record, self.pair, self.features))

@@ -9,6 +9,7 @@ horizon, its features and its predicted log return.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -140,6 +141,31 @@ class ActionDecider:
         row = pd.DataFrame([{name: market.features.get(name, float("nan")) for name in self.model.features}])
         row[EVENT_TIMESTAMP] = pd.Timestamp(market.at_ms, unit="ms", tz="UTC")
         return score_actions(self.model, self.book, row)[market.at_ms]
+
+
+@dataclass(frozen=True)
+class PriceDecider:
+    """A price model's predicted log return for one decision, from that candle's row (a live session's decider). A
+    row still warming up (a feature without a value) is no prediction, as in a backtest, which scores only complete
+    rows: the decision is skipped as bad model output."""
+
+    model: RegisteredModel
+
+    def __call__(self, market: MarketView) -> float:
+        values = {name: market.features.get(name, float("nan")) for name in self.model.features}
+        missing = sorted(name for name, value in values.items() if math.isnan(value))
+        if missing:
+            raise ValueError(f"no model output for the decision at {market.at_ms}: no value of {missing}")
+        row = pd.DataFrame([values])
+        # a decision's features are floats; the columns the model's signature types as integers (the trade count,
+        # as the offline store holds it) go back to integers, which the pyfunc's schema check insists on
+        schema = self.model.model.metadata.get_input_schema()
+        if schema is not None and schema.has_input_names():
+            for name, dtype in zip(schema.input_names(), schema.pandas_types(), strict=True):
+                if name in row and pd.api.types.is_integer_dtype(dtype):
+                    row[name] = row[name].astype(dtype)
+        row[EVENT_TIMESTAMP] = pd.Timestamp(market.at_ms, unit="ms", tz="UTC")
+        return score_returns(self.model, row)[market.at_ms]
 
 
 def action_strategy(settings: Settings, model: RegisteredModel, decide: Callable[[MarketView], str]) -> ActionStrategy:

@@ -14,6 +14,13 @@ Prometheus metrics are served on COINFLOW_TRADING_METRICS_PORT (`metrics.py`).
 A finite input (a replay) ends the session at its end marker; a live one runs
 until stopped.
 
+The threshold strategy (`run_threshold_trading`) trades a price model candle
+by candle on the step venue, reading the ``features`` topic (`CandleFeed`),
+through the same loop (`trade_session`). Its restart is the same replay: the
+step venue holds nothing but resting orders, rebuilt by handing it the
+recorded requests at their candles (the strategy's market orders fill at
+once, so a restart finds none resting).
+
 On Coinbase (``--venue coinbase --live``) the gateway is the venue: a new
 account's ledger opens with the exchange's balances, and a restart follows
 again the live orders the database holds (`CoinbaseGateway.adopt`) and asks
@@ -30,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from quixstreams import Application
 from quixstreams.models import TopicConfig
 
 from coinflow import services
@@ -37,16 +45,25 @@ from coinflow.quality import Rejects
 from coinflow.schemas import pair_slug
 from coinflow.settings import Settings
 from coinflow.streaming import json_topic, new_application, run_application, topic_config
-from coinflow.trading.orders import EventKind, Order, OrderEvent
+from coinflow.trading.orders import EventKind, Order, OrderEvent, split_product
 from inference_pipeline.execution.backtest import BacktestResult, exchange_fees, paper_service, risk_limits, summarise
 from inference_pipeline.execution.coinbase import CoinbaseGateway
-from inference_pipeline.execution.live import LiveFeed
+from inference_pipeline.execution.live import CandleFeed, LiveFeed
 from inference_pipeline.execution.metrics import TradingMetrics, serve_metrics, stop_metrics
-from inference_pipeline.execution.models import ActionDecider, action_strategy, load_action_model, session_params
+from inference_pipeline.execution.models import (
+    ActionDecider,
+    PriceDecider,
+    action_strategy,
+    load_action_model,
+    load_price_model,
+    session_params,
+    threshold_strategy,
+)
 from inference_pipeline.execution.service import ExecutionService
 from inference_pipeline.execution.session import MarketEvent, TradingSession
 from inference_pipeline.execution.store import TradingStore, connect
 from inference_pipeline.execution.tracking import log_session
+from inference_pipeline.model_store import sequence_length
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +159,9 @@ def coinbase_service(settings: Settings, db_url: str, gateway: CoinbaseGateway, 
     return service
 
 
+Subscribe = Callable[[Application, TopicConfig, Callable[[MarketEvent], None]], Rejects]
+
+
 def run_trading(
     settings: Settings,
     tracking_uri: str,
@@ -156,26 +176,95 @@ def run_trading(
     broker = services.ensure_broker(settings)
     model = load_action_model(tracking_uri, book, alias, version)
     exchange, _, product = book.partition(":")
-    now_ms = int(time.time() * 1000)
     gateway = None
     if venue == "coinbase":
         if exchange != "coinbase":
             raise ValueError(f"--venue coinbase trades Coinbase books, not {book}")
         gateway = CoinbaseGateway.from_settings(settings)
-        service = coinbase_service(settings, settings.trading_db_url, gateway, now_ms)
+        service = coinbase_service(settings, settings.trading_db_url, gateway, int(time.time() * 1000))
     else:
-        service = paper_service(settings, settings.trading_db_url, exchange)
-        if not service.balances:
-            service.deposit(product.split("-")[-1], settings.trading.initial_quote, now_ms, ref="paper account opened")
+        service = paper_account(settings, paper_service(settings, settings.trading_db_url, exchange), product)
+
+    def subscribe(app: Application, config: TopicConfig, deliver: Callable[[MarketEvent], None]) -> Rejects:
+        feed = LiveFeed(book, model.features, deliver, on_end=app.stop)
+        app.dataframe(json_topic(app, settings.topics.book_updates, config)).update(
+            lambda value, key, *_: feed.on_frame(value, key), metadata=True
+        )
+        app.dataframe(json_topic(app, settings.topics.book_features, config)).update(
+            lambda value, key, *_: feed.on_features(value, key), metadata=True
+        )
+        return feed.rejects
+
     strategy = action_strategy(settings, model, ActionDecider(model, book))
-    session = TradingSession(service, strategy, product, settings.trading.max_book_age_ms)
+    params = session_params(settings, model, {"book": book}, venue)
+    return trade_session(settings, tracking_uri, broker, TradingSession(service, strategy, product,
+                         settings.trading.max_book_age_ms), book, params, subscribe, consumer_group, gateway)  # fmt: skip
+
+
+def run_threshold_trading(
+    settings: Settings,
+    tracking_uri: str,
+    pair: str,
+    horizon_minutes: int,
+    exchange: str = "kraken",
+    alias: str | None = None,
+    version: int | None = None,
+    consumer_group: str | None = None,
+) -> TradingRun:
+    """Trade the price model of `pair` and horizon with the threshold strategy on the step venue, candle by candle
+    off the ``features`` topic (`CandleFeed`), with `exchange`'s fees, until the input ends or the process is
+    stopped: the same decisions and fills as `backtest --strategy threshold` over the same candles."""
+    broker = services.ensure_broker(settings)
+    model = load_price_model(tracking_uri, pair, horizon_minutes, alias, version)
+    if sequence_length(model.params) > 1:
+        raise ValueError(f"{model.name} v{model.version} reads {sequence_length(model.params)} candles per "
+                         "prediction: live threshold sessions trade tabular price models only")  # fmt: skip
+    service = paper_account(settings, paper_service(settings, settings.trading_db_url, exchange, candles=True), pair)
+
+    def subscribe(app: Application, config: TopicConfig, deliver: Callable[[MarketEvent], None]) -> Rejects:
+        feed = CandleFeed(pair, model.params["interval"], model.features, deliver, on_end=app.stop)
+        app.dataframe(json_topic(app, settings.topics.features, config)).update(
+            lambda value, key, *_: feed.on_features(value, key), metadata=True
+        )
+        return feed.rejects
+
+    strategy = threshold_strategy(settings, PriceDecider(model))
+    market = {"pair": pair, "horizon_minutes": horizon_minutes, "exchange": exchange}
+    params = session_params(settings, model, market, "paper", strategy="threshold")
+    return trade_session(settings, tracking_uri, broker, TradingSession(service, strategy, pair,
+                         settings.trading.max_book_age_ms), pair, params, subscribe, consumer_group)  # fmt: skip
+
+
+def paper_account(settings: Settings, service: ExecutionService, product: str) -> ExecutionService:
+    """A paper account as restored from the database; a new one is funded with the starting quote."""
+    if not service.balances:
+        service.deposit(split_product(product)[1], settings.trading.initial_quote, int(time.time() * 1000),
+                        ref="paper account opened")  # fmt: skip
+    return service
+
+
+def trade_session(
+    settings: Settings,
+    tracking_uri: str,
+    broker: services.Broker,
+    session: TradingSession,
+    market: str,
+    params: dict[str, object],
+    subscribe: Subscribe,
+    consumer_group: str | None = None,
+    gateway: CoinbaseGateway | None = None,
+) -> TradingRun:
+    """The live loop of every strategy: `session` (after replaying the market to where a restarted paper account
+    stopped) over the events `subscribe` wires from the topics, orders and fills on their topics, the kill switch
+    read every second, metrics served; the session in MLflow under `market` (a book or a pair)."""
+    service = session.service
     metrics = TradingMetrics(session)
     resumed_at = recovery_point(service)
     if resumed_at is not None and gateway is None:
         session.recover(service.venue_requests, resumed_at)
     # Every start reads the topics from their beginning: a restarted paper session replays the market to where it
     # stopped (its consumer offsets would skip what the paper venue must see again).
-    group = consumer_group or f"trading-{pair_slug(book)}-{uuid.uuid4().hex[:8]}"
+    group = consumer_group or f"trading-{pair_slug(market)}-{uuid.uuid4().hex[:8]}"
     app = new_application(settings, broker, consumer_group=group)
     config: TopicConfig = topic_config(settings)
     producer = app.get_producer()
@@ -196,17 +285,11 @@ def run_trading(
             checked[0] = time.monotonic()
         session.on_event(event)
 
-    feed = LiveFeed(book, model.features, deliver, on_end=app.stop)
     for name in (settings.topics.orders, settings.topics.fills):
         json_topic(app, name, config)
-    app.dataframe(json_topic(app, settings.topics.book_updates, config)).update(
-        lambda value, key, *_: feed.on_frame(value, key), metadata=True
-    )
-    app.dataframe(json_topic(app, settings.topics.book_features, config)).update(
-        lambda value, key, *_: feed.on_features(value, key), metadata=True
-    )
-    logger.warning("paper trading %s with %s v%s (account %s)", book, model.name, model.version,
-                   settings.trading_db_url)  # fmt: skip
+    feed_rejects = subscribe(app, config, deliver)
+    logger.warning("%s trading %s with %s v%s (account %s)", service.venue.name, market, params["model_name"],
+                   params["model_version"], settings.trading_db_url)  # fmt: skip
     server = serve_metrics(metrics.registry, settings.trading.metrics_port)
     try:
         run_application(app, broker, None)
@@ -219,8 +302,8 @@ def run_trading(
     if last is not None:
         session.drain(last)
     if not session.log.equity:
-        return TradingRun(None, None, feed.rejects, resumed_at, metrics)
+        return TradingRun(None, None, feed_rejects, resumed_at, metrics)
     result = BacktestResult(session.log, service, *summarise(session.log, service, settings.trading.initial_quote))
-    params = {**session_params(settings, model, {"book": book}, venue), "decisions": len(session.log.equity)}
-    run_id = log_session(tracking_uri, book, params, {"session": "live", "database": settings.trading_db_url}, result)
-    return TradingRun(result, run_id, feed.rejects, resumed_at, metrics)
+    params = {**params, "decisions": len(session.log.equity)}
+    run_id = log_session(tracking_uri, market, params, {"session": "live", "database": settings.trading_db_url}, result)
+    return TradingRun(result, run_id, feed_rejects, resumed_at, metrics)
