@@ -636,6 +636,83 @@ class Trading(Section):
     )
 
 
+class PairsTrading(Section):
+    """Pairs trading: how pairs are discovered (clusters, cointegration tests, acceptance) and re-tested."""
+
+    env_prefix: ClassVar[str] = "PAIRS_"
+
+    min_history_bars: int = Field(
+        default=1000,
+        ge=20,
+        description="Pair discovery: a ticker (or a pair's overlap) with fewer priced bars than this is not tested.",
+    )
+    pca_components: int = Field(
+        default=10,
+        ge=1,
+        description="Principal components of the standardised returns whose loadings place the tickers for "
+        "clustering (at most tickers - 1).",
+    )
+    cluster_min_samples: int = Field(
+        default=2, ge=2, description="OPTICS min_samples: the fewest tickers in a cluster (2: a pair)."
+    )
+    cluster_xi: float = Field(
+        default=0.05,
+        gt=0.0,
+        lt=1.0,
+        description="OPTICS xi: the least relative drop of reachability that bounds a cluster.",
+    )
+    fdr: float = Field(
+        default=0.05,
+        gt=0.0,
+        lt=1.0,
+        description="Benjamini-Hochberg false discovery rate over all the pairs tested (Engle-Granger p-values).",
+    )
+    adf_max_lag: int = Field(
+        default=1,
+        ge=0,
+        description="Lagged differences in the Engle-Granger ADF regression (the most tried when adf_autolag is set).",
+    )
+    adf_autolag: Literal["none", "aic", "bic"] = Field(
+        default="none",
+        description="none: adf_max_lag lags; aic or bic: the best number up to adf_max_lag (each tried: slower).",
+    )
+    johansen_confidence: Literal["90", "95", "99"] = Field(
+        default="95", description="Johansen trace test: the critical value (percent) the statistic must exceed."
+    )
+    min_half_life_bars: float = Field(
+        default=1.0, gt=0.0, description="Accepted pairs: the spread's half-life of mean reversion, at least (bars)."
+    )
+    max_half_life_bars: float = Field(
+        default=1440.0, gt=0.0, description="Accepted pairs: the spread's half-life, at most (bars)."
+    )
+    min_crossings: int = Field(
+        default=12, ge=0, description="Accepted pairs: the fewest times the spread crosses its mean."
+    )
+    max_hurst: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="Accepted pairs: the spread's Hurst exponent (DFA-1) must be below this (0.5: a random walk).",
+    )
+    retest_interval_s: int = Field(
+        default=3600, ge=1, description="Rolling re-tests: discovery runs every this many seconds of event time."
+    )
+    retest_window_bars: int = Field(
+        default=10_080, ge=20, description="Rolling re-tests: the bars of history each re-test reads (the latest)."
+    )
+    leave_after_s: int = Field(
+        default=4 * 3600,
+        ge=0,
+        description="A candidate pair leaves after failing its re-tests for this long (event time; 0: at once).",
+    )
+
+    @model_validator(mode="after")
+    def _half_life_range(self) -> PairsTrading:
+        if self.min_half_life_bars > self.max_half_life_bars:
+            raise ValueError("COINFLOW_PAIRS_MIN_HALF_LIFE_BARS is above COINFLOW_PAIRS_MAX_HALF_LIFE_BARS")
+        return self
+
+
 def _sections(settings_cls: type[BaseModel]) -> Iterator[tuple[str, type[Section]]]:
     for name, info in settings_cls.model_fields.items():
         annotation = info.annotation
@@ -715,6 +792,7 @@ class Settings(BaseSettings):
     simulation: Simulation = Field(default_factory=Simulation)
     serve: Serve = Field(default_factory=Serve)
     trading: Trading = Field(default_factory=Trading)
+    pairs_trading: PairsTrading = Field(default_factory=PairsTrading)
 
     @classmethod
     def settings_customise_sources(

@@ -21,7 +21,7 @@ LAYERS = (("feature_repo",), ("coinflow",), ("feature_pipeline", "training_pipel
 # pipeline may import a sub-pipeline.
 SUB_PIPELINES = {
     "feature_pipeline": ("candles", "books"),
-    "training_pipeline": ("price", "action"),
+    "training_pipeline": ("price", "action", "pairs"),
 }
 WIRING = {"feature_pipeline.__main__", "training_pipeline.__main__", "training_pipeline.simulation_run"}
 # Declared edges between sub-pipelines: the book pipeline also runs the candle graph over the session's trades.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from coinflow.settings import Settings, Trading, _sections, env_example
+from coinflow.settings import PairsTrading, Settings, Trading, _sections, env_example
 from tests.support.paths import ROOT
 
 # The environment variables of the flat settings class this tree replaced: each must still set its setting
@@ -136,6 +136,7 @@ def test_every_variable_of_the_flat_settings_still_sets_one():
         "COINFLOW_BOOK_FEATURES_TOPIC",
         "COINFLOW_COINBASE_REST_URL",
         *(f"COINFLOW_TRADING_{field.upper()}" for field in Trading.model_fields),
+        *(f"COINFLOW_PAIRS_{field.upper()}" for field in PairsTrading.model_fields),
     }
     assert all_variables() >= OLD_NAMES
 
