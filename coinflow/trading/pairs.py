@@ -5,7 +5,8 @@ The spread is ``y - (alpha + beta x)`` and ``z`` its z-score (see
 `coinflow.hedge`). Long the spread (+1: buy y, sell x) when z falls below
 ``-entry``, short it (-1) above ``entry``; out when z comes back within
 ``exit`` of zero, or at a stop when |z| reaches ``stop`` (the relation may
-have broken), or when the pair is no longer a candidate or a leg is stale.
+have broken), or when the pair is no longer a candidate. While a leg has no
+current price nothing changes (a position cannot be priced, so it is held).
 After a stop the pair is not entered again until |z| has come back below
 ``entry`` (else a broken pair is re-entered at once at the stop's level).
 """
@@ -46,13 +47,14 @@ class PairState:
     stopped: bool = False  # out after a stop, until |z| is back within the entry band
 
 
-def next_state(state: PairState, z: float, rule: PairRule, candidate: bool = True, fresh: bool = True) -> tuple[
-    PairState, Why
-]:  # fmt: skip
-    """The position after seeing `z`, and why; `candidate` says the pair is still one, `fresh` that both legs'
-    prices are current."""
+def next_state(
+    state: PairState, z: float, rule: PairRule, candidate: bool = True, fresh: bool = True, can_enter: bool = True
+) -> tuple[PairState, Why]:
+    """The position after seeing `z`, and why. `fresh`: both legs are priced now (if not, or z is not a number,
+    nothing can be priced: the position stays as it is); `candidate`: the pair is still one (if not, out);
+    `can_enter`: the spread is wide enough to pay the round trip's costs."""
     if not fresh or not math.isfinite(z):
-        return PairState(0, state.stopped), Why.STALE if state.position else Why.HOLD
+        return state, Why.STALE
     if not candidate:
         return PairState(0, False), Why.LEFT if state.position else Why.HOLD
     if state.position:
@@ -62,7 +64,7 @@ def next_state(state: PairState, z: float, rule: PairRule, candidate: bool = Tru
             return PairState(0, False), Why.EXIT
         return state, Why.HOLD
     stopped = state.stopped and abs(z) >= rule.entry
-    if not stopped and rule.entry < abs(z) < rule.stop:
+    if can_enter and not stopped and rule.entry < abs(z) < rule.stop:
         return PairState(-1 if z > 0 else 1, False), Why.ENTRY
     return PairState(0, stopped), Why.HOLD
 

@@ -10,8 +10,9 @@ backtests:
 - A market order (and a limit order that crosses) fills at once, all of it,
   at the current step's offer (a buy) or bid (a sell), as a taker: there is
   no depth to walk, so large orders are filled as if the top of the book
-  were deep enough; a post-only order that would cross is rejected, and an
-  ioc order that does not cross is cancelled.
+  were deep enough, moved against the order by ``slippage`` (a fraction of
+  the price, 0 by default); a post-only order that would cross is rejected,
+  and an ioc order that does not cross is cancelled.
 - A resting limit order is tried against each later step: it fills
   completely when the step trades through its limit (a low under a bid, a
   high over an offer), fills ``touch_fill`` of what it has left when the step
@@ -91,6 +92,7 @@ class StepVenue:
 
     fees: FeeSchedule
     touch_fill: Decimal = Decimal("0.5")
+    slippage: Decimal = Decimal(0)
     name: str = VENUE
     steps: dict[str, Step] = field(default_factory=dict)
     resting: dict[str, _Resting] = field(default_factory=dict)
@@ -119,7 +121,9 @@ class StepVenue:
         self._reports.append(OrderEvent(name, EventKind.ACCEPTED, now_ms, venue_order_id=name))
         order = _Resting(request, request.quantity)
         if taking:
-            price = step.ask if request.side == Side.BUY else step.bid
+            price = step.ask * (1 + self.slippage) if request.side == Side.BUY else step.bid * (1 - self.slippage)
+            if limit is not None:  # slippage never past a crossing limit order's price
+                price = min(price, limit) if request.side == Side.BUY else max(price, limit)
             self._fill(order, price, order.remaining, Liquidity.TAKER, now_ms)
             return
         if request.time_in_force == TimeInForce.IOC:

@@ -34,12 +34,15 @@ def test_a_stop_closes_and_blocks_re_entry_until_z_is_back_inside_the_entry_band
     assert walk([5.0]) == [(0, Why.HOLD)]  # beyond the stop is no entry
 
 
-def test_leaving_the_candidates_or_a_stale_leg_closes():
+def test_leaving_the_candidates_closes_a_stale_leg_changes_nothing_and_costs_can_block_entries():
     state, _ = next_state(PairState(), 2.5, RULE)
     assert next_state(state, 2.5, RULE, candidate=False) == (PairState(0, False), Why.LEFT)
-    assert next_state(state, 2.5, RULE, fresh=False)[1] == Why.STALE
-    assert next_state(state, math.nan, RULE) == (PairState(0, False), Why.STALE)
+    assert next_state(state, 0.0, RULE, fresh=False) == (state, Why.STALE)  # no exit without a price
+    assert next_state(PairState(), 2.5, RULE, fresh=False) == (PairState(), Why.STALE)  # no entry either
+    assert next_state(state, math.nan, RULE) == (state, Why.STALE)
     assert next_state(PairState(), 2.5, RULE, candidate=False) == (PairState(), Why.HOLD)
+    assert next_state(PairState(), 2.5, RULE, can_enter=False) == (PairState(), Why.HOLD)
+    assert next_state(state, 0.0, RULE, can_enter=False) == (PairState(), Why.EXIT)  # exits are always allowed
 
 
 def test_leg_sizes_dollar_neutral_and_by_hedge_ratio():

@@ -117,3 +117,13 @@ def test_the_account_folds_the_venue_s_reports_into_orders_and_balances():
     assert account.balance("BTC") == D("2") and account.balance("USD") == D("1000") - D("200") - D("0.4")
     with pytest.raises(IllegalTransition):  # a filled order cannot be cancelled: the account refuses it
         account.apply([OrderEvent("b", EventKind.CANCELLED, 2)])
+
+
+def test_slippage_moves_market_fills_against_the_order_but_never_past_a_limit():
+    venue = StepVenue(FEES, slippage=D("0.01"))
+    venue.on_step(PRODUCT, step(1, "100"))
+    venue.submit(request("b", Side.BUY, "1"), 1)
+    venue.submit(request("s", Side.SELL, "1"), 1)
+    venue.submit(request("l", Side.BUY, "1", "100.5"), 1)
+    prices = [e.fill.price for e in venue.advance(1) if e.fill is not None]
+    assert prices == [D("101.00"), D("99.00"), D("100.5")]
