@@ -323,6 +323,61 @@ class Books(Section):
     imbalance_levels: int = Field(default=10, description="Levels per side in the book imbalance.")
 
 
+def universe_pairs(value: object) -> object:
+    """The universe: a comma list (or JSON list) of pairs, or the path of a file of one pair a line (blank lines
+    and ``#`` comments skipped), read here, once at start-up."""
+    if isinstance(value, str) and "," not in value and Path(value.strip()).expanduser().is_file():
+        lines = Path(value.strip()).expanduser().read_text(encoding="utf-8").splitlines()
+        return [pair for line in lines if (pair := line.split("#", 1)[0].strip())]
+    return split_commas(value)
+
+
+def _is_pair(text: str) -> bool:
+    base, slash, quote = text.partition("/")
+    return bool(slash) and base.isalnum() and quote.isalnum() and text.isupper()
+
+
+class Universe(Section):
+    """The universe of tickers and its per-ticker features (log return, rolling volatility, Hurst exponent)."""
+
+    env_prefix: ClassVar[str] = "UNIVERSE_"
+
+    pairs: Annotated[list[str], NoDecode, BeforeValidator(universe_pairs)] = Field(
+        default_factory=list,
+        description="The universe: pairs BASE/QUOTE, comma-separated, or the path of a file of one pair a line "
+        "(unset or empty: every file backfill-universe is given).",
+        json_schema_extra=env("UNIVERSE"),
+    )
+    consumer_group: str = "universe-pipeline"
+    candles_topic: str = Field(
+        default="universe-candles",
+        description="Candles the universe features are computed from (backfill-universe writes its files there; "
+        "the candle pipeline's candles topic works too).",
+    )
+    volatility_window: int = Field(
+        default=60, ge=2, description="Rolling volatility: the sample standard deviation of this many log returns."
+    )
+    hurst_window: int = Field(
+        default=256,
+        ge=64,
+        description="Rolling Hurst exponent (DFA-1) over this many log returns (at least 64: two octaves of scales).",
+    )
+    max_gap_intervals: int = Field(
+        default=5,
+        ge=0,
+        description="Missing candles up to this many in a row count as unchanged prices (zero log returns); a "
+        "longer gap restarts the ticker's windows.",
+    )
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs(cls, value: list[str]) -> list[str]:
+        bad = [pair for pair in value if not _is_pair(pair)]
+        if bad:
+            raise ValueError(f"not pairs BASE/QUOTE (nor a file of them): {', '.join(bad)}")
+        return value
+
+
 class Training(Section):
     """The price models' training: pairs, horizon, splits, data checks, tuning and the promotion gate."""
 
@@ -786,6 +841,7 @@ class Settings(BaseSettings):
     stream: Stream = Field(default_factory=Stream)
     exchanges: Exchanges = Field(default_factory=Exchanges)
     books: Books = Field(default_factory=Books)
+    universe: Universe = Field(default_factory=Universe)
     training: Training = Field(default_factory=Training)
     deep: Deep = Field(default_factory=Deep)
     action: Action = Field(default_factory=Action)

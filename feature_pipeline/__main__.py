@@ -14,6 +14,7 @@ from coinflow.feature_store import apply_feature_repo
 from feature_pipeline.books import cli as books
 from feature_pipeline.candles import cli as candles
 from feature_pipeline.cli import console, pipeline_settings
+from feature_pipeline.universe import cli as universe
 
 app = typer.Typer(
     help="The streaming feature pipelines: trades and books -> Kafka -> features -> Feast (Redis online, Parquet offline).",
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(candles.app)
 app.add_typer(books.app)
+app.add_typer(universe.app)
 
 
 @app.command("feature-repo")

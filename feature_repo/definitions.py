@@ -28,9 +28,11 @@ from feature_repo.names import (
     ORDERBOOK_FEATURES,
     ORDERBOOK_SERVICE,
     ORDERBOOK_VIEW,
+    UNIVERSE_FEATURES,
     indicators_view,
     ohlcv_view,
     regression_service,
+    universe_view,
     window_feature,
     window_view,
 )
@@ -134,3 +136,22 @@ orderbook_deep_4s = FeatureService(
     features=[orderbook_4s],
     description="Deep order-book models (CNN/LSTM over depth snapshots) on 4-second samples.",
 )
+
+
+def _universe(interval: str) -> FeatureView:
+    return FeatureView(
+        name=universe_view(interval),
+        entities=[pair],
+        ttl=timedelta(hours=6),
+        schema=[Field(name=name, dtype=Float64) for name in UNIVERSE_FEATURES],
+        source=_push_source(universe_view(interval)),
+        online=True,
+        description=f"Per-ticker features of the universe over {interval} candles, stamped at the candle's close: "
+        "the close, its log return, the rolling volatility (sample std of COINFLOW_UNIVERSE_VOLATILITY_WINDOW log "
+        "returns) and the Hurst exponent by DFA-1 over COINFLOW_UNIVERSE_HURST_WINDOW log returns with its "
+        "standard error (NaN until the windows are full, and for a constant window).",
+    )
+
+
+universe_1m = _universe("1m")
+universe_5m = _universe("5m")

@@ -58,3 +58,10 @@ ASK_SHARE_FEATURES = tuple(f"ask_share_{i:02d}" for i in range(20))
 MID_HISTORY_FEATURES = tuple(f"mid_30s_{i}" for i in range(10))
 BOOK_TOP_FEATURES = ("mid", "spread", "microprice", "imbalance")
 ORDERBOOK_FEATURES = BOOK_TOP_FEATURES + BID_SHARE_FEATURES + ASK_SHARE_FEATURES + MID_HISTORY_FEATURES
+
+# The universe of tickers (pairs trading): per-ticker features of each candle, one view per interval.
+UNIVERSE_FEATURES = ("close", "log_return", "volatility", "hurst", "hurst_se")
+
+
+def universe_view(interval: str) -> str:
+    return f"universe_{interval}"

@@ -1,5 +1,5 @@
-"""Quix sources that replay files: a trades CSV (into the trades topic), OHLCVT candles (into the candles topic)
-and full L2 book snapshots (into the book-updates topic).
+"""Quix sources that replay files: a trades CSV (into the trades topic), OHLCVT candles (into the candles topic),
+full L2 book snapshots (into the book-updates topic) and a universe's candle files (into the universe candles topic).
 
 All are finite: after the data they send an end-of-input marker per pair (or
 book) carrying the run's id, which closes the last window and lets the
@@ -8,6 +8,7 @@ pipeline stop once everything is in the feature store.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -15,7 +16,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from coinflow.books import book_key
-from coinflow.exchange_files import iter_ohlcvt_csv, iter_snapshot_csv, iter_trades_csv
+from coinflow.exchange_files import (
+    FileCandle,
+    candle_file_pair,
+    iter_candle_file,
+    iter_ohlcvt_csv,
+    iter_snapshot_csv,
+    iter_trades_csv,
+)
 from coinflow.quality import DEAD_LETTER_MAX_BYTES, Rejects
 from coinflow.schemas import CONTROL_END, MAX_FUTURE_MS, Control
 from feature_pipeline.sources.base import RecordSource
@@ -202,3 +210,63 @@ class SnapshotsFileSource(BookSource):
 
     def end_keys(self) -> tuple[list[str], list[str]]:
         return [book_key(self.exchange, self.product)], []
+
+
+def universe_candle(candle: FileCandle, interval: str) -> dict[str, Any]:
+    """A file's candle as the universe dataflow reads it: pair, interval, window_end_ms (its close) and OHLCV."""
+    return {
+        "pair": candle["pair"],
+        "interval": interval,
+        "window_end_ms": candle["timestamp_ms"],
+        "open": candle["open"],
+        "high": candle["high"],
+        "low": candle["low"],
+        "close": candle["close"],
+        "volume": candle["volume"],
+    }
+
+
+class UniverseFilesSource(RecordSource):
+    """The candle files of a universe (`coinflow.exchange_files.iter_candle_file`, one file a pair), merged in
+    time order as a live feed of them would come, keyed by pair; then an end marker per pair."""
+
+    stage = "candle_files"
+
+    def __init__(
+        self,
+        paths: list[Path],
+        interval: str,
+        seconds: int,
+        run_id: str,
+        dead_letter_topic: str,
+        max_future_ms: int = MAX_FUTURE_MS,
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
+    ) -> None:
+        super().__init__(f"candle-files-{run_id}", dead_letter_topic, dead_letter_max_bytes=dead_letter_max_bytes)
+        self.paths = [Path(p) for p in paths]
+        self.interval = interval
+        self.seconds = seconds
+        self.run_id = run_id
+        self.max_future_ms = max_future_ms
+
+    def pairs(self) -> list[str]:
+        return [candle_file_pair(path) for path in self.paths]
+
+    def run(self) -> None:
+        rejects = Rejects(self.stage, forward=self.produce_dead_letter)
+        files = [iter_candle_file(path, self.seconds, rejects, max_future_ms=self.max_future_ms) for path in self.paths]
+        last: dict[str, int] = {}
+        count = 0
+        for candle in heapq.merge(*files, key=lambda c: c["timestamp_ms"]):
+            if not self.running:
+                logger.info("%s stopped after %d candles", self.name, count)
+                return
+            self.produce_record(candle["pair"], universe_candle(candle, self.interval), candle["timestamp_ms"])
+            last[candle["pair"]] = candle["timestamp_ms"]
+            count += 1
+        for pair in self.pairs():
+            end_ts = last.get(pair, 0)
+            marker = Control(control=CONTROL_END, pair=pair, timestamp_ms=end_ts, run_id=self.run_id)
+            self.produce_record(pair, marker, end_ts)
+        self.flush()
+        logger.info("%s produced %d candles of %d files; %s", self.name, count, len(self.paths), rejects.summary())

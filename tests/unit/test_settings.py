@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from coinflow.settings import PairsTrading, Settings, Trading, _sections, env_example
+from coinflow.settings import PairsTrading, Settings, Trading, Universe, _sections, env_example
 from tests.support.paths import ROOT
 
 # The environment variables of the flat settings class this tree replaced: each must still set its setting
@@ -137,6 +137,7 @@ def test_every_variable_of_the_flat_settings_still_sets_one():
         "COINFLOW_COINBASE_REST_URL",
         *(f"COINFLOW_TRADING_{field.upper()}" for field in Trading.model_fields),
         *(f"COINFLOW_PAIRS_{field.upper()}" for field in PairsTrading.model_fields),
+        *(name for field in Universe.model_fields for name in Universe.env_names(field)),
     }
     assert all_variables() >= OLD_NAMES
 
@@ -225,3 +226,15 @@ def test_as_environment_gives_a_child_process_the_same_settings(monkeypatch):
     for name, value in settings.as_environment().items():
         monkeypatch.setenv(name, value)
     assert Settings(_env_file=None) == settings
+
+
+def test_the_universe_is_a_list_or_a_file_of_pairs(monkeypatch, tmp_path):
+    monkeypatch.setenv("COINFLOW_UNIVERSE", "ETH/USDT, BTC/USDT")
+    assert Settings(_env_file=None).universe.pairs == ["ETH/USDT", "BTC/USDT"]
+    path = tmp_path / "universe.txt"
+    path.write_text("# the majors\nETH/USDT\n\nBTC/USDT  # and bitcoin\n")
+    monkeypatch.setenv("COINFLOW_UNIVERSE", str(path))
+    assert Settings(_env_file=None).universe.pairs == ["ETH/USDT", "BTC/USDT"]
+    monkeypatch.setenv("COINFLOW_UNIVERSE", str(tmp_path / "missing.txt"))
+    with pytest.raises(ValueError, match="not pairs BASE/QUOTE"):
+        Settings(_env_file=None)
