@@ -172,6 +172,20 @@ def read_entity_rows(store: FeatureStore, view: str, entity: str, key: str, colu
     return rows[rows[entity] == key].sort_values(EVENT_TIMESTAMP).reset_index(drop=True)
 
 
+def read_view_rows(store: FeatureStore, view: str, entity: str, columns: Sequence[str]) -> pd.DataFrame:
+    """Every entity's rows (entity, event_timestamp and `columns`) of a view's offline Parquet, in time order."""
+    source = store.get_feature_view(view).batch_source
+    if not isinstance(source, FileSource):
+        raise ValueError(f"the offline rows of {view} are not in Parquet files (its batch source is {source!r})")
+    files = sorted(dataset_root(source.path).glob("*/*.parquet"))
+    wanted = [entity, EVENT_TIMESTAMP, *columns]
+    if not files:
+        return pd.DataFrame({c: pd.Series(dtype=TIMESTAMP_DTYPE if c == EVENT_TIMESTAMP else float) for c in wanted})
+    rows = pq.ParquetDataset(files).read(columns=wanted).to_pandas()
+    rows[EVENT_TIMESTAMP] = rows[EVENT_TIMESTAMP].astype(TIMESTAMP_DTYPE)
+    return rows.sort_values([EVENT_TIMESTAMP, entity], kind="stable").reset_index(drop=True)
+
+
 def service_rows(store: FeatureStore, spine: pd.DataFrame, service_name: str) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """A FeatureService's features at each spine row (its entity column, then event_timestamp), point in time and
     in time order, and the features' names."""

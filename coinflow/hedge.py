@@ -1,85 +1,122 @@
-"""Hedge ratios of a pair, y = alpha + beta * x: a Kalman filter that tracks both as random walks, and rolling OLS
-as the reference. Shared by the pair jobs (streaming) and the pairs backtest (batch).
+"""Hedge ratios of a pair, y = beta x + u with u the spread: a Kalman filter that tracks beta as a random walk and
+the spread as a mean-reverting AR(1) state, and rolling OLS as the reference. Shared by the pair jobs (streaming)
+and the pairs backtest (batch).
 
-The filter's noise variances (how fast alpha and beta may drift, and the
-measurement noise) are estimated by maximum likelihood with statsmodels'
-state-space time-varying regression (`estimate_noise`), never hard-coded; the
-filter then runs incrementally, one candle at a time (`KalmanHedge.update`),
-with the same initialisation as statsmodels (approximate diffuse), so it
-equals statsmodels' filtered states (to 2e-5 relative: the diffuse start
-rounds differently; tested). The spread at a candle is the
-prediction error before that candle's update, ``y - (alpha + beta x)`` with
-the state known from earlier candles only, and its z-score divides it by its
-predicted standard deviation: nothing from the candle itself leaks into its
-hedge ratio.
+The model is statsmodels' regression with AR(1) errors and a time-varying
+coefficient: ``y_t = beta_t x_t + u_t``, ``beta_{t+1} = beta_t + eta``,
+``u_{t+1} = c + phi u_t + e``. Its parameters (the drift variance of beta,
+the spread's intercept, persistence and innovation variance) are estimated by
+maximum likelihood (`estimate_noise`), never hard-coded. Modelling the spread
+as its own state matters: a filter whose intercept is a free random walk
+absorbs a persistent spread into that intercept, and its residuals no longer
+revert. The filter then runs incrementally, one candle at a time
+(`KalmanHedge.update`), initialised as statsmodels initialises it (the spread
+at its stationary distribution, beta approximately diffuse), so it equals
+statsmodels' filtered states (tested).
+
+At a candle, the spread is ``y - beta x - mean(u)`` with the beta known
+before that candle (nothing of the candle enters its own hedge) and its
+z-score divides by the spread's stationary standard deviation
+``sqrt(sigma2 / (1 - phi^2))``.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 from statsmodels.regression.rolling import RollingOLS
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 DIFFUSE_VARIANCE = 1e10  # statsmodels' approximate diffuse initialisation
 
 
 @dataclass(frozen=True)
 class NoiseVariances:
-    """Per candle: the drift variances of alpha and beta, and the measurement noise's."""
+    """The filter's parameters per candle: beta's drift variance, and the spread's AR(1) intercept, persistence and
+    innovation variance."""
 
-    alpha: float
     beta: float
-    measurement: float
+    intercept: float
+    phi: float
+    sigma2: float
+    converged: bool = True  # the likelihood's optimiser said it converged (if not, its best point is used)
+
+    @property
+    def spread_mean(self) -> float:
+        return self.intercept / (1 - self.phi)
+
+    @property
+    def spread_variance(self) -> float:
+        """The spread's stationary variance (infinite when it does not revert)."""
+        return self.sigma2 / (1 - self.phi**2) if abs(self.phi) < 1 else math.inf
+
+
+def hedge_model(x: np.ndarray, y: np.ndarray) -> sm.tsa.SARIMAX:
+    """statsmodels' state-space form of the model (see the module docstring)."""
+    return sm.tsa.SARIMAX(
+        np.asarray(y, dtype=float),
+        exog=np.asarray(x, dtype=float),
+        order=(1, 0, 0),
+        trend="c",
+        time_varying_regression=True,
+        mle_regression=False,
+    )
 
 
 def estimate_noise(x: np.ndarray, y: np.ndarray) -> NoiseVariances:
-    """The maximum-likelihood variances of a time-varying regression of `y` on `x` (statsmodels SARIMAX)."""
-    exog = np.column_stack([np.ones(len(x)), np.asarray(x, dtype=float)])
-    model = sm.tsa.SARIMAX(
-        np.asarray(y, dtype=float), exog=exog, order=(0, 0, 0), time_varying_regression=True, mle_regression=False
-    )
-    fitted = model.fit(disp=False)
-    alpha, beta, measurement = (float(v) for v in fitted.params)
-    return NoiseVariances(alpha, beta, measurement)
+    """The maximum-likelihood parameters of the model for `y` on `x`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # reported in `converged` instead
+        warnings.simplefilter("ignore", UserWarning)  # statsmodels' note on non-stationary starting parameters
+        fitted = hedge_model(x, y).fit(disp=False)
+    intercept, phi, beta, sigma2 = (float(v) for v in fitted.params)
+    return NoiseVariances(beta, intercept, phi, sigma2, bool(fitted.mle_retvals.get("converged", True)))
 
 
 @dataclass(frozen=True)
 class HedgeStep:
-    """One candle: the hedge before it (alpha, beta), the spread's prediction error, its variance, and z."""
+    """One candle: the hedge known before it (beta), the spread at it, the spread's variance, and z."""
 
-    alpha: float
     beta: float
     spread: float
     variance: float
 
     @property
     def z(self) -> float:
-        return self.spread / math.sqrt(self.variance) if self.variance > 0 else math.nan
+        return self.spread / math.sqrt(self.variance) if 0 < self.variance < math.inf else math.nan
 
 
 @dataclass
 class KalmanHedge:
-    """The filter's state (mean and covariance of alpha and beta); `update` takes one candle of both legs."""
+    """The filter's state (mean and covariance of the spread u and beta); `update` takes one candle of both legs."""
 
     noise: NoiseVariances
     mean: np.ndarray = field(default_factory=lambda: np.zeros(2))
-    covariance: np.ndarray = field(default_factory=lambda: np.eye(2) * DIFFUSE_VARIANCE)
+    covariance: np.ndarray = field(default_factory=lambda: np.zeros((2, 2)))
+
+    def __post_init__(self) -> None:
+        if not self.covariance.any():  # statsmodels' initialisation: u stationary, beta approximately diffuse
+            self.mean = np.array([self.noise.spread_mean, 0.0])
+            self.covariance = np.diag([self.noise.spread_variance, DIFFUSE_VARIANCE])
 
     def update(self, x: float, y: float) -> HedgeStep:
-        """The hedge known before this candle and its spread, then the state after it."""
+        """The spread at this candle with the hedge known before it, then the state after it."""
+        n = self.noise
+        beta = float(self.mean[1])
+        step = HedgeStep(beta, y - beta * x - n.spread_mean, n.spread_variance)
         h = np.array([1.0, x])
-        covariance = self.covariance  # predicted: the state drifts after each update, see below
-        predicted = float(h @ self.mean)
-        variance = float(h @ covariance @ h) + self.noise.measurement
-        step = HedgeStep(float(self.mean[0]), float(self.mean[1]), y - predicted, variance)
-        gain = covariance @ h / variance
-        self.mean = self.mean + gain * (y - predicted)
-        updated = covariance - np.outer(gain, h @ covariance)
-        self.covariance = updated + np.diag([self.noise.alpha, self.noise.beta])
+        variance = float(h @ self.covariance @ h)
+        gain = self.covariance @ h / variance
+        mean = self.mean + gain * (y - float(h @ self.mean))
+        covariance = self.covariance - np.outer(gain, h @ self.covariance)
+        transition = np.diag([n.phi, 1.0])
+        self.mean = transition @ mean + np.array([n.intercept, 0.0])
+        self.covariance = transition @ covariance @ transition.T + np.diag([n.sigma2, n.beta])
         return step
 
     def state(self) -> dict[str, list[float]]:
@@ -92,12 +129,11 @@ class KalmanHedge:
 
 
 def kalman_hedge(x: np.ndarray, y: np.ndarray, noise: NoiseVariances) -> pd.DataFrame:
-    """The filter over whole series: alpha, beta (before each candle), spread, variance and z per candle."""
+    """The filter over whole series: beta (before each candle), spread, variance and z per candle."""
     hedge = KalmanHedge(noise)
     steps = [hedge.update(float(a), float(b)) for a, b in zip(x, y, strict=True)]
     return pd.DataFrame(
         {
-            "alpha": [s.alpha for s in steps],
             "beta": [s.beta for s in steps],
             "spread": [s.spread for s in steps],
             "variance": [s.variance for s in steps],

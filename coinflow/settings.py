@@ -760,6 +760,38 @@ class PairsTrading(Section):
         ge=0,
         description="A candidate pair leaves after failing its re-tests for this long (event time; 0: at once).",
     )
+    entry_grid: CommaList = Field(
+        default_factory=lambda: ["1.5", "2.0", "2.5", "3.0"],
+        description="Pairs backtest: the entry |z| thresholds each walk-forward fold chooses from (on earlier bars).",
+    )
+    exit_z: float = Field(default=0.5, ge=0.0, description="Pairs strategy: out when |z| is back within this.")
+    stop_z: float = Field(
+        default=4.0, gt=0.0, description="Pairs strategy: out (and no re-entry until |z| < entry) at this |z|."
+    )
+    folds: int = Field(default=4, ge=1, description="Pairs backtest: walk-forward folds (the bars cut in folds + 1).")
+    capital: Decimal = Field(
+        default=Decimal("10000"), gt=0, description="Pairs backtest: quote (USDT) shared equally by the pairs traded."
+    )
+    max_pairs: int = Field(default=10, ge=1, description="Pairs strategy: the most pairs traded at once (lowest p).")
+    taker_fee: Decimal = Field(
+        default=Decimal("0.001"),
+        ge=0,
+        lt=1,
+        description="Pairs backtest: the taker fee of every leg's fill (Binance spot's base tier, 0.10 %).",
+    )
+    slippage: Decimal = Field(
+        default=Decimal("0.0005"), ge=0, lt=1, description="Pairs backtest: each market fill's price moved by this."
+    )
+    dollar_neutral: bool = Field(
+        default=True, description="Pairs strategy: half the notional a leg (else x sized by the hedge ratio)."
+    )
+    noise_bars: int = Field(
+        default=5000, ge=100, description="Pairs: the latest bars the Kalman filter's noise variances are fitted on."
+    )
+
+    @property
+    def entries(self) -> list[float]:
+        return [float(v) for v in self.entry_grid]
 
     @model_validator(mode="after")
     def _half_life_range(self) -> PairsTrading:

@@ -20,6 +20,7 @@ from coinflow.redact import redact
 from coinflow.schemas import INTERVALS_SECONDS
 from coinflow.settings import Settings, comma_items
 from training_pipeline.checks import DataCheckError
+from training_pipeline.pairs.cli import register as register_pairs
 from training_pipeline.price.models import StudyError, open_storage
 from training_pipeline.price.train import (
     DEFAULT_MODELS,
@@ -452,6 +453,8 @@ def mlflow_ui() -> None:
         raise typer.Exit(1) from exc
     console.print(f"MLflow UI: {redact(uri)}")
 
+
+register_pairs(app)
 
 if __name__ == "__main__":
     app()

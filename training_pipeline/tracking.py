@@ -124,11 +124,12 @@ def decide_promotion(
     )
 
 
-def decide_action_promotion(
+def decide_pnl_promotion(
     candidate_pnl: float, champion_pnl: float | None, champion_label: str = "the champion"
 ) -> tuple[bool, str]:
-    """Whether an action model becomes champion, and why: its simulated PnL on the test period must be above the
-    no-op policy's (0) and above the current champion's on the same period."""
+    """Whether a trading model (the action model, a pairs configuration) becomes champion, and why: its PnL after
+    fees on the test period must be above doing nothing's (0) and above the current champion's on the same
+    period."""
     if not candidate_pnl > 0:
         return False, f"refused: simulated PnL {candidate_pnl:,.2f} on the test period does not beat no-op (0)"
     if champion_pnl is not None and not candidate_pnl > champion_pnl:

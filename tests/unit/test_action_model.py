@@ -16,7 +16,7 @@ from training_pipeline.action.labels import LabelCosts, action_values, confusion
 from training_pipeline.action.model import ActionModel, book_inputs, decision_metrics, values_bps
 from training_pipeline.deep.networks import ActionNetwork
 from training_pipeline.simulation import Action, Costs, Market, simulate
-from training_pipeline.tracking import decide_action_promotion
+from training_pipeline.tracking import decide_pnl_promotion
 
 STEP = timedelta(seconds=4)
 COSTS = LabelCosts(taker_fee=0.0002, maker_fee=0.0, tick=0.01)
@@ -144,10 +144,10 @@ def test_a_book_market_fills_passive_orders_when_the_other_side_reaches_the_limi
 
 
 def test_the_action_gate_needs_a_profit_above_no_op_and_the_champion():
-    assert decide_action_promotion(-1.0, None)[0] is False
-    assert decide_action_promotion(0.0, None)[0] is False
-    promoted, reason = decide_action_promotion(5.0, None)
+    assert decide_pnl_promotion(-1.0, None)[0] is False
+    assert decide_pnl_promotion(0.0, None)[0] is False
+    promoted, reason = decide_pnl_promotion(5.0, None)
     assert promoted and "beats no-op" in reason
-    promoted, reason = decide_action_promotion(5.0, 7.0, "champion v2")
+    promoted, reason = decide_pnl_promotion(5.0, 7.0, "champion v2")
     assert not promoted and "champion v2" in reason
-    assert decide_action_promotion(8.0, 7.0)[0] is True
+    assert decide_pnl_promotion(8.0, 7.0)[0] is True

@@ -32,7 +32,7 @@ def universe(n: int = 3000, seed: int = 0) -> pd.DataFrame:
 
 
 def signal(closes: pd.DataFrame):
-    return pair_signal(*PAIR, np.log(closes), NoiseVariances(1e-6, 1e-7, 1e-5))
+    return pair_signal(*PAIR, np.log(closes), NoiseVariances(beta=1e-9, intercept=0.005, phi=0.95, sigma2=9e-6))
 
 
 def test_the_pair_books_add_up_to_the_account_and_a_reverting_spread_earns_before_costs():

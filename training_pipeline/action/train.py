@@ -38,7 +38,7 @@ from training_pipeline.splits import Split, time_split
 from training_pipeline.tracking import (
     EXAMPLE_ROWS,
     champion_version,
-    decide_action_promotion,
+    decide_pnl_promotion,
     git_commit,
     register_challenger,
 )
@@ -193,7 +193,7 @@ def train_action(
     if error is not None:
         promote, reason = False, f"refused: {label} could not be scored on this test period ({error})"
     else:
-        promote, reason = decide_action_promotion(outcomes[0].pnl, champion_pnl, label or "the champion")
+        promote, reason = decide_pnl_promotion(outcomes[0].pnl, champion_pnl, label or "the champion")
     if promote:
         client.set_registered_model_alias(name, CHAMPION, result.version)
     result.promoted, result.promotion = promote, reason

@@ -62,7 +62,7 @@ class PairSignal:
     pair_id: str
     y: str
     x: str
-    frame: pd.DataFrame  # index: bar times; columns alpha, beta, spread, variance, z
+    frame: pd.DataFrame  # index: bar times; columns beta, spread, variance, z
 
 
 def pair_signal(pair_id: str, y: str, x: str, log_prices: pd.DataFrame, noise: NoiseVariances) -> PairSignal:
@@ -247,9 +247,11 @@ class Fold:
 
     start: pd.Timestamp
     end: pd.Timestamp
-    pairs: tuple[str, ...]
+    pairs: tuple[tuple[str, str, str], ...]  # (pair id, y, x)
+    noises: dict[str, NoiseVariances]
     entry: float | None  # None: no threshold made money before the fold, so it does nothing
     run: PortfolioRun | None
+    rule: PairRule | None = None
 
 
 Discover = Callable[[pd.DataFrame], Sequence[tuple[str, str, str]]]  # log prices -> (pair id, y, x) accepted
@@ -293,12 +295,13 @@ def walk_forward(
             if signals and pnl > best_pnl:
                 best, best_pnl = entry, pnl
         run: PortfolioRun | None = None
+        traded_rule = None
         if best is not None:
             traded_rule = PairRule(entry=best, exit=rule.exit, stop=max(rule.stop, best + 0.5))
             run = trade(closes[legs].iloc[start:end], [_slice(s, start, end) for s in signals], traded_rule, costs,
                         capital, dollar_neutral)  # fmt: skip
         times = closes.index
-        out.append(Fold(times[start], times[end - 1], tuple(pid for pid, _, _ in chosen), best, run))
+        out.append(Fold(times[start], times[end - 1], tuple(chosen), noises, best, run, traded_rule))
     return out
 
 
