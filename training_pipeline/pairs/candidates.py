@@ -13,30 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from coinflow.pairs import PairCandidate
 from coinflow.settings import PairsTrading
 from training_pipeline.pairs.discovery import Discovery, PairTest, discover
 
 NOT_TESTED = "not_tested"
-
-
-class PairCandidate(TypedDict):
-    """A pair entering or leaving the candidates, at the event time of the re-test that decided it."""
-
-    pair_id: str
-    event: Literal["enter", "leave"]
-    timestamp_ms: int
-    y: str
-    x: str
-    hedge_ratio: float
-    half_life: float
-    hurst: float
-    p_adjusted: float
-    reasons: list[str]  # leave: why the last re-test did not accept it
 
 
 @dataclass

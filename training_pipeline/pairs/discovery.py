@@ -44,6 +44,7 @@ from statsmodels.tsa.stattools import coint
 from statsmodels.tsa.vector_ar.vecm import coint_johansen
 
 from coinflow.mean_reversion import half_life, hurst_dfa, mean_crossings
+from coinflow.pairs import pair_id
 from coinflow.settings import PairsTrading
 
 SHORT_HISTORY = "short_history"
@@ -105,11 +106,6 @@ class Discovery:
         """One row per pair looked at, with its statistics and why it was not accepted."""
         rows = [{"pair_id": p.pair_id, **asdict(p), "reasons": ",".join(p.reasons)} for p in self.pairs]
         return pd.DataFrame(rows, columns=["pair_id", *PairTest.__dataclass_fields__])
-
-
-def pair_id(y: str, x: str) -> str:
-    """``ETH/USDT``, ``BTC/USDT`` -> ``ETH-USDT__BTC-USDT``."""
-    return f"{y.replace('/', '-')}__{x.replace('/', '-')}"
 
 
 def finite_prices(log_prices: pd.DataFrame) -> pd.DataFrame:
