@@ -120,6 +120,7 @@ bench: $(STAMP) ## Run the benchmarks (prints tables with the machine)
 	$(PY) -m bench.bench_deep
 	$(PY) -m bench.bench_inference
 	$(PY) -m bench.bench_trading
+	$(PY) -m bench.bench_universe
 	$(PY) -m bench.bench_pairs_discovery
 
 clean: down ## Stop services and remove local state (.coinflow, offline store, registry)
