@@ -800,6 +800,40 @@ class PairsTrading(Section):
         return self
 
 
+class PairJobs(Section):
+    """Pair jobs: a job per candidate pair (pair_candidates), its legs joined by event time, its Kalman spread."""
+
+    env_prefix: ClassVar[str] = "PAIR_JOBS_"
+
+    candidates_topic: str = Field(
+        default="pair-candidates", description="pair_candidates records (key: pair_id): pairs entering and leaving."
+    )
+    legs_y_topic: str = Field(default="pair-legs-y", description="Candles of pairs' y legs, keyed by pair_id.")
+    legs_x_topic: str = Field(default="pair-legs-x", description="Candles of pairs' x legs, keyed by pair_id.")
+    consumer_group: str = "pair-jobs"
+    warmup_bars: int = Field(
+        default=500,
+        ge=30,
+        description="A pair job fits its Kalman filter's parameters (maximum likelihood) on its first this many "
+        "joined candles, whose rows have NaN features.",
+    )
+    half_life_window: int = Field(
+        default=240, ge=3, description="A pair's half-life of mean reversion over its last this many spreads."
+    )
+    max_leg_age_s: int = Field(
+        default=120,
+        ge=0,
+        description="A y candle is joined with x's latest candle at or before it only if that one is at most this "
+        "much older (else counted as stale_leg, no row).",
+    )
+    join_grace_s: int = Field(
+        default=3600,
+        ge=1,
+        description="How much of x's history (event time) the as-of join keeps per pair: how far x's candles may "
+        "run ahead of y's.",
+    )
+
+
 def _sections(settings_cls: type[BaseModel]) -> Iterator[tuple[str, type[Section]]]:
     for name, info in settings_cls.model_fields.items():
         annotation = info.annotation
@@ -881,6 +915,7 @@ class Settings(BaseSettings):
     serve: Serve = Field(default_factory=Serve)
     trading: Trading = Field(default_factory=Trading)
     pairs_trading: PairsTrading = Field(default_factory=PairsTrading)
+    pair_jobs: PairJobs = Field(default_factory=PairJobs)
 
     @classmethod
     def settings_customise_sources(

@@ -28,9 +28,12 @@ from feature_repo.names import (
     ORDERBOOK_FEATURES,
     ORDERBOOK_SERVICE,
     ORDERBOOK_VIEW,
+    PAIR_ENTITY,
+    PAIR_SPREAD_FEATURES,
     UNIVERSE_FEATURES,
     indicators_view,
     ohlcv_view,
+    pair_spread_view,
     regression_service,
     universe_view,
     window_feature,
@@ -155,3 +158,23 @@ def _universe(interval: str) -> FeatureView:
 
 universe_1m = _universe("1m")
 universe_5m = _universe("5m")
+
+pair_id = Entity(
+    name=PAIR_ENTITY,
+    join_keys=[PAIR_ENTITY],
+    value_type=ValueType.STRING,
+    description="A candidate pair of the universe, y first: ETH-USDT__BTC-USDT is y = ETH/USDT, x = BTC/USDT.",
+)
+
+pair_spread_1m = FeatureView(
+    name=pair_spread_view("1m"),
+    entities=[pair_id],
+    ttl=timedelta(hours=6),
+    schema=[Field(name=name, dtype=Float64) for name in PAIR_SPREAD_FEATURES],
+    source=_push_source(pair_spread_view("1m")),
+    online=True,
+    description="Per candidate pair, at each 1-minute candle of its y leg (stamped at that candle's close): both "
+    "closes, how old x's candle is (x_lag_s; x's latest at or before y's), the Kalman hedge ratio of log y on "
+    "log x known before the candle, the spread and its z-score, and the half-life over the last "
+    "COINFLOW_PAIR_JOBS_HALF_LIFE_WINDOW spreads (NaN while the job warms up).",
+)

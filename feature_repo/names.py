@@ -65,3 +65,12 @@ UNIVERSE_FEATURES = ("close", "log_return", "volatility", "hurst", "hurst_se")
 
 def universe_view(interval: str) -> str:
     return f"universe_{interval}"
+
+
+# Pair jobs (pairs trading): per candidate pair, its spread at each candle of its y leg.
+PAIR_ENTITY = "pair_id"  # y first: ETH-USDT__BTC-USDT (coinflow.pairs.pair_id)
+PAIR_SPREAD_FEATURES = ("y_close", "x_close", "x_lag_s", "beta", "spread", "z", "half_life")
+
+
+def pair_spread_view(interval: str) -> str:
+    return f"pair_spread_{interval}"

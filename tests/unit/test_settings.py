@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from coinflow.settings import PairsTrading, Settings, Trading, Universe, _sections, env_example
+from coinflow.settings import PairJobs, PairsTrading, Settings, Trading, Universe, _sections, env_example
 from tests.support.paths import ROOT
 
 # The environment variables of the flat settings class this tree replaced: each must still set its setting
@@ -138,6 +138,7 @@ def test_every_variable_of_the_flat_settings_still_sets_one():
         *(f"COINFLOW_TRADING_{field.upper()}" for field in Trading.model_fields),
         *(f"COINFLOW_PAIRS_{field.upper()}" for field in PairsTrading.model_fields),
         *(name for field in Universe.model_fields for name in Universe.env_names(field)),
+        *(name for field in PairJobs.model_fields for name in PairJobs.env_names(field)),
     }
     assert all_variables() >= OLD_NAMES
 
