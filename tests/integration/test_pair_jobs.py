@@ -109,10 +109,11 @@ def rows_of(settings: Settings, pid: str) -> pd.DataFrame:
     return rows[rows[PAIR_ENTITY] == pid] if len(rows) else rows
 
 
-def reference(settings: Settings, frame: pd.DataFrame, pid: str) -> list[dict]:
+def reference(settings: Settings, frame: pd.DataFrame, pid: str) -> list[dict | None]:
     """The pure step over the pair's candles, both legs at each minute."""
     y, x = LEGS[pid]
-    job, rows = new_job(candidate(pid, "enter", T0)), []
+    job = new_job(candidate(pid, "enter", T0))
+    rows: list[dict | None] = []
     for ms, row in frame.iterrows():
         legs = merge_legs(
             {"pair_id": pid, "role": "y", "window_end_ms": int(ms), "close": float(row[y])},
