@@ -86,3 +86,12 @@ def test_the_benchmark_holds_the_universe_equally():
     hold = equal_weight_hold(closes, 3000.0)
     expected = (closes / closes.iloc[0] * 1000).sum(axis=1).to_numpy()
     np.testing.assert_allclose(hold, expected)
+
+
+def test_a_run_ends_flat_and_pays_its_exits():
+    closes = universe(400)
+    run = trade(closes, [signal(closes)], PairRule(entry=0.5, exit=0.1, stop=50), Costs(D("0.001"), D(0)), D(10_000))
+    book = run.pairs[PAIR[0]]
+    assert all(q == 0 for q in book.holdings.values())
+    assert run.reasons.get("end", 0) + run.reasons.get("exit", 0) >= 1 and book.trips
+    assert run.equity[-1] == pytest.approx(10_000 + float(book.cash))

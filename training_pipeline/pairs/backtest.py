@@ -8,7 +8,8 @@ and each change of position is two market orders on the step venue
 (`coinflow.trading.steps`: at the bar's close, moved by the slippage, taker
 fee), booked in one in-memory account (`coinflow.trading.accounting`) that
 may go short a leg (a margin account: a sold coin not held is a negative
-balance). A position is entered only when the spread's deviation (a log
+balance). A run ends flat: positions still open at its last bar are closed
+there, so their exit costs count. A position is entered only when the spread's deviation (a log
 distance, about the return if it reverts) exceeds the round trip's costs:
 four fills of fee and slippage.
 
@@ -127,6 +128,7 @@ def trade(
     reasons: dict[str, int] = defaultdict(int)
     values = closes.to_numpy(dtype=float)
     columns = list(closes.columns)
+    last = len(closes) - 1
     for t, at in enumerate(closes.index):
         at_ms = int(at.value // 1_000_000)
         priced = set()
@@ -141,7 +143,10 @@ def trade(
             z, spread, beta = arrays[signal.pair_id][t]
             fresh = signal.y in priced and signal.x in priced
             state, why = next_state(book.state, z, rule, fresh=fresh, can_enter=abs(spread) > costs.hurdle)
-            reasons[why.value] += 1
+            reason = why.value
+            if t == last and state.position and fresh:  # a run ends flat: the exit's costs count
+                state, reason = PairState(0, state.stopped), "end"
+            reasons[reason] += 1
             if state.position != book.state.position:
                 _rebalance(account, venue, book, signal, state.position, notional, current, beta, dollar_neutral,
                            at_ms, t)  # fmt: skip
