@@ -81,6 +81,9 @@ train-deep: $(STAMP) ## Train the LSTM and GRU sequence models for COINFLOW_TRAI
 train-action: $(STAMP) ## Train the order-book action model for COINFLOW_ACTION_PRODUCTS (needs recorded books: make live-books)
 	$(PY) -m training_pipeline train --models action
 
+pairs-backtest: $(STAMP) ## Walk-forward pairs backtest over the offline store's universe: make pairs-backtest INTERVAL=1m|5m
+	$(PY) -m training_pipeline pairs-backtest --interval $(or $(INTERVAL),1m)
+
 simulate: $(STAMP) ## Simulate trading with a logged model on its test period: make simulate RUN_ID=<mlflow run id>
 	$(PY) -m training_pipeline simulate --run-id $(RUN_ID)
 
@@ -129,4 +132,4 @@ bench: $(STAMP) ## Run the benchmarks (prints tables with the machine)
 clean: down ## Stop services and remove local state (.coinflow, offline store, registry)
 	rm -rf .coinflow feature_repo/data
 
-.PHONY: help install lint format typecheck up down status feature-repo feature-pipeline pairs-live replay backfill replay-session replay-snapshots paper-trade-action trade positions live-books train mlflow-ui train-deep train-action simulate tensorboard serve predict-stream evaluate-live quickstart test test-unit test-e2e bench clean
+.PHONY: help install lint format typecheck up down status feature-repo feature-pipeline pairs-live pairs-backtest replay backfill replay-session replay-snapshots paper-trade-action trade positions live-books train mlflow-ui train-deep train-action simulate tensorboard serve predict-stream evaluate-live quickstart test test-unit test-e2e bench clean
