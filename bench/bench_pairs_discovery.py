@@ -37,8 +37,7 @@ from rich.table import Table
 
 from bench.bench_feature_pipeline import console, machine_info
 from coinflow.exchange_files import candle_files, read_candle_file
-from coinflow.settings import PairsTrading
-from training_pipeline.pairs.discovery import (
+from coinflow.pair_discovery import (
     Discovery,
     adjust,
     all_pairs,
@@ -47,6 +46,7 @@ from training_pipeline.pairs.discovery import (
     pair_statistics_of,
     screen_tickers,
 )
+from coinflow.settings import PairsTrading
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "binance" / "1m_2021-05-15_2021-06-05"

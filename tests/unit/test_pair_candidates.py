@@ -8,16 +8,16 @@ import math
 import numpy as np
 import pandas as pd
 
-from coinflow.settings import PairsTrading
-from tests.support.pairs_synthetic import random_walk, universe
-from training_pipeline.pairs.candidates import (
+from coinflow.pair_candidates import (
     NOT_TESTED,
     CandidateTracker,
     candidate_events,
     retest_times,
     rolling_discovery,
 )
-from training_pipeline.pairs.discovery import Discovery, PairTest
+from coinflow.pair_discovery import Discovery, PairTest
+from coinflow.settings import PairsTrading
+from tests.support.pairs_synthetic import random_walk, universe
 
 HOUR_MS = 3_600_000
 

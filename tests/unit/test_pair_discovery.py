@@ -11,9 +11,7 @@ import pandas as pd
 import pytest
 from statsmodels.stats.multitest import multipletests
 
-from coinflow.settings import PairsTrading
-from tests.support.pairs_synthetic import random_walk, universe
-from training_pipeline.pairs.discovery import (
+from coinflow.pair_discovery import (
     CONSTANT,
     SHORT_HISTORY,
     SHORT_OVERLAP,
@@ -23,6 +21,8 @@ from training_pipeline.pairs.discovery import (
     pair_id,
     pair_statistics,
 )
+from coinflow.settings import PairsTrading
+from tests.support.pairs_synthetic import random_walk, universe
 
 SETTINGS = PairsTrading(min_history_bars=500)
 

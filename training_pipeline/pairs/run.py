@@ -26,6 +26,7 @@ from mlflow import MlflowClient
 
 from coinflow.contracts import CHAMPION
 from coinflow.feature_store import feature_store, read_view_rows
+from coinflow.pair_discovery import Discovery, discover
 from coinflow.settings import Settings
 from coinflow.trading.pairs import PairRule
 from feature_repo.names import ENTITY, EVENT_TIMESTAMP, universe_view
@@ -39,7 +40,6 @@ from training_pipeline.pairs.backtest import (
     trade,
     walk_forward,
 )
-from training_pipeline.pairs.discovery import Discovery, discover
 from training_pipeline.pairs.serving import CONFIG, ChosenPair, PairsConfig, log_pairs_pyfunc
 from training_pipeline.tracking import champion_version, decide_pnl_promotion, register_challenger
 

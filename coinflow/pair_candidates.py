@@ -18,9 +18,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from coinflow.pair_discovery import Discovery, PairTest, discover
 from coinflow.pairs import PairCandidate
 from coinflow.settings import PairsTrading
-from training_pipeline.pairs.discovery import Discovery, PairTest, discover
 
 NOT_TESTED = "not_tested"
 
