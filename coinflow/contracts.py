@@ -33,6 +33,18 @@ def registered_model_name(pair: str, horizon_minutes: int) -> str:
     return f"price-{pair_slug(pair)}-{horizon_minutes}m"
 
 
+# The registered pairs configuration (``pairs-<interval>``): its pyfunc takes these columns, one row a pair, and
+# returns each pair's next position and stopped flag; its model directory holds the configuration as JSON
+# (pairs: pair_id, y, x; dollar_neutral; taker_fee and slippage as text), which a live session reads for the legs.
+PAIRS_INPUT = ("pair_id", "z", "spread", "position", "stopped")
+PAIRS_CONFIG_FILE = "artifacts/model/pairs.json"
+
+
+def pairs_model_name(interval: str) -> str:
+    """``pairs-1m``: the registered pairs configuration of an interval (also the experiment's name)."""
+    return f"pairs-{interval}"
+
+
 def action_model_name(product: str) -> str:
     """``action-COINBASEETHUSD`` for the book coinbase:ETH-USD (also the experiment's name)."""
     return f"action-{pair_slug(product)}"

@@ -682,6 +682,17 @@ class Trading(Section):
         description="Threshold strategy: it buys when the price model's predicted log return beats this plus the "
         "round trip's taker fees, and sells all it holds below minus this.",
     )
+    leg_timeout_ms: int = Field(
+        default=5000,
+        ge=0,
+        description="A multi-leg intent (a pair's two legs) whose legs are not all filled this long after its event "
+        "time (or one is refused or rejected) is undone: its filled legs are unwound with market orders.",
+    )
+    pairs_margin: bool = Field(
+        default=True,
+        description="The pairs strategy's paper account is a margin account: it may sell a leg it does not hold (a "
+        "negative coin balance), as the pairs backtest does; off: the reserves check refuses selling coin not held.",
+    )
     metrics_port: int = Field(
         default=9120,
         ge=0,
@@ -810,6 +821,11 @@ class PairJobs(Section):
     )
     legs_y_topic: str = Field(default="pair-legs-y", description="Candles of pairs' y legs, keyed by pair_id.")
     legs_x_topic: str = Field(default="pair-legs-x", description="Candles of pairs' x legs, keyed by pair_id.")
+    rows_topic: str = Field(
+        default="pair-spread",
+        description="Every pair_spread_1m row the pair jobs write, also on this topic (key: pair_id), for the pairs "
+        "strategy's live trading.",
+    )
     consumer_group: str = "pair-jobs"
     warmup_bars: int = Field(
         default=500,

@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -156,10 +157,18 @@ def price_model_of(pyfunc: PyFuncModel) -> ServedPriceModel | None:
 
 def load_pyfunc(client: MlflowClient, tracking_uri: str, name: str, version: str) -> PyFuncModel:
     """A registered version's pyfunc, downloaded from the given server (not the process-wide MLflow URI)."""
+    return load_pyfunc_with_file(client, tracking_uri, name, version, None)[0]
+
+
+def load_pyfunc_with_file(
+    client: MlflowClient, tracking_uri: str, name: str, version: str, path: str | None
+) -> tuple[PyFuncModel, str | None]:
+    """`load_pyfunc`, and the text of the file at `path` in the model's directory (a configuration it carries)."""
     source = client.get_model_version_download_uri(name, version)
     with tempfile.TemporaryDirectory(prefix="coinflow-model-") as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri)
-        return mlflow.pyfunc.load_model(local)
+        text = None if path is None else (Path(local) / path).read_text()
+        return mlflow.pyfunc.load_model(local), text
 
 
 def service_layout(service: FeatureService) -> tuple[tuple[str, ...], tuple[str, ...]]:

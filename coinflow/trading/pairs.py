@@ -14,9 +14,12 @@ After a stop the pair is not entered again until |z| has come back below
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+
+from coinflow.trading.orders import Side, lot, split_product
 
 
 @dataclass(frozen=True)
@@ -82,3 +85,25 @@ def leg_quantities(
     per_unit = price_y + abs(beta) * price_x
     y = direction * notional / per_unit
     return y, -beta * y
+
+
+def leg_orders(
+    want: dict[str, Decimal], held: dict[str, Decimal], increment: Decimal
+) -> list[tuple[str, Side, Decimal]]:
+    """The market orders moving each leg from `held` to `want` (signed quantities): (leg, side, size), each size
+    rounded down to `increment`; a leg with nothing to trade is left out."""
+    out = []
+    for leg, quantity in want.items():
+        change = quantity - held.get(leg, Decimal(0))
+        size = lot(abs(change), increment)
+        if size > 0:
+            out.append((leg, Side.BUY if change > 0 else Side.SELL, size))
+    return out
+
+
+def common_quote(tickers: Iterable[str]) -> str:
+    """The one quote asset of the tickers (ETH/USDT, BTC/USDT -> USDT): the account holds a single currency."""
+    quotes = {split_product(t)[1] for t in tickers}
+    if len(quotes) != 1:
+        raise ValueError(f"the tickers are quoted in {sorted(quotes)}: a pairs account holds one quote currency")
+    return quotes.pop()

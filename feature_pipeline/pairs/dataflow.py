@@ -12,7 +12,8 @@
    candles' close times; x's history kept ``join_grace_s``).
 3. The pair job, in Quix state keyed by pair id: created by the enter control,
    dropped by the leave control; each y candle whose x is at most
-   ``max_leg_age_s`` older gives a row (`transforms.pair_spread.pair_step`).
+   ``max_leg_age_s`` older gives a row (`transforms.pair_spread.pair_step`), written to Feast and put on
+   ``rows_topic`` (key: pair id) for live trading.
 
 A pair starts with the first candle its router sees after its enter event.
 Bad records (candidates and candles) are counted and dead-lettered; stale or
@@ -61,6 +62,7 @@ class PairTopics:
     candles: Topic
     legs_y: Topic
     legs_x: Topic
+    rows: Topic
     dead_letters: Topic
 
 
@@ -72,6 +74,7 @@ def pair_topics(app: Application, settings: Settings) -> PairTopics:
         candles=json_topic(app, settings.universe.candles_topic, config),
         legs_y=json_topic(app, jobs.legs_y_topic, config),
         legs_x=json_topic(app, jobs.legs_x_topic, config),
+        rows=json_topic(app, jobs.rows_topic, config),
         dead_letters=json_topic(app, settings.topics.dead_letters, config, "bytes"),
     )
 
@@ -182,5 +185,7 @@ def build_pairs_dataflow(app: Application, topics: PairTopics, settings: Setting
         x_candles, how="left", on_merge=merge_legs, grace_ms=settings.pair_jobs.join_grace_s * 1000, name="pair_x"
     )
     rows = joined.apply(run_job(job_params(settings), skipped), stateful=True, metadata=True)
-    rows.filter(lambda r: r is not None).sink(sink)
+    rows = rows.filter(lambda r: r is not None)
+    rows.to_topic(topics.rows, key=lambda row: row["pair_id"])  # the pairs strategy's live input
+    rows.sink(sink)
     return [candidate_rejects, candle_rejects, skipped]

@@ -4,6 +4,7 @@ the trading database (COINFLOW_TRADING_DB_URL, or --db)."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -24,7 +25,7 @@ from inference_pipeline.execution.models import ModelNotFound
 from inference_pipeline.execution.runs import BacktestRun, backtest_action, backtest_threshold
 from inference_pipeline.execution.service import KILL_SWITCH, fold_orders
 from inference_pipeline.execution.store import Control, Recorded, TradingStore, connect
-from inference_pipeline.execution.trading import run_threshold_trading, run_trading
+from inference_pipeline.execution.trading import run_pairs_trading, run_threshold_trading, run_trading
 
 console = Console()
 
@@ -117,11 +118,17 @@ def trade_problem(strategy: str, product: str | None, pair: str | None, venue: s
             return ("--strategy threshold trades on the paper venue only (its step venue fills candles; the Coinbase "
                     "gateway trades books).")  # fmt: skip
         return None if pair else "--strategy threshold needs --pair (BTC/USD)."
-    return f"--strategy {strategy}: action or threshold."
+    if strategy == "pairs":
+        return None if venue == "paper" else "--strategy pairs trades on the paper venue only."
+    return f"--strategy {strategy}: action, threshold or pairs."
 
 
 def _book_problem(product: str) -> str | None:
     return None if ":" in product else f"--product {product!r} is not <exchange>:<product> (coinbase:BTC-USD)."
+
+
+def _unwound(unwound: Counter[str]) -> str:
+    return f"Intents undone (a leg did not fill): {dict(unwound)}. " if unwound else ""
 
 
 def show_backtest(run: BacktestRun) -> None:
@@ -151,7 +158,11 @@ def register(app: typer.Typer, settings: Callable[[], Settings], tracking_uri: C
     @app.command("trade")
     def trade_command(
         strategy: Annotated[
-            str, typer.Option(help="action: the action model over books; threshold: a price model over candles.")
+            str,
+            typer.Option(
+                help="action: the action model over books; threshold: a price model over candles; pairs: the "
+                "registered pairs configuration over the pair jobs' rows."
+            ),
         ] = "action",
         product: Annotated[
             str | None, typer.Option(help="action: the book, <exchange>:<product> (coinbase:BTC-USD).")
@@ -159,6 +170,7 @@ def register(app: typer.Typer, settings: Callable[[], Settings], tracking_uri: C
         pair: Annotated[str | None, typer.Option(help="threshold: the pair (BTC/USD).")] = None,
         horizon: Annotated[int, typer.Option(help="threshold: the price model's horizon in minutes.")] = 1,
         exchange: Annotated[str, typer.Option(help="threshold: whose fees the paper account pays.")] = "kraken",
+        interval: Annotated[str, typer.Option(help="pairs: the configuration's interval (pairs-<interval>).")] = "1m",
         venue: Annotated[
             str, typer.Option(help="paper (the default) or coinbase (action only; real orders: needs --live).")
         ] = "paper",
@@ -168,8 +180,8 @@ def register(app: typer.Typer, settings: Callable[[], Settings], tracking_uri: C
         model_alias: Annotated[str | None, typer.Option(help="Registry alias (default champion).")] = None,
         model_version: Annotated[int | None, typer.Option(help="Registered version (instead of the alias).")] = None,
     ) -> None:
-        """Trade a registered model live over the topics (action: the book's; threshold: the pair's candles), on the
-        paper venue (or the action model on Coinbase with --live), until the input ends (a replay) or Ctrl-C; the
+        """Trade a registered model live over the topics (action: the book's; threshold: the pair's candles; pairs:
+        the pair jobs' rows), on the paper venue (or the action model on Coinbase with --live), until the input ends (a replay) or Ctrl-C; the
         account is in the trading database, the session in MLflow."""
         problem = trade_problem(strategy, product, pair, venue, live)
         if problem:
@@ -184,6 +196,8 @@ def register(app: typer.Typer, settings: Callable[[], Settings], tracking_uri: C
             if strategy == "action":
                 assert product is not None
                 run = run_trading(current, uri, product, model_alias, model_version, venue=venue)
+            elif strategy == "pairs":
+                run = run_pairs_trading(current, uri, interval, model_alias, model_version)
             else:
                 assert pair is not None
                 run = run_threshold_trading(current, uri, pair, horizon, exchange, model_alias, model_version)
@@ -198,7 +212,7 @@ def register(app: typer.Typer, settings: Callable[[], Settings], tracking_uri: C
             f"{m['orders']:.0f} orders, PnL {m['pnl']:,.2f} after {m['fees']:,.2f} fees over "
             f"{len(run.result.log.equity)} decisions"
             f"{'' if run.resumed_at_ms is None else ' after replaying the session to where it had stopped'}. "
-            f"MLflow run {run.run_id}. {run.feed_rejects.summary()}"
+            f"{_unwound(run.result.log.unwound)}MLflow run {run.run_id}. {run.feed_rejects.summary()}"
         )
 
     @app.command("backtest")

@@ -1,6 +1,7 @@
 """Live sessions: the book's frames (``book-updates``) and its 4 s feature rows (``book-features``) off the topics,
 merged into one stream of market events and decisions in the order a backtest of the same data sees them; and a
-pair's closed candles off the ``features`` topic (`CandleFeed`), for the strategies that trade candles.
+pair's closed candles off the ``features`` topic (`CandleFeed`), for the strategies that trade candles; and the pair
+jobs' spread rows, with their legs' candles, for the pairs strategy (`PairRowFeed`).
 
 The order is a backtest's: every frame stamped at or before a sample's time,
 then the decision on that sample, then later frames. The two topics are read
@@ -17,6 +18,7 @@ orders and fills as the backtest of the same file.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -214,3 +216,72 @@ class CandleFeed:
         o, h, low, c = (printed(record[name]) for name in ("open", "high", "low", "close"))
         self.deliver(CandleEvent(self.pair, o, h, low, c, at_ms))
         self.deliver(decision_event(record, self.pair, self.features))
+
+
+PAIR_ROW_FEATURES = ("z", "spread", "beta", "half_life")
+
+
+def pair_row_events(
+    record: Mapping[str, Any], legs: tuple[str, str]
+) -> tuple[CandleEvent, CandleEvent, DecisionEvent] | str:
+    """A pair job's row as its legs' candles as the job joined them (each at its own close time, the close as its
+    whole range) and the pair's decision at y's close; or why it is no usable row."""
+    at_ms, lag = record.get("window_end_ms"), record.get("x_lag_s")
+    if not isinstance(at_ms, int) or not isinstance(lag, int | float) or not math.isfinite(lag) or lag < 0:
+        return "bad_time"
+    closes = [record.get("y_close"), record.get("x_close")]
+    if not all(isinstance(c, int | float) and math.isfinite(c) and c > 0 for c in closes):
+        return "bad_price"
+    y, x = (printed(float(c)) for c in closes)  # type: ignore[arg-type]
+    features = {name: math.nan if record.get(name) is None else float(record[name]) for name in PAIR_ROW_FEATURES}
+    return (
+        CandleEvent(legs[0], y, y, y, y, at_ms),
+        CandleEvent(legs[1], x, x, x, x, at_ms - round(lag * 1000)),
+        DecisionEvent(record["pair_id"], at_ms, features, legs),
+    )
+
+
+class PairRowFeed:
+    """The pair jobs' rows (the ``pair-spread`` topic) of the configuration's pairs into a session: each row's legs'
+    candles, then the pair's decision (`pair_row_events`). Rows of other pairs are ignored; an unusable row, or one
+    not after the pair's last, is counted in `rejects` and skipped; an end marker (``{"control": "end"}``, which a
+    replay may publish) ends a finite input."""
+
+    def __init__(
+        self,
+        pairs: Mapping[str, tuple[str, str]],
+        deliver: Callable[[MarketEvent], None],
+        on_end: Callable[[], None] | None = None,
+    ) -> None:
+        self.pairs = pairs
+        self.deliver = deliver
+        self.on_end = on_end
+        self.rejects = Rejects("trading_pair_feed")
+        self.ended = False
+        self._last_ms: dict[str, int] = {}
+
+    def on_row(self, record: Mapping[str, Any], key: str | None = None) -> None:
+        if self.ended:
+            return
+        if not isinstance(record, Mapping):
+            self.rejects.reject("not_an_object", str(record)[:200])
+            return
+        if record.get("control") == CONTROL_END:
+            self.ended = True
+            if self.on_end is not None:
+                self.on_end()
+            return
+        pair = record.get("pair_id")
+        if not isinstance(pair, str) or pair not in self.pairs:
+            return
+        events = pair_row_events(record, self.pairs[pair])
+        if isinstance(events, str):
+            self.rejects.reject(events, record)
+            return
+        last = self._last_ms.get(pair)
+        if last is not None and events[2].at_ms <= last:
+            self.rejects.reject("stale_row", record)
+            return
+        self._last_ms[pair] = events[2].at_ms
+        for event in events:
+            self.deliver(event)

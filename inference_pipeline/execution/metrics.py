@@ -2,7 +2,7 @@
 
 A collector reads the live state of the session and its execution service
 at each scrape (orders by status, fills, positions, balances, equity and
-PnL at the session's mids, refused orders and skipped decisions by reason,
+PnL at the session's mids, refused orders, skipped decisions and undone legs by reason,
 reports refused, the kill switch), so the trading loop does no work for
 them. The scrape runs in the HTTP server's thread: it copies each dict or
 counter in one call (atomic under the GIL) and reads only immutable values,
@@ -125,6 +125,10 @@ class SessionCollector:
         counted = {
             "coinflow_trading_risk_refusals": ("Orders refused before sending, by limit.", log.refused),
             "coinflow_trading_skipped_decisions": ("Decisions skipped, by reason.", log.skipped),
+            "coinflow_trading_legs_unwound": (
+                "Multi-leg intents undone (a leg did not fill: its filled legs unwound), by reason.",
+                log.unwound,
+            ),
         }
         for name, (documentation, counter) in counted.items():
             family = CounterMetricFamily(name, documentation, labels=["venue", "product", "reason"])

@@ -9,6 +9,7 @@ horizon, its features and its predicted log return.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,15 +24,19 @@ from coinflow.contracts import (
     ACTION_DECISION,
     ACTION_NAMES,
     CHAMPION,
+    PAIRS_CONFIG_FILE,
+    PAIRS_INPUT,
     PREDICTED_RETURN,
     action_model_name,
+    pairs_model_name,
     registered_model_name,
 )
 from coinflow.feature_store import times_ms
 from coinflow.settings import Settings
+from coinflow.trading.pairs import PairState
 from feature_repo.names import BOOK_ENTITY, EVENT_TIMESTAMP
-from inference_pipeline.execution.strategies import ActionStrategy, MarketView, ThresholdStrategy
-from inference_pipeline.model_store import load_pyfunc
+from inference_pipeline.execution.strategies import ActionStrategy, MarketView, PairsStrategy, ThresholdStrategy
+from inference_pipeline.model_store import load_pyfunc_with_file
 
 
 class ModelNotFound(LookupError):
@@ -47,6 +52,7 @@ class RegisteredModel:
     run_id: str
     params: dict[str, str]
     model: PyFuncModel
+    config: str | None = None  # the text of a configuration file of its model directory, when asked for
 
     @property
     def features(self) -> list[str]:
@@ -54,9 +60,15 @@ class RegisteredModel:
 
 
 def load_registered(
-    client: MlflowClient, tracking_uri: str, name: str, alias: str | None, version: int | None
+    client: MlflowClient,
+    tracking_uri: str,
+    name: str,
+    alias: str | None,
+    version: int | None,
+    config_file: str | None = None,
 ) -> RegisteredModel:
-    """The version of `name` pinned by `version`, else behind `alias` (default the champion)."""
+    """The version of `name` pinned by `version`, else behind `alias` (default the champion); `config_file`: a file
+    of its model directory to read as well (`RegisteredModel.config`)."""
     try:
         found = (
             client.get_model_version(name, str(version))
@@ -69,8 +81,8 @@ def load_registered(
     if found.run_id is None:
         raise ModelNotFound(f"{name} v{found.version} was registered without a run: what it reads is unknown")
     run = client.get_run(found.run_id)
-    model = load_pyfunc(client, tracking_uri, name, str(found.version))
-    return RegisteredModel(name, str(found.version), found.run_id, dict(run.data.params), model)
+    model, config = load_pyfunc_with_file(client, tracking_uri, name, str(found.version), config_file)
+    return RegisteredModel(name, str(found.version), found.run_id, dict(run.data.params), model, config)
 
 
 def load_action_model(tracking_uri: str, book: str, alias: str | None, version: int | None) -> RegisteredModel:
@@ -93,6 +105,53 @@ def load_price_model(
         raise ModelNotFound(f"{loaded.name} v{loaded.version}: its run logged no {sorted(missing)} (not trained by "
                             "`train`)")  # fmt: skip
     return loaded
+
+
+@dataclass(frozen=True)
+class PairsModel:
+    """A registered pairs configuration: its policy (the pyfunc) and, from its JSON, the pairs (id -> y and x
+    tickers), the sizing and the costs its decisions assumed."""
+
+    registered: RegisteredModel
+    pairs: dict[str, tuple[str, str]]
+    dollar_neutral: bool
+    taker_fee: Decimal
+    slippage: Decimal
+
+
+def load_pairs_model(tracking_uri: str, interval: str, alias: str | None, version: int | None) -> PairsModel:
+    """The pairs configuration of an interval (``pairs-1m``)."""
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    loaded = load_registered(client, tracking_uri, pairs_model_name(interval), alias, version, PAIRS_CONFIG_FILE)
+    assert loaded.config is not None
+    body = json.loads(loaded.config)
+    pairs = {p["pair_id"]: (p["y"], p["x"]) for p in body["pairs"]}
+    if not pairs:
+        raise ModelNotFound(f"{loaded.name} v{loaded.version} holds no pairs: nothing to trade")
+    return PairsModel(loaded, pairs, bool(body["dollar_neutral"]), Decimal(body["taker_fee"]),
+                      Decimal(body["slippage"]))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PairsDecider:
+    """The pairs policy's next state of one pair from its spread row (z and spread; a warming row's NaN holds)."""
+
+    model: RegisteredModel
+
+    def __call__(self, pair_id: str, features: Mapping[str, float], state: PairState) -> PairState:
+        values = (pair_id, features.get("z", math.nan), features.get("spread", math.nan), state.position,
+                  state.stopped)  # fmt: skip
+        out = self.model.model.predict(pd.DataFrame([dict(zip(PAIRS_INPUT, values, strict=True))]))
+        if not isinstance(out, pd.DataFrame) or not {"position", "stopped"} <= set(out.columns):
+            raise TypeError(f"{self.model.name} v{self.model.version} did not return position and stopped")
+        return PairState(int(out["position"].iloc[0]), bool(out["stopped"].iloc[0]))
+
+
+def pairs_strategy(settings: Settings, model: PairsModel) -> PairsStrategy:
+    """The pairs strategy of a registered configuration: the pairs backtest's capital shared equally by its pairs."""
+    notional = settings.pairs_trading.capital / len(model.pairs)
+    return PairsStrategy(PairsDecider(model.registered), notional, settings.trading.size_increment,
+                         model.dollar_neutral)  # fmt: skip
 
 
 def score_returns(model: RegisteredModel, rows: pd.DataFrame) -> dict[int, float]:

@@ -3,7 +3,8 @@
 The checks, in order: the kill switch; a book to price against (present and
 not stale); the price band around the mid; the order size; the order rate;
 the reserves (available = balance minus what open orders hold; a market
-order is valued at the worst price it walks to in the book); the position
+order is valued at the worst price it walks to in the book; a margin account,
+``allow_short``, may sell coin it does not hold); the position
 and notional per product and in total, after the order; the daily loss
 (after which only orders that reduce a position pass). A limit of None is
 off. An order reduces a position when it trades against it and does not go
@@ -30,6 +31,7 @@ class RiskLimits:
     max_daily_loss: Decimal | None = None  # quote: realised + unrealised - fees since the day began
     price_band: Decimal | None = None  # fraction of the mid a limit (or a market order's worst fill) may stray
     max_book_age_ms: int | None = None
+    allow_short: bool = False  # a margin account: a sell may exceed the coin held (a negative balance)
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ def check_order(request: OrderRequest, limits: RiskLimits, ctx: RiskContext) -> 
         recent = sum(1 for t in ctx.recent_orders_ms if ctx.now_ms - t < 1000)
         if recent >= limits.max_orders_per_second:
             return Refusal("order_rate", f"{recent} orders in the last second (limit {limits.max_orders_per_second})")
-    if request.side == Side.SELL and request.quantity > ctx.available_base:
+    if request.side == Side.SELL and not limits.allow_short and request.quantity > ctx.available_base:
         return Refusal("reserves", f"selling {request.quantity} with {ctx.available_base} available")
     if request.side == Side.BUY:
         cost = request.quantity * price * (1 + ctx.taker_fee)

@@ -18,6 +18,11 @@ venue has confirmed their cancels, so their reserves are free and never
 promised twice; if the next decision comes first, it is dropped. A decision that
 cannot be taken (no book, a stale book, a model output that is not a number)
 is skipped, counted by reason and logged once with a sample.
+
+A multi-leg decision (a pair's, `DecisionEvent.legs`) needs a fresh quote of
+every leg; its intents name their products and a group, and a group whose
+legs do not all fill within ``leg_timeout_ms`` of the decision is undone
+(`legs.py`), counted in `SessionLog.unwound` and logged.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from decimal import Decimal
 from coinflow.books import Level, OrderBook
 from coinflow.trading.orders import OrderRequest, Side, split_product
 from coinflow.trading.steps import Step, StepVenue
+from inference_pipeline.execution.legs import LegGroup, Verdict, leg_verdict, unwind_requests
 from inference_pipeline.execution.paper import PaperVenue
 from inference_pipeline.execution.risk import Refusal
 from inference_pipeline.execution.service import ExecutionService, Quote
@@ -74,9 +80,12 @@ class CandleEvent:
 
 @dataclass(frozen=True)
 class DecisionEvent:
+    """A strategy's turn on `product`; a multi-leg decision (a pair's) names its `legs`, each needing a fresh quote."""
+
     product: str
     at_ms: int
     features: Mapping[str, float]
+    legs: tuple[str, ...] = ()
 
 
 MarketEvent = BookEvent | TradeEvent | CandleEvent | DecisionEvent
@@ -98,18 +107,29 @@ class SessionLog:
     equity: list[EquityPoint] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)
+    unwound: Counter[str] = field(default_factory=Counter)  # multi-leg intents undone, by why (`legs.py`)
     sent: int = 0
 
 
 class TradingSession:
     """Runs one strategy on one product through the execution service (see the module docstring)."""
 
-    def __init__(self, service: ExecutionService, strategy: Strategy, product: str, max_book_age_ms: int) -> None:
+    def __init__(
+        self,
+        service: ExecutionService,
+        strategy: Strategy,
+        product: str,
+        max_book_age_ms: int,
+        quote_asset: str | None = None,
+        leg_timeout_ms: int = 0,
+    ) -> None:
         self.service = service
         self.strategy = strategy
-        self.product = product
-        self.quote_asset = split_product(product)[1]
+        self.product = product  # a product, or the name of a multi-leg strategy's decisions (with `quote_asset`)
+        self.quote_asset = quote_asset or split_product(product)[1]
         self.max_book_age_ms = max_book_age_ms
+        self.leg_timeout_ms = leg_timeout_ms
+        self.groups: dict[str, LegGroup] = {}  # multi-leg intents not settled yet
         self.books: dict[str, OrderBook] = {}
         self.quotes: dict[str, Quote] = {}
         self.log = SessionLog()
@@ -186,7 +206,8 @@ class TradingSession:
         self._on_market(event)
         self.service.poll(event.at_ms)
         self._release(event.at_ms)
-        if isinstance(event, DecisionEvent) and event.product == self.product:
+        self._settle(event.at_ms)
+        if isinstance(event, DecisionEvent) and (event.product == self.product or event.legs):
             self._decide(event)
 
     def drain(self, after_ms: int) -> None:
@@ -196,6 +217,7 @@ class TradingSession:
             now = max(due, after_ms)
             self.service.poll(now)
             self._release(now)
+            self._settle(now)
             due = self.paper.next_due_ms() if self.paper else None
 
     def _on_book(self, event: BookEvent) -> None:
@@ -225,21 +247,25 @@ class TradingSession:
             logger.warning("decision skipped (%s); sample: %s (logged once; counted)", reason, sample)
 
     def _decide(self, event: DecisionEvent) -> None:
-        quote = self.quotes.get(self.product)
-        if quote is None:
-            self._skip("no_book", event)
-            return
-        if event.at_ms - quote.at_ms > self.max_book_age_ms:
-            self._skip("stale_book", f"book of {quote.at_ms} at a decision of {event.at_ms}")
-            return
+        legs = event.legs or (self.product,)
+        for leg in legs:
+            leg_quote = self.quotes.get(leg)
+            if leg_quote is None:
+                self._skip("no_book", event)
+                return
+            if event.at_ms - leg_quote.at_ms > self.max_book_age_ms:
+                self._skip("stale_book", f"book of {leg} of {leg_quote.at_ms} at a decision of {event.at_ms}")
+                return
+        quote = self.quotes[legs[0]]
         if self._waiting is not None:
             self._skip("replace_superseded", f"orders replacing {sorted(self._waiting[0])} at {event.at_ms}")
             for name in self._waiting[1]:
                 self.service.drop(name, event.at_ms, "superseded by the next decision before it could be sent")
             self._waiting = None
-        portfolio = self.portfolio()
+        portfolio = self.portfolio(legs[0])
+        market = MarketView(event.product, event.at_ms, quote, event.features, {leg: self.quotes[leg] for leg in legs})
         try:
-            intents = self.strategy.decide(MarketView(self.product, event.at_ms, quote, event.features), portfolio)
+            intents = self.strategy.decide(market, portfolio)
         except (ValueError, ArithmeticError) as exc:
             self._skip("bad_model_output", f"{exc} at {event.at_ms}")
             return
@@ -248,13 +274,48 @@ class TradingSession:
         for name in cancels:
             self.service.cancel(name, event.at_ms)
         if cancels and places:
-            held = [self._place(place, event.at_ms, n, hold=True) for n, place in places]
+            held = [self._place(place, event, n, hold=True) for n, place in places]
             self._waiting = (frozenset(cancels), [name for name in held if name is not None])
+        grouped: dict[str, list[str | None]] = {}
         for n, place in [] if cancels else places:
-            self._place(place, event.at_ms, n)
+            placed = self._place(place, event, n)
+            if place.group is not None:
+                grouped.setdefault(place.group, []).append(placed)
+        for group, names in grouped.items():
+            self.groups[group] = LegGroup(group, tuple(names), event.at_ms + self.leg_timeout_ms)
         self.service.poll(event.at_ms)  # what a venue without latency already did
         self._release(event.at_ms)
+        self._settle(event.at_ms)
         self._mark(event.at_ms, quote)
+
+    def _settle(self, now_ms: int) -> None:
+        """Settle the multi-leg intents whose legs all filled; undo those that cannot (`legs.py`): the legs still
+        working cancelled, the filled ones unwound with market orders; the strategy is told either way."""
+        for name, group in list(self.groups.items()):
+            verdict, why = leg_verdict(group, self.service.orders, now_ms)
+            if verdict == Verdict.PENDING:
+                continue
+            del self.groups[name]
+            if verdict == Verdict.UNDO:
+                legs = [self.service.orders[leg] for leg in group.legs if leg is not None]
+                for order in legs:
+                    if order.live:
+                        self.service.cancel(order.client_order_id, now_ms)
+                for request in unwind_requests(legs, now_ms, self.strategy.name):
+                    result = self.service.submit(request, self.quotes, now_ms)
+                    if isinstance(result, Refusal):
+                        self.log.refused[result.limit] += 1
+                        logger.error("the unwind %s was refused (%s): the leg stays open", request.client_order_id,
+                                     result.detail)  # fmt: skip
+                    else:
+                        self.log.sent += 1
+                self.service.poll(now_ms)
+                self.log.unwound[why] += 1
+                logger.warning("intent %s undone (%s): %d filled leg(s) unwound (counted)", name, why,
+                               sum(1 for o in legs if o.filled > 0))  # fmt: skip
+            settled = getattr(self.strategy, "settled", None)
+            if settled is not None:
+                settled(name, verdict == Verdict.FILLED)
 
     def _release(self, now_ms: int) -> None:
         """Send the orders waiting for their cancels once none of the cancelled orders is live any more."""
@@ -271,13 +332,14 @@ class TradingSession:
             else:
                 self.log.sent += 1
 
-    def _place(self, intent: Place, at_ms: int, index: int, hold: bool = False) -> str | None:
-        """Send one intent of the decision at `at_ms` (its id), or hold it until `_release`; returns its id unless
-        it was refused."""
+    def _place(self, intent: Place, event: DecisionEvent, index: int, hold: bool = False) -> str | None:
+        """Send one intent of `event`'s decision (its id), or hold it until `_release`; returns its id unless it was
+        refused."""
+        at_ms = event.at_ms
         request = OrderRequest(
-            client_order_id=f"{self.strategy.name}-{self.product}-{at_ms}-{index}",
+            client_order_id=f"{self.strategy.name}-{event.product}-{at_ms}-{index}",
             venue=self.service.venue.name,
-            product=self.product,
+            product=intent.product or self.product,
             side=intent.side,
             type=intent.type,
             quantity=intent.quantity,
@@ -295,15 +357,16 @@ class TradingSession:
             self.log.sent += 1
         return request.client_order_id
 
-    def portfolio(self) -> PortfolioView:
-        base, quote_asset = split_product(self.product)
+    def portfolio(self, product: str | None = None) -> PortfolioView:
+        product = product or self.product
+        base, quote_asset = split_product(product)
         venue = self.service.venue.name
         free = self.service.available(self.quotes)
         return PortfolioView(
-            position=self.service.position(self.product).quantity,
+            position=self.service.position(product).quantity,
             available_base=free.get((venue, base), Decimal(0)),
             available_quote=free.get((venue, quote_asset), Decimal(0)),
-            open_orders=tuple(self.service.open_orders(self.product)),
+            open_orders=tuple(self.service.open_orders(product)),
             taker_fee=self.service.fees.taker,
         )
 

@@ -15,28 +15,37 @@ a backtest and a live session.
 - `ThresholdStrategy`: a price model's predicted log return against a
   threshold plus the round trip's taker fees: above it, buy with what is
   available; below minus the threshold, sell everything held.
+- `PairsStrategy`: each pair's spread row (a multi-leg decision) through the
+  registered pairs policy (`coinflow.trading.pairs`'s rule); a change of
+  position is two market orders in one group, the legs sized by
+  `leg_quantities` at the legs' prices; a group undone by the session (a leg
+  did not fill) puts the pair back where it was before it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
 from coinflow.trading.orders import Order, OrderType, Side, TimeInForce, buy_size, lot
+from coinflow.trading.pairs import PairState, leg_orders, leg_quantities
+from coinflow.trading.steps import printed
 from inference_pipeline.execution.service import Quote
 
 
 @dataclass(frozen=True)
 class MarketView:
-    """What a strategy sees of the market at a decision: the product's top of book and its features then."""
+    """What a strategy sees of the market at a decision: the product's top of book and its features then (a
+    multi-leg decision, a pair's: ``product`` names it, ``quote`` is its first leg's and ``quotes`` every leg's)."""
 
     product: str
     at_ms: int
     quote: Quote
     features: Mapping[str, float]
+    quotes: Mapping[str, Quote] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -52,7 +61,9 @@ class PortfolioView:
 
 @dataclass(frozen=True)
 class Place:
-    """Send an order; ``tag`` names what it is for (a close buy replaces the previous close buy)."""
+    """Send an order; ``tag`` names what it is for (a close buy replaces the previous close buy). ``product``: the
+    order's, when not the session's (a leg of a pair); ``group``: the legs that must all fill (else they are undone,
+    `legs.py`)."""
 
     side: Side
     type: OrderType
@@ -61,6 +72,8 @@ class Place:
     limit_price: Decimal | None = None
     time_in_force: TimeInForce = TimeInForce.IOC
     post_only: bool = False
+    product: str | None = None
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -182,3 +195,53 @@ class ThresholdStrategy:
             size = lot(portfolio.available_base, self.size_increment)
             return [Place(Side.SELL, OrderType.MARKET, size, "exit")] if size > 0 else []
         return []
+
+
+PairPolicy = Callable[[str, Mapping[str, float], PairState], PairState]  # pair id, its row, its state -> next state
+
+
+@dataclass
+class PairsStrategy:
+    """Every pair of a registered configuration on its spread rows (see the module docstring). `notional`: quote
+    across both legs of a pair."""
+
+    policy: PairPolicy
+    notional: Decimal
+    size_increment: Decimal
+    dollar_neutral: bool = True
+    name: str = "pairs"
+    states: dict[str, PairState] = field(default_factory=dict)
+    holdings: dict[str, dict[str, Decimal]] = field(default_factory=dict)  # per pair, per leg (signed)
+    pending: dict[str, tuple[str, PairState, dict[str, Decimal]]] = field(default_factory=dict)
+
+    def decide(self, market: MarketView, portfolio: PortfolioView) -> list[Intent]:
+        pair = market.product
+        if any(p == pair for p, _, _ in self.pending.values()):
+            return []  # its last intent is not settled yet
+        before = self.states.get(pair, PairState())
+        after = self.policy(pair, market.features, before)
+        held = self.holdings.get(pair, {})
+        self.states[pair] = after
+        if after.position == before.position:
+            return []
+        (y, quote_y), (x, quote_x) = market.quotes.items()
+        beta = printed(market.features["beta"])
+        want_y, want_x = leg_quantities(after.position, self.notional, quote_y.mid, quote_x.mid, beta,
+                                        self.dollar_neutral)  # fmt: skip
+        group = f"{pair}@{market.at_ms}"
+        tag = f"{pair}:{'enter' if after.position else 'exit'}"
+        orders = leg_orders({y: want_y, x: want_x}, held, self.size_increment)
+        if not orders:
+            return []
+        self.pending[group] = (pair, before, held)
+        now = dict(held)
+        for leg, side, size in orders:
+            now[leg] = now.get(leg, Decimal(0)) + (size if side == Side.BUY else -size)
+        self.holdings[pair] = {leg: q for leg, q in now.items() if q}
+        return [Place(side, OrderType.MARKET, size, tag, product=leg, group=group) for leg, side, size in orders]
+
+    def settled(self, group: str, filled: bool) -> None:
+        """The session's word on a group: filled, or undone (the pair back to its state before it)."""
+        pair, before, held = self.pending.pop(group)
+        if not filled:
+            self.states[pair], self.holdings[pair] = PairState(before.position, False), held

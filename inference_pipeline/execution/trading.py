@@ -21,6 +21,12 @@ step venue holds nothing but resting orders, rebuilt by handing it the
 recorded requests at their candles (the strategy's market orders fill at
 once, so a restart finds none resting).
 
+The pairs strategy (`run_pairs_trading`) trades every pair of the registered
+pairs configuration off the pair jobs' rows (`PairRowFeed`: each row's legs'
+closes step the step venue, then the pair decides), through the same loop,
+each change of position two market orders whose legs must both fill within
+COINFLOW_TRADING_LEG_TIMEOUT_MS (else the filled one is unwound).
+
 On Coinbase (``--venue coinbase --live``) the gateway is the venue: a new
 account's ledger opens with the exchange's balances, and a restart follows
 again the live orders the database holds (`CoinbaseGateway.adopt`) and asks
@@ -33,7 +39,8 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -45,23 +52,29 @@ from coinflow.quality import Rejects
 from coinflow.schemas import pair_slug
 from coinflow.settings import Settings
 from coinflow.streaming import json_topic, new_application, run_application, topic_config
+from coinflow.trading.fees import FeeSchedule
 from coinflow.trading.orders import EventKind, Order, OrderEvent, split_product
+from coinflow.trading.pairs import common_quote
+from coinflow.trading.steps import StepVenue, printed
 from inference_pipeline.execution.backtest import BacktestResult, exchange_fees, paper_service, risk_limits, summarise
 from inference_pipeline.execution.coinbase import CoinbaseGateway
-from inference_pipeline.execution.live import CandleFeed, LiveFeed
+from inference_pipeline.execution.live import CandleFeed, LiveFeed, PairRowFeed
 from inference_pipeline.execution.metrics import TradingMetrics, serve_metrics, stop_metrics
 from inference_pipeline.execution.models import (
     ActionDecider,
     PriceDecider,
     action_strategy,
     load_action_model,
+    load_pairs_model,
     load_price_model,
+    pairs_strategy,
     session_params,
     threshold_strategy,
 )
 from inference_pipeline.execution.service import ExecutionService
 from inference_pipeline.execution.session import MarketEvent, TradingSession
 from inference_pipeline.execution.store import TradingStore, connect
+from inference_pipeline.execution.strategies import PairsStrategy
 from inference_pipeline.execution.tracking import log_session
 from inference_pipeline.model_store import sequence_length
 
@@ -233,6 +246,56 @@ def run_threshold_trading(
     params = session_params(settings, model, market, "paper", strategy="threshold")
     return trade_session(settings, tracking_uri, broker, TradingSession(service, strategy, pair,
                          settings.trading.max_book_age_ms), pair, params, subscribe, consumer_group)  # fmt: skip
+
+
+def run_pairs_trading(
+    settings: Settings,
+    tracking_uri: str,
+    interval: str = "1m",
+    alias: str | None = None,
+    version: int | None = None,
+    consumer_group: str | None = None,
+) -> TradingRun:
+    """Trade every pair of the registered pairs configuration of `interval` on the step venue, off the pair jobs'
+    rows (COINFLOW_PAIR_JOBS_ROWS_TOPIC, `PairRowFeed`), with the costs its decisions assumed, on a margin paper
+    account unless COINFLOW_TRADING_PAIRS_MARGIN is off; until the input ends or the process is stopped."""
+    broker = services.ensure_broker(settings)
+    model = load_pairs_model(tracking_uri, interval, alias, version)
+    legs = sorted({leg for pair in model.pairs.values() for leg in pair})
+    quote = common_quote(legs)
+    service = pairs_service(settings, settings.trading_db_url, model.taker_fee, model.slippage)
+    paper_account(settings, service, legs[0])
+
+    def subscribe(app: Application, config: TopicConfig, deliver: Callable[[MarketEvent], None]) -> Rejects:
+        feed = PairRowFeed(model.pairs, deliver, on_end=app.stop)
+        app.dataframe(json_topic(app, settings.pair_jobs.rows_topic, config)).update(
+            lambda value, key, *_: feed.on_row(value, key), metadata=True
+        )
+        return feed.rejects
+
+    name = model.registered.name
+    market = {"interval": interval, "pairs": ",".join(sorted(model.pairs))}
+    params = session_params(settings, model.registered, market, "paper", strategy="pairs")
+    session = pairs_session(settings, service, pairs_strategy(settings, model), name, quote)
+    return trade_session(settings, tracking_uri, broker, session, name, params, subscribe, consumer_group)
+
+
+def pairs_service(settings: Settings, db_url: str, taker_fee: Decimal, slippage: Decimal) -> ExecutionService:
+    """The pairs strategy's paper account in `db_url`: the step venue with the configuration's taker fee and slippage
+    (as the pairs backtest trades), shorts allowed when COINFLOW_TRADING_PAIRS_MARGIN is on."""
+    fees = FeeSchedule(maker=taker_fee, taker=taker_fee)
+    venue = StepVenue(fees, printed(settings.simulation.touch_fill), slippage)
+    limits = replace(risk_limits(settings), allow_short=settings.trading.pairs_margin)
+    return ExecutionService.restore(TradingStore(connect(db_url)), venue, limits, fees)
+
+
+def pairs_session(
+    settings: Settings, service: ExecutionService, strategy: PairsStrategy, name: str, quote: str
+) -> TradingSession:
+    """The session of a pairs strategy: decisions named `name`, equity in `quote`, legs undone after
+    COINFLOW_TRADING_LEG_TIMEOUT_MS."""
+    return TradingSession(service, strategy, name, settings.trading.max_book_age_ms, quote_asset=quote,
+                          leg_timeout_ms=settings.trading.leg_timeout_ms)  # fmt: skip
 
 
 def paper_account(settings: Settings, service: ExecutionService, product: str) -> ExecutionService:

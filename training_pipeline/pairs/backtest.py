@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -36,8 +36,8 @@ from coinflow.hedge import NoiseVariances, estimate_noise, kalman_hedge
 from coinflow.performance import max_drawdown, sharpe_ratio
 from coinflow.trading.accounting import Account
 from coinflow.trading.fees import FeeSchedule
-from coinflow.trading.orders import OrderRequest, OrderType, Side, TimeInForce, lot, split_product
-from coinflow.trading.pairs import PairRule, PairState, leg_quantities, next_state
+from coinflow.trading.orders import OrderRequest, OrderType, Side, TimeInForce, split_product
+from coinflow.trading.pairs import PairRule, PairState, common_quote, leg_orders, leg_quantities, next_state
 from coinflow.trading.steps import Step, StepVenue, printed
 
 SIZE_INCREMENT = Decimal("1e-8")
@@ -158,14 +158,6 @@ def trade(
     return PortfolioRun(closes.index, equity, books, pair_equity, float(capital), dict(reasons))
 
 
-def common_quote(tickers: Iterable[str]) -> str:
-    """The one quote asset of the tickers (ETH/USDT, BTC/USDT -> USDT): the account holds a single currency."""
-    quotes = {split_product(t)[1] for t in tickers}
-    if len(quotes) != 1:
-        raise ValueError(f"the tickers are quoted in {sorted(quotes)}: a pairs account holds one quote currency")
-    return quotes.pop()
-
-
 def _rebalance(
     account: Account,
     venue: StepVenue,
@@ -184,12 +176,7 @@ def _rebalance(
     price_y, price_x = closes[signal.y], closes[signal.x]
     want_y, want_x = leg_quantities(target, notional, price_y, price_x, printed(beta), dollar_neutral)
     before = book.value(closes)
-    for leg, want in ((signal.y, want_y), (signal.x, want_x)):
-        change = want - book.holdings[leg]
-        size = lot(abs(change), SIZE_INCREMENT)
-        if size <= 0:
-            continue
-        side = Side.BUY if change > 0 else Side.SELL
+    for leg, side, size in leg_orders({signal.y: want_y, signal.x: want_x}, book.holdings, SIZE_INCREMENT):
         name = f"{signal.pair_id}-{at_ms}-{leg}"
         request = OrderRequest(name, venue.name, leg, side, OrderType.MARKET, size, None, TimeInForce.IOC,
                                created_ms=at_ms)  # fmt: skip

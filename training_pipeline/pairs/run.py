@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from coinflow.contracts import CHAMPION
+from coinflow.contracts import CHAMPION, pairs_model_name
 from coinflow.feature_store import feature_store, read_view_rows
 from coinflow.pair_discovery import Discovery, discover
 from coinflow.settings import Settings
@@ -47,7 +47,7 @@ INTERVAL_SECONDS = {"1m": 60, "5m": 300}
 
 
 def model_name(interval: str) -> str:
-    return f"pairs-{interval}"
+    return pairs_model_name(interval)
 
 
 def load_closes(settings: Settings, interval: str, start: str | None = None, end: str | None = None) -> pd.DataFrame:

@@ -13,13 +13,14 @@ import pandas as pd
 from mlflow.models.model import ModelInfo
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
+from coinflow.contracts import PAIRS_CONFIG_FILE, PAIRS_INPUT
 from coinflow.hedge import NoiseVariances
 from coinflow.trading.pairs import PairRule, PairState, next_state
 from training_pipeline.tracking import log_python_model
 
 ENTRY = Path(__file__).with_name("served_model.py")
-CONFIG = "pairs.json"
-INPUT_COLUMNS = ("pair_id", "z", "spread", "position", "stopped")
+CONFIG = Path(PAIRS_CONFIG_FILE).name
+INPUT_COLUMNS = PAIRS_INPUT
 
 
 @dataclass(frozen=True)
