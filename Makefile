@@ -36,6 +36,9 @@ feature-repo: $(STAMP) ## Register the Feast feature repository (feast apply)
 feature-pipeline: $(STAMP) ## Run the live pipeline against Kraken for PAIRS until Ctrl-C
 	$(PY) -m feature_pipeline live --pairs $(PAIRS)
 
+pairs-orchestrate: $(STAMP) ## Publish pair_candidates (rolling discovery over the universe candles) until Ctrl-C
+	$(PY) -m feature_pipeline pairs-orchestrate
+
 pairs-live: $(STAMP) ## Run the pair jobs (pair_candidates -> pair_spread_1m) over the topics until Ctrl-C
 	$(PY) -m feature_pipeline pairs-live
 
@@ -132,4 +135,4 @@ bench: $(STAMP) ## Run the benchmarks (prints tables with the machine)
 clean: down ## Stop services and remove local state (.coinflow, offline store, registry)
 	rm -rf .coinflow feature_repo/data
 
-.PHONY: help install lint format typecheck up down status feature-repo feature-pipeline pairs-live pairs-backtest replay backfill replay-session replay-snapshots paper-trade-action trade positions live-books train mlflow-ui train-deep train-action simulate tensorboard serve predict-stream evaluate-live quickstart test test-unit test-e2e bench clean
+.PHONY: help install lint format typecheck up down status feature-repo feature-pipeline pairs-orchestrate pairs-live pairs-backtest replay backfill replay-session replay-snapshots paper-trade-action trade positions live-books train mlflow-ui train-deep train-action simulate tensorboard serve predict-stream evaluate-live quickstart test test-unit test-e2e bench clean

@@ -827,6 +827,10 @@ class PairJobs(Section):
         "strategy's live trading.",
     )
     consumer_group: str = "pair-jobs"
+    orchestrator_consumer_group: str = Field(
+        default="pairs-orchestrator",
+        description="The consumer group of pairs-orchestrate (universe candles -> pair_candidates).",
+    )
     warmup_bars: int = Field(
         default=500,
         ge=30,

@@ -14,6 +14,7 @@ from coinflow.feature_store import apply_feature_repo
 from feature_pipeline.books import cli as books
 from feature_pipeline.candles import cli as candles
 from feature_pipeline.cli import console, pipeline_settings
+from feature_pipeline.orchestrator import cli as orchestrator
 from feature_pipeline.pairs import cli as pairs
 from feature_pipeline.universe import cli as universe
 
@@ -25,6 +26,7 @@ app.add_typer(candles.app)
 app.add_typer(books.app)
 app.add_typer(universe.app)
 app.add_typer(pairs.app)
+app.add_typer(orchestrator.app)
 
 
 @app.command("feature-repo")

@@ -20,7 +20,7 @@ LAYERS = (("feature_repo",), ("coinflow",), ("feature_pipeline", "training_pipel
 # Sub-pipelines (one folder each) and the modules that wire them together (the CLIs): nothing else in the
 # pipeline may import a sub-pipeline.
 SUB_PIPELINES = {
-    "feature_pipeline": ("candles", "books", "universe", "pairs"),
+    "feature_pipeline": ("candles", "books", "universe", "pairs", "orchestrator"),
     "training_pipeline": ("price", "action", "pairs"),
 }
 WIRING = {"feature_pipeline.__main__", "training_pipeline.__main__", "training_pipeline.simulation_run"}
