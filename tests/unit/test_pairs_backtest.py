@@ -95,3 +95,8 @@ def test_a_run_ends_flat_and_pays_its_exits():
     assert all(q == 0 for q in book.holdings.values())
     assert run.reasons.get("end", 0) + run.reasons.get("exit", 0) >= 1 and book.trips
     assert run.equity[-1] == pytest.approx(10_000 + float(book.cash))
+
+
+def test_a_fold_without_pairs_does_nothing():
+    folds = walk_forward(universe(900), lambda p: [], [2.0], PairRule(), FREE, D(10_000), folds=2)
+    assert [(f.pairs, f.entry, f.run) for f in folds] == [((), None, None), ((), None, None)]

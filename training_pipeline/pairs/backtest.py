@@ -274,6 +274,9 @@ def walk_forward(
         train_end, (start, end) = blocks[k][0], blocks[k]
         train = log_prices.iloc[:train_end]
         chosen = discover(train)
+        if not chosen:  # no pair passed discovery before this fold: it does nothing
+            out.append(Fold(closes.index[start], closes.index[end - 1], (), {}, None, None))
+            continue
         noises = {pid: _noise(train[[y, x]].dropna().tail(noise_bars), y, x) for pid, y, x in chosen}
         signals = [pair_signal(pid, y, x, log_prices.iloc[:end], noises[pid]) for pid, y, x in chosen]
         legs = sorted({leg for _, y, x in chosen for leg in (y, x)})
