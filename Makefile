@@ -131,6 +131,7 @@ bench: $(STAMP) ## Run the benchmarks (prints tables with the machine)
 	$(PY) -m bench.bench_trading
 	$(PY) -m bench.bench_universe
 	$(PY) -m bench.bench_pairs_discovery
+	$(PY) -m bench.bench_pairs_orchestrator
 
 clean: down ## Stop services and remove local state (.coinflow, offline store, registry)
 	rm -rf .coinflow feature_repo/data
