@@ -28,6 +28,8 @@ from feature_repo.names import (
     ORDERBOOK_VIEW,
     indicators_view,
     ohlcv_view,
+    pair_spread_view,
+    universe_view,
     window_view,
 )
 from tests.support.paths import copy_feature_repo
@@ -36,7 +38,11 @@ from tests.support.ports import free_port
 
 FEAST = str(Path(sys.executable).with_name("feast"))
 VIEWS = sorted(
-    [ORDERBOOK_VIEW, *(f(interval) for interval in ("1m", "5m") for f in (ohlcv_view, indicators_view, window_view))]
+    [
+        ORDERBOOK_VIEW,
+        pair_spread_view("1m"),
+        *(f(interval) for interval in ("1m", "5m") for f in (ohlcv_view, indicators_view, window_view, universe_view)),
+    ]
 )
 STORE_VIEWS = (
     "from feast import FeatureStore; print(sorted(v.name for v in FeatureStore('feature_repo').list_feature_views()))"
