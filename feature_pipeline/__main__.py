@@ -16,6 +16,7 @@ from feature_pipeline.candles import cli as candles
 from feature_pipeline.cli import console, pipeline_settings
 from feature_pipeline.orchestrator import cli as orchestrator
 from feature_pipeline.pairs import cli as pairs
+from feature_pipeline.run_job import app as run_job
 from feature_pipeline.universe import cli as universe
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app.add_typer(books.app)
 app.add_typer(universe.app)
 app.add_typer(pairs.app)
 app.add_typer(orchestrator.app)
+app.add_typer(run_job)
 
 
 @app.command("feature-repo")
