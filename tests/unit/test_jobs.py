@@ -148,3 +148,15 @@ def test_a_job_file_is_loaded_and_a_bad_one_refused_clearly(tmp_path):
 def test_the_universe_job_is_a_job_file():
     job = Job.load(Path(str(universe_job.__file__)))
     assert job.name == "job" and job.setup(SETTINGS).params["1m"].interval_ms == 60_000
+
+
+def test_run_job_refuses_a_missing_destination_or_job_file_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from feature_pipeline.__main__ import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["run-job", str(tmp_path / "x.py"), "--input", "t"])
+    assert result.exit_code == 2 and "--output TOPIC, --view VIEW" in result.output
+    result = runner.invoke(app, ["run-job", str(tmp_path / "x.py"), "--input", "t", "--output", "o"])
+    assert result.exit_code == 2 and "No such job file" in result.output
