@@ -430,7 +430,10 @@ def test_two_workers_swap_the_champion_under_load_without_a_failed_request(world
     assert {status for _, status, _ in answers_} == {200}
     assert {body["model_version"] for _, _, body in answers_} == {old_version, new_version}
     late = sorted((at - swapped, body["model_version"]) for at, _, body in answers_ if at > swapped)
-    assert {version for _, version in late} == {new_version}, (late[:5], log.read_text()[-3000:])
+    stale = [(round(after, 3), version) for after, version in late if version != new_version]
+    assert not stale, (
+        f"{len(stale)} of {len(late)} late answers had an old version: {stale[:5]}\n{log.read_text()[-3000:]}"
+    )
     # Every answer of both workers is counted once in the aggregated metrics.
     by_version = _predictions_by_version(metrics, name)
     assert sum(by_version.values()) == len(answers_), by_version
