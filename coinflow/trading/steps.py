@@ -43,7 +43,7 @@ from coinflow.trading.orders import (
     TimeInForce,
 )
 
-VENUE = "paper"
+VENUE = "paper"  # the name of the paper venues, this one and the book venue of the execution service
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,7 @@ from coinflow.trading.orders import (
     Side,
     TimeInForce,
 )
-
-VENUE = "paper"
+from coinflow.trading.steps import VENUE  # both paper venues answer to the same name
 
 
 @dataclass(frozen=True)
